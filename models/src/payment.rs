@@ -233,6 +233,37 @@ impl FromStr for FailMode {
     }
 }
 
+/// What a block or allow list holds. Values are stored hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockKind {
+    Cpf,
+    Device,
+    Ip,
+}
+
+impl BlockKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockKind::Cpf => "cpf",
+            BlockKind::Device => "device",
+            BlockKind::Ip => "ip",
+        }
+    }
+}
+
+impl FromStr for BlockKind {
+    type Err = String;
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        match input {
+            "cpf" => Ok(BlockKind::Cpf),
+            "device" => Ok(BlockKind::Device),
+            "ip" => Ok(BlockKind::Ip),
+            other => Err(format!("unknown list kind {other:?}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

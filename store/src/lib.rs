@@ -1,1 +1,29 @@
+//! Durable storage: SQL through sqlx (SQLite embedded, PostgreSQL in production) and the rate
+//! limiter (in process, or Redis shared between nodes).
+//!
+//! Both engines are driven through `sqlx::Any` with the same SQL: `$N` placeholders (SQLite accepts
+//! them), integers as BIGINT, timestamps as epoch milliseconds, JSON as TEXT.
 
+mod database;
+mod idempotency;
+mod parties;
+mod payments;
+pub mod rate_limit;
+
+pub use database::{Engine, Store, StoreError};
+pub use idempotency::{IdempotencyBegin, IdempotencyClaim, IdempotencyCompletion, IDEMPOTENCY_KEY_LENGTH_MAX, IDEMPOTENCY_RETENTION_MS};
+pub use parties::{PatientRecord, ProviderRecord};
+pub use payments::{DecisionRecord, EventRecord, NewEvent, NewPaymentWrite, PaymentFilter, PaymentRecord, RecentPayment};
+pub use rate_limit::{RateDecision, RateLimitError, RateLimiter};
+
+use sha2::{Digest, Sha256};
+
+/// SHA-256 in lower-case hex: how secrets (API keys, tokens) and listed values are stored.
+pub fn sha256_hex(input: &[u8]) -> String {
+    hex::encode(Sha256::digest(input))
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

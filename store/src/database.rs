@@ -1,0 +1,141 @@
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Any, Transaction};
+use std::time::Duration;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Most connections the pool opens. SQLite serialises writers anyway; PostgreSQL's default server
+/// limit is 100 and several nodes share it.
+pub const POOL_CONNECTIONS_MAX_SQLITE: u32 = 8;
+pub const POOL_CONNECTIONS_MAX_POSTGRES: u32 = 16;
+/// How long a request waits for a pooled connection before failing.
+pub const POOL_ACQUIRE_TIMEOUT_MS: u64 = 3_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL (sqlite:// or postgres:// expected)")]
+    UnsupportedUrl,
+    #[error("already exists: {0}")]
+    Conflict(&'static str),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StoreError {
+    pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt(what.to_string())
+    }
+
+    /// Maps a unique-constraint violation to `Conflict(what)`; every other error stays as it is.
+    pub(crate) fn on_unique(error: sqlx::Error, what: &'static str) -> StoreError {
+        match &error {
+            sqlx::Error::Database(database_error) if database_error.is_unique_violation() => StoreError::Conflict(what),
+            _ => StoreError::Database(error),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pool: AnyPool,
+    engine: Engine,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Store").field("engine", &self.engine).finish()
+    }
+}
+
+impl Store {
+    /// Connects and applies the engine's migrations. A `sqlite://` file's folder is created.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        install_default_drivers();
+        let engine = if url.starts_with("sqlite:") {
+            Engine::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Engine::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let url = match engine {
+            Engine::Sqlite => prepare_sqlite_url(url)?,
+            Engine::Postgres => url.to_owned(),
+        };
+        let connections_max = match engine {
+            Engine::Sqlite => POOL_CONNECTIONS_MAX_SQLITE,
+            Engine::Postgres => POOL_CONNECTIONS_MAX_POSTGRES,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(connections_max)
+            .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
+            .connect(&url)
+            .await?;
+        let store = Store { pool, engine };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match self.engine {
+            Engine::Sqlite => {
+                // WAL lets readers run beside the writer; the setting is kept in the file.
+                sqlx::query("PRAGMA journal_mode = WAL").execute(&self.pool).await?;
+                SQLITE_MIGRATIONS.run(&self.pool).await?;
+            }
+            Engine::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// A transaction that takes the write lock at once on SQLite, so that a transaction that reads
+    /// before it writes never fails on a lock upgrade; waits up to the busy timeout instead.
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        let transaction = match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Engine::Postgres => self.pool.begin().await?,
+        };
+        Ok(transaction)
+    }
+
+    /// True when the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Adds `mode=rwc` so that a missing file is created, and creates its folder.
+fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or(path);
+    if path != ":memory:" {
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)?;
+            }
+        }
+    }
+    Ok(if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") })
+}

@@ -1,0 +1,195 @@
+//! Providers, patients, the links between them, and the block list.
+
+use crate::database::{Store, StoreError};
+use medpay_models::{BasisPoints, BlockKind, Cnpj, Cpf, FailMode, PatientId, ProviderId};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRecord {
+    pub id: ProviderId,
+    pub name: String,
+    pub cnpj: Cnpj,
+    pub fee_bps: BasisPoints,
+    pub escrow: bool,
+    pub score_fail_mode: FailMode,
+    pub max_amount_centavos: i64,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientRecord {
+    pub id: PatientId,
+    pub name: String,
+    pub cpf: Cpf,
+    pub email: String,
+    pub phone: String,
+    pub created_at_ms: i64,
+}
+
+pub(crate) fn parse_column<T: std::str::FromStr>(row: &AnyRow, column: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    let raw: String = row.try_get(column)?;
+    raw.parse::<T>().map_err(|error| StoreError::corrupt(format!("{column}: {error}")))
+}
+
+const PROVIDER_COLUMNS: &str = "id, name, cnpj, fee_bps, escrow, score_fail_mode, max_amount_centavos, created_at_ms";
+
+fn provider_from_row(row: &AnyRow) -> Result<ProviderRecord, StoreError> {
+    let fee_bps: i64 = row.try_get("fee_bps")?;
+    let escrow: i64 = row.try_get("escrow")?;
+    Ok(ProviderRecord {
+        id: parse_column(row, "id")?,
+        name: row.try_get("name")?,
+        cnpj: parse_column(row, "cnpj")?,
+        fee_bps: u32::try_from(fee_bps).ok().and_then(BasisPoints::new).ok_or_else(|| StoreError::corrupt("fee_bps"))?,
+        escrow: escrow == 1,
+        score_fail_mode: parse_column(row, "score_fail_mode")?,
+        max_amount_centavos: row.try_get("max_amount_centavos")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+fn patient_from_row(row: &AnyRow) -> Result<PatientRecord, StoreError> {
+    Ok(PatientRecord {
+        id: parse_column(row, "id")?,
+        name: row.try_get("name")?,
+        cpf: parse_column(row, "cpf")?,
+        email: row.try_get("email")?,
+        phone: row.try_get("phone")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+impl Store {
+    /// Inserts a provider; a CNPJ already registered is a `Conflict("provider")`.
+    pub async fn insert_provider(&self, provider: &ProviderRecord, api_key_hash: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO providers (id, name, cnpj, fee_bps, escrow, score_fail_mode, max_amount_centavos, api_key_hash, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(provider.id.to_string())
+        .bind(provider.name.clone())
+        .bind(provider.cnpj.as_str().to_owned())
+        .bind(i64::from(provider.fee_bps.value()))
+        .bind(i64::from(provider.escrow))
+        .bind(provider.score_fail_mode.as_str())
+        .bind(provider.max_amount_centavos)
+        .bind(api_key_hash.to_owned())
+        .bind(provider.created_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| StoreError::on_unique(error, "provider"))?;
+        Ok(())
+    }
+
+    pub async fn provider(&self, id: ProviderId) -> Result<Option<ProviderRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {PROVIDER_COLUMNS} FROM providers WHERE id = $1"));
+        let row = sqlx::query(sql).bind(id.to_string()).fetch_optional(&self.pool).await?;
+        row.as_ref().map(provider_from_row).transpose()
+    }
+
+    pub async fn provider_id_by_key_hash(&self, api_key_hash: &str) -> Result<Option<ProviderId>, StoreError> {
+        let row = sqlx::query("SELECT id FROM providers WHERE api_key_hash = $1")
+            .bind(api_key_hash.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(|row| parse_column(row, "id")).transpose()
+    }
+
+    /// Inserts a patient, linked to `provider` when a provider registers them, in one transaction.
+    /// A CPF already registered is a `Conflict("patient")`.
+    pub async fn insert_patient(&self, patient: &PatientRecord, token_hash: &str, provider: Option<ProviderId>) -> Result<(), StoreError> {
+        let mut transaction = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO patients (id, name, cpf, email, phone, token_hash, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(patient.id.to_string())
+        .bind(patient.name.clone())
+        .bind(patient.cpf.as_str().to_owned())
+        .bind(patient.email.clone())
+        .bind(patient.phone.clone())
+        .bind(token_hash.to_owned())
+        .bind(patient.created_at_ms)
+        .execute(&mut *transaction)
+        .await
+        .map_err(|error| StoreError::on_unique(error, "patient"))?;
+        if let Some(provider) = provider {
+            link(&mut transaction, provider, patient.id, patient.created_at_ms).await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    pub async fn patient(&self, id: PatientId) -> Result<Option<PatientRecord>, StoreError> {
+        let row = sqlx::query("SELECT id, name, cpf, email, phone, created_at_ms FROM patients WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(patient_from_row).transpose()
+    }
+
+    pub async fn patient_id_by_token_hash(&self, token_hash: &str) -> Result<Option<PatientId>, StoreError> {
+        let row = sqlx::query("SELECT id FROM patients WHERE token_hash = $1")
+            .bind(token_hash.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(|row| parse_column(row, "id")).transpose()
+    }
+
+    pub async fn is_linked(&self, provider: ProviderId, patient: PatientId) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 AS one FROM provider_patients WHERE provider_id = $1 AND patient_id = $2")
+            .bind(provider.to_string())
+            .bind(patient.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    pub async fn add_to_blocklist(&self, kind: BlockKind, value_hash: &str, reason: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO blocklist (kind, value_hash, reason, created_at_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (kind, value_hash) DO NOTHING",
+        )
+        .bind(kind.as_str())
+        .bind(value_hash.to_owned())
+        .bind(reason.to_owned())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The whole block list, as (kind, SHA-256 hex of the value).
+    pub async fn blocklist(&self) -> Result<Vec<(BlockKind, String)>, StoreError> {
+        let rows = sqlx::query("SELECT kind, value_hash FROM blocklist").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                let kind = kind.parse::<BlockKind>().map_err(StoreError::corrupt)?;
+                Ok((kind, row.try_get("value_hash")?))
+            })
+            .collect()
+    }
+}
+
+/// Links a patient to a provider; linking twice is not an error.
+pub(crate) async fn link(
+    connection: &mut sqlx::AnyConnection,
+    provider: ProviderId,
+    patient: PatientId,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO provider_patients (provider_id, patient_id, created_at_ms) VALUES ($1, $2, $3)
+         ON CONFLICT (provider_id, patient_id) DO NOTHING",
+    )
+    .bind(provider.to_string())
+    .bind(patient.to_string())
+    .bind(now_ms)
+    .execute(connection)
+    .await?;
+    Ok(())
+}

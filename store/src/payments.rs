@@ -1,0 +1,348 @@
+//! Payments, their installments, decisions and events.
+
+use crate::database::{Store, StoreError};
+use crate::idempotency::{self, IdempotencyCompletion};
+use crate::parties::{link, parse_column};
+use medpay_models::{
+    DecisionOutcome, Installment, PatientId, PaymentId, PaymentMethod, PaymentStatus, ProviderId, Reason, TussCode,
+};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// Most payments one list call returns.
+pub const PAYMENTS_PAGE_MAX: i64 = 200;
+/// Most events one call returns.
+pub const EVENTS_PAGE_MAX: i64 = 500;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRecord {
+    pub id: PaymentId,
+    pub provider_id: ProviderId,
+    pub patient_id: PatientId,
+    pub tuss_code: TussCode,
+    pub description: String,
+    pub amount_centavos: i64,
+    pub method: PaymentMethod,
+    pub monthly_interest_bps: i64,
+    pub total_centavos: i64,
+    pub cet_annual_bps: i64,
+    pub status: PaymentStatus,
+    pub device_id: String,
+    pub ip: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub installments: Vec<Installment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRecord {
+    pub id: String,
+    pub payment_id: PaymentId,
+    pub outcome: DecisionOutcome,
+    pub score: u16,
+    pub reasons: Vec<Reason>,
+    pub rules_hit: Vec<String>,
+    pub model_version: String,
+    pub latency_us: i64,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub seq: i64,
+    pub kind: String,
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub payment_id: PaymentId,
+    pub seq: i64,
+    pub kind: String,
+    pub data: serde_json::Value,
+    pub created_at_ms: i64,
+}
+
+/// Everything the creation of a payment writes, committed at once: the payment, its installments,
+/// its first decision, its first events, the patient–provider link and the idempotent response.
+#[derive(Debug, Clone)]
+pub struct NewPaymentWrite {
+    pub payment: PaymentRecord,
+    pub decision: DecisionRecord,
+    pub events: Vec<NewEvent>,
+    pub idempotency: Option<IdempotencyCompletion>,
+}
+
+/// What a patient's session needs of each recent payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentPayment {
+    pub id: PaymentId,
+    pub provider_id: ProviderId,
+    pub amount_centavos: i64,
+    pub status: PaymentStatus,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PaymentFilter {
+    pub patient_id: Option<PatientId>,
+    pub provider_id: Option<ProviderId>,
+    /// Only payments created strictly before this instant (for paging, newest first).
+    pub before_ms: Option<i64>,
+    pub limit: i64,
+}
+
+const PAYMENT_COLUMNS: &str = "id, provider_id, patient_id, tuss_code, description, amount_centavos, method, \
+     monthly_interest_bps, total_centavos, cet_annual_bps, status, device_id, ip, created_at_ms, updated_at_ms";
+
+fn payment_from_row(row: &AnyRow) -> Result<PaymentRecord, StoreError> {
+    Ok(PaymentRecord {
+        id: parse_column(row, "id")?,
+        provider_id: parse_column(row, "provider_id")?,
+        patient_id: parse_column(row, "patient_id")?,
+        tuss_code: parse_column(row, "tuss_code")?,
+        description: row.try_get("description")?,
+        amount_centavos: row.try_get("amount_centavos")?,
+        method: parse_column(row, "method")?,
+        monthly_interest_bps: row.try_get("monthly_interest_bps")?,
+        total_centavos: row.try_get("total_centavos")?,
+        cet_annual_bps: row.try_get("cet_annual_bps")?,
+        status: parse_column(row, "status")?,
+        device_id: row.try_get("device_id")?,
+        ip: row.try_get("ip")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+        installments: Vec::new(),
+    })
+}
+
+fn decision_from_row(row: &AnyRow) -> Result<DecisionRecord, StoreError> {
+    let reasons: String = row.try_get("reasons")?;
+    let rules_hit: String = row.try_get("rules_hit")?;
+    let score: i64 = row.try_get("score")?;
+    Ok(DecisionRecord {
+        id: row.try_get("id")?,
+        payment_id: parse_column(row, "payment_id")?,
+        outcome: parse_column(row, "outcome")?,
+        score: u16::try_from(score).map_err(StoreError::corrupt)?,
+        reasons: serde_json::from_str(&reasons).map_err(StoreError::corrupt)?,
+        rules_hit: serde_json::from_str(&rules_hit).map_err(StoreError::corrupt)?,
+        model_version: row.try_get("model_version")?,
+        latency_us: row.try_get("latency_us")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+fn event_from_row(row: &AnyRow) -> Result<EventRecord, StoreError> {
+    let data: String = row.try_get("data")?;
+    Ok(EventRecord {
+        payment_id: parse_column(row, "payment_id")?,
+        seq: row.try_get("seq")?,
+        kind: row.try_get("kind")?,
+        data: serde_json::from_str(&data).map_err(StoreError::corrupt)?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+impl Store {
+    /// Writes a new payment and everything that comes with it in one transaction: either all of it
+    /// is durable or none of it is.
+    pub async fn record_new_payment(&self, write: &NewPaymentWrite) -> Result<(), StoreError> {
+        let payment = &write.payment;
+        let mut transaction = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO payments (id, provider_id, patient_id, tuss_code, description, amount_centavos, method,
+                 installments_count, monthly_interest_bps, total_centavos, cet_annual_bps, status, device_id, ip,
+                 created_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(payment.id.to_string())
+        .bind(payment.provider_id.to_string())
+        .bind(payment.patient_id.to_string())
+        .bind(payment.tuss_code.as_str().to_owned())
+        .bind(payment.description.clone())
+        .bind(payment.amount_centavos)
+        .bind(payment.method.as_str())
+        .bind(i64::try_from(payment.installments.len()).map_err(StoreError::corrupt)?)
+        .bind(payment.monthly_interest_bps)
+        .bind(payment.total_centavos)
+        .bind(payment.cet_annual_bps)
+        .bind(payment.status.as_str())
+        .bind(payment.device_id.clone())
+        .bind(payment.ip.clone())
+        .bind(payment.created_at_ms)
+        .bind(payment.updated_at_ms)
+        .execute(&mut *transaction)
+        .await
+        .map_err(|error| StoreError::on_unique(error, "payment"))?;
+        for installment in &payment.installments {
+            sqlx::query("INSERT INTO installments (payment_id, number, due_date, amount_centavos) VALUES ($1, $2, $3, $4)")
+                .bind(payment.id.to_string())
+                .bind(i64::from(installment.number))
+                .bind(installment.due_date.to_string())
+                .bind(installment.amount_centavos)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        insert_decision(&mut transaction, &write.decision).await?;
+        for event in &write.events {
+            insert_event(&mut transaction, payment.id, payment.provider_id, event, payment.created_at_ms).await?;
+        }
+        link(&mut transaction, payment.provider_id, payment.patient_id, payment.created_at_ms).await?;
+        if let Some(completion) = &write.idempotency {
+            idempotency::complete(&mut transaction, completion).await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    pub async fn payment(&self, id: PaymentId) -> Result<Option<PaymentRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1"));
+        let Some(row) = sqlx::query(sql).bind(id.to_string()).fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        let mut payment = payment_from_row(&row)?;
+        payment.installments = self.installments(id).await?;
+        Ok(Some(payment))
+    }
+
+    async fn installments(&self, id: PaymentId) -> Result<Vec<Installment>, StoreError> {
+        let rows = sqlx::query("SELECT number, due_date, amount_centavos FROM installments WHERE payment_id = $1 ORDER BY number")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let number: i64 = row.try_get("number")?;
+                Ok(Installment {
+                    number: u32::try_from(number).map_err(StoreError::corrupt)?,
+                    due_date: parse_column(row, "due_date")?,
+                    amount_centavos: row.try_get("amount_centavos")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The most recent decision of a payment.
+    pub async fn latest_decision(&self, id: PaymentId) -> Result<Option<DecisionRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, payment_id, outcome, score, reasons, rules_hit, model_version, latency_us, created_at_ms
+             FROM decisions WHERE payment_id = $1 ORDER BY created_at_ms DESC, id DESC LIMIT 1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(decision_from_row).transpose()
+    }
+
+    pub async fn decision_count(&self, id: PaymentId) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM decisions WHERE payment_id = $1")
+            .bind(id.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Payments newest first, without their installments.
+    pub async fn list_payments(&self, filter: &PaymentFilter) -> Result<Vec<PaymentRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments
+             WHERE ($1 = '' OR patient_id = $1) AND ($2 = '' OR provider_id = $2) AND created_at_ms < $3
+             ORDER BY created_at_ms DESC, id DESC LIMIT $4"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(filter.patient_id.map(|id| id.to_string()).unwrap_or_default())
+            .bind(filter.provider_id.map(|id| id.to_string()).unwrap_or_default())
+            .bind(filter.before_ms.unwrap_or(i64::MAX))
+            .bind(filter.limit.clamp(1, PAYMENTS_PAGE_MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(payment_from_row).collect()
+    }
+
+    /// A patient's payments created since `since_ms`, oldest first: what rebuilds the patient's
+    /// session (velocity) after a start.
+    pub async fn patient_payments_since(&self, patient: PatientId, since_ms: i64) -> Result<Vec<RecentPayment>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, provider_id, amount_centavos, status, created_at_ms FROM payments
+             WHERE patient_id = $1 AND created_at_ms >= $2 ORDER BY created_at_ms",
+        )
+        .bind(patient.to_string())
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(RecentPayment {
+                    id: parse_column(row, "id")?,
+                    provider_id: parse_column(row, "provider_id")?,
+                    amount_centavos: row.try_get("amount_centavos")?,
+                    status: parse_column(row, "status")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Events of a payment with a sequence number above `after_seq`, in order.
+    pub async fn events(&self, payment: PaymentId, after_seq: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT payment_id, seq, kind, data, created_at_ms FROM events
+             WHERE payment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(payment.to_string())
+        .bind(after_seq)
+        .bind(limit.clamp(1, EVENTS_PAGE_MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// The highest event number of a payment (0 when it has none).
+    pub async fn last_event_seq(&self, payment: PaymentId) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS last FROM events WHERE payment_id = $1")
+            .bind(payment.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("last")?)
+    }
+}
+
+async fn insert_decision(connection: &mut sqlx::AnyConnection, decision: &DecisionRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO decisions (id, payment_id, outcome, score, reasons, rules_hit, model_version, latency_us, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(decision.id.clone())
+    .bind(decision.payment_id.to_string())
+    .bind(decision.outcome.as_str())
+    .bind(i64::from(decision.score))
+    .bind(serde_json::to_string(&decision.reasons).map_err(StoreError::corrupt)?)
+    .bind(serde_json::to_string(&decision.rules_hit).map_err(StoreError::corrupt)?)
+    .bind(decision.model_version.clone())
+    .bind(decision.latency_us)
+    .bind(decision.created_at_ms)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+async fn insert_event(
+    connection: &mut sqlx::AnyConnection,
+    payment: PaymentId,
+    provider: ProviderId,
+    event: &NewEvent,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO events (payment_id, seq, provider_id, kind, data, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(payment.to_string())
+        .bind(event.seq)
+        .bind(provider.to_string())
+        .bind(event.kind.clone())
+        .bind(event.data.to_string())
+        .bind(now_ms)
+        .execute(connection)
+        .await
+        .map_err(|error| StoreError::on_unique(error, "event"))?;
+    Ok(())
+}
