@@ -1,1 +1,195 @@
+//! The supervision tree: a root supervisor over one supervisor per entity kind (payments,
+//! patients, providers), each owning per-entity actors found by id.
 
+mod patient;
+mod provider;
+pub mod registry;
+mod transaction;
+
+#[cfg(test)]
+mod tests;
+
+pub use patient::{PatientMsg, PatientSessionActor};
+pub use provider::{ProviderMsg, ProviderProfile, ProviderSessionActor};
+pub use registry::{Registry, SupervisorStats};
+pub use transaction::{Created, FALLBACK_MODEL_VERSION, NewPayment, TransactionActor, TransactionMsg};
+
+use medpay_ml::RiskScorer;
+use medpay_models::{FailMode, PaymentId};
+use medpay_store::{DecisionRecord, PaymentRecord, Store, StoreError};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("{0} actor did not answer in time")]
+    Timeout(&'static str),
+    #[error("{0} actor crashed while handling the request")]
+    Crashed(&'static str),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("the payment exists already")]
+    AlreadyExists,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invariant broken: {0}")]
+    Invariant(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Time budget of one scoring call.
+    pub score_budget_ms: u64,
+    /// Time budget of each feature call to a patient's or provider's session.
+    pub feature_call_timeout_ms: u64,
+    /// Time budget of a whole decision (features, scoring, durable write).
+    pub decide_timeout_ms: u64,
+    /// An entity actor with no message for this long stops (its state is in the store).
+    pub idle_ms: u64,
+    /// The fail mode when the provider's own cannot be read.
+    pub default_fail_mode: FailMode,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            score_budget_ms: 50,
+            feature_call_timeout_ms: 200,
+            decide_timeout_ms: 5_000,
+            idle_ms: 5 * 60 * 1_000,
+            default_fail_mode: FailMode::Open,
+        }
+    }
+}
+
+/// How the HTTP edge renders a created payment: the body is stored with the payment so that an
+/// idempotent retry replays it byte for byte.
+pub type Renderer = Arc<dyn Fn(&PaymentRecord, &DecisionRecord) -> String + Send + Sync>;
+
+/// What every entity actor shares.
+pub struct Context {
+    pub store: Store,
+    pub scorer: Arc<dyn RiskScorer>,
+    pub config: RuntimeConfig,
+    pub patients: Registry<PatientSessionActor>,
+    pub providers: Registry<ProviderSessionActor>,
+    pub render: Renderer,
+}
+
+/// Stops an idle actor, or checks again when it next could be idle.
+pub(crate) fn passivate_or_wait<M: ractor::Message>(
+    myself: &ActorRef<M>,
+    last_activity: Instant,
+    idle: Duration,
+    check: impl FnOnce() -> M + Send + 'static,
+) {
+    let quiet = last_activity.elapsed();
+    if quiet >= idle {
+        myself.stop(Some("idle".to_owned()));
+    } else {
+        myself.send_after(idle - quiet, check);
+    }
+}
+
+/// The root of the tree. Entity supervisors never fail by design (they catch their children's
+/// failures); if one does, the root marks the runtime unhealthy so that readiness fails and the
+/// node is restarted.
+#[derive(Default)]
+struct RootSupervisor;
+
+impl Actor for RootSupervisor {
+    type Msg = ();
+    type State = Arc<AtomicBool>;
+    type Arguments = Arc<AtomicBool>;
+
+    async fn pre_start(&self, _myself: ActorRef<()>, healthy: Arc<AtomicBool>) -> Result<Arc<AtomicBool>, ActorProcessingErr> {
+        Ok(healthy)
+    }
+
+    async fn handle_supervisor_evt(&self, _myself: ActorRef<()>, event: SupervisionEvent, healthy: &mut Arc<AtomicBool>) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(cell, error) = event {
+            tracing::error!(supervisor = ?cell.get_id(), %error, "an entity supervisor failed; the node is no longer ready");
+            healthy.store(false, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+pub struct Runtime {
+    context: Arc<Context>,
+    payments: Registry<TransactionActor>,
+    root: ActorRef<()>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    pub async fn start(store: Store, scorer: Arc<dyn RiskScorer>, config: RuntimeConfig, render: Renderer) -> Result<Runtime, CoreError> {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (root, _) = Actor::spawn(None, RootSupervisor, healthy.clone())
+            .await
+            .map_err(|error| CoreError::Unavailable(format!("root supervisor: {error}")))?;
+        let slot: Arc<OnceLock<Arc<Context>>> = Arc::default();
+        let cell = Some(root.get_cell());
+        let patients = Registry::<PatientSessionActor>::start(slot.clone(), cell.clone()).await?;
+        let providers = Registry::<ProviderSessionActor>::start(slot.clone(), cell.clone()).await?;
+        let payments = Registry::<TransactionActor>::start(slot.clone(), cell).await?;
+        let context = Arc::new(Context { store, scorer, config, patients, providers, render });
+        slot.set(context.clone()).map_err(|_| CoreError::Invariant("runtime context set twice".to_owned()))?;
+        Ok(Runtime { context, payments, root, healthy })
+    }
+
+    /// Decides a new payment and records it; the decision comes back when it is durable.
+    pub async fn submit(&self, payment: NewPayment) -> Result<Created, CoreError> {
+        let id = payment.id;
+        let actor = self.payments.start_new(id).await?;
+        let timeout = Duration::from_millis(self.context.config.decide_timeout_ms);
+        let payment = Box::new(payment);
+        match actor.call(|reply| TransactionMsg::Decide { payment, reply }, Some(timeout)).await {
+            Ok(ractor::rpc::CallResult::Success(result)) => result,
+            Ok(ractor::rpc::CallResult::Timeout) => Err(CoreError::Timeout("transaction")),
+            Ok(ractor::rpc::CallResult::SenderError) => Err(CoreError::Crashed("transaction")),
+            Err(_) => Err(CoreError::Unavailable(format!("transaction actor of {id} stopped"))),
+        }
+    }
+
+    pub fn payments(&self) -> &Registry<TransactionActor> {
+        &self.payments
+    }
+
+    pub fn patients(&self) -> &Registry<PatientSessionActor> {
+        &self.context.patients
+    }
+
+    pub fn providers(&self) -> &Registry<ProviderSessionActor> {
+        &self.context.providers
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.context.store
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
+    /// The payment as its actor holds it (started and rebuilt from the store if needed).
+    pub async fn payment(&self, id: PaymentId) -> Result<Option<PaymentRecord>, CoreError> {
+        registry::ask(&self.payments, id, self.context.config.feature_call_timeout_ms, |reply| TransactionMsg::Get { reply }).await
+    }
+
+    /// Stops every actor, leaves first, waiting at most `timeout` at each level.
+    pub async fn shutdown(&self, timeout: Duration) {
+        for supervisor in [
+            self.payments.supervisor().get_cell(),
+            self.context.patients.supervisor().get_cell(),
+            self.context.providers.supervisor().get_cell(),
+        ] {
+            supervisor.stop_children_and_wait(Some("shutdown".to_owned()), Some(timeout)).await;
+            let _ = supervisor.stop_and_wait(Some("shutdown".to_owned()), Some(timeout)).await;
+        }
+        let _ = self.root.stop_and_wait(Some("shutdown".to_owned()), Some(timeout)).await;
+    }
+}

@@ -284,6 +284,19 @@ impl Store {
             .collect()
     }
 
+    /// When a provider's payments since `since_ms` were requested, oldest first, at most `limit`.
+    pub async fn provider_payment_times_since(&self, provider: ProviderId, since_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT created_at_ms FROM payments WHERE provider_id = $1 AND created_at_ms >= $2 ORDER BY created_at_ms LIMIT $3",
+        )
+        .bind(provider.to_string())
+        .bind(since_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok(row.try_get("created_at_ms")?)).collect()
+    }
+
     /// Events of a payment with a sequence number above `after_seq`, in order.
     pub async fn events(&self, payment: PaymentId, after_seq: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
         let rows = sqlx::query(

@@ -1,0 +1,277 @@
+//! One actor per live payment: the payment's only writer. It drives the state machine, gathers
+//! features from the patient's and the provider's sessions, scores within a time budget, records
+//! the decision and the events, and tells the sessions.
+
+use crate::patient::PatientMsg;
+use crate::provider::{ProviderMsg, ProviderProfile};
+use crate::registry::{Entity, ask};
+use crate::{Context, CoreError};
+use medpay_ml::{Assessment, PatientFeatures, ScoringInput, list_hash};
+use medpay_models::{
+    Cpf, FailMode, InstallmentPlan, PatientId, PaymentId, PaymentMethod, PaymentStatus, ProviderId, Reason, TussCode,
+};
+use medpay_store::{DecisionRecord, IdempotencyCompletion, NewEvent, NewPaymentWrite, PaymentRecord, RecentPayment};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The score recorded when scoring could not answer: the payment goes to review (fail-open) or is
+/// declined (fail-closed), and the number says which.
+const FALLBACK_SCORE_OPEN: u16 = 500;
+const FALLBACK_SCORE_CLOSED: u16 = 1000;
+pub const FALLBACK_MODEL_VERSION: &str = "fallback";
+
+/// A validated payment request, ready to be decided.
+#[derive(Debug, Clone)]
+pub struct NewPayment {
+    pub id: PaymentId,
+    pub provider_id: ProviderId,
+    pub patient_id: PatientId,
+    pub cpf: Cpf,
+    pub tuss_code: TussCode,
+    pub description: String,
+    pub amount_centavos: i64,
+    pub method: PaymentMethod,
+    pub monthly_interest_bps: u32,
+    pub plan: InstallmentPlan,
+    pub device_id: String,
+    pub ip: String,
+    pub created_at_ms: i64,
+    /// The idempotency key (scope, key) whose response is written with the payment.
+    pub idempotency: Option<(String, String)>,
+}
+
+/// A payment that was decided and recorded, with the HTTP body that was stored for it.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub payment: PaymentRecord,
+    pub decision: DecisionRecord,
+    pub body: String,
+}
+
+pub enum TransactionMsg {
+    Decide { payment: Box<NewPayment>, reply: RpcReplyPort<Result<Created, CoreError>> },
+    Get { reply: RpcReplyPort<Option<PaymentRecord>> },
+    IdleCheck,
+}
+
+#[derive(Default)]
+pub struct TransactionActor;
+
+pub struct TransactionArgs {
+    id: PaymentId,
+    context: Arc<Context>,
+    fresh: bool,
+}
+
+pub struct TransactionState {
+    id: PaymentId,
+    context: Arc<Context>,
+    payment: Option<PaymentRecord>,
+    last_seq: i64,
+    idle: Duration,
+    last_activity: Instant,
+}
+
+impl Entity for TransactionActor {
+    type Id = PaymentId;
+    type Context = Context;
+    const KIND: &'static str = "transaction";
+    fn arguments(id: PaymentId, context: Arc<Context>, fresh: bool) -> TransactionArgs {
+        TransactionArgs { id, context, fresh }
+    }
+}
+
+impl Actor for TransactionActor {
+    type Msg = TransactionMsg;
+    type State = TransactionState;
+    type Arguments = TransactionArgs;
+
+    async fn pre_start(&self, myself: ActorRef<TransactionMsg>, args: TransactionArgs) -> Result<TransactionState, ActorProcessingErr> {
+        let (payment, last_seq) = if args.fresh {
+            (None, 0)
+        } else {
+            let payment = args.context.store.payment(args.id).await?;
+            let last_seq = args.context.store.last_event_seq(args.id).await?;
+            (payment, last_seq)
+        };
+        let idle = Duration::from_millis(args.context.config.idle_ms);
+        myself.send_after(idle, || TransactionMsg::IdleCheck);
+        Ok(TransactionState { id: args.id, context: args.context, payment, last_seq, idle, last_activity: Instant::now() })
+    }
+
+    async fn handle(&self, myself: ActorRef<TransactionMsg>, message: TransactionMsg, state: &mut TransactionState) -> Result<(), ActorProcessingErr> {
+        match message {
+            TransactionMsg::Decide { payment, reply } => {
+                state.last_activity = Instant::now();
+                let result = decide(state, *payment).await;
+                let _ = reply.send(result);
+            }
+            TransactionMsg::Get { reply } => {
+                state.last_activity = Instant::now();
+                let _ = reply.send(state.payment.clone());
+            }
+            TransactionMsg::IdleCheck => {
+                crate::passivate_or_wait(&myself, state.last_activity, state.idle, || TransactionMsg::IdleCheck)
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fallback(mode: FailMode, code: &str, message: &str) -> Assessment {
+    Assessment {
+        outcome: mode.outcome(),
+        score: match mode {
+            FailMode::Open => FALLBACK_SCORE_OPEN,
+            FailMode::Closed => FALLBACK_SCORE_CLOSED,
+        },
+        reasons: vec![Reason { code: code.to_owned(), message: message.to_owned() }],
+        rules_hit: Vec::new(),
+        model_version: FALLBACK_MODEL_VERSION.to_owned(),
+    }
+}
+
+/// Gathers features and scores. Never fails: when anything does not answer in time, the
+/// provider's fail mode decides.
+async fn assess(context: &Context, request: &NewPayment) -> Assessment {
+    let now_ms = request.created_at_ms;
+    let call_ms = context.config.feature_call_timeout_ms;
+    let (patient, provider) = tokio::join!(
+        ask(&context.patients, request.patient_id, call_ms, |reply| PatientMsg::Features { now_ms, reply }),
+        ask(&context.providers, request.provider_id, call_ms, |reply| ProviderMsg::Profile { now_ms, reply }),
+    );
+    let fail_mode = provider.as_ref().map_or(context.config.default_fail_mode, |profile| profile.record.score_fail_mode);
+    let (patient, provider): (PatientFeatures, ProviderProfile) = match (patient, provider) {
+        (Ok(patient), Ok(provider)) => (patient, provider),
+        (patient, provider) => {
+            let error = patient.err().or(provider.err()).map(|e| e.to_string()).unwrap_or_default();
+            tracing::warn!(payment_id = %request.id, %error, "features unavailable; applying fail mode");
+            return fallback(fail_mode, "features_unavailable", "risk features could not be gathered in time");
+        }
+    };
+    let input = ScoringInput {
+        payment_id: request.id,
+        amount_centavos: request.amount_centavos,
+        installments: u32::try_from(request.plan.installments.len()).unwrap_or(u32::MAX),
+        method: request.method,
+        tuss_code: request.tuss_code.clone(),
+        cpf_hash: list_hash(request.cpf.as_str()),
+        device_hash: list_hash(&request.device_id),
+        ip_hash: list_hash(&request.ip),
+        patient,
+        provider: provider.features,
+    };
+    let budget = Duration::from_millis(context.config.score_budget_ms);
+    match tokio::time::timeout(budget, context.scorer.score(&input)).await {
+        Ok(Ok(assessment)) => assessment,
+        Ok(Err(error)) => {
+            tracing::warn!(payment_id = %request.id, %error, "scorer failed; applying fail mode");
+            fallback(fail_mode, "scorer_unavailable", "the risk scorer is unavailable")
+        }
+        Err(_) => {
+            tracing::warn!(payment_id = %request.id, budget_ms = budget.as_millis(), "scoring exceeded its budget; applying fail mode");
+            metrics::counter!("medpay_score_timeouts_total").increment(1);
+            fallback(fail_mode, "score_timeout", "risk scoring did not finish within its time budget")
+        }
+    }
+}
+
+async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Created, CoreError> {
+    if state.payment.is_some() {
+        return Err(CoreError::AlreadyExists);
+    }
+    if request.id != state.id {
+        return Err(CoreError::Invariant(format!("payment {} sent to the actor of {}", request.id, state.id)));
+    }
+    let started = Instant::now();
+    let context = state.context.clone();
+    let assessment = assess(&context, &request).await;
+    let status = PaymentStatus::Requested
+        .transition(assessment.outcome.status())
+        .map_err(|error| CoreError::Invariant(error.to_string()))?;
+    let latency_us = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
+    let payment = PaymentRecord {
+        id: request.id,
+        provider_id: request.provider_id,
+        patient_id: request.patient_id,
+        tuss_code: request.tuss_code.clone(),
+        description: request.description.clone(),
+        amount_centavos: request.amount_centavos,
+        method: request.method,
+        monthly_interest_bps: i64::from(request.monthly_interest_bps),
+        total_centavos: request.plan.total_centavos,
+        cet_annual_bps: request.plan.cet_annual_bps(),
+        status,
+        device_id: request.device_id.clone(),
+        ip: request.ip.clone(),
+        created_at_ms: request.created_at_ms,
+        updated_at_ms: request.created_at_ms,
+        installments: request.plan.installments.clone(),
+    };
+    let decision = DecisionRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        payment_id: request.id,
+        outcome: assessment.outcome,
+        score: assessment.score,
+        reasons: assessment.reasons,
+        rules_hit: assessment.rules_hit,
+        model_version: assessment.model_version,
+        latency_us,
+        created_at_ms: request.created_at_ms,
+    };
+    let reason_codes: Vec<&str> = decision.reasons.iter().map(|reason| reason.code.as_str()).collect();
+    let events = vec![
+        NewEvent {
+            seq: state.last_seq + 1,
+            kind: "payment.requested".to_owned(),
+            data: json!({"amount_centavos": payment.amount_centavos, "method": payment.method.as_str(),
+                         "installments": payment.installments.len(), "status": PaymentStatus::Requested.as_str()}),
+        },
+        NewEvent {
+            seq: state.last_seq + 2,
+            kind: format!("payment.{status}"),
+            data: json!({"status": status.as_str(), "outcome": decision.outcome.as_str(), "score": decision.score,
+                         "reasons": reason_codes}),
+        },
+    ];
+    let body = (context.render)(&payment, &decision);
+    let idempotency = request.idempotency.clone().map(|(scope, key)| IdempotencyCompletion { scope, key, status: 201, body: body.clone() });
+    let write = NewPaymentWrite { payment, decision, events, idempotency };
+    context.store.record_new_payment(&write).await?;
+    state.last_seq += 2;
+    state.payment = Some(write.payment.clone());
+    announce(&context, &write.payment).await;
+    metrics::counter!("medpay_decisions_total", "outcome" => write.decision.outcome.as_str()).increment(1);
+    metrics::histogram!("medpay_decision_seconds").record(started.elapsed().as_secs_f64());
+    tracing::info!(
+        payment_id = %write.payment.id, provider_id = %write.payment.provider_id, outcome = write.decision.outcome.as_str(),
+        score = write.decision.score, rules = ?write.decision.rules_hit, latency_us = write.decision.latency_us,
+        "payment decided"
+    );
+    Ok(Created { payment: write.payment, decision: write.decision, body })
+}
+
+/// Tells the patient's and the provider's sessions. A session that is not running will read the
+/// payment from the store when it starts, so a lost notice loses nothing.
+async fn announce(context: &Context, payment: &PaymentRecord) {
+    let recent = RecentPayment {
+        id: payment.id,
+        provider_id: payment.provider_id,
+        amount_centavos: payment.amount_centavos,
+        status: payment.status,
+        created_at_ms: payment.created_at_ms,
+    };
+    if context.patients.is_live(payment.patient_id) {
+        if let Ok(patient) = context.patients.get(payment.patient_id).await {
+            let _ = patient.send_message(PatientMsg::PaymentRecorded(recent));
+        }
+    }
+    if context.providers.is_live(payment.provider_id) {
+        if let Ok(provider) = context.providers.get(payment.provider_id).await {
+            let _ = provider.send_message(ProviderMsg::PaymentRecorded { created_at_ms: payment.created_at_ms });
+        }
+    }
+}
