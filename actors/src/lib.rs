@@ -12,7 +12,7 @@ mod tests;
 pub use patient::{PatientMsg, PatientSessionActor};
 pub use provider::{ProviderMsg, ProviderProfile, ProviderSessionActor};
 pub use registry::{Registry, SupervisorStats};
-pub use transaction::{Created, FALLBACK_MODEL_VERSION, NewPayment, TransactionActor, TransactionMsg};
+pub use transaction::{Created, FALLBACK_MODEL_VERSION, IdempotencyTarget, NewPayment, TransactionActor, TransactionMsg};
 
 use medpay_ml::RiskScorer;
 use medpay_models::{FailMode, PaymentId};

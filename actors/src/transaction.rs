@@ -39,8 +39,15 @@ pub struct NewPayment {
     pub device_id: String,
     pub ip: String,
     pub created_at_ms: i64,
-    /// The idempotency key (scope, key) whose response is written with the payment.
-    pub idempotency: Option<(String, String)>,
+    /// The claimed idempotency key whose response is written with the payment.
+    pub idempotency: Option<IdempotencyTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyTarget {
+    pub scope: String,
+    pub key: String,
+    pub locked_at_ms: i64,
 }
 
 /// A payment that was decided and recorded, with the HTTP body that was stored for it.
@@ -238,7 +245,13 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
         },
     ];
     let body = (context.render)(&payment, &decision);
-    let idempotency = request.idempotency.clone().map(|(scope, key)| IdempotencyCompletion { scope, key, status: 201, body: body.clone() });
+    let idempotency = request.idempotency.clone().map(|target| IdempotencyCompletion {
+        scope: target.scope,
+        key: target.key,
+        locked_at_ms: target.locked_at_ms,
+        status: 201,
+        body: body.clone(),
+    });
     let write = NewPaymentWrite { payment, decision, events, idempotency };
     context.store.record_new_payment(&write).await?;
     state.last_seq += 2;

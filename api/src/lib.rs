@@ -1,1 +1,15 @@
+//! The HTTP edge: axum router, DTOs, auth, OpenAPI.
 
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod dto;
+pub mod error;
+mod ops;
+mod parties;
+mod payments;
+pub mod state;
+
+pub use app::{Server, router, start};
+pub use config::{Config, Limits};
+pub use payments::{IDEMPOTENCY_HEADER, REPLAYED_HEADER};

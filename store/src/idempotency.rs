@@ -26,8 +26,9 @@ pub struct IdempotencyClaim {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyBegin {
-    /// The key is ours: run the request.
-    Started,
+    /// The key is ours: run the request. `locked_at_ms` identifies this claim: only it can
+    /// complete the key, so a request that outlived its lock cannot write a second response.
+    Started { locked_at_ms: i64 },
     /// The request already ran: send exactly this.
     Replay { status: u16, body: String },
     /// The key was used with another request.
@@ -40,6 +41,8 @@ pub enum IdempotencyBegin {
 pub struct IdempotencyCompletion {
     pub scope: String,
     pub key: String,
+    /// The claim that completes the key (see `IdempotencyBegin::Started`).
+    pub locked_at_ms: i64,
     pub status: u16,
     pub body: String,
 }
@@ -61,7 +64,7 @@ impl Store {
         .rows_affected();
         if inserted == 1 {
             transaction.commit().await?;
-            return Ok(IdempotencyBegin::Started);
+            return Ok(IdempotencyBegin::Started { locked_at_ms: now_ms });
         }
         let row = sqlx::query(
             "SELECT request_hash, state, response_status, response_body, locked_at_ms, expires_at_ms
@@ -91,7 +94,7 @@ impl Store {
             .execute(&mut *transaction)
             .await?;
             transaction.commit().await?;
-            return Ok(IdempotencyBegin::Started);
+            return Ok(IdempotencyBegin::Started { locked_at_ms: now_ms });
         }
         transaction.commit().await?;
         if request_hash != claim.request_hash {
@@ -131,12 +134,13 @@ impl Store {
 pub(crate) async fn complete(connection: &mut sqlx::AnyConnection, completion: &IdempotencyCompletion) -> Result<(), StoreError> {
     let updated = sqlx::query(
         "UPDATE idempotency_keys SET state = 'completed', response_status = $3, response_body = $4
-         WHERE scope = $1 AND key = $2 AND state = 'started'",
+         WHERE scope = $1 AND key = $2 AND state = 'started' AND locked_at_ms = $5",
     )
     .bind(completion.scope.clone())
     .bind(completion.key.clone())
     .bind(i64::from(completion.status))
     .bind(completion.body.clone())
+    .bind(completion.locked_at_ms)
     .execute(connection)
     .await?
     .rows_affected();

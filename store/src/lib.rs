@@ -13,7 +13,7 @@ pub mod rate_limit;
 pub use database::{Engine, Store, StoreError};
 pub use idempotency::{IdempotencyBegin, IdempotencyClaim, IdempotencyCompletion, IDEMPOTENCY_KEY_LENGTH_MAX, IDEMPOTENCY_RETENTION_MS};
 pub use parties::{PatientRecord, ProviderRecord};
-pub use payments::{DecisionRecord, EventRecord, NewEvent, NewPaymentWrite, PaymentFilter, PaymentRecord, RecentPayment};
+pub use payments::{EVENTS_PAGE_MAX, PAYMENTS_PAGE_MAX, DecisionRecord, EventRecord, NewEvent, NewPaymentWrite, PaymentFilter, PaymentRecord, RecentPayment};
 pub use rate_limit::{RateDecision, RateLimitError, RateLimiter};
 
 use sha2::{Digest, Sha256};

@@ -1,0 +1,187 @@
+//! The router, its layers, and the server's life: start, serve, shut down gracefully.
+
+use crate::config::Config;
+use crate::dto::PaymentView;
+use crate::state::AppState;
+use crate::{ops, parties, payments};
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use medpay_actors::{Runtime, RuntimeConfig};
+use medpay_ml::{Blocklist, RulesConfig, RulesScorer};
+use medpay_store::{RateLimiter, Store};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// How often expired idempotency keys are purged.
+const IDEMPOTENCY_PURGE_INTERVAL_MS: u64 = 60 * 60 * 1_000;
+const LATENCY_BUCKETS_SECONDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "MedPay", description = "Real-time payment and fraud core for Brazilian health payments. Amounts are integer centavos."),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// The process-wide metrics recorder: installed once, shared by every app in the process.
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS_SECONDS).unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may be installed already (a host application): ours still renders
+            // what it recorded, which is then nothing; say so in the log.
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was installed already; /metrics shows only its own");
+            }
+            handle
+        })
+        .clone()
+}
+
+async fn record_http_metrics(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("medpay_http_request_seconds", "route" => route.clone(), "method" => method.clone()).record(started.elapsed().as_secs_f64());
+    metrics::counter!("medpay_http_requests_total", "route" => route, "method" => method, "status" => status).increment(1);
+    response
+}
+
+/// The API and its OpenAPI description, from the same route list.
+pub fn router(state: AppState) -> Router {
+    let limits = state.config.limits.clone();
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(parties::create_provider))
+        .routes(routes!(parties::create_patient))
+        .routes(routes!(parties::get_patient))
+        .routes(routes!(payments::create_payment, payments::list_payments))
+        .routes(routes!(payments::get_payment))
+        .routes(routes!(payments::list_events))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .split_for_parts();
+    let openapi_json = Arc::new(openapi.to_pretty_json().unwrap_or_default());
+    api.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let body = openapi_json.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], (*body).clone()) }
+        }),
+    )
+    .fallback(|| async { crate::error::ApiError::not_found("route_not_found", "no such route") })
+    .layer(middleware::from_fn(record_http_metrics))
+    .layer(RequestBodyLimitLayer::new(limits.body_bytes_max))
+    .layer(GlobalConcurrencyLimitLayer::new(limits.concurrency_max))
+    .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_millis(limits.request_timeout_ms)))
+    .layer(TraceLayer::new_for_http())
+    .with_state(state)
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub admin_token: String,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Stops accepting, lets in-flight requests finish (up to the grace period), stops the actors.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (after `shutdown` or a signal handled by the caller).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Connects the store, starts the actors and serves on `config.bind` (port 0 picks a free port).
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    let store = Store::connect(&config.database_url).await?;
+    let limiter = match &config.redis_url {
+        Some(url) => RateLimiter::redis(url).await?,
+        None => RateLimiter::in_process(),
+    };
+    let blocklist = Arc::new(Blocklist::new(store.blocklist().await?));
+    let scorer = Arc::new(RulesScorer::new(RulesConfig::default(), blocklist));
+    let runtime_config: RuntimeConfig = config.runtime.clone();
+    let runtime = Arc::new(Runtime::start(store.clone(), scorer, runtime_config, Arc::new(PaymentView::render)).await?);
+    let admin_token = config.admin_token.clone().unwrap_or_else(|| crate::auth::new_secret(crate::auth::ADMIN_TOKEN_PREFIX));
+    let listener = tokio::net::TcpListener::bind(config.bind).await?;
+    let addr = listener.local_addr()?;
+    let grace = Duration::from_millis(config.limits.shutdown_grace_ms);
+    let state = AppState {
+        store: store.clone(),
+        runtime: runtime.clone(),
+        limiter: Arc::new(limiter),
+        config: Arc::new(config),
+        admin_token: Arc::from(admin_token.as_str()),
+        metrics: metrics_handle(),
+    };
+    let app = router(state);
+    let (shutdown, mut stopped) = watch::channel(false);
+    let purge_store = store.clone();
+    let mut purge_stopped = stopped.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_millis(IDEMPOTENCY_PURGE_INTERVAL_MS));
+        loop {
+            tokio::select! {
+                _ = interval.tick() => match purge_store.purge_idempotency_keys(medpay_store::now_ms()).await {
+                    Ok(purged) if purged > 0 => tracing::info!(purged, "expired idempotency keys purged"),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "idempotency purge failed"),
+                },
+                _ = purge_stopped.changed() => break,
+            }
+        }
+    });
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = stopped.changed().await;
+            });
+        if let Err(error) = serve.await {
+            tracing::error!(%error, "server failed");
+        }
+        runtime.shutdown(grace).await;
+        store.close().await;
+        tracing::info!("stopped");
+    });
+    Ok(Server { addr, admin_token, shutdown, task })
+}

@@ -1,0 +1,82 @@
+//! Who is calling: the admin (a token from configuration), a provider (its API key) or a patient
+//! (their token). Secrets are stored as SHA-256 hashes; the clear value is shown once, at creation.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use medpay_models::{PatientId, ProviderId};
+use rand::RngCore;
+
+pub const PROVIDER_KEY_PREFIX: &str = "mpk_";
+pub const PATIENT_TOKEN_PREFIX: &str = "mpt_";
+pub const ADMIN_TOKEN_PREFIX: &str = "mpa_";
+/// Longest bearer token looked at.
+const TOKEN_LENGTH_MAX: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    Provider(ProviderId),
+    Patient(PatientId),
+}
+
+impl Principal {
+    /// The scope of this caller's idempotency keys and rate limit.
+    pub fn scope(&self) -> String {
+        match self {
+            Principal::Admin => "admin".to_owned(),
+            Principal::Provider(id) => format!("provider:{id}"),
+            Principal::Patient(id) => format!("patient:{id}"),
+        }
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Admin => Ok(()),
+            _ => Err(ApiError::forbidden("this endpoint is for the admin")),
+        }
+    }
+}
+
+/// A new secret with `prefix`: 32 random bytes in hex.
+pub fn new_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// Compares without stopping at the first difference, so timing says nothing of the secret.
+fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+    left.len() == right.len() && left.iter().zip(right).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|token| !token.is_empty() && token.len() <= TOKEN_LENGTH_MAX)
+            .ok_or_else(ApiError::unauthorized)?;
+        let principal = if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) {
+            Principal::Admin
+        } else if token.starts_with(PROVIDER_KEY_PREFIX) {
+            let hash = medpay_store::sha256_hex(token.as_bytes());
+            Principal::Provider(state.store.provider_id_by_key_hash(&hash).await?.ok_or_else(ApiError::unauthorized)?)
+        } else if token.starts_with(PATIENT_TOKEN_PREFIX) {
+            let hash = medpay_store::sha256_hex(token.as_bytes());
+            Principal::Patient(state.store.patient_id_by_token_hash(&hash).await?.ok_or_else(ApiError::unauthorized)?)
+        } else {
+            return Err(ApiError::unauthorized());
+        };
+        let limit = state.config.limits.requests_per_key_per_minute;
+        state.rate_limit(&format!("key:{}", principal.scope()), limit).await?;
+        Ok(principal)
+    }
+}

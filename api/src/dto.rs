@@ -1,0 +1,313 @@
+//! Wire shapes. Requests arrive with plain types and are parsed into domain types in the handlers,
+//! so that each bad field gets its own error code; responses are built from domain records.
+
+use chrono::{DateTime, SecondsFormat};
+use medpay_store::{DecisionRecord, EventRecord, PatientRecord, PaymentRecord, ProviderRecord};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+pub fn timestamp(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms).map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true)).unwrap_or_default()
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProvider {
+    pub name: String,
+    /// CNPJ, numeric or alphanumeric, mask optional.
+    pub cnpj: String,
+    /// Platform fee in basis points (0–10000).
+    pub fee_bps: u32,
+    /// Hold the provider's share until the procedure is confirmed.
+    #[serde(default)]
+    pub escrow: bool,
+    /// `open` (send to review) or `closed` (decline) when scoring cannot answer in time.
+    #[serde(default = "default_fail_mode")]
+    pub score_fail_mode: String,
+    /// Largest single payment this provider accepts; larger ones are declined.
+    #[serde(default = "default_max_amount")]
+    pub max_amount_centavos: i64,
+}
+
+fn default_fail_mode() -> String {
+    "open".to_owned()
+}
+
+fn default_max_amount() -> i64 {
+    10_000_000
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderView {
+    pub id: String,
+    pub name: String,
+    pub cnpj: String,
+    pub fee_bps: u32,
+    pub escrow: bool,
+    pub score_fail_mode: String,
+    pub max_amount_centavos: i64,
+    pub created_at: String,
+    /// Shown once, at creation. Send it as `Authorization: Bearer <api_key>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+}
+
+impl ProviderView {
+    pub fn new(record: &ProviderRecord, api_key: Option<String>) -> ProviderView {
+        ProviderView {
+            id: record.id.to_string(),
+            name: record.name.clone(),
+            cnpj: record.cnpj.formatted(),
+            fee_bps: record.fee_bps.value(),
+            escrow: record.escrow,
+            score_fail_mode: record.score_fail_mode.as_str().to_owned(),
+            max_amount_centavos: record.max_amount_centavos,
+            created_at: timestamp(record.created_at_ms),
+            api_key,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePatient {
+    pub name: String,
+    /// CPF, mask optional.
+    pub cpf: String,
+    pub email: String,
+    pub phone: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PatientView {
+    pub id: String,
+    pub name: String,
+    pub cpf: String,
+    pub email: String,
+    pub phone: String,
+    pub created_at: String,
+    /// Shown once, at creation: the patient's own bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl PatientView {
+    pub fn new(record: &PatientRecord, token: Option<String>) -> PatientView {
+        PatientView {
+            id: record.id.to_string(),
+            name: record.name.clone(),
+            cpf: record.cpf.formatted(),
+            email: record.email.clone(),
+            phone: record.phone.clone(),
+            created_at: timestamp(record.created_at_ms),
+            token,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcedureInput {
+    /// 8-digit TUSS code.
+    pub tuss_code: String,
+    pub description: String,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceInput {
+    pub id: String,
+    pub ip: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePayment {
+    pub patient_id: String,
+    pub provider_id: String,
+    pub procedure: ProcedureInput,
+    /// Integer centavos: 150000 is R$ 1.500,00.
+    pub amount_centavos: i64,
+    /// `pix`, `boleto` or `card`.
+    pub method: String,
+    #[serde(default = "one")]
+    pub installments: u32,
+    #[serde(default)]
+    pub monthly_interest_bps: u32,
+    pub device: DeviceInput,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReasonView {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionView {
+    /// `approve`, `review` or `decline`.
+    pub outcome: String,
+    /// 0 (no risk seen) to 1000.
+    pub score: u16,
+    pub reasons: Vec<ReasonView>,
+    pub rules_hit: Vec<String>,
+    pub model_version: String,
+    pub decided_at: String,
+}
+
+impl DecisionView {
+    pub fn new(record: &DecisionRecord) -> DecisionView {
+        DecisionView {
+            outcome: record.outcome.as_str().to_owned(),
+            score: record.score,
+            reasons: record.reasons.iter().map(|r| ReasonView { code: r.code.clone(), message: r.message.clone() }).collect(),
+            rules_hit: record.rules_hit.clone(),
+            model_version: record.model_version.clone(),
+            decided_at: timestamp(record.created_at_ms),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstallmentView {
+    pub number: u32,
+    /// ISO 8601 date.
+    pub due_date: String,
+    pub amount_centavos: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentView {
+    pub id: String,
+    pub status: String,
+    pub provider_id: String,
+    pub patient_id: String,
+    pub procedure: ProcedureInput,
+    pub amount_centavos: i64,
+    pub method: String,
+    pub installments: Vec<InstallmentView>,
+    pub monthly_interest_bps: i64,
+    pub total_centavos: i64,
+    /// Custo Efetivo Total a year, in basis points (Resolução CMN 3.517).
+    pub cet_annual_bps: i64,
+    pub decision: Option<DecisionView>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl PaymentView {
+    pub fn new(payment: &PaymentRecord, decision: Option<&DecisionRecord>) -> PaymentView {
+        PaymentView {
+            id: payment.id.to_string(),
+            status: payment.status.as_str().to_owned(),
+            provider_id: payment.provider_id.to_string(),
+            patient_id: payment.patient_id.to_string(),
+            procedure: ProcedureInput { tuss_code: payment.tuss_code.as_str().to_owned(), description: payment.description.clone() },
+            amount_centavos: payment.amount_centavos,
+            method: payment.method.as_str().to_owned(),
+            installments: payment
+                .installments
+                .iter()
+                .map(|i| InstallmentView { number: i.number, due_date: i.due_date.to_string(), amount_centavos: i.amount_centavos })
+                .collect(),
+            monthly_interest_bps: payment.monthly_interest_bps,
+            total_centavos: payment.total_centavos,
+            cet_annual_bps: payment.cet_annual_bps,
+            decision: decision.map(DecisionView::new),
+            created_at: timestamp(payment.created_at_ms),
+            updated_at: timestamp(payment.updated_at_ms),
+        }
+    }
+
+    /// The body of a created payment, stored for idempotent replays.
+    pub fn render(payment: &PaymentRecord, decision: &DecisionRecord) -> String {
+        // Serialising plain structs of strings and integers cannot fail.
+        serde_json::to_string(&PaymentView::new(payment, Some(decision))).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentSummary {
+    pub id: String,
+    pub status: String,
+    pub provider_id: String,
+    pub patient_id: String,
+    pub tuss_code: String,
+    pub amount_centavos: i64,
+    pub method: String,
+    pub total_centavos: i64,
+    pub created_at: String,
+}
+
+impl PaymentSummary {
+    pub fn new(payment: &PaymentRecord) -> PaymentSummary {
+        PaymentSummary {
+            id: payment.id.to_string(),
+            status: payment.status.as_str().to_owned(),
+            provider_id: payment.provider_id.to_string(),
+            patient_id: payment.patient_id.to_string(),
+            tuss_code: payment.tuss_code.as_str().to_owned(),
+            amount_centavos: payment.amount_centavos,
+            method: payment.method.as_str().to_owned(),
+            total_centavos: payment.total_centavos,
+            created_at: timestamp(payment.created_at_ms),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentList {
+    pub data: Vec<PaymentSummary>,
+    /// Pass as `before` to get the next (older) page; absent on the last page.
+    pub next_before: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PaymentQuery {
+    pub patient_id: Option<String>,
+    pub provider_id: Option<String>,
+    /// Page size, 1–200 (default 50).
+    pub limit: Option<i64>,
+    /// Only payments created before this instant (epoch milliseconds), for paging.
+    pub before: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub seq: i64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    pub created_at: String,
+}
+
+impl EventView {
+    pub fn new(record: &EventRecord) -> EventView {
+        EventView { seq: record.seq, kind: record.kind.clone(), data: record.data.clone(), created_at: timestamp(record.created_at_ms) }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    pub data: Vec<EventView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    /// Only events with a sequence number above this (default 0: all).
+    pub after: Option<i64>,
+    /// Page size, 1–500 (default 100).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}

@@ -1,0 +1,33 @@
+//! Liveness, readiness, metrics.
+
+use crate::dto::Health;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health, description = "the process is up")))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".to_owned() })
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Health, description = "database reachable and actors healthy"), (status = 503, body = Health)))]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let database = state.store.ping().await;
+    let actors = state.runtime.is_healthy();
+    if database && actors {
+        (StatusCode::OK, Json(Health { status: "ready".to_owned() }))
+    } else {
+        tracing::warn!(database, actors, "not ready");
+        (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "not ready".to_owned() }))
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain", description = "Prometheus text format")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    response
+}

@@ -1,0 +1,144 @@
+//! Providers and patients.
+
+use crate::auth::{PATIENT_TOKEN_PREFIX, PROVIDER_KEY_PREFIX, Principal, new_secret};
+use crate::dto::{CreatePatient, CreateProvider, PatientView, ProviderView};
+use crate::error::{ApiError, ErrorBody, rejection};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use medpay_models::{BasisPoints, Cnpj, Cpf, FailMode, PatientId, ProviderId};
+use medpay_store::{PatientRecord, ProviderRecord, StoreError};
+
+const NAME_LENGTH_MAX: usize = 120;
+const EMAIL_LENGTH_MAX: usize = 254;
+const PHONE_DIGITS_MIN: usize = 10;
+const PHONE_LENGTH_MAX: usize = 20;
+/// Largest per-payment limit a provider may set: R$ 1.000.000,00.
+const PROVIDER_MAX_AMOUNT_CENTAVOS: i64 = 100_000_000;
+
+fn name(raw: &str) -> Result<String, ApiError> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > NAME_LENGTH_MAX || trimmed.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("invalid_name", format!("name must have 1 to {NAME_LENGTH_MAX} printable characters")));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn email(raw: &str) -> Result<String, ApiError> {
+    let trimmed = raw.trim();
+    let well_formed = trimmed.len() <= EMAIL_LENGTH_MAX
+        && trimmed.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'))
+        && !trimmed.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !well_formed {
+        return Err(ApiError::bad_request("invalid_email", "email must look like name@domain.tld"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn phone(raw: &str) -> Result<String, ApiError> {
+    let trimmed = raw.trim();
+    let digits = trimmed.chars().filter(char::is_ascii_digit).count();
+    let allowed = trimmed.chars().all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '(' | ')' | '-'));
+    if !allowed || digits < PHONE_DIGITS_MIN || trimmed.len() > PHONE_LENGTH_MAX {
+        return Err(ApiError::bad_request("invalid_phone", "phone must have 10 to 15 digits, e.g. +55 11 99999-0000"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+#[utoipa::path(post, path = "/v1/providers", tag = "providers", request_body = CreateProvider,
+    security(("bearer" = [])),
+    responses((status = 201, body = ProviderView, description = "created; the API key is shown once"),
+               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+               (status = 409, body = ErrorBody, description = "a provider with this CNPJ exists")))]
+pub async fn create_provider(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<Json<CreateProvider>, JsonRejection>,
+) -> Result<(StatusCode, Json<ProviderView>), ApiError> {
+    principal.require_admin()?;
+    let Json(body) = body.map_err(rejection)?;
+    let cnpj: Cnpj = body.cnpj.parse().map_err(|error: medpay_models::DocumentError| ApiError::bad_request("invalid_cnpj", error.to_string()))?;
+    let fee_bps = BasisPoints::new(body.fee_bps).ok_or_else(|| ApiError::bad_request("invalid_fee", "fee_bps must be between 0 and 10000"))?;
+    let score_fail_mode: FailMode = body.score_fail_mode.parse().map_err(|_| ApiError::bad_request("invalid_fail_mode", "score_fail_mode must be open or closed"))?;
+    if !(1..=PROVIDER_MAX_AMOUNT_CENTAVOS).contains(&body.max_amount_centavos) {
+        return Err(ApiError::bad_request("invalid_amount", format!("max_amount_centavos must be between 1 and {PROVIDER_MAX_AMOUNT_CENTAVOS}")));
+    }
+    let record = ProviderRecord {
+        id: ProviderId::new(),
+        name: name(&body.name)?,
+        cnpj,
+        fee_bps,
+        escrow: body.escrow,
+        score_fail_mode,
+        max_amount_centavos: body.max_amount_centavos,
+        created_at_ms: medpay_store::now_ms(),
+    };
+    let api_key = new_secret(PROVIDER_KEY_PREFIX);
+    match state.store.insert_provider(&record, &medpay_store::sha256_hex(api_key.as_bytes())).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => return Err(ApiError::conflict("provider_exists", "a provider with this CNPJ exists")),
+        Err(error) => return Err(error.into()),
+    }
+    tracing::info!(provider_id = %record.id, cnpj = %record.cnpj.masked(), "provider created");
+    Ok((StatusCode::CREATED, Json(ProviderView::new(&record, Some(api_key)))))
+}
+
+#[utoipa::path(post, path = "/v1/patients", tag = "patients", request_body = CreatePatient,
+    security(("bearer" = [])),
+    responses((status = 201, body = PatientView, description = "created; the patient's token is shown once"),
+               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+               (status = 409, body = ErrorBody, description = "a patient with this CPF exists")))]
+pub async fn create_patient(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<Json<CreatePatient>, JsonRejection>,
+) -> Result<(StatusCode, Json<PatientView>), ApiError> {
+    let provider = match principal {
+        Principal::Admin => None,
+        Principal::Provider(id) => Some(id),
+        Principal::Patient(_) => return Err(ApiError::forbidden("patients are registered by the admin or a provider")),
+    };
+    let Json(body) = body.map_err(rejection)?;
+    let cpf: Cpf = body.cpf.parse().map_err(|error: medpay_models::DocumentError| ApiError::bad_request("invalid_cpf", error.to_string()))?;
+    let record = PatientRecord {
+        id: PatientId::new(),
+        name: name(&body.name)?,
+        cpf,
+        email: email(&body.email)?,
+        phone: phone(&body.phone)?,
+        created_at_ms: medpay_store::now_ms(),
+    };
+    let token = new_secret(PATIENT_TOKEN_PREFIX);
+    match state.store.insert_patient(&record, &medpay_store::sha256_hex(token.as_bytes()), provider).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => return Err(ApiError::conflict("patient_exists", "a patient with this CPF exists")),
+        Err(error) => return Err(error.into()),
+    }
+    tracing::info!(patient_id = %record.id, cpf = %record.cpf.masked(), "patient created");
+    Ok((StatusCode::CREATED, Json(PatientView::new(&record, Some(token)))))
+}
+
+#[utoipa::path(get, path = "/v1/patients/{id}", tag = "patients", security(("bearer" = [])),
+    params(("id" = String, Path, description = "patient id")),
+    responses((status = 200, body = PatientView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_patient(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<PatientView>, ApiError> {
+    let not_found = || ApiError::not_found("patient_not_found", "no such patient");
+    let Path(id) = id.map_err(rejection)?;
+    let id: PatientId = id.parse().map_err(|_| not_found())?;
+    let visible = match principal {
+        Principal::Admin => true,
+        Principal::Patient(own) => own == id,
+        Principal::Provider(provider) => state.store.is_linked(provider, id).await?,
+    };
+    if !visible {
+        return Err(not_found());
+    }
+    let record = state.store.patient(id).await?.ok_or_else(not_found)?;
+    Ok(Json(PatientView::new(&record, None)))
+}

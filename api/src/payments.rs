@@ -1,0 +1,266 @@
+//! Payments: create (decided in the same response), read, list, events.
+
+use crate::auth::Principal;
+use crate::dto::{CreatePayment, EventList, EventQuery, EventView, PaymentList, PaymentQuery, PaymentSummary, PaymentView};
+use crate::error::{ApiError, ErrorBody, rejection};
+use crate::state::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{FixedOffset, NaiveDate, Utc};
+use medpay_actors::{IdempotencyTarget, NewPayment};
+use medpay_models::{
+    BasisPoints, InstallmentError, InstallmentPlan, Money, PatientId, PaymentId, PaymentMethod, PlanRequest, ProviderId, TussCode,
+};
+use medpay_store::{IDEMPOTENCY_KEY_LENGTH_MAX, IdempotencyBegin, IdempotencyClaim, PaymentFilter};
+
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+const DESCRIPTION_LENGTH_MAX: usize = 200;
+const DEVICE_ID_LENGTH_MAX: usize = 128;
+const PAYMENTS_PAGE_DEFAULT: i64 = 50;
+const EVENTS_PAGE_DEFAULT: i64 = 100;
+/// Brazil has kept UTC−3 all year since daylight saving time ended in 2019.
+const SAO_PAULO_OFFSET_SECONDS: i32 = -3 * 3_600;
+
+/// Today in America/Sao_Paulo: the day an installment plan is released.
+fn today_in_sao_paulo() -> NaiveDate {
+    let now = Utc::now();
+    match FixedOffset::east_opt(SAO_PAULO_OFFSET_SECONDS) {
+        Some(offset) => now.with_timezone(&offset).date_naive(),
+        None => now.date_naive(),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let raw = headers
+        .get(IDEMPOTENCY_HEADER)
+        .ok_or_else(|| ApiError::bad_request("missing_idempotency_key", "the Idempotency-Key header is required"))?;
+    let key = raw.to_str().unwrap_or_default();
+    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LENGTH_MAX || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_LENGTH_MAX} visible ASCII characters"),
+        ));
+    }
+    Ok(key.to_owned())
+}
+
+/// The request, parsed into domain types; each bad field has its own code.
+struct ParsedPayment {
+    patient_id: PatientId,
+    provider_id: ProviderId,
+    tuss_code: TussCode,
+    description: String,
+    amount: Money,
+    method: PaymentMethod,
+    installments: u32,
+    monthly_interest: BasisPoints,
+    device_id: String,
+    ip: String,
+}
+
+fn parse_payment(body: CreatePayment) -> Result<ParsedPayment, ApiError> {
+    let description = body.procedure.description.trim().to_owned();
+    if description.is_empty() || description.chars().count() > DESCRIPTION_LENGTH_MAX || description.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("invalid_description", format!("procedure.description must have 1 to {DESCRIPTION_LENGTH_MAX} printable characters")));
+    }
+    let device_id = body.device.id.trim().to_owned();
+    if device_id.is_empty() || device_id.len() > DEVICE_ID_LENGTH_MAX || !device_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request("invalid_device", format!("device.id must be 1 to {DEVICE_ID_LENGTH_MAX} visible ASCII characters")));
+    }
+    let ip: std::net::IpAddr = body.device.ip.trim().parse().map_err(|_| ApiError::bad_request("invalid_ip", "device.ip must be an IPv4 or IPv6 address"))?;
+    Ok(ParsedPayment {
+        patient_id: body.patient_id.parse().map_err(|_| ApiError::bad_request("invalid_patient_id", "patient_id must be a patient id"))?,
+        provider_id: body.provider_id.parse().map_err(|_| ApiError::bad_request("invalid_provider_id", "provider_id must be a provider id"))?,
+        tuss_code: body.procedure.tuss_code.parse().map_err(|_| ApiError::bad_request("invalid_tuss_code", "procedure.tuss_code must be an 8-digit TUSS code"))?,
+        description,
+        amount: Money::from_centavos(body.amount_centavos),
+        method: body.method.parse().map_err(|_| ApiError::bad_request("invalid_method", "method must be pix, boleto or card"))?,
+        installments: body.installments,
+        monthly_interest: BasisPoints(body.monthly_interest_bps),
+        device_id,
+        ip: ip.to_string(),
+    })
+}
+
+fn plan(parsed: &ParsedPayment) -> Result<InstallmentPlan, ApiError> {
+    InstallmentPlan::price(PlanRequest {
+        principal: parsed.amount,
+        count: parsed.installments,
+        monthly_interest: parsed.monthly_interest,
+        released_on: today_in_sao_paulo(),
+    })
+    .map_err(|error| {
+        let code = match error {
+            InstallmentError::Amount => "invalid_amount",
+            InstallmentError::Interest => "invalid_interest",
+            InstallmentError::Count | InstallmentError::InstallmentTooSmall | InstallmentError::Date => "invalid_installments",
+        };
+        ApiError::bad_request(code, error.to_string())
+    })
+}
+
+/// Who may create this payment: its provider (for a patient it has registered or charged) or the
+/// patient themself. Anyone else learns nothing: the ids are "not found".
+async fn authorize_creation(state: &AppState, principal: Principal, parsed: &ParsedPayment) -> Result<(), ApiError> {
+    let patient_not_found = || ApiError::not_found("patient_not_found", "no such patient");
+    match principal {
+        Principal::Admin => Err(ApiError::forbidden("payments are requested with a provider's API key or a patient's token")),
+        Principal::Provider(own) if own != parsed.provider_id => Err(ApiError::not_found("provider_not_found", "no such provider")),
+        Principal::Provider(own) => {
+            if state.store.is_linked(own, parsed.patient_id).await? { Ok(()) } else { Err(patient_not_found()) }
+        }
+        Principal::Patient(own) if own != parsed.patient_id => Err(patient_not_found()),
+        Principal::Patient(_) => Ok(()),
+    }
+}
+
+fn json_response(status: StatusCode, body: String, replayed: bool) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if replayed {
+        headers.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+#[utoipa::path(post, path = "/v1/payments", tag = "payments", request_body = CreatePayment,
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "unique per payment request; a retry with the same key and body replays the first response")),
+    responses(
+        (status = 201, body = PaymentView, description = "decided and recorded; `decision.outcome` is approve, review or decline"),
+        (status = 400, body = ErrorBody, description = "bad input; nothing was recorded"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "a request with this Idempotency-Key is in progress"),
+        (status = 422, body = ErrorBody, description = "this Idempotency-Key was used with another request"),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn create_payment(State(state): State<AppState>, principal: Principal, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|error| rejection(format!("body is not valid JSON: {error}")))?;
+    // serde_json's map is ordered by key, so this is a canonical form: the same request with its
+    // fields in another order hashes alike.
+    let request_hash = medpay_store::sha256_hex(value.to_string().as_bytes());
+    let request: CreatePayment = serde_json::from_value(value).map_err(|error| rejection(format!("invalid payment request: {error}")))?;
+    let parsed = parse_payment(request)?;
+    let plan = plan(&parsed)?;
+    authorize_creation(&state, principal, &parsed).await?;
+    let patient = state.store.patient(parsed.patient_id).await?.ok_or_else(|| ApiError::not_found("patient_not_found", "no such patient"))?;
+    if state.store.provider(parsed.provider_id).await?.is_none() {
+        return Err(ApiError::not_found("provider_not_found", "no such provider"));
+    }
+    state.rate_limit(&format!("patient:{}:payments", parsed.patient_id), state.config.limits.payments_per_patient_per_minute).await?;
+
+    let claim = IdempotencyClaim { scope: principal.scope(), key, request_hash };
+    let locked_at_ms = match state.store.idempotency_begin(&claim, medpay_store::now_ms()).await? {
+        IdempotencyBegin::Started { locked_at_ms } => locked_at_ms,
+        IdempotencyBegin::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).map_err(ApiError::internal)?;
+            return Ok(json_response(status, body, true));
+        }
+        IdempotencyBegin::Mismatch => {
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", "this Idempotency-Key was used with a different request"));
+        }
+        IdempotencyBegin::InProgress => {
+            return Err(ApiError::conflict("idempotency_key_in_use", "a request with this Idempotency-Key is in progress; retry later"));
+        }
+    };
+    let payment = NewPayment {
+        id: PaymentId::new(),
+        provider_id: parsed.provider_id,
+        patient_id: parsed.patient_id,
+        cpf: patient.cpf,
+        tuss_code: parsed.tuss_code,
+        description: parsed.description,
+        amount_centavos: parsed.amount.centavos(),
+        method: parsed.method,
+        monthly_interest_bps: parsed.monthly_interest.value(),
+        plan,
+        device_id: parsed.device_id,
+        ip: parsed.ip,
+        created_at_ms: medpay_store::now_ms(),
+        idempotency: Some(IdempotencyTarget { scope: claim.scope.clone(), key: claim.key.clone(), locked_at_ms }),
+    };
+    match state.runtime.submit(payment).await {
+        Ok(created) => Ok(json_response(StatusCode::CREATED, created.body, false)),
+        Err(error) => {
+            // A decision that timed out may still commit (with its response): keep the key so that
+            // a retry waits for it instead of deciding twice. Any other failure committed nothing.
+            if !matches!(error, medpay_actors::CoreError::Timeout(_)) {
+                state.store.idempotency_release(&claim.scope, &claim.key).await?;
+            }
+            Err(error.into())
+        }
+    }
+}
+
+async fn visible_payment(state: &AppState, principal: Principal, id: Result<Path<String>, PathRejection>) -> Result<medpay_store::PaymentRecord, ApiError> {
+    let not_found = || ApiError::not_found("payment_not_found", "no such payment");
+    let Path(id) = id.map_err(rejection)?;
+    let id: PaymentId = id.parse().map_err(|_| not_found())?;
+    let payment = state.store.payment(id).await?.ok_or_else(not_found)?;
+    let visible = match principal {
+        Principal::Admin => true,
+        Principal::Provider(own) => payment.provider_id == own,
+        Principal::Patient(own) => payment.patient_id == own,
+    };
+    if visible { Ok(payment) } else { Err(not_found()) }
+}
+
+#[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments", security(("bearer" = [])),
+    params(("id" = String, Path, description = "payment id")),
+    responses((status = 200, body = PaymentView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_payment(State(state): State<AppState>, principal: Principal, id: Result<Path<String>, PathRejection>) -> Result<Json<PaymentView>, ApiError> {
+    let payment = visible_payment(&state, principal, id).await?;
+    let decision = state.store.latest_decision(payment.id).await?;
+    Ok(Json(PaymentView::new(&payment, decision.as_ref())))
+}
+
+#[utoipa::path(get, path = "/v1/payments/{id}/events", tag = "payments", security(("bearer" = [])),
+    params(("id" = String, Path, description = "payment id"), EventQuery),
+    responses((status = 200, body = EventList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_events(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<EventQuery>, QueryRejection>,
+) -> Result<Json<EventList>, ApiError> {
+    let Query(query) = query.map_err(rejection)?;
+    let payment = visible_payment(&state, principal, id).await?;
+    let events = state.store.events(payment.id, query.after.unwrap_or(0), query.limit.unwrap_or(EVENTS_PAGE_DEFAULT)).await?;
+    Ok(Json(EventList { data: events.iter().map(EventView::new).collect() }))
+}
+
+#[utoipa::path(get, path = "/v1/payments", tag = "payments", security(("bearer" = [])), params(PaymentQuery),
+    responses((status = 200, body = PaymentList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list_payments(State(state): State<AppState>, principal: Principal, query: Result<Query<PaymentQuery>, QueryRejection>) -> Result<Json<PaymentList>, ApiError> {
+    let Query(query) = query.map_err(rejection)?;
+    let patient_id: Option<PatientId> = query
+        .patient_id
+        .filter(|id| !id.is_empty())
+        .map(|id| id.parse().map_err(|_| ApiError::bad_request("invalid_patient_id", "patient_id must be a patient id")))
+        .transpose()?;
+    let provider_id: Option<ProviderId> = query
+        .provider_id
+        .filter(|id| !id.is_empty())
+        .map(|id| id.parse().map_err(|_| ApiError::bad_request("invalid_provider_id", "provider_id must be a provider id")))
+        .transpose()?;
+    // Each caller's filter is narrowed to what it may see; asking for someone else's is an empty page.
+    let (patient_id, provider_id) = match principal {
+        Principal::Admin => (patient_id, provider_id),
+        Principal::Provider(own) if provider_id.is_some_and(|asked| asked != own) => return Ok(Json(PaymentList { data: Vec::new(), next_before: None })),
+        Principal::Provider(own) => (patient_id, Some(own)),
+        Principal::Patient(own) if patient_id.is_some_and(|asked| asked != own) => return Ok(Json(PaymentList { data: Vec::new(), next_before: None })),
+        Principal::Patient(own) => (Some(own), provider_id),
+    };
+    let limit = query.limit.unwrap_or(PAYMENTS_PAGE_DEFAULT).clamp(1, medpay_store::PAYMENTS_PAGE_MAX);
+    let filter = PaymentFilter { patient_id, provider_id, before_ms: query.before, limit };
+    let payments = state.store.list_payments(&filter).await?;
+    let full_page = i64::try_from(payments.len()).unwrap_or(i64::MAX) == limit;
+    let next_before = if full_page { payments.last().map(|payment| payment.created_at_ms) } else { None };
+    Ok(Json(PaymentList { data: payments.iter().map(PaymentSummary::new).collect(), next_before }))
+}

@@ -1,0 +1,33 @@
+use crate::config::Config;
+use crate::error::ApiError;
+use medpay_actors::Runtime;
+use medpay_store::{RateLimiter, Store};
+use std::sync::Arc;
+
+const MINUTE_MS: i64 = 60_000;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub runtime: Arc<Runtime>,
+    pub limiter: Arc<RateLimiter>,
+    pub config: Arc<Config>,
+    pub admin_token: Arc<str>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl AppState {
+    /// Counts one request in `bucket`; refuses it past `per_minute`. When the limiter's store
+    /// (Redis) fails, the request is let through and the failure logged: a rate limit protects
+    /// the service and must not take it down.
+    pub async fn rate_limit(&self, bucket: &str, per_minute: u64) -> Result<(), ApiError> {
+        match self.limiter.hit(bucket, per_minute, MINUTE_MS, medpay_store::now_ms()).await {
+            Ok(decision) if decision.allowed => Ok(()),
+            Ok(decision) => Err(ApiError::rate_limited(decision.retry_after_ms)),
+            Err(error) => {
+                tracing::warn!(%error, "rate limiter unavailable; request allowed");
+                Ok(())
+            }
+        }
+    }
+}
