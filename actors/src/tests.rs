@@ -85,16 +85,7 @@ async fn patient(store: &Store) -> PatientId {
 /// A valid CPF derived from `seed`.
 fn test_cpf(seed: u128) -> medpay_models::Cpf {
     let base = format!("{:09}", seed % 1_000_000_000);
-    let digits: Vec<u32> = base.bytes().map(|b| u32::from(b - b'0')).collect();
-    let check = |values: &[u32], first_weight: u32| {
-        let sum: u32 = values.iter().enumerate().map(|(i, v)| v * (first_weight - u32::try_from(i).unwrap())).sum();
-        if sum % 11 < 2 { 0 } else { 11 - sum % 11 }
-    };
-    let first = check(&digits, 10);
-    let mut with_first = digits.clone();
-    with_first.push(first);
-    let second = check(&with_first, 11);
-    format!("{base}{first}{second}").parse().unwrap()
+    format!("{base}{}", medpay_models::Cpf::check_digits(&base).unwrap()).parse().unwrap()
 }
 
 fn payment(provider_id: ProviderId, patient_id: PatientId, amount_centavos: i64) -> NewPayment {

@@ -63,6 +63,21 @@ impl Cpf {
         format!("{}.{}.{}-{}", &digits[0..3], &digits[3..6], &digits[6..9], &digits[9..11])
     }
 
+    /// The two check digits of a 9-digit base (used by fixtures and generators).
+    pub fn check_digits(base: &str) -> Result<String, DocumentError> {
+        if base.len() != 9 {
+            return Err(DocumentError::CpfLength);
+        }
+        if !base.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(DocumentError::CpfCharacter);
+        }
+        let mut values: Vec<u32> = base.bytes().map(|b| u32::from(b - b'0')).collect();
+        let first = mod11_check_digit(&values, &Self::WEIGHTS_FIRST);
+        values.push(first);
+        let second = mod11_check_digit(&values, &Self::WEIGHTS_SECOND);
+        Ok(format!("{first}{second}"))
+    }
+
     /// For logs: only the check digits are shown.
     pub fn masked(&self) -> String {
         format!("***.***.***-{}", &self.0[9..11])
@@ -223,6 +238,7 @@ mod tests {
         let cpf: Cpf = "529.982.247-25".parse().unwrap();
         assert_eq!(cpf.as_str(), "52998224725");
         assert_eq!(cpf.formatted(), "529.982.247-25");
+        assert_eq!(Cpf::check_digits("529982247").unwrap(), "25");
         assert_eq!("52998224725".parse::<Cpf>().unwrap(), cpf);
     }
 
@@ -292,13 +308,8 @@ mod tests {
     proptest! {
         #[test]
         fn every_generated_cpf_parses_and_a_changed_check_digit_fails(base in "[0-9]{9}", position in 9usize..11, delta in 1u8..10) {
-            let values: Vec<u32> = base.bytes().map(|b| u32::from(b - b'0')).collect();
             prop_assume!(!all_same(base.as_bytes()));
-            let first = mod11_check_digit(&values, &Cpf::WEIGHTS_FIRST);
-            let mut with_first = values.clone();
-            with_first.push(first);
-            let second = mod11_check_digit(&with_first, &Cpf::WEIGHTS_SECOND);
-            let full = format!("{base}{first}{second}");
+            let full = format!("{base}{}", Cpf::check_digits(&base).unwrap());
             prop_assert!(full.parse::<Cpf>().is_ok());
             let mut bytes = full.into_bytes();
             bytes[position] = b'0' + (bytes[position] - b'0' + delta) % 10;

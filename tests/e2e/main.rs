@@ -1,1 +1,6 @@
+//! End-to-end tests: the real app on port 0, a real database (SQLite and PostgreSQL, fresh per
+//! test), real Redis where the test is about sharing state between nodes.
 
+mod durability;
+mod payments;
+mod support;

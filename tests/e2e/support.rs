@@ -1,0 +1,222 @@
+//! Starting the real app on port 0 against a fresh database (a temporary SQLite file, or a new
+//! PostgreSQL database per test), and a small HTTP client for it.
+
+use medpay_api::{Config, Limits, Server};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("MEDPAY_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("MEDPAY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A database of its own for one test. PostgreSQL must be reachable: a test never skips.
+pub struct TestDatabase {
+    pub url: String,
+    postgres_name: Option<String>,
+}
+
+impl TestDatabase {
+    pub async fn create(engine: Engine) -> TestDatabase {
+        let name = format!("medpay_test_{}", uuid::Uuid::new_v4().simple());
+        match engine {
+            Engine::Sqlite => {
+                let path = std::env::temp_dir().join(format!("{name}.db"));
+                TestDatabase { url: format!("sqlite://{}", path.display()), postgres_name: None }
+            }
+            Engine::Postgres => {
+                let admin_url = postgres_admin_url();
+                let mut admin = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .unwrap_or_else(|error| panic!("PostgreSQL at {admin_url} is required for these tests: {error}"));
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
+                let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base).to_owned();
+                TestDatabase { url: format!("{base}/{name}"), postgres_name: Some(name) }
+            }
+        }
+    }
+
+    pub async fn drop_database(self) {
+        if let Some(name) = self.postgres_name {
+            if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await;
+            }
+        }
+    }
+}
+
+pub fn config(database_url: &str) -> Config {
+    Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        database_url: database_url.to_owned(),
+        redis_url: None,
+        admin_token: Some(format!("test-admin-{}", uuid::Uuid::new_v4().simple())),
+        runtime: medpay_actors::RuntimeConfig::default(),
+        limits: Limits::default(),
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub admin: String,
+    pub client: Client,
+    server: Option<Server>,
+    database: Option<TestDatabase>,
+}
+
+static CPF_SEQUENCE: AtomicU64 = AtomicU64::new(1);
+
+/// A CPF no other test uses.
+pub fn unique_cpf() -> String {
+    let seed = CPF_SEQUENCE.fetch_add(1, Ordering::SeqCst) + u64::from(std::process::id()) * 1_000 + rand_u64() % 1_000_000;
+    let base = format!("{:09}", 100_000_000 + seed % 800_000_000);
+    format!("{base}{}", medpay_models::Cpf::check_digits(&base).unwrap())
+}
+
+/// A numeric CNPJ no other test uses.
+pub fn unique_cnpj() -> String {
+    let base = format!("{:08}0001", 10_000_000 + rand_u64() % 89_999_999);
+    format!("{base}{}", medpay_models::Cnpj::check_digits(&base).unwrap())
+}
+
+fn rand_u64() -> u64 {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    u64::from_le_bytes(bytes[..8].try_into().unwrap())
+}
+
+pub struct Provider {
+    pub id: String,
+    pub key: String,
+}
+
+pub struct Patient {
+    pub id: String,
+    pub token: String,
+}
+
+impl TestApp {
+    pub async fn spawn(engine: Engine) -> TestApp {
+        TestApp::spawn_with(engine, |_| {}).await
+    }
+
+    pub async fn spawn_with(engine: Engine, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let database = TestDatabase::create(engine).await;
+        let mut app = TestApp::on_database(&database.url, adjust).await;
+        app.database = Some(database);
+        app
+    }
+
+    /// Another node on an existing database.
+    pub async fn on_database(url: &str, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = config(url);
+        adjust(&mut config);
+        let server = medpay_api::start(config).await.unwrap();
+        TestApp {
+            base: format!("http://{}", server.addr),
+            admin: server.admin_token.clone(),
+            client: Client::new(),
+            server: Some(server),
+            database: None,
+        }
+    }
+
+    /// The database this app's node uses (to start another node on it).
+    pub fn database_url(&self) -> &str {
+        self.database.as_ref().map_or("", |database| database.url.as_str())
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        if let Some(database) = self.database.take() {
+            database.drop_database().await;
+        }
+    }
+
+    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>, key: Option<&str>) -> (StatusCode, Value) {
+        let (status, _, text) = self.raw(method, path, token, body.map(|b| b.to_string()), key).await;
+        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, value)
+    }
+
+    /// Status, headers and the body exactly as sent.
+    pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, body: Option<String>, key: Option<&str>) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        (status, headers, response.text().await.unwrap())
+    }
+
+    pub async fn provider(&self, extra: Value) -> Provider {
+        let mut body = json!({"name": "Clínica Sorriso", "cnpj": unique_cnpj(), "fee_bps": 500, "escrow": false, "score_fail_mode": "open"});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        let (status, created) = self.request(Method::POST, "/v1/providers", Some(&self.admin), Some(&body), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        Provider { id: created["id"].as_str().unwrap().to_owned(), key: created["api_key"].as_str().unwrap().to_owned() }
+    }
+
+    pub async fn patient(&self, provider: &Provider) -> Patient {
+        let body = json!({"name": "Maria Silva", "cpf": unique_cpf(), "email": "maria@example.com", "phone": "+55 11 99999-0000"});
+        let (status, created) = self.request(Method::POST, "/v1/patients", Some(&provider.key), Some(&body), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        Patient { id: created["id"].as_str().unwrap().to_owned(), token: created["token"].as_str().unwrap().to_owned() }
+    }
+}
+
+pub fn payment_body(provider: &Provider, patient: &Patient, amount_centavos: i64) -> Value {
+    json!({
+        "patient_id": patient.id,
+        "provider_id": provider.id,
+        "procedure": {"tuss_code": "10101012", "description": "Consulta em consultório"},
+        "amount_centavos": amount_centavos,
+        "method": "pix",
+        "installments": 1,
+        "monthly_interest_bps": 0,
+        "device": {"id": "device-1", "ip": "200.100.50.25"}
+    })
+}
+
+pub fn new_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Runs one async test body against SQLite and against PostgreSQL.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::support::Engine::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::support::Engine::Postgres).await;
+            }
+        }
+    };
+}
