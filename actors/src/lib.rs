@@ -12,7 +12,9 @@ mod tests;
 pub use patient::{PatientMsg, PatientSessionActor};
 pub use provider::{ProviderMsg, ProviderProfile, ProviderSessionActor};
 pub use registry::{Registry, SupervisorStats};
-pub use transaction::{Created, FALLBACK_MODEL_VERSION, IdempotencyTarget, NewPayment, TransactionActor, TransactionMsg};
+pub use transaction::{
+    Created, FALLBACK_MODEL_VERSION, IdempotencyTarget, NewPayment, TransactionActor, TransactionMsg,
+};
 
 use medpay_ml::RiskScorer;
 use medpay_models::{FailMode, PaymentId};
@@ -105,11 +107,20 @@ impl Actor for RootSupervisor {
     type State = Arc<AtomicBool>;
     type Arguments = Arc<AtomicBool>;
 
-    async fn pre_start(&self, _myself: ActorRef<()>, healthy: Arc<AtomicBool>) -> Result<Arc<AtomicBool>, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<()>,
+        healthy: Arc<AtomicBool>,
+    ) -> Result<Arc<AtomicBool>, ActorProcessingErr> {
         Ok(healthy)
     }
 
-    async fn handle_supervisor_evt(&self, _myself: ActorRef<()>, event: SupervisionEvent, healthy: &mut Arc<AtomicBool>) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<()>,
+        event: SupervisionEvent,
+        healthy: &mut Arc<AtomicBool>,
+    ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(cell, error) = event {
             tracing::error!(supervisor = ?cell.get_id(), %error, "an entity supervisor failed; the node is no longer ready");
             healthy.store(false, Ordering::SeqCst);
@@ -126,7 +137,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub async fn start(store: Store, scorer: Arc<dyn RiskScorer>, config: RuntimeConfig, render: Renderer) -> Result<Runtime, CoreError> {
+    pub async fn start(
+        store: Store,
+        scorer: Arc<dyn RiskScorer>,
+        config: RuntimeConfig,
+        render: Renderer,
+    ) -> Result<Runtime, CoreError> {
         let healthy = Arc::new(AtomicBool::new(true));
         let (root, _) = Actor::spawn(None, RootSupervisor, healthy.clone())
             .await
@@ -177,7 +193,10 @@ impl Runtime {
 
     /// The payment as its actor holds it (started and rebuilt from the store if needed).
     pub async fn payment(&self, id: PaymentId) -> Result<Option<PaymentRecord>, CoreError> {
-        registry::ask(&self.payments, id, self.context.config.feature_call_timeout_ms, |reply| TransactionMsg::Get { reply }).await
+        registry::ask(&self.payments, id, self.context.config.feature_call_timeout_ms, |reply| TransactionMsg::Get {
+            reply,
+        })
+        .await
     }
 
     /// Stops every actor, leaves first, waiting at most `timeout` at each level.

@@ -21,7 +21,10 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 
 pub enum PatientMsg {
     /// What scoring needs of this patient, as of `now_ms`.
-    Features { now_ms: i64, reply: RpcReplyPort<PatientFeatures> },
+    Features {
+        now_ms: i64,
+        reply: RpcReplyPort<PatientFeatures>,
+    },
     /// A payment of this patient was recorded.
     PaymentRecorded(RecentPayment),
     IdleCheck,
@@ -66,7 +69,8 @@ impl PatientState {
         while self.recent.front().is_some_and(|payment| payment.created_at_ms < now_ms - PATIENT_HISTORY_MS) {
             self.recent.pop_front();
         }
-        let mut features = PatientFeatures { first_payment_at_ms: self.recent.front().map(|p| p.created_at_ms), ..Default::default() };
+        let mut features =
+            PatientFeatures { first_payment_at_ms: self.recent.front().map(|p| p.created_at_ms), ..Default::default() };
         for payment in self.recent.iter().rev() {
             let age_ms = now_ms - payment.created_at_ms;
             if age_ms > DAY_MS {
@@ -90,7 +94,11 @@ impl Actor for PatientSessionActor {
     type State = PatientState;
     type Arguments = PatientArgs;
 
-    async fn pre_start(&self, myself: ActorRef<PatientMsg>, args: PatientArgs) -> Result<PatientState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<PatientMsg>,
+        args: PatientArgs,
+    ) -> Result<PatientState, ActorProcessingErr> {
         let since = medpay_store::now_ms() - PATIENT_HISTORY_MS;
         let recent = args.context.store.patient_payments_since(args.id, since).await?;
         let idle = Duration::from_millis(args.context.config.idle_ms);
@@ -100,7 +108,12 @@ impl Actor for PatientSessionActor {
         Ok(state)
     }
 
-    async fn handle(&self, myself: ActorRef<PatientMsg>, message: PatientMsg, state: &mut PatientState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<PatientMsg>,
+        message: PatientMsg,
+        state: &mut PatientState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             PatientMsg::Features { now_ms, reply } => {
                 state.last_activity = Instant::now();
@@ -110,7 +123,9 @@ impl Actor for PatientSessionActor {
                 state.last_activity = Instant::now();
                 state.remember(payment);
             }
-            PatientMsg::IdleCheck => crate::passivate_or_wait(&myself, state.last_activity, state.idle, || PatientMsg::IdleCheck),
+            PatientMsg::IdleCheck => {
+                crate::passivate_or_wait(&myself, state.last_activity, state.idle, || PatientMsg::IdleCheck)
+            }
         }
         Ok(())
     }

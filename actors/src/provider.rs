@@ -56,7 +56,11 @@ impl Actor for ProviderSessionActor {
     type State = ProviderState;
     type Arguments = ProviderArgs;
 
-    async fn pre_start(&self, myself: ActorRef<ProviderMsg>, args: ProviderArgs) -> Result<ProviderState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ProviderMsg>,
+        args: ProviderArgs,
+    ) -> Result<ProviderState, ActorProcessingErr> {
         let record = args
             .context
             .store
@@ -71,7 +75,12 @@ impl Actor for ProviderSessionActor {
         Ok(ProviderState { record, requests: requests.into(), idle, last_activity: Instant::now() })
     }
 
-    async fn handle(&self, myself: ActorRef<ProviderMsg>, message: ProviderMsg, state: &mut ProviderState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<ProviderMsg>,
+        message: ProviderMsg,
+        state: &mut ProviderState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             ProviderMsg::Profile { now_ms, reply } => {
                 state.last_activity = Instant::now();
@@ -91,7 +100,9 @@ impl Actor for ProviderSessionActor {
                 }
                 state.requests.push_back(created_at_ms);
             }
-            ProviderMsg::IdleCheck => crate::passivate_or_wait(&myself, state.last_activity, state.idle, || ProviderMsg::IdleCheck),
+            ProviderMsg::IdleCheck => {
+                crate::passivate_or_wait(&myself, state.last_activity, state.idle, || ProviderMsg::IdleCheck)
+            }
         }
         Ok(())
     }

@@ -71,7 +71,12 @@ impl<E: Entity> SupervisorState<E> {
         self.live.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn spawn(&mut self, myself: &ActorRef<SupervisorMsg<E>>, id: E::Id, fresh: bool) -> Result<ActorRef<E::Msg>, String> {
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg<E>>,
+        id: E::Id,
+        fresh: bool,
+    ) -> Result<ActorRef<E::Msg>, String> {
         let context = self.context.get().cloned().ok_or("runtime not initialised")?;
         let (actor, _) = Actor::spawn_linked(None, E::default(), E::arguments(id, context, fresh), myself.get_cell())
             .await
@@ -112,7 +117,11 @@ impl<E: Entity> Actor for EntitySupervisor<E> {
     type State = SupervisorState<E>;
     type Arguments = SupervisorArgs<E>;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
         Ok(SupervisorState {
             context: args.context,
             live: args.live,
@@ -122,7 +131,12 @@ impl<E: Entity> Actor for EntitySupervisor<E> {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, message: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMsg::GetOrStart { id, fresh, reply } => {
                 let existing = state.live_map().get(&id).cloned();
@@ -142,7 +156,12 @@ impl<E: Entity> Actor for EntitySupervisor<E> {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<Self::Msg>, event: SupervisionEvent, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 if let Some(id) = state.forget(cell.get_id()) {
@@ -183,7 +202,10 @@ impl<E: Entity> Clone for Registry<E> {
 }
 
 impl<E: Entity> Registry<E> {
-    pub async fn start(context: Arc<std::sync::OnceLock<Arc<E::Context>>>, supervisor_of: Option<ractor::ActorCell>) -> Result<Registry<E>, CoreError> {
+    pub async fn start(
+        context: Arc<std::sync::OnceLock<Arc<E::Context>>>,
+        supervisor_of: Option<ractor::ActorCell>,
+    ) -> Result<Registry<E>, CoreError> {
         let live: SharedMap<E> = Arc::default();
         let args = SupervisorArgs { context, live: live.clone() };
         let (supervisor, _) = match supervisor_of {
@@ -205,8 +227,7 @@ impl<E: Entity> Registry<E> {
     }
 
     async fn lookup(&self, id: E::Id, fresh: bool) -> Result<ActorRef<E::Msg>, CoreError> {
-        let cached = self.live.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&id).cloned();
-        if let Some(actor) = cached.filter(|actor| actor.get_status() == ActorStatus::Running) {
+        if let Some(actor) = self.live(id) {
             return Ok(actor);
         }
         let result = self
@@ -221,16 +242,22 @@ impl<E: Entity> Registry<E> {
         }
     }
 
+    /// The running actor of `id`, if there is one; never starts one.
+    pub fn live(&self, id: E::Id) -> Option<ActorRef<E::Msg>> {
+        let live = self.live.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        live.get(&id).filter(|actor| actor.get_status() == ActorStatus::Running).cloned()
+    }
+
     pub fn is_live(&self, id: E::Id) -> bool {
-        self.live
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&id)
-            .is_some_and(|actor| actor.get_status() == ActorStatus::Running)
+        self.live(id).is_some()
     }
 
     pub async fn stats(&self) -> Result<SupervisorStats, CoreError> {
-        match self.supervisor.call(|reply| SupervisorMsg::Stats { reply }, Some(Duration::from_millis(START_TIMEOUT_MS))).await {
+        match self
+            .supervisor
+            .call(|reply| SupervisorMsg::Stats { reply }, Some(Duration::from_millis(START_TIMEOUT_MS)))
+            .await
+        {
             Ok(ractor::rpc::CallResult::Success(stats)) => Ok(stats),
             _ => Err(CoreError::Unavailable(format!("{} supervisor is down", E::KIND))),
         }

@@ -45,9 +45,14 @@ async fn store() -> Store {
 }
 
 async fn runtime(store: Store, scorer: Arc<dyn RiskScorer>, config: RuntimeConfig) -> Runtime {
-    Runtime::start(store, scorer, config, Arc::new(|payment, decision| format!("{}:{}", payment.id, decision.outcome.as_str())))
-        .await
-        .unwrap()
+    Runtime::start(
+        store,
+        scorer,
+        config,
+        Arc::new(|payment, decision| format!("{}:{}", payment.id, decision.outcome.as_str())),
+    )
+    .await
+    .unwrap()
 }
 
 async fn provider(store: &Store, fail_mode: FailMode) -> ProviderId {
@@ -209,7 +214,10 @@ async fn patient_velocity_is_kept_by_the_session_and_survives_a_restart() {
     // A new runtime (a restarted node) rebuilds the patient's history from the store.
     let second = runtime(store.clone(), Arc::new(rules()), RuntimeConfig::default()).await;
     for _ in 0..2 {
-        assert_eq!(second.submit(payment(provider_id, patient_id, 10_000)).await.unwrap().decision.outcome, DecisionOutcome::Approve);
+        assert_eq!(
+            second.submit(payment(provider_id, patient_id, 10_000)).await.unwrap().decision.outcome,
+            DecisionOutcome::Approve
+        );
     }
     let sixth = second.submit(payment(provider_id, patient_id, 10_000)).await.unwrap();
     assert_eq!(sixth.decision.outcome, DecisionOutcome::Review);

@@ -96,7 +96,11 @@ impl Actor for TransactionActor {
     type State = TransactionState;
     type Arguments = TransactionArgs;
 
-    async fn pre_start(&self, myself: ActorRef<TransactionMsg>, args: TransactionArgs) -> Result<TransactionState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TransactionMsg>,
+        args: TransactionArgs,
+    ) -> Result<TransactionState, ActorProcessingErr> {
         let (payment, last_seq) = if args.fresh {
             (None, 0)
         } else {
@@ -106,10 +110,22 @@ impl Actor for TransactionActor {
         };
         let idle = Duration::from_millis(args.context.config.idle_ms);
         myself.send_after(idle, || TransactionMsg::IdleCheck);
-        Ok(TransactionState { id: args.id, context: args.context, payment, last_seq, idle, last_activity: Instant::now() })
+        Ok(TransactionState {
+            id: args.id,
+            context: args.context,
+            payment,
+            last_seq,
+            idle,
+            last_activity: Instant::now(),
+        })
     }
 
-    async fn handle(&self, myself: ActorRef<TransactionMsg>, message: TransactionMsg, state: &mut TransactionState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<TransactionMsg>,
+        message: TransactionMsg,
+        state: &mut TransactionState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             TransactionMsg::Decide { payment, reply } => {
                 state.last_activity = Instant::now();
@@ -150,7 +166,8 @@ async fn assess(context: &Context, request: &NewPayment) -> Assessment {
         ask(&context.patients, request.patient_id, call_ms, |reply| PatientMsg::Features { now_ms, reply }),
         ask(&context.providers, request.provider_id, call_ms, |reply| ProviderMsg::Profile { now_ms, reply }),
     );
-    let fail_mode = provider.as_ref().map_or(context.config.default_fail_mode, |profile| profile.record.score_fail_mode);
+    let fail_mode =
+        provider.as_ref().map_or(context.config.default_fail_mode, |profile| profile.record.score_fail_mode);
     let (patient, provider): (PatientFeatures, ProviderProfile) = match (patient, provider) {
         (Ok(patient), Ok(provider)) => (patient, provider),
         (patient, provider) => {
@@ -256,7 +273,7 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
     context.store.record_new_payment(&write).await?;
     state.last_seq += 2;
     state.payment = Some(write.payment.clone());
-    announce(&context, &write.payment).await;
+    announce(&context, &write.payment);
     metrics::counter!("medpay_decisions_total", "outcome" => write.decision.outcome.as_str()).increment(1);
     metrics::histogram!("medpay_decision_seconds").record(started.elapsed().as_secs_f64());
     tracing::info!(
@@ -269,7 +286,7 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
 
 /// Tells the patient's and the provider's sessions. A session that is not running will read the
 /// payment from the store when it starts, so a lost notice loses nothing.
-async fn announce(context: &Context, payment: &PaymentRecord) {
+fn announce(context: &Context, payment: &PaymentRecord) {
     let recent = RecentPayment {
         id: payment.id,
         provider_id: payment.provider_id,
@@ -277,14 +294,10 @@ async fn announce(context: &Context, payment: &PaymentRecord) {
         status: payment.status,
         created_at_ms: payment.created_at_ms,
     };
-    if context.patients.is_live(payment.patient_id) {
-        if let Ok(patient) = context.patients.get(payment.patient_id).await {
-            let _ = patient.send_message(PatientMsg::PaymentRecorded(recent));
-        }
+    if let Some(patient) = context.patients.live(payment.patient_id) {
+        let _ = patient.send_message(PatientMsg::PaymentRecorded(recent));
     }
-    if context.providers.is_live(payment.provider_id) {
-        if let Ok(provider) = context.providers.get(payment.provider_id).await {
-            let _ = provider.send_message(ProviderMsg::PaymentRecorded { created_at_ms: payment.created_at_ms });
-        }
+    if let Some(provider) = context.providers.live(payment.provider_id) {
+        let _ = provider.send_message(ProviderMsg::PaymentRecorded { created_at_ms: payment.created_at_ms });
     }
 }

@@ -28,7 +28,8 @@ use utoipa_axum::routes;
 
 /// How often expired idempotency keys are purged.
 const IDEMPOTENCY_PURGE_INTERVAL_MS: u64 = 60 * 60 * 1_000;
-const LATENCY_BUCKETS_SECONDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS_SECONDS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 #[derive(OpenApi)]
 #[openapi(
@@ -42,7 +43,10 @@ struct BearerAuth;
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
@@ -51,7 +55,9 @@ fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS_SECONDS).unwrap_or_else(|_| PrometheusBuilder::new());
+            let builder = PrometheusBuilder::new()
+                .set_buckets(LATENCY_BUCKETS_SECONDS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Another recorder may be installed already (a host application): ours still renders
@@ -65,13 +71,18 @@ fn metrics_handle() -> PrometheusHandle {
 }
 
 async fn record_http_metrics(request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     let method = request.method().to_string();
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::histogram!("medpay_http_request_seconds", "route" => route.clone(), "method" => method.clone()).record(started.elapsed().as_secs_f64());
-    metrics::counter!("medpay_http_requests_total", "route" => route, "method" => method, "status" => status).increment(1);
+    metrics::histogram!("medpay_http_request_seconds", "route" => route.clone(), "method" => method.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("medpay_http_requests_total", "route" => route, "method" => method, "status" => status)
+        .increment(1);
     response
 }
 
@@ -101,7 +112,10 @@ pub fn router(state: AppState) -> Router {
     .layer(middleware::from_fn(record_http_metrics))
     .layer(RequestBodyLimitLayer::new(limits.body_bytes_max))
     .layer(GlobalConcurrencyLimitLayer::new(limits.concurrency_max))
-    .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_millis(limits.request_timeout_ms)))
+    .layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        Duration::from_millis(limits.request_timeout_ms),
+    ))
     .layer(TraceLayer::new_for_http())
     .with_state(state)
 }
@@ -142,7 +156,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let scorer = Arc::new(RulesScorer::new(RulesConfig::default(), blocklist));
     let runtime_config: RuntimeConfig = config.runtime.clone();
     let runtime = Arc::new(Runtime::start(store.clone(), scorer, runtime_config, Arc::new(PaymentView::render)).await?);
-    let admin_token = config.admin_token.clone().unwrap_or_else(|| crate::auth::new_secret(crate::auth::ADMIN_TOKEN_PREFIX));
+    let admin_token =
+        config.admin_token.clone().unwrap_or_else(|| crate::auth::new_secret(crate::auth::ADMIN_TOKEN_PREFIX));
     let listener = tokio::net::TcpListener::bind(config.bind).await?;
     let addr = listener.local_addr()?;
     let grace = Duration::from_millis(config.limits.shutdown_grace_ms);

@@ -59,7 +59,9 @@ where
     T::Err: std::fmt::Display,
 {
     match std::env::var(name) {
-        Ok(raw) if !raw.trim().is_empty() => raw.trim().parse().map_err(|error: T::Err| ConfigError { name, message: error.to_string() }),
+        Ok(raw) if !raw.trim().is_empty() => {
+            raw.trim().parse().map_err(|error: T::Err| ConfigError { name, message: error.to_string() })
+        }
         _ => Ok(default),
     }
 }
@@ -74,7 +76,10 @@ impl Config {
         let defaults = RuntimeConfig::default();
         let limits = Limits::default();
         Ok(Config {
-            bind: parsed("MEDPAY_BIND", DEFAULT_BIND.parse().map_err(|_| ConfigError { name: "MEDPAY_BIND", message: "bad default".into() })?)?,
+            bind: parsed(
+                "MEDPAY_BIND",
+                DEFAULT_BIND.parse().map_err(|_| ConfigError { name: "MEDPAY_BIND", message: "bad default".into() })?,
+            )?,
             database_url: optional("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             redis_url: optional("REDIS_URL"),
             admin_token: optional("MEDPAY_ADMIN_TOKEN"),
@@ -84,8 +89,14 @@ impl Config {
                 ..defaults
             },
             limits: Limits {
-                requests_per_key_per_minute: parsed("MEDPAY_REQUESTS_PER_KEY_PER_MINUTE", limits.requests_per_key_per_minute)?,
-                payments_per_patient_per_minute: parsed("MEDPAY_PAYMENTS_PER_PATIENT_PER_MINUTE", limits.payments_per_patient_per_minute)?,
+                requests_per_key_per_minute: parsed(
+                    "MEDPAY_REQUESTS_PER_KEY_PER_MINUTE",
+                    limits.requests_per_key_per_minute,
+                )?,
+                payments_per_patient_per_minute: parsed(
+                    "MEDPAY_PAYMENTS_PER_PATIENT_PER_MINUTE",
+                    limits.payments_per_patient_per_minute,
+                )?,
                 ..limits
             },
         })

@@ -164,7 +164,11 @@ impl DecisionView {
         DecisionView {
             outcome: record.outcome.as_str().to_owned(),
             score: record.score,
-            reasons: record.reasons.iter().map(|r| ReasonView { code: r.code.clone(), message: r.message.clone() }).collect(),
+            reasons: record
+                .reasons
+                .iter()
+                .map(|r| ReasonView { code: r.code.clone(), message: r.message.clone() })
+                .collect(),
             rules_hit: record.rules_hit.clone(),
             model_version: record.model_version.clone(),
             decided_at: timestamp(record.created_at_ms),
@@ -206,13 +210,20 @@ impl PaymentView {
             status: payment.status.as_str().to_owned(),
             provider_id: payment.provider_id.to_string(),
             patient_id: payment.patient_id.to_string(),
-            procedure: ProcedureInput { tuss_code: payment.tuss_code.as_str().to_owned(), description: payment.description.clone() },
+            procedure: ProcedureInput {
+                tuss_code: payment.tuss_code.as_str().to_owned(),
+                description: payment.description.clone(),
+            },
             amount_centavos: payment.amount_centavos,
             method: payment.method.as_str().to_owned(),
             installments: payment
                 .installments
                 .iter()
-                .map(|i| InstallmentView { number: i.number, due_date: i.due_date.to_string(), amount_centavos: i.amount_centavos })
+                .map(|i| InstallmentView {
+                    number: i.number,
+                    due_date: i.due_date.to_string(),
+                    amount_centavos: i.amount_centavos,
+                })
                 .collect(),
             monthly_interest_bps: payment.monthly_interest_bps,
             total_centavos: payment.total_centavos,
@@ -289,7 +300,12 @@ pub struct EventView {
 
 impl EventView {
     pub fn new(record: &EventRecord) -> EventView {
-        EventView { seq: record.seq, kind: record.kind.clone(), data: record.data.clone(), created_at: timestamp(record.created_at_ms) }
+        EventView {
+            seq: record.seq,
+            kind: record.kind.clone(),
+            data: record.data.clone(),
+            created_at: timestamp(record.created_at_ms),
+        }
     }
 }
 

@@ -69,7 +69,11 @@ impl ApiError {
         tracing::warn!(%cause, "service unavailable");
         ApiError {
             retry_after_seconds: Some(1),
-            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "temporarily unavailable; retry with the same Idempotency-Key")
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "temporarily unavailable; retry with the same Idempotency-Key",
+            )
         }
     }
 }

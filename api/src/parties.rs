@@ -21,7 +21,10 @@ const PROVIDER_MAX_AMOUNT_CENTAVOS: i64 = 100_000_000;
 fn name(raw: &str) -> Result<String, ApiError> {
     let trimmed = raw.trim();
     if trimmed.is_empty() || trimmed.chars().count() > NAME_LENGTH_MAX || trimmed.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("invalid_name", format!("name must have 1 to {NAME_LENGTH_MAX} printable characters")));
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            format!("name must have 1 to {NAME_LENGTH_MAX} printable characters"),
+        ));
     }
     Ok(trimmed.to_owned())
 }
@@ -29,7 +32,9 @@ fn name(raw: &str) -> Result<String, ApiError> {
 fn email(raw: &str) -> Result<String, ApiError> {
     let trimmed = raw.trim();
     let well_formed = trimmed.len() <= EMAIL_LENGTH_MAX
-        && trimmed.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'))
+        && trimmed.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+        })
         && !trimmed.chars().any(|c| c.is_whitespace() || c.is_control());
     if !well_formed {
         return Err(ApiError::bad_request("invalid_email", "email must look like name@domain.tld"));
@@ -59,11 +64,21 @@ pub async fn create_provider(
 ) -> Result<(StatusCode, Json<ProviderView>), ApiError> {
     principal.require_admin()?;
     let Json(body) = body.map_err(rejection)?;
-    let cnpj: Cnpj = body.cnpj.parse().map_err(|error: medpay_models::DocumentError| ApiError::bad_request("invalid_cnpj", error.to_string()))?;
-    let fee_bps = BasisPoints::new(body.fee_bps).ok_or_else(|| ApiError::bad_request("invalid_fee", "fee_bps must be between 0 and 10000"))?;
-    let score_fail_mode: FailMode = body.score_fail_mode.parse().map_err(|_| ApiError::bad_request("invalid_fail_mode", "score_fail_mode must be open or closed"))?;
+    let cnpj: Cnpj = body
+        .cnpj
+        .parse()
+        .map_err(|error: medpay_models::DocumentError| ApiError::bad_request("invalid_cnpj", error.to_string()))?;
+    let fee_bps = BasisPoints::new(body.fee_bps)
+        .ok_or_else(|| ApiError::bad_request("invalid_fee", "fee_bps must be between 0 and 10000"))?;
+    let score_fail_mode: FailMode = body
+        .score_fail_mode
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid_fail_mode", "score_fail_mode must be open or closed"))?;
     if !(1..=PROVIDER_MAX_AMOUNT_CENTAVOS).contains(&body.max_amount_centavos) {
-        return Err(ApiError::bad_request("invalid_amount", format!("max_amount_centavos must be between 1 and {PROVIDER_MAX_AMOUNT_CENTAVOS}")));
+        return Err(ApiError::bad_request(
+            "invalid_amount",
+            format!("max_amount_centavos must be between 1 and {PROVIDER_MAX_AMOUNT_CENTAVOS}"),
+        ));
     }
     let record = ProviderRecord {
         id: ProviderId::new(),
@@ -78,7 +93,9 @@ pub async fn create_provider(
     let api_key = new_secret(PROVIDER_KEY_PREFIX);
     match state.store.insert_provider(&record, &medpay_store::sha256_hex(api_key.as_bytes())).await {
         Ok(()) => {}
-        Err(StoreError::Conflict(_)) => return Err(ApiError::conflict("provider_exists", "a provider with this CNPJ exists")),
+        Err(StoreError::Conflict(_)) => {
+            return Err(ApiError::conflict("provider_exists", "a provider with this CNPJ exists"));
+        }
         Err(error) => return Err(error.into()),
     }
     tracing::info!(provider_id = %record.id, cnpj = %record.cnpj.masked(), "provider created");
@@ -101,7 +118,10 @@ pub async fn create_patient(
         Principal::Patient(_) => return Err(ApiError::forbidden("patients are registered by the admin or a provider")),
     };
     let Json(body) = body.map_err(rejection)?;
-    let cpf: Cpf = body.cpf.parse().map_err(|error: medpay_models::DocumentError| ApiError::bad_request("invalid_cpf", error.to_string()))?;
+    let cpf: Cpf = body
+        .cpf
+        .parse()
+        .map_err(|error: medpay_models::DocumentError| ApiError::bad_request("invalid_cpf", error.to_string()))?;
     let record = PatientRecord {
         id: PatientId::new(),
         name: name(&body.name)?,
@@ -113,7 +133,9 @@ pub async fn create_patient(
     let token = new_secret(PATIENT_TOKEN_PREFIX);
     match state.store.insert_patient(&record, &medpay_store::sha256_hex(token.as_bytes()), provider).await {
         Ok(()) => {}
-        Err(StoreError::Conflict(_)) => return Err(ApiError::conflict("patient_exists", "a patient with this CPF exists")),
+        Err(StoreError::Conflict(_)) => {
+            return Err(ApiError::conflict("patient_exists", "a patient with this CPF exists"));
+        }
         Err(error) => return Err(error.into()),
     }
     tracing::info!(patient_id = %record.id, cpf = %record.cpf.masked(), "patient created");

@@ -1,7 +1,9 @@
 //! Payments: create (decided in the same response), read, list, events.
 
 use crate::auth::Principal;
-use crate::dto::{CreatePayment, EventList, EventQuery, EventView, PaymentList, PaymentQuery, PaymentSummary, PaymentView};
+use crate::dto::{
+    CreatePayment, EventList, EventQuery, EventView, PaymentList, PaymentQuery, PaymentSummary, PaymentView,
+};
 use crate::error::{ApiError, ErrorBody, rejection};
 use crate::state::AppState;
 use axum::Json;
@@ -13,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::{FixedOffset, NaiveDate, Utc};
 use medpay_actors::{IdempotencyTarget, NewPayment};
 use medpay_models::{
-    BasisPoints, InstallmentError, InstallmentPlan, Money, PatientId, PaymentId, PaymentMethod, PlanRequest, ProviderId, TussCode,
+    BasisPoints, InstallmentError, InstallmentPlan, Money, PatientId, PaymentId, PaymentMethod, PlanRequest,
+    ProviderId, TussCode,
 };
 use medpay_store::{IDEMPOTENCY_KEY_LENGTH_MAX, IdempotencyBegin, IdempotencyClaim, PaymentFilter};
 
@@ -65,21 +68,49 @@ struct ParsedPayment {
 
 fn parse_payment(body: CreatePayment) -> Result<ParsedPayment, ApiError> {
     let description = body.procedure.description.trim().to_owned();
-    if description.is_empty() || description.chars().count() > DESCRIPTION_LENGTH_MAX || description.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("invalid_description", format!("procedure.description must have 1 to {DESCRIPTION_LENGTH_MAX} printable characters")));
+    if description.is_empty()
+        || description.chars().count() > DESCRIPTION_LENGTH_MAX
+        || description.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_description",
+            format!("procedure.description must have 1 to {DESCRIPTION_LENGTH_MAX} printable characters"),
+        ));
     }
     let device_id = body.device.id.trim().to_owned();
-    if device_id.is_empty() || device_id.len() > DEVICE_ID_LENGTH_MAX || !device_id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::bad_request("invalid_device", format!("device.id must be 1 to {DEVICE_ID_LENGTH_MAX} visible ASCII characters")));
+    if device_id.is_empty()
+        || device_id.len() > DEVICE_ID_LENGTH_MAX
+        || !device_id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_device",
+            format!("device.id must be 1 to {DEVICE_ID_LENGTH_MAX} visible ASCII characters"),
+        ));
     }
-    let ip: std::net::IpAddr = body.device.ip.trim().parse().map_err(|_| ApiError::bad_request("invalid_ip", "device.ip must be an IPv4 or IPv6 address"))?;
+    let ip: std::net::IpAddr = body
+        .device
+        .ip
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid_ip", "device.ip must be an IPv4 or IPv6 address"))?;
     Ok(ParsedPayment {
-        patient_id: body.patient_id.parse().map_err(|_| ApiError::bad_request("invalid_patient_id", "patient_id must be a patient id"))?,
-        provider_id: body.provider_id.parse().map_err(|_| ApiError::bad_request("invalid_provider_id", "provider_id must be a provider id"))?,
-        tuss_code: body.procedure.tuss_code.parse().map_err(|_| ApiError::bad_request("invalid_tuss_code", "procedure.tuss_code must be an 8-digit TUSS code"))?,
+        patient_id: body
+            .patient_id
+            .parse()
+            .map_err(|_| ApiError::bad_request("invalid_patient_id", "patient_id must be a patient id"))?,
+        provider_id: body
+            .provider_id
+            .parse()
+            .map_err(|_| ApiError::bad_request("invalid_provider_id", "provider_id must be a provider id"))?,
+        tuss_code: body.procedure.tuss_code.parse().map_err(|_| {
+            ApiError::bad_request("invalid_tuss_code", "procedure.tuss_code must be an 8-digit TUSS code")
+        })?,
         description,
         amount: Money::from_centavos(body.amount_centavos),
-        method: body.method.parse().map_err(|_| ApiError::bad_request("invalid_method", "method must be pix, boleto or card"))?,
+        method: body
+            .method
+            .parse()
+            .map_err(|_| ApiError::bad_request("invalid_method", "method must be pix, boleto or card"))?,
         installments: body.installments,
         monthly_interest: BasisPoints(body.monthly_interest_bps),
         device_id,
@@ -98,7 +129,9 @@ fn plan(parsed: &ParsedPayment) -> Result<InstallmentPlan, ApiError> {
         let code = match error {
             InstallmentError::Amount => "invalid_amount",
             InstallmentError::Interest => "invalid_interest",
-            InstallmentError::Count | InstallmentError::InstallmentTooSmall | InstallmentError::Date => "invalid_installments",
+            InstallmentError::Count | InstallmentError::InstallmentTooSmall | InstallmentError::Date => {
+                "invalid_installments"
+            }
         };
         ApiError::bad_request(code, error.to_string())
     })
@@ -109,10 +142,18 @@ fn plan(parsed: &ParsedPayment) -> Result<InstallmentPlan, ApiError> {
 async fn authorize_creation(state: &AppState, principal: Principal, parsed: &ParsedPayment) -> Result<(), ApiError> {
     let patient_not_found = || ApiError::not_found("patient_not_found", "no such patient");
     match principal {
-        Principal::Admin => Err(ApiError::forbidden("payments are requested with a provider's API key or a patient's token")),
-        Principal::Provider(own) if own != parsed.provider_id => Err(ApiError::not_found("provider_not_found", "no such provider")),
+        Principal::Admin => {
+            Err(ApiError::forbidden("payments are requested with a provider's API key or a patient's token"))
+        }
+        Principal::Provider(own) if own != parsed.provider_id => {
+            Err(ApiError::not_found("provider_not_found", "no such provider"))
+        }
         Principal::Provider(own) => {
-            if state.store.is_linked(own, parsed.patient_id).await? { Ok(()) } else { Err(patient_not_found()) }
+            if state.store.is_linked(own, parsed.patient_id).await? {
+                Ok(())
+            } else {
+                Err(patient_not_found())
+            }
         }
         Principal::Patient(own) if own != parsed.patient_id => Err(patient_not_found()),
         Principal::Patient(_) => Ok(()),
@@ -139,21 +180,37 @@ fn json_response(status: StatusCode, body: String, replayed: bool) -> Response {
         (status = 409, body = ErrorBody, description = "a request with this Idempotency-Key is in progress"),
         (status = 422, body = ErrorBody, description = "this Idempotency-Key was used with another request"),
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn create_payment(State(state): State<AppState>, principal: Principal, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn create_payment(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|error| rejection(format!("body is not valid JSON: {error}")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|error| rejection(format!("body is not valid JSON: {error}")))?;
     // serde_json's map is ordered by key, so this is a canonical form: the same request with its
     // fields in another order hashes alike.
     let request_hash = medpay_store::sha256_hex(value.to_string().as_bytes());
-    let request: CreatePayment = serde_json::from_value(value).map_err(|error| rejection(format!("invalid payment request: {error}")))?;
+    let request: CreatePayment =
+        serde_json::from_value(value).map_err(|error| rejection(format!("invalid payment request: {error}")))?;
     let parsed = parse_payment(request)?;
     let plan = plan(&parsed)?;
     authorize_creation(&state, principal, &parsed).await?;
-    let patient = state.store.patient(parsed.patient_id).await?.ok_or_else(|| ApiError::not_found("patient_not_found", "no such patient"))?;
+    let patient = state
+        .store
+        .patient(parsed.patient_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("patient_not_found", "no such patient"))?;
     if state.store.provider(parsed.provider_id).await?.is_none() {
         return Err(ApiError::not_found("provider_not_found", "no such provider"));
     }
-    state.rate_limit(&format!("patient:{}:payments", parsed.patient_id), state.config.limits.payments_per_patient_per_minute).await?;
+    state
+        .rate_limit(
+            &format!("patient:{}:payments", parsed.patient_id),
+            state.config.limits.payments_per_patient_per_minute,
+        )
+        .await?;
 
     let claim = IdempotencyClaim { scope: principal.scope(), key, request_hash };
     let locked_at_ms = match state.store.idempotency_begin(&claim, medpay_store::now_ms()).await? {
@@ -163,10 +220,17 @@ pub async fn create_payment(State(state): State<AppState>, principal: Principal,
             return Ok(json_response(status, body, true));
         }
         IdempotencyBegin::Mismatch => {
-            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", "this Idempotency-Key was used with a different request"));
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request",
+            ));
         }
         IdempotencyBegin::InProgress => {
-            return Err(ApiError::conflict("idempotency_key_in_use", "a request with this Idempotency-Key is in progress; retry later"));
+            return Err(ApiError::conflict(
+                "idempotency_key_in_use",
+                "a request with this Idempotency-Key is in progress; retry later",
+            ));
         }
     };
     let payment = NewPayment {
@@ -198,7 +262,11 @@ pub async fn create_payment(State(state): State<AppState>, principal: Principal,
     }
 }
 
-async fn visible_payment(state: &AppState, principal: Principal, id: Result<Path<String>, PathRejection>) -> Result<medpay_store::PaymentRecord, ApiError> {
+async fn visible_payment(
+    state: &AppState,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<medpay_store::PaymentRecord, ApiError> {
     let not_found = || ApiError::not_found("payment_not_found", "no such payment");
     let Path(id) = id.map_err(rejection)?;
     let id: PaymentId = id.parse().map_err(|_| not_found())?;
@@ -214,7 +282,11 @@ async fn visible_payment(state: &AppState, principal: Principal, id: Result<Path
 #[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments", security(("bearer" = [])),
     params(("id" = String, Path, description = "payment id")),
     responses((status = 200, body = PaymentView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get_payment(State(state): State<AppState>, principal: Principal, id: Result<Path<String>, PathRejection>) -> Result<Json<PaymentView>, ApiError> {
+pub async fn get_payment(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<PaymentView>, ApiError> {
     let payment = visible_payment(&state, principal, id).await?;
     let decision = state.store.latest_decision(payment.id).await?;
     Ok(Json(PaymentView::new(&payment, decision.as_ref())))
@@ -231,30 +303,43 @@ pub async fn list_events(
 ) -> Result<Json<EventList>, ApiError> {
     let Query(query) = query.map_err(rejection)?;
     let payment = visible_payment(&state, principal, id).await?;
-    let events = state.store.events(payment.id, query.after.unwrap_or(0), query.limit.unwrap_or(EVENTS_PAGE_DEFAULT)).await?;
+    let events =
+        state.store.events(payment.id, query.after.unwrap_or(0), query.limit.unwrap_or(EVENTS_PAGE_DEFAULT)).await?;
     Ok(Json(EventList { data: events.iter().map(EventView::new).collect() }))
 }
 
 #[utoipa::path(get, path = "/v1/payments", tag = "payments", security(("bearer" = [])), params(PaymentQuery),
     responses((status = 200, body = PaymentList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub async fn list_payments(State(state): State<AppState>, principal: Principal, query: Result<Query<PaymentQuery>, QueryRejection>) -> Result<Json<PaymentList>, ApiError> {
+pub async fn list_payments(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<Query<PaymentQuery>, QueryRejection>,
+) -> Result<Json<PaymentList>, ApiError> {
     let Query(query) = query.map_err(rejection)?;
     let patient_id: Option<PatientId> = query
         .patient_id
         .filter(|id| !id.is_empty())
-        .map(|id| id.parse().map_err(|_| ApiError::bad_request("invalid_patient_id", "patient_id must be a patient id")))
+        .map(|id| {
+            id.parse().map_err(|_| ApiError::bad_request("invalid_patient_id", "patient_id must be a patient id"))
+        })
         .transpose()?;
     let provider_id: Option<ProviderId> = query
         .provider_id
         .filter(|id| !id.is_empty())
-        .map(|id| id.parse().map_err(|_| ApiError::bad_request("invalid_provider_id", "provider_id must be a provider id")))
+        .map(|id| {
+            id.parse().map_err(|_| ApiError::bad_request("invalid_provider_id", "provider_id must be a provider id"))
+        })
         .transpose()?;
     // Each caller's filter is narrowed to what it may see; asking for someone else's is an empty page.
     let (patient_id, provider_id) = match principal {
         Principal::Admin => (patient_id, provider_id),
-        Principal::Provider(own) if provider_id.is_some_and(|asked| asked != own) => return Ok(Json(PaymentList { data: Vec::new(), next_before: None })),
+        Principal::Provider(own) if provider_id.is_some_and(|asked| asked != own) => {
+            return Ok(Json(PaymentList { data: Vec::new(), next_before: None }));
+        }
         Principal::Provider(own) => (patient_id, Some(own)),
-        Principal::Patient(own) if patient_id.is_some_and(|asked| asked != own) => return Ok(Json(PaymentList { data: Vec::new(), next_before: None })),
+        Principal::Patient(own) if patient_id.is_some_and(|asked| asked != own) => {
+            return Ok(Json(PaymentList { data: Vec::new(), next_before: None }));
+        }
         Principal::Patient(own) => (Some(own), provider_id),
     };
     let limit = query.limit.unwrap_or(PAYMENTS_PAGE_DEFAULT).clamp(1, medpay_store::PAYMENTS_PAGE_MAX);

@@ -43,10 +43,7 @@ impl Blocklist {
     }
 
     pub fn contains(&self, kind: BlockKind, value_hash: &str) -> bool {
-        self.entries
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains(&(kind, value_hash.to_owned()))
+        self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(&(kind, value_hash.to_owned()))
     }
 }
 
@@ -96,7 +93,10 @@ impl RulesScorer {
                 rule: "declines_24h",
                 outcome: DecisionOutcome::Decline,
                 score: 800,
-                message: format!("{} payments of this patient were declined in the last 24 hours", input.patient.declines_24h),
+                message: format!(
+                    "{} payments of this patient were declined in the last 24 hours",
+                    input.patient.declines_24h
+                ),
             });
         }
         if input.patient.payments_1h >= self.config.velocity_payments_1h_max {
@@ -129,7 +129,10 @@ impl RiskScorer for RulesScorer {
         Ok(Assessment {
             outcome,
             score,
-            reasons: hits.iter().map(|hit| Reason { code: hit.rule.to_owned(), message: hit.message.clone() }).collect(),
+            reasons: hits
+                .iter()
+                .map(|hit| Reason { code: hit.rule.to_owned(), message: hit.message.clone() })
+                .collect(),
             rules_hit: hits.iter().map(|hit| hit.rule.to_owned()).collect(),
             model_version: RULES_MODEL_VERSION.to_owned(),
         })

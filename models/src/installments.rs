@@ -74,10 +74,7 @@ impl InstallmentPlan {
         let mut installments = Vec::with_capacity(amounts.len());
         for (index, amount) in amounts.iter().enumerate() {
             let number = u32::try_from(index + 1).map_err(|_| InstallmentError::Count)?;
-            let due_date = request
-                .released_on
-                .checked_add_months(Months::new(number))
-                .ok_or(InstallmentError::Date)?;
+            let due_date = request.released_on.checked_add_months(Months::new(number)).ok_or(InstallmentError::Date)?;
             installments.push(Installment { number, due_date, amount_centavos: amount.centavos() });
         }
         let total = Money::sum(amounts.iter().copied()).map_err(|_| InstallmentError::Amount)?;
@@ -215,8 +212,9 @@ mod tests {
     fn cet_uses_real_day_counts() {
         // Twelve flows of 945,60 on the 15th of each month from 2026-02-15, released 2026-01-15:
         // 26.9536 % a year with real day counts (26.8242 % would be (1.02)^12 − 1, which ignores them).
-        let flows: Vec<(NaiveDate, Money)> =
-            (1..=12).map(|m| (date(2026, 1, 15).checked_add_months(Months::new(m)).unwrap(), Money::from_centavos(94_560))).collect();
+        let flows: Vec<(NaiveDate, Money)> = (1..=12)
+            .map(|m| (date(2026, 1, 15).checked_add_months(Months::new(m)).unwrap(), Money::from_centavos(94_560)))
+            .collect();
         let cet = cet_annual(Money::from_centavos(1_000_000), date(2026, 1, 15), &flows);
         assert_eq!((cet * 1e6).round(), 269_536.0);
         // The exact schedule's last installment is 945,55, five centavos less, so its CET is a

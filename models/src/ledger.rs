@@ -108,8 +108,18 @@ impl Posting {
     }
 
     /// Move `amount` from `credit` to `debit`.
-    pub fn transfer(payment: Option<PaymentId>, kind: &'static str, debit: Account, credit: Account, amount: Money) -> Result<Posting, LedgerError> {
-        Posting::new(payment, kind, vec![Entry { account: debit, amount }, Entry { account: credit, amount: amount.checked_neg()? }])
+    pub fn transfer(
+        payment: Option<PaymentId>,
+        kind: &'static str,
+        debit: Account,
+        credit: Account,
+        amount: Money,
+    ) -> Result<Posting, LedgerError> {
+        Posting::new(
+            payment,
+            kind,
+            vec![Entry { account: debit, amount }, Entry { account: credit, amount: amount.checked_neg()? }],
+        )
     }
 
     pub fn entries(&self) -> &[Entry] {
@@ -172,7 +182,13 @@ mod tests {
 
     #[test]
     fn transfer_overflow_is_refused() {
-        let result = Posting::transfer(None, "x", Account::GatewayClearing, Account::PlatformFees, Money::from_centavos(i64::MIN));
+        let result = Posting::transfer(
+            None,
+            "x",
+            Account::GatewayClearing,
+            Account::PlatformFees,
+            Money::from_centavos(i64::MIN),
+        );
         assert_eq!(result, Err(LedgerError::Money(MoneyError::Overflow)));
     }
 }

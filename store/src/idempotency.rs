@@ -48,7 +48,11 @@ pub struct IdempotencyCompletion {
 }
 
 impl Store {
-    pub async fn idempotency_begin(&self, claim: &IdempotencyClaim, now_ms: i64) -> Result<IdempotencyBegin, StoreError> {
+    pub async fn idempotency_begin(
+        &self,
+        claim: &IdempotencyClaim,
+        now_ms: i64,
+    ) -> Result<IdempotencyBegin, StoreError> {
         let mut transaction = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (scope, key, request_hash, state, locked_at_ms, created_at_ms, expires_at_ms)
@@ -131,7 +135,10 @@ impl Store {
 }
 
 /// Records the response of a started key, inside the transaction of the request's effects.
-pub(crate) async fn complete(connection: &mut sqlx::AnyConnection, completion: &IdempotencyCompletion) -> Result<(), StoreError> {
+pub(crate) async fn complete(
+    connection: &mut sqlx::AnyConnection,
+    completion: &IdempotencyCompletion,
+) -> Result<(), StoreError> {
     let updated = sqlx::query(
         "UPDATE idempotency_keys SET state = 'completed', response_status = $3, response_body = $4
          WHERE scope = $1 AND key = $2 AND state = 'started' AND locked_at_ms = $5",

@@ -11,9 +11,14 @@ mod payments;
 pub mod rate_limit;
 
 pub use database::{Engine, Store, StoreError};
-pub use idempotency::{IdempotencyBegin, IdempotencyClaim, IdempotencyCompletion, IDEMPOTENCY_KEY_LENGTH_MAX, IDEMPOTENCY_RETENTION_MS};
+pub use idempotency::{
+    IDEMPOTENCY_KEY_LENGTH_MAX, IDEMPOTENCY_RETENTION_MS, IdempotencyBegin, IdempotencyClaim, IdempotencyCompletion,
+};
 pub use parties::{PatientRecord, ProviderRecord};
-pub use payments::{EVENTS_PAGE_MAX, PAYMENTS_PAGE_MAX, DecisionRecord, EventRecord, NewEvent, NewPaymentWrite, PaymentFilter, PaymentRecord, RecentPayment};
+pub use payments::{
+    DecisionRecord, EVENTS_PAGE_MAX, EventRecord, NewEvent, NewPaymentWrite, PAYMENTS_PAGE_MAX, PaymentFilter,
+    PaymentRecord, RecentPayment,
+};
 pub use rate_limit::{RateDecision, RateLimitError, RateLimiter};
 
 use sha2::{Digest, Sha256};

@@ -44,7 +44,10 @@ fn provider_from_row(row: &AnyRow) -> Result<ProviderRecord, StoreError> {
         id: parse_column(row, "id")?,
         name: row.try_get("name")?,
         cnpj: parse_column(row, "cnpj")?,
-        fee_bps: u32::try_from(fee_bps).ok().and_then(BasisPoints::new).ok_or_else(|| StoreError::corrupt("fee_bps"))?,
+        fee_bps: u32::try_from(fee_bps)
+            .ok()
+            .and_then(BasisPoints::new)
+            .ok_or_else(|| StoreError::corrupt("fee_bps"))?,
         escrow: escrow == 1,
         score_fail_mode: parse_column(row, "score_fail_mode")?,
         max_amount_centavos: row.try_get("max_amount_centavos")?,
@@ -101,7 +104,12 @@ impl Store {
 
     /// Inserts a patient, linked to `provider` when a provider registers them, in one transaction.
     /// A CPF already registered is a `Conflict("patient")`.
-    pub async fn insert_patient(&self, patient: &PatientRecord, token_hash: &str, provider: Option<ProviderId>) -> Result<(), StoreError> {
+    pub async fn insert_patient(
+        &self,
+        patient: &PatientRecord,
+        token_hash: &str,
+        provider: Option<ProviderId>,
+    ) -> Result<(), StoreError> {
         let mut transaction = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO patients (id, name, cpf, email, phone, token_hash, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -148,7 +156,13 @@ impl Store {
         Ok(row.is_some())
     }
 
-    pub async fn add_to_blocklist(&self, kind: BlockKind, value_hash: &str, reason: &str, now_ms: i64) -> Result<(), StoreError> {
+    pub async fn add_to_blocklist(
+        &self,
+        kind: BlockKind,
+        value_hash: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO blocklist (kind, value_hash, reason, created_at_ms) VALUES ($1, $2, $3, $4)
              ON CONFLICT (kind, value_hash) DO NOTHING",

@@ -176,13 +176,15 @@ impl Store {
         .await
         .map_err(|error| StoreError::on_unique(error, "payment"))?;
         for installment in &payment.installments {
-            sqlx::query("INSERT INTO installments (payment_id, number, due_date, amount_centavos) VALUES ($1, $2, $3, $4)")
-                .bind(payment.id.to_string())
-                .bind(i64::from(installment.number))
-                .bind(installment.due_date.to_string())
-                .bind(installment.amount_centavos)
-                .execute(&mut *transaction)
-                .await?;
+            sqlx::query(
+                "INSERT INTO installments (payment_id, number, due_date, amount_centavos) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(payment.id.to_string())
+            .bind(i64::from(installment.number))
+            .bind(installment.due_date.to_string())
+            .bind(installment.amount_centavos)
+            .execute(&mut *transaction)
+            .await?;
         }
         insert_decision(&mut transaction, &write.decision).await?;
         for event in &write.events {
@@ -207,10 +209,12 @@ impl Store {
     }
 
     async fn installments(&self, id: PaymentId) -> Result<Vec<Installment>, StoreError> {
-        let rows = sqlx::query("SELECT number, due_date, amount_centavos FROM installments WHERE payment_id = $1 ORDER BY number")
-            .bind(id.to_string())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT number, due_date, amount_centavos FROM installments WHERE payment_id = $1 ORDER BY number",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
                 let number: i64 = row.try_get("number")?;
@@ -262,7 +266,11 @@ impl Store {
 
     /// A patient's payments created since `since_ms`, oldest first: what rebuilds the patient's
     /// session (velocity) after a start.
-    pub async fn patient_payments_since(&self, patient: PatientId, since_ms: i64) -> Result<Vec<RecentPayment>, StoreError> {
+    pub async fn patient_payments_since(
+        &self,
+        patient: PatientId,
+        since_ms: i64,
+    ) -> Result<Vec<RecentPayment>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, provider_id, amount_centavos, status, created_at_ms FROM payments
              WHERE patient_id = $1 AND created_at_ms >= $2 ORDER BY created_at_ms",
@@ -285,7 +293,12 @@ impl Store {
     }
 
     /// When a provider's payments since `since_ms` were requested, oldest first, at most `limit`.
-    pub async fn provider_payment_times_since(&self, provider: ProviderId, since_ms: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
+    pub async fn provider_payment_times_since(
+        &self,
+        provider: ProviderId,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<i64>, StoreError> {
         let rows = sqlx::query(
             "SELECT created_at_ms FROM payments WHERE provider_id = $1 AND created_at_ms >= $2 ORDER BY created_at_ms LIMIT $3",
         )
@@ -347,15 +360,17 @@ async fn insert_event(
     event: &NewEvent,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO events (payment_id, seq, provider_id, kind, data, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(payment.to_string())
-        .bind(event.seq)
-        .bind(provider.to_string())
-        .bind(event.kind.clone())
-        .bind(event.data.to_string())
-        .bind(now_ms)
-        .execute(connection)
-        .await
-        .map_err(|error| StoreError::on_unique(error, "event"))?;
+    sqlx::query(
+        "INSERT INTO events (payment_id, seq, provider_id, kind, data, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(payment.to_string())
+    .bind(event.seq)
+    .bind(provider.to_string())
+    .bind(event.kind.clone())
+    .bind(event.data.to_string())
+    .bind(now_ms)
+    .execute(connection)
+    .await
+    .map_err(|error| StoreError::on_unique(error, "event"))?;
     Ok(())
 }

@@ -70,14 +70,23 @@ impl RateLimiter {
 
     pub async fn redis(url: &str) -> Result<RateLimiter, RateLimitError> {
         let client = redis::Client::open(url)?;
-        let manager = tokio::time::timeout(std::time::Duration::from_millis(REDIS_TIMEOUT_MS * 10), ConnectionManager::new(client))
-            .await
-            .map_err(|_| RateLimitError::Timeout)??;
+        let manager = tokio::time::timeout(
+            std::time::Duration::from_millis(REDIS_TIMEOUT_MS * 10),
+            ConnectionManager::new(client),
+        )
+        .await
+        .map_err(|_| RateLimitError::Timeout)??;
         Ok(RateLimiter::Redis(manager, redis::Script::new(GCRA_SCRIPT)))
     }
 
     /// Counts one request in `bucket` against `limit` per `period_ms`.
-    pub async fn hit(&self, bucket: &str, limit: u64, period_ms: i64, now_ms: i64) -> Result<RateDecision, RateLimitError> {
+    pub async fn hit(
+        &self,
+        bucket: &str,
+        limit: u64,
+        period_ms: i64,
+        now_ms: i64,
+    ) -> Result<RateDecision, RateLimitError> {
         let period_us = period_ms.saturating_mul(1_000);
         let interval_us = period_us / i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
         let now_us = now_ms.saturating_mul(1_000);
@@ -108,7 +117,10 @@ impl RateLimiter {
                 if allowed == 1 { 0 } else { wait.max(1) }
             }
         };
-        Ok(RateDecision { allowed: wait_us == 0, retry_after_ms: u64::try_from(wait_us.div_euclid(1_000)).unwrap_or(0) })
+        Ok(RateDecision {
+            allowed: wait_us == 0,
+            retry_after_ms: u64::try_from(wait_us.div_euclid(1_000)).unwrap_or(0),
+        })
     }
 }
 

@@ -37,7 +37,13 @@ async fn start(database_url: &str, data_dir: &std::path::Path) -> (Child, String
     panic!("the server did not say where it listens");
 }
 
-async fn post(client: &reqwest::Client, url: String, token: &str, body: &Value, key: Option<&str>) -> (StatusCode, reqwest::header::HeaderMap, String) {
+async fn post(
+    client: &reqwest::Client,
+    url: String,
+    token: &str,
+    body: &Value,
+    key: Option<&str>,
+) -> (StatusCode, reqwest::header::HeaderMap, String) {
     let mut request = client.post(url).bearer_auth(token).json(body);
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);
@@ -58,7 +64,8 @@ async fn sigkill_after_acknowledgement_loses_nothing(engine: Engine) {
     assert_eq!(status, StatusCode::CREATED);
     let provider: Value = serde_json::from_str(&provider).unwrap();
     let key = provider["api_key"].as_str().unwrap().to_owned();
-    let patient = json!({"name": "João Souza", "cpf": unique_cpf(), "email": "joao@example.com", "phone": "+55 21 98888-7777"});
+    let patient =
+        json!({"name": "João Souza", "cpf": unique_cpf(), "email": "joao@example.com", "phone": "+55 21 98888-7777"});
     let (status, _, patient) = post(&client, format!("{base}/v1/patients"), &key, &patient, None).await;
     assert_eq!(status, StatusCode::CREATED);
     let patient: Value = serde_json::from_str(&patient).unwrap();
@@ -69,7 +76,8 @@ async fn sigkill_after_acknowledgement_loses_nothing(engine: Engine) {
         "device": {"id": "tablet-7", "ip": "2804:14c::1"}
     });
     let idempotency_key = new_key();
-    let (status, _, acknowledged) = post(&client, format!("{base}/v1/payments"), &key, &body, Some(&idempotency_key)).await;
+    let (status, _, acknowledged) =
+        post(&client, format!("{base}/v1/payments"), &key, &body, Some(&idempotency_key)).await;
     assert_eq!(status, StatusCode::CREATED);
     // SIGKILL at once: no graceful shutdown, no flush beyond what the 201 already promised.
     child.start_kill().unwrap();
@@ -78,16 +86,27 @@ async fn sigkill_after_acknowledgement_loses_nothing(engine: Engine) {
     let (mut child, base) = start(&database.url, &data_dir).await;
     let acknowledged_value: Value = serde_json::from_str(&acknowledged).unwrap();
     let id = acknowledged_value["id"].as_str().unwrap();
-    let fetched: Value = client.get(format!("{base}/v1/payments/{id}")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    let fetched: Value =
+        client.get(format!("{base}/v1/payments/{id}")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
     assert_eq!(fetched, acknowledged_value, "the payment and its decision survived");
-    let events: Value = client.get(format!("{base}/v1/payments/{id}/events")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    let events: Value = client
+        .get(format!("{base}/v1/payments/{id}/events"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let sequence: Vec<i64> = events["data"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert_eq!(sequence, vec![1, 2]);
-    let (status, headers, replayed) = post(&client, format!("{base}/v1/payments"), &key, &body, Some(&idempotency_key)).await;
+    let (status, headers, replayed) =
+        post(&client, format!("{base}/v1/payments"), &key, &body, Some(&idempotency_key)).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(replayed, acknowledged, "the retry replays the acknowledged response byte for byte");
     assert_eq!(headers.get("idempotent-replayed").unwrap(), "true");
-    let listed: Value = client.get(format!("{base}/v1/payments")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    let listed: Value =
+        client.get(format!("{base}/v1/payments")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
     assert_eq!(listed["data"].as_array().unwrap().len(), 1, "the retry created nothing");
 
     child.start_kill().unwrap();

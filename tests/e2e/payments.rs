@@ -12,12 +12,14 @@ async fn walk_through(engine: Engine) {
     let mut body = payment_body(&provider, &patient, 1_000_000);
     body["installments"] = json!(12);
     body["monthly_interest_bps"] = json!(200);
-    let (status, created) = app.request(Method::POST, "/v1/payments", Some(&provider.key), Some(&body), Some(&new_key())).await;
+    let (status, created) =
+        app.request(Method::POST, "/v1/payments", Some(&provider.key), Some(&body), Some(&new_key())).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["status"], "approved");
     assert_eq!(created["decision"]["outcome"], "approve");
     assert_eq!(created["decision"]["score"], 0);
-    let amounts: Vec<i64> = created["installments"].as_array().unwrap().iter().map(|i| i["amount_centavos"].as_i64().unwrap()).collect();
+    let amounts: Vec<i64> =
+        created["installments"].as_array().unwrap().iter().map(|i| i["amount_centavos"].as_i64().unwrap()).collect();
     assert_eq!(amounts.len(), 12);
     assert!(amounts[..11].iter().all(|amount| *amount == 94_560));
     assert_eq!(amounts[11], 94_555);
@@ -26,18 +28,28 @@ async fn walk_through(engine: Engine) {
     assert!((2_680..=2_700).contains(&cet), "CET depends on the real day counts from today: {cet}");
 
     let id = created["id"].as_str().unwrap();
-    let (status, fetched) = app.request(Method::GET, &format!("/v1/payments/{id}"), Some(&provider.key), None, None).await;
+    let (status, fetched) =
+        app.request(Method::GET, &format!("/v1/payments/{id}"), Some(&provider.key), None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(fetched, created, "a read returns what the creation returned");
 
-    let (status, events) = app.request(Method::GET, &format!("/v1/payments/{id}/events"), Some(&patient.token), None, None).await;
+    let (status, events) =
+        app.request(Method::GET, &format!("/v1/payments/{id}/events"), Some(&patient.token), None, None).await;
     assert_eq!(status, StatusCode::OK);
-    let kinds: Vec<(i64, &str)> = events["data"].as_array().unwrap().iter().map(|e| (e["seq"].as_i64().unwrap(), e["type"].as_str().unwrap())).collect();
+    let kinds: Vec<(i64, &str)> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["seq"].as_i64().unwrap(), e["type"].as_str().unwrap()))
+        .collect();
     assert_eq!(kinds, vec![(1, "payment.requested"), (2, "payment.approved")]);
-    let (_, after_one) = app.request(Method::GET, &format!("/v1/payments/{id}/events?after=1"), Some(&patient.token), None, None).await;
+    let (_, after_one) =
+        app.request(Method::GET, &format!("/v1/payments/{id}/events?after=1"), Some(&patient.token), None, None).await;
     assert_eq!(after_one["data"].as_array().unwrap().len(), 1);
 
-    let (status, listed) = app.request(Method::GET, &format!("/v1/payments?patient_id={}", patient.id), Some(&provider.key), None, None).await;
+    let (status, listed) = app
+        .request(Method::GET, &format!("/v1/payments?patient_id={}", patient.id), Some(&provider.key), None, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(listed["data"][0]["id"], id);
     app.stop().await;
@@ -59,7 +71,8 @@ async fn idempotent_retries(engine: Engine) {
         let object = reordered.as_object().unwrap();
         let mut keys: Vec<&String> = object.keys().collect();
         keys.reverse();
-        let fields: Vec<String> = keys.iter().map(|k| format!("{}:{}", serde_json::to_string(k).unwrap(), object[*k])).collect();
+        let fields: Vec<String> =
+            keys.iter().map(|k| format!("{}:{}", serde_json::to_string(k).unwrap(), object[*k])).collect();
         format!("{{{}}}", fields.join(","))
     };
     assert_ne!(reordered, body);
@@ -73,7 +86,8 @@ async fn idempotent_retries(engine: Engine) {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(error.contains("idempotency_key_reused"), "{error}");
     // The same key from another caller is another key.
-    let (status, _, _) = app.raw(Method::POST, "/v1/payments", Some(&patient.token), Some(body.clone()), Some(&key)).await;
+    let (status, _, _) =
+        app.raw(Method::POST, "/v1/payments", Some(&patient.token), Some(body.clone()), Some(&key)).await;
     assert_eq!(status, StatusCode::CREATED);
     let (_, listed) = app.request(Method::GET, "/v1/payments", Some(&provider.key), None, None).await;
     assert_eq!(listed["data"].as_array().unwrap().len(), 2);
@@ -87,7 +101,8 @@ async fn concurrent_duplicates_make_one_payment(engine: Engine) {
     let patient = app.patient(&provider).await;
     let key = new_key();
     let body = payment_body(&provider, &patient, 30_000).to_string();
-    let attempts = (0..8).map(|_| app.raw(Method::POST, "/v1/payments", Some(&provider.key), Some(body.clone()), Some(&key)));
+    let attempts =
+        (0..8).map(|_| app.raw(Method::POST, "/v1/payments", Some(&provider.key), Some(body.clone()), Some(&key)));
     let results = futures::future::join_all(attempts).await;
     let created: Vec<&String> = results.iter().filter(|r| r.0 == StatusCode::CREATED).map(|r| &r.2).collect();
     let in_progress = results.iter().filter(|r| r.0 == StatusCode::CONFLICT).count();
@@ -135,24 +150,36 @@ async fn bad_input_is_refused_and_changes_nothing(engine: Engine) {
         (change(&["surprise"], json!(1)), "invalid_request"),
     ];
     for (body, code) in cases {
-        let (status, error) = app.request(Method::POST, "/v1/payments", Some(&provider.key), Some(&body), Some(&new_key())).await;
+        let (status, error) =
+            app.request(Method::POST, "/v1/payments", Some(&provider.key), Some(&body), Some(&new_key())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body} → {error}");
         assert_eq!(error["error"]["code"], code, "{body}");
         assert!(!error["error"]["message"].as_str().unwrap().is_empty());
     }
-    let (status, _, text) = app.raw(Method::POST, "/v1/payments", Some(&provider.key), Some("{not json".to_owned()), Some(&new_key())).await;
+    let (status, _, text) = app
+        .raw(Method::POST, "/v1/payments", Some(&provider.key), Some("{not json".to_owned()), Some(&new_key()))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     let (status, error) = app.request(Method::POST, "/v1/payments", Some(&provider.key), Some(&good), None).await;
     assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("missing_idempotency_key")));
     let oversized = format!("{{\"pad\":\"{}\"}}", "x".repeat(70 * 1024));
-    let (status, _, _) = app.raw(Method::POST, "/v1/payments", Some(&provider.key), Some(oversized), Some(&new_key())).await;
+    let (status, _, _) =
+        app.raw(Method::POST, "/v1/payments", Some(&provider.key), Some(oversized), Some(&new_key())).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     // Bad documents on registration.
     for (path, body, code) in [
         ("/v1/providers", json!({"name": "X", "cnpj": "11.222.333/0001-82", "fee_bps": 100}), "invalid_cnpj"),
         ("/v1/providers", json!({"name": "X", "cnpj": "11.222.333/0001-81", "fee_bps": 10_001}), "invalid_fee"),
-        ("/v1/patients", json!({"name": "X", "cpf": "111.111.111-11", "email": "x@y.com", "phone": "11999990000"}), "invalid_cpf"),
-        ("/v1/patients", json!({"name": "X", "cpf": "529.982.247-25", "email": "not-an-email", "phone": "11999990000"}), "invalid_email"),
+        (
+            "/v1/patients",
+            json!({"name": "X", "cpf": "111.111.111-11", "email": "x@y.com", "phone": "11999990000"}),
+            "invalid_cpf",
+        ),
+        (
+            "/v1/patients",
+            json!({"name": "X", "cpf": "529.982.247-25", "email": "not-an-email", "phone": "11999990000"}),
+            "invalid_email",
+        ),
     ] {
         let (status, error) = app.request(Method::POST, path, Some(&app.admin), Some(&body), None).await;
         assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{body}");
@@ -169,7 +196,15 @@ async fn callers_see_only_their_own(engine: Engine) {
     let other_clinic = app.provider(json!({})).await;
     let patient = app.patient(&clinic).await;
     let other_patient = app.patient(&other_clinic).await;
-    let (status, created) = app.request(Method::POST, "/v1/payments", Some(&clinic.key), Some(&payment_body(&clinic, &patient, 10_000)), Some(&new_key())).await;
+    let (status, created) = app
+        .request(
+            Method::POST,
+            "/v1/payments",
+            Some(&clinic.key),
+            Some(&payment_body(&clinic, &patient, 10_000)),
+            Some(&new_key()),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     let path = format!("/v1/payments/{}", created["id"].as_str().unwrap());
     for token in [Some(other_clinic.key.as_str()), Some(other_patient.token.as_str())] {
@@ -186,30 +221,70 @@ async fn callers_see_only_their_own(engine: Engine) {
         assert_eq!(app.request(Method::GET, &path, Some(token), None, None).await.0, StatusCode::OK);
     }
     // A clinic cannot charge another clinic's patient, nor in another clinic's name.
-    let (status, error) = app.request(Method::POST, "/v1/payments", Some(&clinic.key), Some(&payment_body(&clinic, &other_patient, 10_000)), Some(&new_key())).await;
+    let (status, error) = app
+        .request(
+            Method::POST,
+            "/v1/payments",
+            Some(&clinic.key),
+            Some(&payment_body(&clinic, &other_patient, 10_000)),
+            Some(&new_key()),
+        )
+        .await;
     assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("patient_not_found")));
-    let (status, _) = app.request(Method::POST, "/v1/payments", Some(&clinic.key), Some(&payment_body(&other_clinic, &other_patient, 10_000)), Some(&new_key())).await;
+    let (status, _) = app
+        .request(
+            Method::POST,
+            "/v1/payments",
+            Some(&clinic.key),
+            Some(&payment_body(&other_clinic, &other_patient, 10_000)),
+            Some(&new_key()),
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // A patient pays for themself only.
-    let (status, _) = app.request(Method::POST, "/v1/payments", Some(&patient.token), Some(&payment_body(&clinic, &other_patient, 10_000)), Some(&new_key())).await;
+    let (status, _) = app
+        .request(
+            Method::POST,
+            "/v1/payments",
+            Some(&patient.token),
+            Some(&payment_body(&clinic, &other_patient, 10_000)),
+            Some(&new_key()),
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // Lists are narrowed to the caller.
     let (_, listed) = app.request(Method::GET, "/v1/payments", Some(&other_clinic.key), None, None).await;
     assert_eq!(listed["data"], json!([]));
-    let (_, listed) = app.request(Method::GET, &format!("/v1/payments?provider_id={}", clinic.id), Some(&other_clinic.key), None, None).await;
+    let (_, listed) = app
+        .request(Method::GET, &format!("/v1/payments?provider_id={}", clinic.id), Some(&other_clinic.key), None, None)
+        .await;
     assert_eq!(listed["data"], json!([]));
     let (_, listed) = app.request(Method::GET, "/v1/payments", Some(&other_patient.token), None, None).await;
     assert_eq!(listed["data"], json!([]));
     // Patients: the clinic that registered them, the patient, the admin.
     let patient_path = format!("/v1/patients/{}", patient.id);
     assert_eq!(app.request(Method::GET, &patient_path, Some(&clinic.key), None, None).await.0, StatusCode::OK);
-    assert_eq!(app.request(Method::GET, &patient_path, Some(&other_clinic.key), None, None).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(app.request(Method::GET, &patient_path, Some(&other_patient.token), None, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.request(Method::GET, &patient_path, Some(&other_clinic.key), None, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.request(Method::GET, &patient_path, Some(&other_patient.token), None, None).await.0,
+        StatusCode::NOT_FOUND
+    );
     let (status, shown) = app.request(Method::GET, &patient_path, Some(&patient.token), None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(shown.get("token").is_none(), "a token is shown once, at creation");
     // Only the admin registers providers.
-    let (status, _) = app.request(Method::POST, "/v1/providers", Some(&clinic.key), Some(&json!({"name": "X", "cnpj": "11.222.333/0001-81", "fee_bps": 1})), None).await;
+    let (status, _) = app
+        .request(
+            Method::POST,
+            "/v1/providers",
+            Some(&clinic.key),
+            Some(&json!({"name": "X", "cnpj": "11.222.333/0001-81", "fee_bps": 1})),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     app.stop().await;
 }
@@ -219,17 +294,41 @@ async fn rules_decide_review_and_decline(engine: Engine) {
     let app = TestApp::spawn(engine).await;
     let provider = app.provider(json!({"max_amount_centavos": 500_000})).await;
     let patient = app.patient(&provider).await;
-    let (status, declined) = app.request(Method::POST, "/v1/payments", Some(&provider.key), Some(&payment_body(&provider, &patient, 500_001)), Some(&new_key())).await;
+    let (status, declined) = app
+        .request(
+            Method::POST,
+            "/v1/payments",
+            Some(&provider.key),
+            Some(&payment_body(&provider, &patient, 500_001)),
+            Some(&new_key()),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "a decline is an outcome, not an error");
     assert_eq!(declined["status"], "declined");
     assert_eq!(declined["decision"]["outcome"], "decline");
     assert_eq!(declined["decision"]["reasons"][0]["code"], "amount_above_provider_limit");
-    let (_, events) = app.request(Method::GET, &format!("/v1/payments/{}/events", declined["id"].as_str().unwrap()), Some(&provider.key), None, None).await;
+    let (_, events) = app
+        .request(
+            Method::GET,
+            &format!("/v1/payments/{}/events", declined["id"].as_str().unwrap()),
+            Some(&provider.key),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(events["data"][1]["type"], "payment.declined");
     // Velocity: the patient's sixth request within the hour goes to review.
     let mut last = Value::Null;
     for _ in 0..5 {
-        let (status, created) = app.request(Method::POST, "/v1/payments", Some(&patient.token), Some(&payment_body(&provider, &patient, 10_000)), Some(&new_key())).await;
+        let (status, created) = app
+            .request(
+                Method::POST,
+                "/v1/payments",
+                Some(&patient.token),
+                Some(&payment_body(&provider, &patient, 10_000)),
+                Some(&new_key()),
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED);
         last = created;
     }
@@ -245,10 +344,26 @@ async fn patient_rate_limit(engine: Engine) {
     let provider = app.provider(json!({})).await;
     let patient = app.patient(&provider).await;
     for _ in 0..2 {
-        let (status, _) = app.request(Method::POST, "/v1/payments", Some(&provider.key), Some(&payment_body(&provider, &patient, 10_000)), Some(&new_key())).await;
+        let (status, _) = app
+            .request(
+                Method::POST,
+                "/v1/payments",
+                Some(&provider.key),
+                Some(&payment_body(&provider, &patient, 10_000)),
+                Some(&new_key()),
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED);
     }
-    let (status, headers, text) = app.raw(Method::POST, "/v1/payments", Some(&provider.key), Some(payment_body(&provider, &patient, 10_000).to_string()), Some(&new_key())).await;
+    let (status, headers, text) = app
+        .raw(
+            Method::POST,
+            "/v1/payments",
+            Some(&provider.key),
+            Some(payment_body(&provider, &patient, 10_000).to_string()),
+            Some(&new_key()),
+        )
+        .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
     assert!(text.contains("rate_limited"));
     assert!(headers.get("retry-after").is_some());
@@ -275,10 +390,26 @@ async fn nodes_share_rate_limits_through_redis(engine: Engine) {
     let patient = first.patient(&provider).await;
     let nodes = [&first, &second, &first];
     for node in nodes {
-        let (status, created) = node.request(Method::POST, "/v1/payments", Some(&provider.key), Some(&payment_body(&provider, &patient, 10_000)), Some(&new_key())).await;
+        let (status, created) = node
+            .request(
+                Method::POST,
+                "/v1/payments",
+                Some(&provider.key),
+                Some(&payment_body(&provider, &patient, 10_000)),
+                Some(&new_key()),
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{created}");
     }
-    let (status, error) = second.request(Method::POST, "/v1/payments", Some(&provider.key), Some(&payment_body(&provider, &patient, 10_000)), Some(&new_key())).await;
+    let (status, error) = second
+        .request(
+            Method::POST,
+            "/v1/payments",
+            Some(&provider.key),
+            Some(&payment_body(&provider, &patient, 10_000)),
+            Some(&new_key()),
+        )
+        .await;
     assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")));
     second.stop().await;
     first.stop().await;
@@ -309,14 +440,22 @@ async fn openapi_describes_every_endpoint(engine: Engine) {
     for (path, method) in expected {
         assert!(spec["paths"][path][method].is_object(), "{method} {path} is described");
     }
-    let described: usize = spec["paths"].as_object().unwrap().values().map(|item| item.as_object().unwrap().len()).sum();
+    let described: usize =
+        spec["paths"].as_object().unwrap().values().map(|item| item.as_object().unwrap().len()).sum();
     assert_eq!(described, expected.len(), "nothing undescribed, nothing extra");
     assert!(spec["components"]["schemas"]["PaymentView"].is_object());
     let (status, ready) = app.request(Method::GET, "/readyz", None, None, None).await;
     assert_eq!((status, ready["status"].as_str()), (StatusCode::OK, Some("ready")));
     let provider = app.provider(json!({})).await;
     let patient = app.patient(&provider).await;
-    app.request(Method::POST, "/v1/payments", Some(&provider.key), Some(&payment_body(&provider, &patient, 10_000)), Some(&new_key())).await;
+    app.request(
+        Method::POST,
+        "/v1/payments",
+        Some(&provider.key),
+        Some(&payment_body(&provider, &patient, 10_000)),
+        Some(&new_key()),
+    )
+    .await;
     let (status, _, metrics) = app.raw(Method::GET, "/metrics", None, None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(metrics.contains("medpay_decisions_total"), "{metrics}");

@@ -48,10 +48,12 @@ impl TestDatabase {
     }
 
     pub async fn drop_database(self) {
-        if let Some(name) = self.postgres_name {
-            if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await;
-            }
+        let Some(name) = self.postgres_name else { return };
+        // Best effort: a database left behind costs disk, not correctness.
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .execute(&mut admin)
+                .await;
         }
     }
 }
@@ -79,7 +81,8 @@ static CPF_SEQUENCE: AtomicU64 = AtomicU64::new(1);
 
 /// A CPF no other test uses.
 pub fn unique_cpf() -> String {
-    let seed = CPF_SEQUENCE.fetch_add(1, Ordering::SeqCst) + u64::from(std::process::id()) * 1_000 + rand_u64() % 1_000_000;
+    let seed =
+        CPF_SEQUENCE.fetch_add(1, Ordering::SeqCst) + u64::from(std::process::id()) * 1_000 + rand_u64() % 1_000_000;
     let base = format!("{:09}", 100_000_000 + seed % 800_000_000);
     format!("{base}{}", medpay_models::Cpf::check_digits(&base).unwrap())
 }
@@ -145,14 +148,29 @@ impl TestApp {
         }
     }
 
-    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>, key: Option<&str>) -> (StatusCode, Value) {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> (StatusCode, Value) {
         let (status, _, text) = self.raw(method, path, token, body.map(|b| b.to_string()), key).await;
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         (status, value)
     }
 
     /// Status, headers and the body exactly as sent.
-    pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, body: Option<String>, key: Option<&str>) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+        key: Option<&str>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
         let mut request = self.client.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -176,12 +194,16 @@ impl TestApp {
         }
         let (status, created) = self.request(Method::POST, "/v1/providers", Some(&self.admin), Some(&body), None).await;
         assert_eq!(status, StatusCode::CREATED, "{created}");
-        Provider { id: created["id"].as_str().unwrap().to_owned(), key: created["api_key"].as_str().unwrap().to_owned() }
+        Provider {
+            id: created["id"].as_str().unwrap().to_owned(),
+            key: created["api_key"].as_str().unwrap().to_owned(),
+        }
     }
 
     pub async fn patient(&self, provider: &Provider) -> Patient {
         let body = json!({"name": "Maria Silva", "cpf": unique_cpf(), "email": "maria@example.com", "phone": "+55 11 99999-0000"});
-        let (status, created) = self.request(Method::POST, "/v1/patients", Some(&provider.key), Some(&body), None).await;
+        let (status, created) =
+            self.request(Method::POST, "/v1/patients", Some(&provider.key), Some(&body), None).await;
         assert_eq!(status, StatusCode::CREATED, "{created}");
         Patient { id: created["id"].as_str().unwrap().to_owned(), token: created["token"].as_str().unwrap().to_owned() }
     }
