@@ -7,9 +7,9 @@ pub mod dto;
 pub mod error;
 mod ops;
 mod parties;
-mod payments;
+pub mod payments;
 pub mod state;
 
 pub use app::{Server, router, start};
 pub use config::{Config, Limits};
-pub use payments::{IDEMPOTENCY_HEADER, REPLAYED_HEADER};
+pub use payments::{IDEMPOTENCY_HEADER, PreparedPayment, REPLAYED_HEADER, prepare};

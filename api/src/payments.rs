@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{FixedOffset, NaiveDate, Utc};
 use medpay_actors::{IdempotencyTarget, NewPayment};
 use medpay_models::{
-    BasisPoints, InstallmentError, InstallmentPlan, Money, PatientId, PaymentId, PaymentMethod, PlanRequest,
+    BasisPoints, Cpf, InstallmentError, InstallmentPlan, Money, PatientId, PaymentId, PaymentMethod, PlanRequest,
     ProviderId, TussCode,
 };
 use medpay_store::{IDEMPOTENCY_KEY_LENGTH_MAX, IdempotencyBegin, IdempotencyClaim, PaymentFilter};
@@ -118,12 +118,12 @@ fn parse_payment(body: CreatePayment) -> Result<ParsedPayment, ApiError> {
     })
 }
 
-fn plan(parsed: &ParsedPayment) -> Result<InstallmentPlan, ApiError> {
+fn plan(parsed: &ParsedPayment, released_on: NaiveDate) -> Result<InstallmentPlan, ApiError> {
     InstallmentPlan::price(PlanRequest {
         principal: parsed.amount,
         count: parsed.installments,
         monthly_interest: parsed.monthly_interest,
-        released_on: today_in_sao_paulo(),
+        released_on,
     })
     .map_err(|error| {
         let code = match error {
@@ -135,6 +135,56 @@ fn plan(parsed: &ParsedPayment) -> Result<InstallmentPlan, ApiError> {
         };
         ApiError::bad_request(code, error.to_string())
     })
+}
+
+/// A payment request parsed from its body: everything that needs no database.
+pub struct PreparedPayment {
+    /// SHA-256 of the canonical request, for its idempotency key.
+    pub request_hash: String,
+    parsed: ParsedPayment,
+    plan: InstallmentPlan,
+}
+
+/// Parses and validates a payment request body and computes its installment plan (released on
+/// `released_on`). Pure: the first half of the decision path.
+pub fn prepare(body: &[u8], released_on: NaiveDate) -> Result<PreparedPayment, ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|error| rejection(format!("body is not valid JSON: {error}")))?;
+    // serde_json's map is ordered by key, so this is a canonical form: the same request with its
+    // fields in another order hashes alike.
+    let request_hash = medpay_store::sha256_hex(value.to_string().as_bytes());
+    let request: CreatePayment =
+        serde_json::from_value(value).map_err(|error| rejection(format!("invalid payment request: {error}")))?;
+    let parsed = parse_payment(request)?;
+    let plan = plan(&parsed, released_on)?;
+    Ok(PreparedPayment { request_hash, parsed, plan })
+}
+
+impl PreparedPayment {
+    pub fn patient_id(&self) -> PatientId {
+        self.parsed.patient_id
+    }
+
+    /// The command for the payment's actor, with a new payment id.
+    pub fn into_new_payment(self, cpf: Cpf, idempotency: Option<IdempotencyTarget>) -> NewPayment {
+        let parsed = self.parsed;
+        NewPayment {
+            id: PaymentId::new(),
+            provider_id: parsed.provider_id,
+            patient_id: parsed.patient_id,
+            cpf,
+            tuss_code: parsed.tuss_code,
+            description: parsed.description,
+            amount_centavos: parsed.amount.centavos(),
+            method: parsed.method,
+            monthly_interest_bps: parsed.monthly_interest.value(),
+            plan: self.plan,
+            device_id: parsed.device_id,
+            ip: parsed.ip,
+            created_at_ms: medpay_store::now_ms(),
+            idempotency,
+        }
+    }
 }
 
 /// Who may create this payment: its provider (for a patient it has registered or charged) or the
@@ -187,16 +237,9 @@ pub async fn create_payment(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|error| rejection(format!("body is not valid JSON: {error}")))?;
-    // serde_json's map is ordered by key, so this is a canonical form: the same request with its
-    // fields in another order hashes alike.
-    let request_hash = medpay_store::sha256_hex(value.to_string().as_bytes());
-    let request: CreatePayment =
-        serde_json::from_value(value).map_err(|error| rejection(format!("invalid payment request: {error}")))?;
-    let parsed = parse_payment(request)?;
-    let plan = plan(&parsed)?;
-    authorize_creation(&state, principal, &parsed).await?;
+    let prepared = prepare(&body, today_in_sao_paulo())?;
+    let parsed = &prepared.parsed;
+    authorize_creation(&state, principal, parsed).await?;
     let patient = state
         .store
         .patient(parsed.patient_id)
@@ -212,7 +255,7 @@ pub async fn create_payment(
         )
         .await?;
 
-    let claim = IdempotencyClaim { scope: principal.scope(), key, request_hash };
+    let claim = IdempotencyClaim { scope: principal.scope(), key, request_hash: prepared.request_hash.clone() };
     let locked_at_ms = match state.store.idempotency_begin(&claim, medpay_store::now_ms()).await? {
         IdempotencyBegin::Started { locked_at_ms } => locked_at_ms,
         IdempotencyBegin::Replay { status, body } => {
@@ -233,22 +276,8 @@ pub async fn create_payment(
             ));
         }
     };
-    let payment = NewPayment {
-        id: PaymentId::new(),
-        provider_id: parsed.provider_id,
-        patient_id: parsed.patient_id,
-        cpf: patient.cpf,
-        tuss_code: parsed.tuss_code,
-        description: parsed.description,
-        amount_centavos: parsed.amount.centavos(),
-        method: parsed.method,
-        monthly_interest_bps: parsed.monthly_interest.value(),
-        plan,
-        device_id: parsed.device_id,
-        ip: parsed.ip,
-        created_at_ms: medpay_store::now_ms(),
-        idempotency: Some(IdempotencyTarget { scope: claim.scope.clone(), key: claim.key.clone(), locked_at_ms }),
-    };
+    let target = IdempotencyTarget { scope: claim.scope.clone(), key: claim.key.clone(), locked_at_ms };
+    let payment = prepared.into_new_payment(patient.cpf, Some(target));
     match state.runtime.submit(payment).await {
         Ok(created) => Ok(json_response(StatusCode::CREATED, created.body, false)),
         Err(error) => {
