@@ -1,1 +1,118 @@
-fn main() {}
+//! HTTP load generator for a running MedPay: registers one provider and many patients, then sends
+//! payment requests (each with its own Idempotency-Key) from a fixed number of concurrent workers,
+//! and prints throughput and latency percentiles. Bounded in count and in time; loopback only.
+//!
+//! `cargo run --release --example loadgen -- http://127.0.0.1:8080 ADMIN_TOKEN [REQUESTS] [CONCURRENCY]`
+
+use reqwest::Client;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const REQUESTS_DEFAULT: usize = 20_000;
+const CONCURRENCY_DEFAULT: usize = 32;
+/// Each patient makes at most this many payments, below the velocity and rate limits.
+const PAYMENTS_PER_PATIENT: usize = 4;
+/// The run stops after this long whatever is left.
+const RUN_SECONDS_MAX: u64 = 300;
+
+fn cpf(index: usize) -> String {
+    let base = format!("{:09}", 100_000_000 + (index * 7_919 + std::process::id() as usize * 13) % 800_000_000);
+    format!("{base}{}", medpay_models::Cpf::check_digits(&base).unwrap())
+}
+
+fn cnpj() -> String {
+    let base = format!("{:08}0001", 10_000_000 + std::process::id() % 89_999_999);
+    format!("{base}{}", medpay_models::Cnpj::check_digits(&base).unwrap())
+}
+
+async fn post(client: &Client, url: String, token: &str, body: &Value, key: Option<String>) -> (u16, Value) {
+    let mut request = client.post(url).bearer_auth(token).json(body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let base = args.get(1).cloned().unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+    let admin = args.get(2).cloned().expect("usage: loadgen URL ADMIN_TOKEN [REQUESTS] [CONCURRENCY]");
+    let requests: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(REQUESTS_DEFAULT);
+    let concurrency: usize = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(CONCURRENCY_DEFAULT);
+    assert!(base.starts_with("http://127.") || base.starts_with("http://localhost"), "loopback targets only");
+    let client = Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
+
+    let provider = json!({"name": "Clínica Carga", "cnpj": cnpj(), "fee_bps": 500, "max_amount_centavos": 100_000_000});
+    let (status, provider) = post(&client, format!("{base}/v1/providers"), &admin, &provider, None).await;
+    assert_eq!(status, 201, "{provider}");
+    let provider_id = provider["id"].as_str().unwrap().to_owned();
+    let key = provider["api_key"].as_str().unwrap().to_owned();
+    let patient_count = requests.div_ceil(PAYMENTS_PER_PATIENT);
+    let mut patients = Vec::with_capacity(patient_count);
+    for index in 0..patient_count {
+        let body = json!({"name": "Paciente", "cpf": cpf(index), "email": "p@example.com", "phone": "11999990000"});
+        let (status, patient) = post(&client, format!("{base}/v1/patients"), &key, &body, None).await;
+        assert_eq!(status, 201, "{patient}");
+        patients.push(patient["id"].as_str().unwrap().to_owned());
+    }
+    println!("registered 1 provider and {patient_count} patients; sending {requests} payment requests with {concurrency} workers");
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let patients = Arc::new(patients);
+    let deadline = Instant::now() + Duration::from_secs(RUN_SECONDS_MAX);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, patients, base, key, provider_id) =
+            (client.clone(), next.clone(), patients.clone(), base.clone(), key.clone(), provider_id.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+            loop {
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                if index >= requests || Instant::now() > deadline {
+                    break;
+                }
+                let body = json!({
+                    "patient_id": patients[index % patients.len()], "provider_id": provider_id,
+                    "procedure": {"tuss_code": "10101012", "description": "Consulta"},
+                    "amount_centavos": 15_000 + (index % 1_000) as i64, "method": "pix", "installments": 3,
+                    "monthly_interest_bps": 199, "device": {"id": format!("device-{}", index % 5_000), "ip": "200.100.50.25"}
+                });
+                let sent = Instant::now();
+                let (status, _) = post(&client, format!("{base}/v1/payments"), &key, &body, Some(format!("load-{index}-{}", std::process::id()))).await;
+                latencies.push(sent.elapsed());
+                *statuses.entry(status).or_default() += 1;
+            }
+            (latencies, statuses)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for worker in workers {
+        let (worker_latencies, worker_statuses) = worker.await.unwrap();
+        latencies.extend(worker_latencies);
+        for (status, count) in worker_statuses {
+            *statuses.entry(status).or_default() += count;
+        }
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |fraction: f64| latencies[((latencies.len() - 1) as f64 * fraction).round() as usize];
+    println!(
+        "{} requests in {:.2?}: {:.0} requests/s; latency median {:?}, p90 {:?}, p99 {:?}, max {:?}; statuses {:?}",
+        latencies.len(),
+        elapsed,
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        latencies[latencies.len() - 1],
+        statuses
+    );
+}
