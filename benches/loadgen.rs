@@ -60,7 +60,9 @@ async fn main() {
         assert_eq!(status, 201, "{patient}");
         patients.push(patient["id"].as_str().unwrap().to_owned());
     }
-    println!("registered 1 provider and {patient_count} patients; sending {requests} payment requests with {concurrency} workers");
+    println!(
+        "registered 1 provider and {patient_count} patients; sending {requests} payment requests with {concurrency} workers"
+    );
 
     let next = Arc::new(AtomicUsize::new(0));
     let patients = Arc::new(patients);

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use medpay_actors::{Runtime, RuntimeConfig};
-use medpay_ml::{Blocklist, RulesConfig, RulesScorer};
+use medpay_ml::{Blocklist, RiskScorer, RulesConfig, RulesScorer};
 use medpay_store::{RateLimiter, Store};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
@@ -147,13 +147,26 @@ impl Server {
 
 /// Connects the store, starts the actors and serves on `config.bind` (port 0 picks a free port).
 pub async fn start(config: Config) -> anyhow::Result<Server> {
+    start_with(config, |store| async move {
+        let blocklist = Arc::new(Blocklist::new(store.blocklist().await?));
+        let scorer: Arc<dyn RiskScorer> = Arc::new(RulesScorer::new(RulesConfig::default(), blocklist));
+        Ok(scorer)
+    })
+    .await
+}
+
+/// `start` with the scorer built by `scorer` (tests put a scorer they control behind the seam).
+pub async fn start_with<F, Fut>(config: Config, scorer: F) -> anyhow::Result<Server>
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Arc<dyn RiskScorer>>>,
+{
     let store = Store::connect(&config.database_url).await?;
     let limiter = match &config.redis_url {
         Some(url) => RateLimiter::redis(url).await?,
         None => RateLimiter::in_process(),
     };
-    let blocklist = Arc::new(Blocklist::new(store.blocklist().await?));
-    let scorer = Arc::new(RulesScorer::new(RulesConfig::default(), blocklist));
+    let scorer = scorer(store.clone()).await?;
     let runtime_config: RuntimeConfig = config.runtime.clone();
     let runtime = Arc::new(Runtime::start(store.clone(), scorer, runtime_config, Arc::new(PaymentView::render)).await?);
     let admin_token =

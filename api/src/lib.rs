@@ -10,6 +10,6 @@ mod parties;
 pub mod payments;
 pub mod state;
 
-pub use app::{Server, router, start};
+pub use app::{Server, router, start, start_with};
 pub use config::{Config, Limits};
 pub use payments::{IDEMPOTENCY_HEADER, PreparedPayment, REPLAYED_HEADER, prepare};

@@ -2,5 +2,6 @@
 //! test), real Redis where the test is about sharing state between nodes.
 
 mod durability;
+mod lifecycle;
 mod payments;
 mod support;
