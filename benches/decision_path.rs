@@ -7,7 +7,7 @@
 
 use criterion::Criterion;
 use medpay_actors::{Runtime, RuntimeConfig};
-use medpay_ml::{Blocklist, RiskScorer, RulesConfig, RulesScorer};
+use medpay_ml::{Lists, ModelArtefact, ModelScorer, RiskScorer, RuleBook};
 use medpay_models::{BasisPoints, Cnpj, Cpf, FailMode, PatientId, ProviderId};
 use medpay_store::{PatientRecord, ProviderRecord, Store};
 use std::hint::black_box;
@@ -37,6 +37,8 @@ async fn fixture() -> Fixture {
         escrow: false,
         score_fail_mode: FailMode::Open,
         max_amount_centavos: 10_000_000,
+        review_score_min: 200,
+        decline_score_min: 460,
         created_at_ms: medpay_store::now_ms(),
     };
     store.insert_provider(&record, "bench-key-hash").await.unwrap();
@@ -56,8 +58,9 @@ async fn fixture() -> Fixture {
         store.insert_patient(&patient, &format!("token-{index}"), Some(provider)).await.unwrap();
         patients.push((id, cpf));
     }
+    let model = ModelArtefact::from_json(medpay_ml::DEFAULT_MODEL_JSON).unwrap();
     let scorer: Arc<dyn RiskScorer> =
-        Arc::new(RulesScorer::new(RulesConfig::default(), Arc::new(Blocklist::default())));
+        Arc::new(ModelScorer::new(model, Arc::new(RuleBook::default()), Arc::new(Lists::default())));
     let runtime =
         Runtime::start(store, scorer, RuntimeConfig::default(), Arc::new(medpay_api::dto::PaymentView::render))
             .await

@@ -1,6 +1,10 @@
-//! `medpay`: configuration, telemetry, start, serve. Everything else lives in the crates.
+//! `medpay`: configuration, telemetry, start, serve; and the command-line tools. Everything else
+//! lives in the crates.
 
-use clap::{Parser, Subcommand};
+mod commands;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -13,8 +17,53 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the API (the default). Configured by environment: MEDPAY_BIND, DATABASE_URL,
-    /// REDIS_URL, MEDPAY_ADMIN_TOKEN.
+    /// REDIS_URL, MEDPAY_ADMIN_TOKEN, MEDPAY_ANALYST_TOKEN, MEDPAY_MODEL.
     Serve,
+    /// Write labelled synthetic payments (features, label, time, pattern) as CSV.
+    Simulate {
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long, default_value_t = 60_000)]
+        payments: usize,
+        #[arg(long, default_value_t = 90)]
+        days: i64,
+        #[arg(long, default_value = "data/simulated.csv")]
+        out: PathBuf,
+    },
+    /// Models: training and evaluation.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Train on a labelled CSV: every numeric column but the label and time is a feature.
+    Train {
+        #[arg(long)]
+        csv: PathBuf,
+        /// The label column (0/1, true/false, yes/no).
+        #[arg(long)]
+        label: String,
+        /// Split by this column (a number or a date) instead of row order.
+        #[arg(long)]
+        time_column: Option<String>,
+        /// Share of the rows, the most recent, kept for evaluation.
+        #[arg(long, default_value_t = 0.2)]
+        holdout: f64,
+        #[arg(long, value_enum, default_values_t = [Kind::Logistic, Kind::Tree])]
+        kind: Vec<Kind>,
+        /// Folder for the model artefacts and reports.
+        #[arg(long, default_value = "models")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    Logistic,
+    Tree,
 }
 
 fn init_telemetry() {
@@ -73,8 +122,26 @@ async fn serve() -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_telemetry();
     match Cli::parse().command.unwrap_or(Command::Serve) {
-        Command::Serve => serve().await,
+        Command::Serve => {
+            init_telemetry();
+            serve().await
+        }
+        Command::Simulate { seed, payments, days, out } => {
+            let options = medpay_ml::simulate::SimulationOptions { seed, payments, days, ..Default::default() };
+            commands::run_simulation(&options, &out)
+        }
+        Command::Model { command: ModelCommand::Train { csv, label, time_column, holdout, kind, out } } => {
+            let kinds = kind
+                .into_iter()
+                .map(|kind| match kind {
+                    Kind::Logistic => medpay_ml::ModelKind::Logistic,
+                    Kind::Tree => medpay_ml::ModelKind::Tree,
+                })
+                .collect();
+            let command = commands::TrainCommand { csv, label, time_column, holdout, kinds, out };
+            // Training is CPU-bound: off the async runtime's workers.
+            tokio::task::spawn_blocking(move || commands::run_training(&command)).await?
+        }
     }
 }

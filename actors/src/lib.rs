@@ -79,6 +79,19 @@ pub struct Context {
     pub patients: Registry<PatientSessionActor>,
     pub providers: Registry<ProviderSessionActor>,
     pub render: Renderer,
+    /// Which patients each device and IP was seen with, shared by every payment.
+    pub devices: std::sync::Mutex<medpay_ml::features::DeviceIndex>,
+}
+
+/// The last day's sightings of devices and IPs, from the store.
+async fn rebuild_device_index(store: &Store) -> Result<medpay_ml::features::DeviceIndex, CoreError> {
+    let mut index = medpay_ml::features::DeviceIndex::default();
+    let day_ms = 24 * 60 * 60 * 1_000;
+    for sighting in store.sightings_since(medpay_store::now_ms() - day_ms).await? {
+        let (device, ip) = (medpay_ml::list_hash(&sighting.device_id), medpay_ml::list_hash(&sighting.ip));
+        index.observe(&device, &ip, sighting.created_at_ms, sighting.patient_id);
+    }
+    Ok(index)
 }
 
 /// Stops an idle actor, or checks again when it next could be idle.
@@ -152,7 +165,8 @@ impl Runtime {
         let patients = Registry::<PatientSessionActor>::start(slot.clone(), cell.clone()).await?;
         let providers = Registry::<ProviderSessionActor>::start(slot.clone(), cell.clone()).await?;
         let payments = Registry::<TransactionActor>::start(slot.clone(), cell).await?;
-        let context = Arc::new(Context { store, scorer, config, patients, providers, render });
+        let devices = std::sync::Mutex::new(rebuild_device_index(&store).await?);
+        let context = Arc::new(Context { store, scorer, config, patients, providers, render, devices });
         slot.set(context.clone()).map_err(|_| CoreError::Invariant("runtime context set twice".to_owned()))?;
         Ok(Runtime { context, payments, root, healthy })
     }

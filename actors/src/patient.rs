@@ -1,32 +1,27 @@
-//! One actor per active patient: the patient's recent payments in memory (velocity), rebuilt from
-//! the store when it starts.
+//! One actor per active patient: the patient's recent payments in memory (velocity, devices,
+//! providers), rebuilt from the store when it starts.
 
 use crate::Context;
 use crate::registry::Entity;
-use medpay_ml::PatientFeatures;
+use medpay_ml::features::{PatientEvent, PatientHistory, PatientSnapshot, RequestFacts};
+use medpay_ml::list_hash;
 use medpay_models::{PatientId, PaymentStatus};
-use medpay_store::RecentPayment;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// How far back the session remembers payments.
 pub const PATIENT_HISTORY_MS: i64 = 7 * 24 * 60 * 60 * 1_000;
-/// Most payments the session keeps; older ones are dropped first.
-pub const PATIENT_HISTORY_MAX: usize = 1_000;
-const HOUR_MS: i64 = 60 * 60 * 1_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
 
 pub enum PatientMsg {
-    /// What scoring needs of this patient, as of `now_ms`.
+    /// The patient's side of the features of `request`.
     Features {
-        now_ms: i64,
-        reply: RpcReplyPort<PatientFeatures>,
+        request: Box<RequestFacts>,
+        reply: RpcReplyPort<PatientSnapshot>,
     },
     /// A payment of this patient was recorded.
-    PaymentRecorded(RecentPayment),
+    PaymentRecorded(Box<PatientEvent>),
     IdleCheck,
 }
 
@@ -34,7 +29,7 @@ pub enum PatientMsg {
 pub struct PatientSessionActor;
 
 pub struct PatientState {
-    recent: VecDeque<RecentPayment>,
+    history: PatientHistory,
     idle: Duration,
     last_activity: Instant,
 }
@@ -53,42 +48,6 @@ impl Entity for PatientSessionActor {
     }
 }
 
-impl PatientState {
-    fn remember(&mut self, payment: RecentPayment) {
-        // A session that started while this payment committed has read it from the store already.
-        if self.recent.iter().rev().any(|known| known.id == payment.id) {
-            return;
-        }
-        if self.recent.len() >= PATIENT_HISTORY_MAX {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(payment);
-    }
-
-    fn features(&mut self, now_ms: i64) -> PatientFeatures {
-        while self.recent.front().is_some_and(|payment| payment.created_at_ms < now_ms - PATIENT_HISTORY_MS) {
-            self.recent.pop_front();
-        }
-        let mut features =
-            PatientFeatures { first_payment_at_ms: self.recent.front().map(|p| p.created_at_ms), ..Default::default() };
-        for payment in self.recent.iter().rev() {
-            let age_ms = now_ms - payment.created_at_ms;
-            if age_ms > DAY_MS {
-                break;
-            }
-            features.payments_24h += 1;
-            features.amount_24h_centavos = features.amount_24h_centavos.saturating_add(payment.amount_centavos);
-            if payment.status == PaymentStatus::Declined {
-                features.declines_24h += 1;
-            }
-            if age_ms <= HOUR_MS {
-                features.payments_1h += 1;
-            }
-        }
-        features
-    }
-}
-
 impl Actor for PatientSessionActor {
     type Msg = PatientMsg;
     type State = PatientState;
@@ -100,12 +59,22 @@ impl Actor for PatientSessionActor {
         args: PatientArgs,
     ) -> Result<PatientState, ActorProcessingErr> {
         let since = medpay_store::now_ms() - PATIENT_HISTORY_MS;
-        let recent = args.context.store.patient_payments_since(args.id, since).await?;
+        let rows = args.context.store.patient_history(args.id, since).await?;
+        let mut history = PatientHistory::new(rows.first_payment_at_ms, rows.providers);
+        for payment in rows.recent {
+            history.observe(PatientEvent {
+                payment_id: payment.id,
+                provider_id: payment.provider_id,
+                at_ms: payment.created_at_ms,
+                amount_centavos: payment.amount_centavos,
+                declined: payment.status == PaymentStatus::Declined,
+                device_hash: list_hash(&payment.device_id),
+                ip_hash: list_hash(&payment.ip),
+            });
+        }
         let idle = Duration::from_millis(args.context.config.idle_ms);
         myself.send_after(idle, || PatientMsg::IdleCheck);
-        let mut state = PatientState { recent: VecDeque::new(), idle, last_activity: Instant::now() };
-        recent.into_iter().for_each(|payment| state.remember(payment));
-        Ok(state)
+        Ok(PatientState { history, idle, last_activity: Instant::now() })
     }
 
     async fn handle(
@@ -115,13 +84,13 @@ impl Actor for PatientSessionActor {
         state: &mut PatientState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            PatientMsg::Features { now_ms, reply } => {
+            PatientMsg::Features { request, reply } => {
                 state.last_activity = Instant::now();
-                let _ = reply.send(state.features(now_ms));
+                let _ = reply.send(state.history.snapshot(&request));
             }
-            PatientMsg::PaymentRecorded(payment) => {
+            PatientMsg::PaymentRecorded(event) => {
                 state.last_activity = Instant::now();
-                state.remember(payment);
+                state.history.observe(*event);
             }
             PatientMsg::IdleCheck => {
                 crate::passivate_or_wait(&myself, state.last_activity, state.idle, || PatientMsg::IdleCheck)

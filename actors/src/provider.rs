@@ -1,29 +1,28 @@
-//! One actor per active provider: its configuration and its recent volume, rebuilt from the store.
+//! One actor per active provider: its configuration, its usual prices per procedure and its recent
+//! decisions, rebuilt from the store.
 
 use crate::Context;
 use crate::registry::Entity;
-use medpay_ml::ProviderFeatures;
-use medpay_models::ProviderId;
+use medpay_ml::features::{ProviderHistory, ProviderSnapshot, RequestFacts};
+use medpay_models::{DecisionOutcome, ProviderId};
 use medpay_store::ProviderRecord;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-const DAY_MS: i64 = 24 * 60 * 60 * 1_000;
-/// Most request instants the provider session keeps for its 24-hour count.
-pub const PROVIDER_HISTORY_MAX: usize = 100_000;
+/// Recent payments read to rebuild a provider's history.
+pub const PROVIDER_REBUILD_ROWS: i64 = 20_000;
 
 #[derive(Debug, Clone)]
 pub struct ProviderProfile {
     pub record: ProviderRecord,
-    pub features: ProviderFeatures,
+    pub snapshot: ProviderSnapshot,
 }
 
 pub enum ProviderMsg {
-    Profile { now_ms: i64, reply: RpcReplyPort<ProviderProfile> },
-    PaymentRecorded { created_at_ms: i64 },
+    Profile { request: Box<RequestFacts>, reply: RpcReplyPort<ProviderProfile> },
+    PaymentRecorded { tuss_code: String, amount_centavos: i64, at_ms: i64, outcome: DecisionOutcome },
     IdleCheck,
 }
 
@@ -32,7 +31,7 @@ pub struct ProviderSessionActor;
 
 pub struct ProviderState {
     record: ProviderRecord,
-    requests: VecDeque<i64>,
+    history: ProviderHistory,
     idle: Duration,
     last_activity: Instant,
 }
@@ -61,18 +60,16 @@ impl Actor for ProviderSessionActor {
         myself: ActorRef<ProviderMsg>,
         args: ProviderArgs,
     ) -> Result<ProviderState, ActorProcessingErr> {
-        let record = args
-            .context
-            .store
-            .provider(args.id)
-            .await?
-            .ok_or_else(|| format!("provider {} does not exist", args.id))?;
-        let limit = i64::try_from(PROVIDER_HISTORY_MAX).unwrap_or(i64::MAX);
-        let since = medpay_store::now_ms() - DAY_MS;
-        let requests = args.context.store.provider_payment_times_since(args.id, since, limit).await?;
+        let store = &args.context.store;
+        let record = store.provider(args.id).await?.ok_or_else(|| format!("provider {} does not exist", args.id))?;
+        let mut history = ProviderHistory::default();
+        // Newest first from the store; observed oldest first.
+        for payment in store.provider_history(args.id, PROVIDER_REBUILD_ROWS).await?.into_iter().rev() {
+            history.observe(&payment.tuss_code, payment.amount_centavos, payment.created_at_ms, payment.outcome);
+        }
         let idle = Duration::from_millis(args.context.config.idle_ms);
         myself.send_after(idle, || ProviderMsg::IdleCheck);
-        Ok(ProviderState { record, requests: requests.into(), idle, last_activity: Instant::now() })
+        Ok(ProviderState { record, history, idle, last_activity: Instant::now() })
     }
 
     async fn handle(
@@ -82,23 +79,14 @@ impl Actor for ProviderSessionActor {
         state: &mut ProviderState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ProviderMsg::Profile { now_ms, reply } => {
+            ProviderMsg::Profile { request, reply } => {
                 state.last_activity = Instant::now();
-                while state.requests.front().is_some_and(|at| *at < now_ms - DAY_MS) {
-                    state.requests.pop_front();
-                }
-                let features = ProviderFeatures {
-                    max_amount_centavos: state.record.max_amount_centavos,
-                    payments_24h: u32::try_from(state.requests.len()).unwrap_or(u32::MAX),
-                };
-                let _ = reply.send(ProviderProfile { record: state.record.clone(), features });
+                let snapshot = state.history.snapshot(&request);
+                let _ = reply.send(ProviderProfile { record: state.record.clone(), snapshot });
             }
-            ProviderMsg::PaymentRecorded { created_at_ms } => {
+            ProviderMsg::PaymentRecorded { tuss_code, amount_centavos, at_ms, outcome } => {
                 state.last_activity = Instant::now();
-                if state.requests.len() >= PROVIDER_HISTORY_MAX {
-                    state.requests.pop_front();
-                }
-                state.requests.push_back(created_at_ms);
+                state.history.observe(&tuss_code, amount_centavos, at_ms, outcome);
             }
             ProviderMsg::IdleCheck => {
                 crate::passivate_or_wait(&myself, state.last_activity, state.idle, || ProviderMsg::IdleCheck)

@@ -3,7 +3,9 @@
 
 use crate::{CoreError, NewPayment, Runtime, RuntimeConfig};
 use async_trait::async_trait;
-use medpay_ml::{Assessment, Blocklist, RiskScorer, RulesConfig, RulesScorer, ScoringError, ScoringInput};
+use medpay_ml::{
+    Assessment, Lists, ModelArtefact, ModelScorer, NamedRule, RiskScorer, RuleBook, ScoringError, ScoringInput,
+};
 use medpay_models::{
     BasisPoints, DecisionOutcome, FailMode, InstallmentPlan, Money, PatientId, PaymentId, PaymentMethod, PaymentStatus,
     PlanRequest, ProviderId,
@@ -15,7 +17,7 @@ use std::time::Duration;
 /// Amount that makes `PanickingScorer` panic.
 const PANIC_AMOUNT_CENTAVOS: i64 = 66_666;
 
-struct PanickingScorer(RulesScorer);
+struct PanickingScorer(ModelScorer);
 
 #[async_trait]
 impl RiskScorer for PanickingScorer {
@@ -35,8 +37,11 @@ impl RiskScorer for StuckScorer {
     }
 }
 
-fn rules() -> RulesScorer {
-    RulesScorer::new(RulesConfig::default(), Arc::new(Blocklist::default()))
+/// The bundled model with the payment core's velocity rule.
+fn rules() -> ModelScorer {
+    let model = ModelArtefact::from_json(medpay_ml::DEFAULT_MODEL_JSON).unwrap();
+    let velocity = NamedRule::compile("velocity_payments_1h", "review if patient_payments_1h >= 5").unwrap();
+    ModelScorer::new(model, Arc::new(RuleBook::new(vec![velocity])), Arc::new(Lists::default()))
 }
 
 async fn store() -> Store {
@@ -67,6 +72,8 @@ async fn provider(store: &Store, fail_mode: FailMode) -> ProviderId {
         escrow: false,
         score_fail_mode: fail_mode,
         max_amount_centavos: 10_000_000,
+        review_score_min: 200,
+        decline_score_min: 460,
         created_at_ms: medpay_store::now_ms(),
     };
     store.insert_provider(&record, &uuid::Uuid::new_v4().to_string()).await.unwrap();
@@ -112,8 +119,9 @@ fn payment(provider_id: ProviderId, patient_id: PatientId, amount_centavos: i64)
         method: PaymentMethod::Pix,
         monthly_interest_bps: 0,
         plan,
-        device_id: "device-1".to_owned(),
+        device_id: format!("phone-of-{patient_id}"),
         ip: "127.0.0.1".to_owned(),
+        card_fingerprint: None,
         created_at_ms: medpay_store::now_ms(),
         idempotency: None,
     }

@@ -6,11 +6,12 @@ use crate::patient::PatientMsg;
 use crate::provider::{ProviderMsg, ProviderProfile};
 use crate::registry::{Entity, ask};
 use crate::{Context, CoreError};
-use medpay_ml::{Assessment, PatientFeatures, ScoringInput, list_hash};
+use medpay_ml::features::{PatientEvent, RequestFacts, assemble};
+use medpay_ml::{Assessment, ListKeys, ProviderPolicy, ScoringInput, list_hash};
 use medpay_models::{
     Cpf, FailMode, InstallmentPlan, PatientId, PaymentId, PaymentMethod, PaymentStatus, ProviderId, Reason, TussCode,
 };
-use medpay_store::{DecisionRecord, IdempotencyCompletion, NewEvent, NewPaymentWrite, PaymentRecord, RecentPayment};
+use medpay_store::{DecisionRecord, IdempotencyCompletion, NewEvent, NewPaymentWrite, PaymentRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::json;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use tokio::time::Instant;
 const FALLBACK_SCORE_OPEN: u16 = 500;
 const FALLBACK_SCORE_CLOSED: u16 = 1000;
 pub const FALLBACK_MODEL_VERSION: &str = "fallback";
+const UNAVAILABLE_PT: &str = "Não foi possível concluir a análise agora; o pagamento segue as regras do prestador.";
 
 /// A validated payment request, ready to be decided.
 #[derive(Debug, Clone)]
@@ -38,6 +40,8 @@ pub struct NewPayment {
     pub plan: InstallmentPlan,
     pub device_id: String,
     pub ip: String,
+    /// The card gateway's fingerprint of the card, when paid by card.
+    pub card_fingerprint: Option<String>,
     pub created_at_ms: i64,
     /// The claimed idempotency key whose response is written with the payment.
     pub idempotency: Option<IdempotencyTarget>,
@@ -144,62 +148,94 @@ impl Actor for TransactionActor {
     }
 }
 
-fn fallback(mode: FailMode, code: &str, message: &str) -> Assessment {
+fn fallback(mode: FailMode, code: &str, message: &str, message_pt: &str) -> Assessment {
     Assessment {
         outcome: mode.outcome(),
         score: match mode {
             FailMode::Open => FALLBACK_SCORE_OPEN,
             FailMode::Closed => FALLBACK_SCORE_CLOSED,
         },
-        reasons: vec![Reason { code: code.to_owned(), message: message.to_owned() }],
+        reasons: vec![Reason { code: code.to_owned(), message: message.to_owned(), message_pt: message_pt.to_owned() }],
         rules_hit: Vec::new(),
         model_version: FALLBACK_MODEL_VERSION.to_owned(),
+        features: None,
     }
 }
 
 /// Gathers features and scores. Never fails: when anything does not answer in time, the
 /// provider's fail mode decides.
 async fn assess(context: &Context, request: &NewPayment) -> Assessment {
-    let now_ms = request.created_at_ms;
+    let facts = request_facts(request);
     let call_ms = context.config.feature_call_timeout_ms;
     let (patient, provider) = tokio::join!(
-        ask(&context.patients, request.patient_id, call_ms, |reply| PatientMsg::Features { now_ms, reply }),
-        ask(&context.providers, request.provider_id, call_ms, |reply| ProviderMsg::Profile { now_ms, reply }),
+        ask(&context.patients, request.patient_id, call_ms, |reply| PatientMsg::Features {
+            request: Box::new(facts.clone()),
+            reply
+        }),
+        ask(&context.providers, request.provider_id, call_ms, |reply| ProviderMsg::Profile {
+            request: Box::new(facts.clone()),
+            reply
+        }),
     );
     let fail_mode =
         provider.as_ref().map_or(context.config.default_fail_mode, |profile| profile.record.score_fail_mode);
-    let (patient, provider): (PatientFeatures, ProviderProfile) = match (patient, provider) {
+    let (patient, provider): (_, ProviderProfile) = match (patient, provider) {
         (Ok(patient), Ok(provider)) => (patient, provider),
         (patient, provider) => {
             let error = patient.err().or(provider.err()).map(|e| e.to_string()).unwrap_or_default();
             tracing::warn!(payment_id = %request.id, %error, "features unavailable; applying fail mode");
-            return fallback(fail_mode, "features_unavailable", "risk features could not be gathered in time");
+            return fallback(
+                fail_mode,
+                "features_unavailable",
+                "risk features could not be gathered in time",
+                UNAVAILABLE_PT,
+            );
         }
     };
+    let sightings = context.devices.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).patients_24h(&facts);
     let input = ScoringInput {
         payment_id: request.id,
         amount_centavos: request.amount_centavos,
-        installments: u32::try_from(request.plan.installments.len()).unwrap_or(u32::MAX),
-        method: request.method,
-        tuss_code: request.tuss_code.clone(),
-        cpf_hash: list_hash(request.cpf.as_str()),
-        device_hash: list_hash(&request.device_id),
-        ip_hash: list_hash(&request.ip),
-        patient,
-        provider: provider.features,
+        features: assemble(&facts, &patient, &provider.snapshot, sightings),
+        keys: ListKeys {
+            cpf_hash: list_hash(request.cpf.as_str()),
+            device_hash: facts.device_hash.clone(),
+            ip_hash: facts.ip_hash.clone(),
+            card_hash: request.card_fingerprint.as_deref().map(list_hash),
+        },
+        policy: ProviderPolicy {
+            max_amount_centavos: provider.record.max_amount_centavos,
+            review_score_min: provider.record.review_score_min,
+            decline_score_min: provider.record.decline_score_min,
+        },
     };
     let budget = Duration::from_millis(context.config.score_budget_ms);
     match tokio::time::timeout(budget, context.scorer.score(&input)).await {
         Ok(Ok(assessment)) => assessment,
         Ok(Err(error)) => {
             tracing::warn!(payment_id = %request.id, %error, "scorer failed; applying fail mode");
-            fallback(fail_mode, "scorer_unavailable", "the risk scorer is unavailable")
+            fallback(fail_mode, "scorer_unavailable", "the risk scorer is unavailable", UNAVAILABLE_PT)
         }
         Err(_) => {
             tracing::warn!(payment_id = %request.id, budget_ms = budget.as_millis(), "scoring exceeded its budget; applying fail mode");
             metrics::counter!("medpay_score_timeouts_total").increment(1);
-            fallback(fail_mode, "score_timeout", "risk scoring did not finish within its time budget")
+            fallback(fail_mode, "score_timeout", "risk scoring did not finish within its time budget", UNAVAILABLE_PT)
         }
+    }
+}
+
+fn request_facts(request: &NewPayment) -> RequestFacts {
+    RequestFacts {
+        payment_id: request.id,
+        patient_id: request.patient_id,
+        provider_id: request.provider_id,
+        at_ms: request.created_at_ms,
+        amount_centavos: request.amount_centavos,
+        installments: u32::try_from(request.plan.installments.len()).unwrap_or(u32::MAX),
+        method: request.method,
+        tuss_code: request.tuss_code.as_str().to_owned(),
+        device_hash: list_hash(&request.device_id),
+        ip_hash: list_hash(&request.ip),
     }
 }
 
@@ -245,6 +281,7 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
         model_version: assessment.model_version,
         latency_us,
         created_at_ms: request.created_at_ms,
+        features: assessment.features.map_or_else(|| json!({}), |features| features.to_json()),
     };
     let reason_codes: Vec<&str> = decision.reasons.iter().map(|reason| reason.code.as_str()).collect();
     let events = vec![
@@ -273,7 +310,7 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
     context.store.record_new_payment(&write).await?;
     state.last_seq += 2;
     state.payment = Some(write.payment.clone());
-    announce(&context, &write.payment);
+    announce(&context, &write.payment, write.decision.outcome);
     metrics::counter!("medpay_decisions_total", "outcome" => write.decision.outcome.as_str()).increment(1);
     metrics::histogram!("medpay_decision_seconds").record(started.elapsed().as_secs_f64());
     tracing::info!(
@@ -284,20 +321,33 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
     Ok(Created { payment: write.payment, decision: write.decision, body })
 }
 
-/// Tells the patient's and the provider's sessions. A session that is not running will read the
-/// payment from the store when it starts, so a lost notice loses nothing.
-fn announce(context: &Context, payment: &PaymentRecord) {
-    let recent = RecentPayment {
-        id: payment.id,
-        provider_id: payment.provider_id,
-        amount_centavos: payment.amount_centavos,
-        status: payment.status,
-        created_at_ms: payment.created_at_ms,
-    };
+/// Tells the patient's and the provider's sessions and the device index. A session that is not
+/// running will read the payment from the store when it starts, so a lost notice loses nothing.
+fn announce(context: &Context, payment: &PaymentRecord, outcome: medpay_models::DecisionOutcome) {
+    let (device_hash, ip_hash) = (list_hash(&payment.device_id), list_hash(&payment.ip));
+    context.devices.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).observe(
+        &device_hash,
+        &ip_hash,
+        payment.created_at_ms,
+        payment.patient_id,
+    );
     if let Some(patient) = context.patients.live(payment.patient_id) {
-        let _ = patient.send_message(PatientMsg::PaymentRecorded(recent));
+        let _ = patient.send_message(PatientMsg::PaymentRecorded(Box::new(PatientEvent {
+            payment_id: payment.id,
+            provider_id: payment.provider_id,
+            at_ms: payment.created_at_ms,
+            amount_centavos: payment.amount_centavos,
+            declined: payment.status == PaymentStatus::Declined,
+            device_hash,
+            ip_hash,
+        })));
     }
     if let Some(provider) = context.providers.live(payment.provider_id) {
-        let _ = provider.send_message(ProviderMsg::PaymentRecorded { created_at_ms: payment.created_at_ms });
+        let _ = provider.send_message(ProviderMsg::PaymentRecorded {
+            tuss_code: payment.tuss_code.as_str().to_owned(),
+            amount_centavos: payment.amount_centavos,
+            at_ms: payment.created_at_ms,
+            outcome,
+        });
     }
 }

@@ -3,14 +3,15 @@
 use crate::config::Config;
 use crate::dto::PaymentView;
 use crate::state::AppState;
-use crate::{ops, parties, payments};
+use crate::{ops, parties, payments, risk};
+use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use medpay_actors::{Runtime, RuntimeConfig};
-use medpay_ml::{Blocklist, RiskScorer, RulesConfig, RulesScorer};
+use medpay_ml::{FEATURE_NAMES, FEATURE_SCHEMA, Lists, ModelArtefact, ModelScorer, RiskScorer, RuleBook};
 use medpay_store::{RateLimiter, Store};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
@@ -96,6 +97,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(payments::create_payment, payments::list_payments))
         .routes(routes!(payments::get_payment))
         .routes(routes!(payments::list_events))
+        .routes(routes!(risk::list_rules, risk::create_rule))
+        .routes(routes!(risk::delete_rule))
+        .routes(routes!(risk::backtest))
+        .routes(routes!(risk::list_lists, risk::add_list_entry))
+        .routes(routes!(risk::remove_list_entry))
+        .routes(routes!(risk::label_payment))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -145,11 +152,31 @@ impl Server {
     }
 }
 
+/// What a scorer is built from: the store, and the analysts' rules and lists it must read.
+pub struct ScorerParts {
+    pub store: Store,
+    pub rules: Arc<RuleBook>,
+    pub lists: Arc<Lists>,
+    pub model_path: Option<std::path::PathBuf>,
+}
+
+/// The bundled model, or the one at `path`, checked against the feature schema.
+pub fn load_model(path: Option<&std::path::Path>) -> anyhow::Result<ModelArtefact> {
+    let text = match path {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read model {}", path.display()))?,
+        None => medpay_ml::DEFAULT_MODEL_JSON.to_owned(),
+    };
+    let model = ModelArtefact::from_json(&text)?;
+    model.require_schema(FEATURE_SCHEMA, &FEATURE_NAMES)?;
+    Ok(model)
+}
+
 /// Connects the store, starts the actors and serves on `config.bind` (port 0 picks a free port).
 pub async fn start(config: Config) -> anyhow::Result<Server> {
-    start_with(config, |store| async move {
-        let blocklist = Arc::new(Blocklist::new(store.blocklist().await?));
-        let scorer: Arc<dyn RiskScorer> = Arc::new(RulesScorer::new(RulesConfig::default(), blocklist));
+    start_with(config, |parts| async move {
+        let model = load_model(parts.model_path.as_deref())?;
+        tracing::info!(model = %model.version, kind = model.kind().as_str(), "model loaded");
+        let scorer: Arc<dyn RiskScorer> = Arc::new(ModelScorer::new(model, parts.rules, parts.lists));
         Ok(scorer)
     })
     .await
@@ -158,7 +185,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 /// `start` with the scorer built by `scorer` (tests put a scorer they control behind the seam).
 pub async fn start_with<F, Fut>(config: Config, scorer: F) -> anyhow::Result<Server>
 where
-    F: FnOnce(Store) -> Fut,
+    F: FnOnce(ScorerParts) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Arc<dyn RiskScorer>>>,
 {
     let store = Store::connect(&config.database_url).await?;
@@ -166,7 +193,17 @@ where
         Some(url) => RateLimiter::redis(url).await?,
         None => RateLimiter::in_process(),
     };
-    let scorer = scorer(store.clone()).await?;
+    let rules = Arc::new(RuleBook::default());
+    let lists = Arc::new(Lists::new(
+        store.list_entries().await?.into_iter().map(|entry| (entry.list, entry.kind, entry.value_hash)),
+    ));
+    let parts = ScorerParts {
+        store: store.clone(),
+        rules: rules.clone(),
+        lists: lists.clone(),
+        model_path: config.model_path.clone(),
+    };
+    let scorer = scorer(parts).await?;
     let runtime_config: RuntimeConfig = config.runtime.clone();
     let runtime = Arc::new(Runtime::start(store.clone(), scorer, runtime_config, Arc::new(PaymentView::render)).await?);
     let admin_token =
@@ -181,7 +218,10 @@ where
         config: Arc::new(config),
         admin_token: Arc::from(admin_token.as_str()),
         metrics: metrics_handle(),
+        rules,
+        lists,
     };
+    risk::reload_rules(&state).await.map_err(|error| anyhow::anyhow!("loading rules: {}", error.message))?;
     let app = router(state);
     let (shutdown, mut stopped) = watch::channel(false);
     let purge_store = store.clone();

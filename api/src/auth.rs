@@ -18,6 +18,8 @@ const TOKEN_LENGTH_MAX: usize = 128;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Principal {
     Admin,
+    /// A risk analyst: rules, lists, labels, models.
+    Analyst,
     Provider(ProviderId),
     Patient(PatientId),
 }
@@ -27,6 +29,7 @@ impl Principal {
     pub fn scope(&self) -> String {
         match self {
             Principal::Admin => "admin".to_owned(),
+            Principal::Analyst => "analyst".to_owned(),
             Principal::Provider(id) => format!("provider:{id}"),
             Principal::Patient(id) => format!("patient:{id}"),
         }
@@ -36,6 +39,14 @@ impl Principal {
         match self {
             Principal::Admin => Ok(()),
             _ => Err(ApiError::forbidden("this endpoint is for the admin")),
+        }
+    }
+
+    /// Risk analysts, and the admin.
+    pub fn require_analyst(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Admin | Principal::Analyst => Ok(()),
+            _ => Err(ApiError::forbidden("this endpoint is for risk analysts")),
         }
     }
 }
@@ -64,8 +75,15 @@ impl FromRequestParts<AppState> for Principal {
             .map(str::trim)
             .filter(|token| !token.is_empty() && token.len() <= TOKEN_LENGTH_MAX)
             .ok_or_else(ApiError::unauthorized)?;
+        let analyst = state
+            .config
+            .analyst_token
+            .as_deref()
+            .is_some_and(|analyst| constant_time_eq(token.as_bytes(), analyst.as_bytes()));
         let principal = if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) {
             Principal::Admin
+        } else if analyst {
+            Principal::Analyst
         } else if token.starts_with(PROVIDER_KEY_PREFIX) {
             let hash = medpay_store::sha256_hex(token.as_bytes());
             Principal::Provider(state.store.provider_id_by_key_hash(&hash).await?.ok_or_else(ApiError::unauthorized)?)

@@ -12,6 +12,10 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// The admin bearer token; generated at start when not configured.
     pub admin_token: Option<String>,
+    /// The risk analysts' bearer token; without it only the admin reaches the analyst endpoints.
+    pub analyst_token: Option<String>,
+    /// A model artefact to score with instead of the bundled one.
+    pub model_path: Option<std::path::PathBuf>,
     pub runtime: RuntimeConfig,
     pub limits: Limits,
 }
@@ -83,6 +87,8 @@ impl Config {
             database_url: optional("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             redis_url: optional("REDIS_URL"),
             admin_token: optional("MEDPAY_ADMIN_TOKEN"),
+            analyst_token: optional("MEDPAY_ANALYST_TOKEN"),
+            model_path: optional("MEDPAY_MODEL").map(std::path::PathBuf::from),
             runtime: RuntimeConfig {
                 score_budget_ms: parsed("MEDPAY_SCORE_BUDGET_MS", defaults.score_budget_ms)?,
                 idle_ms: parsed("MEDPAY_ACTOR_IDLE_MS", defaults.idle_ms)?,

@@ -27,6 +27,21 @@ pub struct CreateProvider {
     /// Largest single payment this provider accepts; larger ones are declined.
     #[serde(default = "default_max_amount")]
     pub max_amount_centavos: i64,
+    /// Model scores (0–1000) at or above this go to review.
+    #[serde(default = "default_review_score")]
+    pub review_score_min: u16,
+    /// Model scores at or above this are declined.
+    #[serde(default = "default_decline_score")]
+    pub decline_score_min: u16,
+}
+
+/// The default thresholds, read off the bundled model's evaluation (ml/models/default.report.txt).
+fn default_review_score() -> u16 {
+    crate::DEFAULT_REVIEW_SCORE_MIN
+}
+
+fn default_decline_score() -> u16 {
+    crate::DEFAULT_DECLINE_SCORE_MIN
 }
 
 fn default_fail_mode() -> String {
@@ -46,6 +61,8 @@ pub struct ProviderView {
     pub escrow: bool,
     pub score_fail_mode: String,
     pub max_amount_centavos: i64,
+    pub review_score_min: u16,
+    pub decline_score_min: u16,
     pub created_at: String,
     /// Shown once, at creation. Send it as `Authorization: Bearer <api_key>`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,6 +79,8 @@ impl ProviderView {
             escrow: record.escrow,
             score_fail_mode: record.score_fail_mode.as_str().to_owned(),
             max_amount_centavos: record.max_amount_centavos,
+            review_score_min: record.review_score_min,
+            decline_score_min: record.decline_score_min,
             created_at: timestamp(record.created_at_ms),
             api_key,
         }
@@ -118,6 +137,9 @@ pub struct ProcedureInput {
 pub struct DeviceInput {
     pub id: String,
     pub ip: String,
+    /// The card gateway's fingerprint of the card (card payments), matched against the lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -144,7 +166,10 @@ fn one() -> u32 {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReasonView {
     pub code: String,
+    /// Plain words, for the analyst.
     pub message: String,
+    /// Portuguese, for the patient.
+    pub message_pt: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -167,7 +192,11 @@ impl DecisionView {
             reasons: record
                 .reasons
                 .iter()
-                .map(|r| ReasonView { code: r.code.clone(), message: r.message.clone() })
+                .map(|r| ReasonView {
+                    code: r.code.clone(),
+                    message: r.message.clone(),
+                    message_pt: r.message_pt.clone(),
+                })
                 .collect(),
             rules_hit: record.rules_hit.clone(),
             model_version: record.model_version.clone(),

@@ -8,8 +8,13 @@ pub mod error;
 mod ops;
 mod parties;
 pub mod payments;
+mod risk;
 pub mod state;
 
-pub use app::{Server, router, start, start_with};
+pub use app::{ScorerParts, Server, load_model, router, start, start_with};
 pub use config::{Config, Limits};
+
+/// Default provider thresholds, read off the bundled model's evaluation report.
+pub const DEFAULT_REVIEW_SCORE_MIN: u16 = 200;
+pub const DEFAULT_DECLINE_SCORE_MIN: u16 = 460;
 pub use payments::{IDEMPOTENCY_HEADER, PreparedPayment, REPLAYED_HEADER, prepare};

@@ -80,6 +80,12 @@ pub async fn create_provider(
             format!("max_amount_centavos must be between 1 and {PROVIDER_MAX_AMOUNT_CENTAVOS}"),
         ));
     }
+    if !(body.review_score_min <= body.decline_score_min && body.decline_score_min <= 1_000) {
+        return Err(ApiError::bad_request(
+            "invalid_thresholds",
+            "review_score_min ≤ decline_score_min ≤ 1000 is required",
+        ));
+    }
     let record = ProviderRecord {
         id: ProviderId::new(),
         name: name(&body.name)?,
@@ -88,6 +94,8 @@ pub async fn create_provider(
         escrow: body.escrow,
         score_fail_mode,
         max_amount_centavos: body.max_amount_centavos,
+        review_score_min: body.review_score_min,
+        decline_score_min: body.decline_score_min,
         created_at_ms: medpay_store::now_ms(),
     };
     let api_key = new_secret(PROVIDER_KEY_PREFIX);
@@ -115,7 +123,9 @@ pub async fn create_patient(
     let provider = match principal {
         Principal::Admin => None,
         Principal::Provider(id) => Some(id),
-        Principal::Patient(_) => return Err(ApiError::forbidden("patients are registered by the admin or a provider")),
+        Principal::Patient(_) | Principal::Analyst => {
+            return Err(ApiError::forbidden("patients are registered by the admin or a provider"));
+        }
     };
     let Json(body) = body.map_err(rejection)?;
     let cpf: Cpf = body
@@ -154,7 +164,7 @@ pub async fn get_patient(
     let Path(id) = id.map_err(rejection)?;
     let id: PatientId = id.parse().map_err(|_| not_found())?;
     let visible = match principal {
-        Principal::Admin => true,
+        Principal::Admin | Principal::Analyst => true,
         Principal::Patient(own) => own == id,
         Principal::Provider(provider) => state.store.is_linked(provider, id).await?,
     };

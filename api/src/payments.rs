@@ -64,7 +64,11 @@ struct ParsedPayment {
     monthly_interest: BasisPoints,
     device_id: String,
     ip: String,
+    card_fingerprint: Option<String>,
 }
+
+/// Longest card fingerprint accepted.
+const CARD_FINGERPRINT_LENGTH_MAX: usize = 128;
 
 fn parse_payment(body: CreatePayment) -> Result<ParsedPayment, ApiError> {
     let description = body.procedure.description.trim().to_owned();
@@ -85,6 +89,15 @@ fn parse_payment(body: CreatePayment) -> Result<ParsedPayment, ApiError> {
         return Err(ApiError::bad_request(
             "invalid_device",
             format!("device.id must be 1 to {DEVICE_ID_LENGTH_MAX} visible ASCII characters"),
+        ));
+    }
+    let card_fingerprint = body.device.card_fingerprint.map(|value| value.trim().to_owned());
+    if card_fingerprint.as_ref().is_some_and(|value| {
+        value.is_empty() || value.len() > CARD_FINGERPRINT_LENGTH_MAX || !value.bytes().all(|b| b.is_ascii_graphic())
+    }) {
+        return Err(ApiError::bad_request(
+            "invalid_card_fingerprint",
+            format!("device.card_fingerprint must be 1 to {CARD_FINGERPRINT_LENGTH_MAX} visible ASCII characters"),
         ));
     }
     let ip: std::net::IpAddr = body
@@ -115,6 +128,7 @@ fn parse_payment(body: CreatePayment) -> Result<ParsedPayment, ApiError> {
         monthly_interest: BasisPoints(body.monthly_interest_bps),
         device_id,
         ip: ip.to_string(),
+        card_fingerprint,
     })
 }
 
@@ -181,6 +195,7 @@ impl PreparedPayment {
             plan: self.plan,
             device_id: parsed.device_id,
             ip: parsed.ip,
+            card_fingerprint: parsed.card_fingerprint,
             created_at_ms: medpay_store::now_ms(),
             idempotency,
         }
@@ -192,7 +207,7 @@ impl PreparedPayment {
 async fn authorize_creation(state: &AppState, principal: Principal, parsed: &ParsedPayment) -> Result<(), ApiError> {
     let patient_not_found = || ApiError::not_found("patient_not_found", "no such patient");
     match principal {
-        Principal::Admin => {
+        Principal::Admin | Principal::Analyst => {
             Err(ApiError::forbidden("payments are requested with a provider's API key or a patient's token"))
         }
         Principal::Provider(own) if own != parsed.provider_id => {
@@ -301,7 +316,7 @@ async fn visible_payment(
     let id: PaymentId = id.parse().map_err(|_| not_found())?;
     let payment = state.store.payment(id).await?.ok_or_else(not_found)?;
     let visible = match principal {
-        Principal::Admin => true,
+        Principal::Admin | Principal::Analyst => true,
         Principal::Provider(own) => payment.provider_id == own,
         Principal::Patient(own) => payment.patient_id == own,
     };
@@ -361,7 +376,7 @@ pub async fn list_payments(
         .transpose()?;
     // Each caller's filter is narrowed to what it may see; asking for someone else's is an empty page.
     let (patient_id, provider_id) = match principal {
-        Principal::Admin => (patient_id, provider_id),
+        Principal::Admin | Principal::Analyst => (patient_id, provider_id),
         Principal::Provider(own) if provider_id.is_some_and(|asked| asked != own) => {
             return Ok(Json(PaymentList { data: Vec::new(), next_before: None }));
         }

@@ -14,6 +14,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub admin_token: Arc<str>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The analysts' rules and lists, shared with the scorer: a change here is seen by the next
+    /// decision.
+    pub rules: Arc<medpay_ml::RuleBook>,
+    pub lists: Arc<medpay_ml::Lists>,
 }
 
 impl AppState {

@@ -1,24 +1,38 @@
-//! Risk scoring: what a scorer is given (features gathered from the actors' in-memory state), the
-//! `RiskScorer` seam, and the rules-only scorer of the payment core.
+//! Risk scoring: the feature schema and the state that computes it, model artefacts and their
+//! training and evaluation, the analysts' rule language, lists, explanations, the synthetic
+//! payment generator, and the `RiskScorer` seam the payment's actor calls.
 
-mod features;
-mod rules;
+pub mod dsl;
+pub mod explain;
+pub mod features;
+pub mod metrics;
+pub mod model;
+pub mod scorer;
+pub mod simulate;
+pub mod train;
 
-pub use features::{PatientFeatures, ProviderFeatures, ScoringInput};
-pub use rules::{Blocklist, RulesConfig, RulesScorer};
+pub use features::{FEATURE_NAMES, FEATURE_SCHEMA, Features};
+pub use model::{ModelArtefact, ModelKind};
+pub use scorer::{ListKeys, Lists, ModelScorer, NamedRule, ProviderPolicy, RuleBook, ScoringInput};
 
 use async_trait::async_trait;
 use medpay_models::{DecisionOutcome, Reason};
 
+/// The model bundled with the service: trained on `medpay simulate --seed 7` (see
+/// `ml/models/README.md`), its evaluation report beside it.
+pub const DEFAULT_MODEL_JSON: &str = include_str!("../models/default.json");
+
 /// What a scorer concludes about one payment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Assessment {
     pub outcome: DecisionOutcome,
-    /// 0 (no risk seen) to 1000.
+    /// 0 (no risk seen) to 1000: the calibrated probability of fraud × 1000.
     pub score: u16,
     pub reasons: Vec<Reason>,
     pub rules_hit: Vec<String>,
     pub model_version: String,
+    /// The features scored, kept with the decision for backtests and training.
+    pub features: Option<Features>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +48,7 @@ pub trait RiskScorer: Send + Sync + 'static {
     async fn score(&self, input: &ScoringInput) -> Result<Assessment, ScoringError>;
 }
 
-/// Hash of a listed value (CPF, device id, IP): lists never hold values in clear.
+/// Hash of a listed value (CPF, device id, IP, card fingerprint): lists never hold values in clear.
 pub fn list_hash(value: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(value.trim().as_bytes()))

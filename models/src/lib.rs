@@ -14,5 +14,5 @@ pub use installments::{Installment, InstallmentError, InstallmentPlan, PlanReque
 pub use ledger::{Account, Entry, LedgerError, Posting};
 pub use money::{BasisPoints, Money, MoneyError};
 pub use payment::{
-    BlockKind, Decision, DecisionOutcome, FailMode, PaymentMethod, PaymentStatus, Reason, TransitionError,
+    Decision, DecisionOutcome, FailMode, ListKind, ListType, PaymentMethod, PaymentStatus, Reason, TransitionError,
 };

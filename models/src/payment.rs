@@ -181,8 +181,13 @@ impl FromStr for DecisionOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reason {
+    /// Stable code, e.g. `amount_far_above_usual` or a rule's name.
     pub code: String,
+    /// Plain words for the analyst.
     pub message: String,
+    /// Portuguese, for the patient.
+    #[serde(default)]
+    pub message_pt: String,
 }
 
 /// One scoring of one payment: appended, never changed.
@@ -233,33 +238,64 @@ impl FromStr for FailMode {
     }
 }
 
-/// What a block or allow list holds. Values are stored hashed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What kind of value a block or allow list holds. Values are stored hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
-pub enum BlockKind {
+pub enum ListKind {
     Cpf,
     Device,
     Ip,
+    /// A card fingerprint from the card gateway.
+    Card,
 }
 
-impl BlockKind {
+impl ListKind {
+    pub const ALL: [ListKind; 4] = [ListKind::Cpf, ListKind::Device, ListKind::Ip, ListKind::Card];
+
     pub fn as_str(self) -> &'static str {
         match self {
-            BlockKind::Cpf => "cpf",
-            BlockKind::Device => "device",
-            BlockKind::Ip => "ip",
+            ListKind::Cpf => "cpf",
+            ListKind::Device => "device",
+            ListKind::Ip => "ip",
+            ListKind::Card => "card",
         }
     }
 }
 
-impl FromStr for BlockKind {
+impl FromStr for ListKind {
+    type Err = String;
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        ListKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == input)
+            .ok_or_else(|| format!("unknown list kind {input:?}"))
+    }
+}
+
+/// Allow lists approve what they hold; block lists decline it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum ListType {
+    Allow,
+    Block,
+}
+
+impl ListType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListType::Allow => "allow",
+            ListType::Block => "block",
+        }
+    }
+}
+
+impl FromStr for ListType {
     type Err = String;
     fn from_str(input: &str) -> Result<Self, Self::Err> {
         match input {
-            "cpf" => Ok(BlockKind::Cpf),
-            "device" => Ok(BlockKind::Device),
-            "ip" => Ok(BlockKind::Ip),
-            other => Err(format!("unknown list kind {other:?}")),
+            "allow" => Ok(ListType::Allow),
+            "block" => Ok(ListType::Block),
+            other => Err(format!("unknown list {other:?}; allow or block")),
         }
     }
 }

@@ -9,6 +9,7 @@ mod idempotency;
 mod parties;
 mod payments;
 pub mod rate_limit;
+mod risk;
 
 pub use database::{Engine, Store, StoreError};
 pub use idempotency::{
@@ -17,9 +18,13 @@ pub use idempotency::{
 pub use parties::{PatientRecord, ProviderRecord};
 pub use payments::{
     DecisionRecord, EVENTS_PAGE_MAX, EventRecord, NewEvent, NewPaymentWrite, PAYMENTS_PAGE_MAX, PaymentFilter,
-    PaymentRecord, RecentPayment,
+    PaymentRecord,
 };
 pub use rate_limit::{RateDecision, RateLimitError, RateLimiter};
+pub use risk::{
+    ListEntry, PatientHistoryRows, PatientPayment, ProviderPayment, REBUILD_ROWS_MAX, RuleRecord, ScoredPayment,
+    Sighting, outcome_of,
+};
 
 use sha2::{Digest, Sha256};
 

@@ -1,7 +1,7 @@
 //! Providers, patients, the links between them, and the block list.
 
 use crate::database::{Store, StoreError};
-use medpay_models::{BasisPoints, BlockKind, Cnpj, Cpf, FailMode, PatientId, ProviderId};
+use medpay_models::{BasisPoints, Cnpj, Cpf, FailMode, PatientId, ProviderId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -14,6 +14,10 @@ pub struct ProviderRecord {
     pub escrow: bool,
     pub score_fail_mode: FailMode,
     pub max_amount_centavos: i64,
+    /// Model scores at or above this go to review.
+    pub review_score_min: u16,
+    /// Model scores at or above this are declined.
+    pub decline_score_min: u16,
     pub created_at_ms: i64,
 }
 
@@ -35,7 +39,7 @@ where
     raw.parse::<T>().map_err(|error| StoreError::corrupt(format!("{column}: {error}")))
 }
 
-const PROVIDER_COLUMNS: &str = "id, name, cnpj, fee_bps, escrow, score_fail_mode, max_amount_centavos, created_at_ms";
+const PROVIDER_COLUMNS: &str = "id, name, cnpj, fee_bps, escrow, score_fail_mode, max_amount_centavos, review_score_min, decline_score_min, created_at_ms";
 
 fn provider_from_row(row: &AnyRow) -> Result<ProviderRecord, StoreError> {
     let fee_bps: i64 = row.try_get("fee_bps")?;
@@ -51,8 +55,15 @@ fn provider_from_row(row: &AnyRow) -> Result<ProviderRecord, StoreError> {
         escrow: escrow == 1,
         score_fail_mode: parse_column(row, "score_fail_mode")?,
         max_amount_centavos: row.try_get("max_amount_centavos")?,
+        review_score_min: score_column(row, "review_score_min")?,
+        decline_score_min: score_column(row, "decline_score_min")?,
         created_at_ms: row.try_get("created_at_ms")?,
     })
+}
+
+fn score_column(row: &AnyRow, column: &str) -> Result<u16, StoreError> {
+    let value: i64 = row.try_get(column)?;
+    u16::try_from(value).ok().filter(|score| *score <= 1000).ok_or_else(|| StoreError::corrupt(column))
 }
 
 fn patient_from_row(row: &AnyRow) -> Result<PatientRecord, StoreError> {
@@ -70,8 +81,9 @@ impl Store {
     /// Inserts a provider; a CNPJ already registered is a `Conflict("provider")`.
     pub async fn insert_provider(&self, provider: &ProviderRecord, api_key_hash: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO providers (id, name, cnpj, fee_bps, escrow, score_fail_mode, max_amount_centavos, api_key_hash, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO providers (id, name, cnpj, fee_bps, escrow, score_fail_mode, max_amount_centavos, api_key_hash,
+                 created_at_ms, review_score_min, decline_score_min)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(provider.id.to_string())
         .bind(provider.name.clone())
@@ -82,6 +94,8 @@ impl Store {
         .bind(provider.max_amount_centavos)
         .bind(api_key_hash.to_owned())
         .bind(provider.created_at_ms)
+        .bind(i64::from(provider.review_score_min))
+        .bind(i64::from(provider.decline_score_min))
         .execute(&self.pool)
         .await
         .map_err(|error| StoreError::on_unique(error, "provider"))?;
@@ -154,38 +168,6 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.is_some())
-    }
-
-    pub async fn add_to_blocklist(
-        &self,
-        kind: BlockKind,
-        value_hash: &str,
-        reason: &str,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO blocklist (kind, value_hash, reason, created_at_ms) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (kind, value_hash) DO NOTHING",
-        )
-        .bind(kind.as_str())
-        .bind(value_hash.to_owned())
-        .bind(reason.to_owned())
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// The whole block list, as (kind, SHA-256 hex of the value).
-    pub async fn blocklist(&self) -> Result<Vec<(BlockKind, String)>, StoreError> {
-        let rows = sqlx::query("SELECT kind, value_hash FROM blocklist").fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                let kind: String = row.try_get("kind")?;
-                let kind = kind.parse::<BlockKind>().map_err(StoreError::corrupt)?;
-                Ok((kind, row.try_get("value_hash")?))
-            })
-            .collect()
     }
 }
 

@@ -34,7 +34,7 @@ pub struct PaymentRecord {
     pub installments: Vec<Installment>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DecisionRecord {
     pub id: String,
     pub payment_id: PaymentId,
@@ -45,6 +45,8 @@ pub struct DecisionRecord {
     pub model_version: String,
     pub latency_us: i64,
     pub created_at_ms: i64,
+    /// The features scored (JSON object), or `{}` when scoring could not run.
+    pub features: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -71,16 +73,6 @@ pub struct NewPaymentWrite {
     pub decision: DecisionRecord,
     pub events: Vec<NewEvent>,
     pub idempotency: Option<IdempotencyCompletion>,
-}
-
-/// What a patient's session needs of each recent payment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecentPayment {
-    pub id: PaymentId,
-    pub provider_id: ProviderId,
-    pub amount_centavos: i64,
-    pub status: PaymentStatus,
-    pub created_at_ms: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -120,7 +112,9 @@ fn decision_from_row(row: &AnyRow) -> Result<DecisionRecord, StoreError> {
     let reasons: String = row.try_get("reasons")?;
     let rules_hit: String = row.try_get("rules_hit")?;
     let score: i64 = row.try_get("score")?;
+    let features: String = row.try_get("features")?;
     Ok(DecisionRecord {
+        features: serde_json::from_str(&features).map_err(StoreError::corrupt)?,
         id: row.try_get("id")?,
         payment_id: parse_column(row, "payment_id")?,
         outcome: parse_column(row, "outcome")?,
@@ -230,7 +224,7 @@ impl Store {
     /// The most recent decision of a payment.
     pub async fn latest_decision(&self, id: PaymentId) -> Result<Option<DecisionRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, payment_id, outcome, score, reasons, rules_hit, model_version, latency_us, created_at_ms
+            "SELECT id, payment_id, outcome, score, reasons, rules_hit, model_version, latency_us, created_at_ms, features
              FROM decisions WHERE payment_id = $1 ORDER BY created_at_ms DESC, id DESC LIMIT 1",
         )
         .bind(id.to_string())
@@ -264,52 +258,6 @@ impl Store {
         rows.iter().map(payment_from_row).collect()
     }
 
-    /// A patient's payments created since `since_ms`, oldest first: what rebuilds the patient's
-    /// session (velocity) after a start.
-    pub async fn patient_payments_since(
-        &self,
-        patient: PatientId,
-        since_ms: i64,
-    ) -> Result<Vec<RecentPayment>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, provider_id, amount_centavos, status, created_at_ms FROM payments
-             WHERE patient_id = $1 AND created_at_ms >= $2 ORDER BY created_at_ms",
-        )
-        .bind(patient.to_string())
-        .bind(since_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(RecentPayment {
-                    id: parse_column(row, "id")?,
-                    provider_id: parse_column(row, "provider_id")?,
-                    amount_centavos: row.try_get("amount_centavos")?,
-                    status: parse_column(row, "status")?,
-                    created_at_ms: row.try_get("created_at_ms")?,
-                })
-            })
-            .collect()
-    }
-
-    /// When a provider's payments since `since_ms` were requested, oldest first, at most `limit`.
-    pub async fn provider_payment_times_since(
-        &self,
-        provider: ProviderId,
-        since_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<i64>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT created_at_ms FROM payments WHERE provider_id = $1 AND created_at_ms >= $2 ORDER BY created_at_ms LIMIT $3",
-        )
-        .bind(provider.to_string())
-        .bind(since_ms)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|row| Ok(row.try_get("created_at_ms")?)).collect()
-    }
-
     /// Events of a payment with a sequence number above `after_seq`, in order.
     pub async fn events(&self, payment: PaymentId, after_seq: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
         let rows = sqlx::query(
@@ -336,8 +284,9 @@ impl Store {
 
 async fn insert_decision(connection: &mut sqlx::AnyConnection, decision: &DecisionRecord) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO decisions (id, payment_id, outcome, score, reasons, rules_hit, model_version, latency_us, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO decisions (id, payment_id, outcome, score, reasons, rules_hit, model_version, latency_us, created_at_ms,
+             features)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(decision.id.clone())
     .bind(decision.payment_id.to_string())
@@ -348,6 +297,7 @@ async fn insert_decision(connection: &mut sqlx::AnyConnection, decision: &Decisi
     .bind(decision.model_version.clone())
     .bind(decision.latency_us)
     .bind(decision.created_at_ms)
+    .bind(decision.features.to_string())
     .execute(connection)
     .await?;
     Ok(())

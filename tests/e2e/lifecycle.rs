@@ -27,6 +27,7 @@ impl RiskScorer for GatedScorer {
             reasons: Vec::new(),
             rules_hit: Vec::new(),
             model_version: "gated-test".to_owned(),
+            features: None,
         })
     }
 }

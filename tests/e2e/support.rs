@@ -64,6 +64,8 @@ pub fn config(database_url: &str) -> Config {
         database_url: database_url.to_owned(),
         redis_url: None,
         admin_token: Some(format!("test-admin-{}", uuid::Uuid::new_v4().simple())),
+        analyst_token: Some(format!("test-analyst-{}", uuid::Uuid::new_v4().simple())),
+        model_path: None,
         runtime: medpay_actors::RuntimeConfig::default(),
         limits: Limits::default(),
     }
@@ -218,7 +220,7 @@ pub fn payment_body(provider: &Provider, patient: &Patient, amount_centavos: i64
         "method": "pix",
         "installments": 1,
         "monthly_interest_bps": 0,
-        "device": {"id": "device-1", "ip": "200.100.50.25"}
+        "device": {"id": format!("phone-of-{}", patient.id), "ip": "200.100.50.25"}
     })
 }
 

@@ -1,0 +1,139 @@
+//! Evaluation of scores against labels: ROC-AUC, PR-AUC (average precision), recall at a fixed
+//! false-positive rate, and the confusion matrix at a threshold.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confusion {
+    pub true_positives: usize,
+    pub false_positives: usize,
+    pub true_negatives: usize,
+    pub false_negatives: usize,
+}
+
+/// Area under the ROC curve: the probability that a random fraud scores above a random legitimate
+/// payment, ties counting one half (Mann–Whitney U over average ranks).
+pub fn roc_auc(scores: &[f64], labels: &[bool]) -> Option<f64> {
+    let positives = labels.iter().filter(|label| **label).count();
+    let negatives = labels.len() - positives;
+    if positives == 0 || negatives == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|a, b| scores[*a].total_cmp(&scores[*b]));
+    let mut rank_sum_positive = 0.0;
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start;
+        while end + 1 < order.len() && scores[order[end + 1]] == scores[order[start]] {
+            end += 1;
+        }
+        // Ranks start+1..=end+1 share their average.
+        let average_rank = (start + end + 2) as f64 / 2.0;
+        rank_sum_positive += average_rank * order[start..=end].iter().filter(|index| labels[**index]).count() as f64;
+        start = end + 1;
+    }
+    let positives = positives as f64;
+    Some((rank_sum_positive - positives * (positives + 1.0) / 2.0) / (positives * negatives as f64))
+}
+
+/// Area under the precision–recall curve as average precision: Σ (Rₖ − Rₖ₋₁) · Pₖ over the
+/// distinct thresholds, highest first.
+pub fn pr_auc(scores: &[f64], labels: &[bool]) -> Option<f64> {
+    let positives = labels.iter().filter(|label| **label).count();
+    if positives == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+    let (mut true_positives, mut seen, mut previous_recall, mut area) = (0usize, 0usize, 0.0, 0.0);
+    let mut index = 0;
+    while index < order.len() {
+        let threshold = scores[order[index]];
+        while index < order.len() && scores[order[index]] == threshold {
+            seen += 1;
+            true_positives += usize::from(labels[order[index]]);
+            index += 1;
+        }
+        let recall = true_positives as f64 / positives as f64;
+        let precision = true_positives as f64 / seen as f64;
+        area += (recall - previous_recall) * precision;
+        previous_recall = recall;
+    }
+    Some(area)
+}
+
+/// The lowest threshold whose false-positive rate (scores ≥ threshold) stays within `rate`.
+pub fn threshold_at_fpr(scores: &[f64], labels: &[bool], rate: f64) -> Option<f64> {
+    let mut negatives: Vec<f64> = scores.iter().zip(labels).filter(|(_, label)| !**label).map(|(s, _)| *s).collect();
+    if negatives.is_empty() {
+        return None;
+    }
+    negatives.sort_by(|a, b| b.total_cmp(a));
+    let allowed = (rate * negatives.len() as f64).floor() as usize;
+    // Flagging scores ≥ t lets through every negative at or above t: t must sit above the
+    // (allowed+1)-th highest negative.
+    let boundary = negatives.get(allowed).copied()?;
+    // The lowest score above the boundary, so that the threshold is a score that occurred.
+    let lowest_above = scores.iter().copied().filter(|score| *score > boundary).fold(f64::INFINITY, f64::min);
+    Some(if lowest_above.is_finite() { lowest_above } else { next_up(boundary) })
+}
+
+fn next_up(value: f64) -> f64 {
+    if value.is_infinite() { value } else { f64::from_bits(value.to_bits() + if value >= 0.0 { 1 } else { u64::MAX }) }
+}
+
+pub fn confusion(scores: &[f64], labels: &[bool], threshold: f64) -> Confusion {
+    let mut matrix = Confusion { true_positives: 0, false_positives: 0, true_negatives: 0, false_negatives: 0 };
+    for (score, label) in scores.iter().zip(labels) {
+        match (*score >= threshold, *label) {
+            (true, true) => matrix.true_positives += 1,
+            (true, false) => matrix.false_positives += 1,
+            (false, false) => matrix.true_negatives += 1,
+            (false, true) => matrix.false_negatives += 1,
+        }
+    }
+    matrix
+}
+
+/// Recall among frauds when no more than `rate` of legitimate payments are flagged.
+pub fn recall_at_fpr(scores: &[f64], labels: &[bool], rate: f64) -> Option<f64> {
+    let threshold = threshold_at_fpr(scores, labels, rate)?;
+    let matrix = confusion(scores, labels, threshold);
+    let positives = matrix.true_positives + matrix.false_negatives;
+    (positives > 0).then(|| matrix.true_positives as f64 / positives as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Small cases worked out by hand.
+    const SCORES: [f64; 6] = [0.9, 0.8, 0.7, 0.6, 0.55, 0.1];
+    const LABELS: [bool; 6] = [true, false, true, false, false, false];
+
+    #[test]
+    fn roc_auc_by_hand() {
+        // Positives 0.9 and 0.7 against negatives 0.8, 0.6, 0.55, 0.1: 0.9 beats 4, 0.7 beats 3.
+        assert_eq!(roc_auc(&SCORES, &LABELS), Some(7.0 / 8.0));
+        assert_eq!(roc_auc(&[0.5, 0.5], &[true, false]), Some(0.5), "a tie counts one half");
+        assert_eq!(roc_auc(&[0.5], &[true]), None);
+    }
+
+    #[test]
+    fn average_precision_by_hand() {
+        // At 0.9: R 1/2, P 1. At 0.7: R 1, P 2/3. AP = 1/2·1 + 1/2·2/3 = 5/6.
+        assert!((pr_auc(&SCORES, &LABELS).unwrap() - 5.0 / 6.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn recall_at_fixed_fpr_by_hand() {
+        // Four negatives: at most 0 may be flagged at 10 %: threshold above 0.8 → recall 1/2.
+        assert_eq!(recall_at_fpr(&SCORES, &LABELS, 0.10), Some(0.5));
+        // At 25 % one negative may be flagged (0.8): threshold 0.7 catches both frauds.
+        assert_eq!(threshold_at_fpr(&SCORES, &LABELS, 0.25), Some(0.7));
+        assert_eq!(recall_at_fpr(&SCORES, &LABELS, 0.25), Some(1.0));
+        let matrix = confusion(&SCORES, &LABELS, 0.7);
+        assert_eq!(matrix, Confusion { true_positives: 2, false_positives: 1, true_negatives: 3, false_negatives: 0 });
+    }
+}

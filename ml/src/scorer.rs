@@ -1,0 +1,231 @@
+//! The scorer of the payment core: block and allow lists, the provider's amount limit, the
+//! analysts' rules, and the model's calibrated score against the provider's thresholds.
+
+use crate::dsl::{Rule, RuleAction, RuleError};
+use crate::explain::top_factors;
+use crate::features::{FEATURE_NAMES, Features};
+use crate::model::{ModelArtefact, to_score};
+use crate::{Assessment, RiskScorer, ScoringError};
+use async_trait::async_trait;
+use medpay_models::{DecisionOutcome, ListKind, ListType, PaymentId, Reason};
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+/// The names a rule may use: every feature, then `score`.
+pub fn rule_variables() -> Vec<&'static str> {
+    FEATURE_NAMES.iter().copied().chain(std::iter::once("score")).collect()
+}
+
+/// A provider's limits and thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderPolicy {
+    pub max_amount_centavos: i64,
+    /// Scores at or above this go to review.
+    pub review_score_min: u16,
+    /// Scores at or above this are declined.
+    pub decline_score_min: u16,
+}
+
+/// The hashed values of a payment that lists can hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListKeys {
+    pub cpf_hash: String,
+    pub device_hash: String,
+    pub ip_hash: String,
+    pub card_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoringInput {
+    pub payment_id: PaymentId,
+    pub amount_centavos: i64,
+    pub features: Features,
+    pub keys: ListKeys,
+    pub policy: ProviderPolicy,
+}
+
+/// Allow and block lists, shared by every actor; a change is seen by the next request.
+#[derive(Debug, Default)]
+pub struct Lists {
+    entries: RwLock<HashSet<(ListType, ListKind, String)>>,
+}
+
+impl Lists {
+    pub fn new(entries: impl IntoIterator<Item = (ListType, ListKind, String)>) -> Lists {
+        Lists { entries: RwLock::new(entries.into_iter().collect()) }
+    }
+
+    pub fn insert(&self, list: ListType, kind: ListKind, value_hash: String) {
+        // A poisoned lock means a writer panicked around a whole insert or remove: the set is whole.
+        self.entries.write().unwrap_or_else(|p| p.into_inner()).insert((list, kind, value_hash));
+    }
+
+    pub fn remove(&self, list: ListType, kind: ListKind, value_hash: &str) {
+        self.entries.write().unwrap_or_else(|p| p.into_inner()).remove(&(list, kind, value_hash.to_owned()));
+    }
+
+    /// The first kind of `keys` found on `list`.
+    fn hit(&self, list: ListType, keys: &ListKeys) -> Option<ListKind> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let mut candidates =
+            vec![(ListKind::Cpf, &keys.cpf_hash), (ListKind::Device, &keys.device_hash), (ListKind::Ip, &keys.ip_hash)];
+        if let Some(card) = &keys.card_hash {
+            candidates.push((ListKind::Card, card));
+        }
+        candidates
+            .into_iter()
+            .find(|(kind, hash)| entries.contains(&(list, *kind, (*hash).clone())))
+            .map(|(kind, _)| kind)
+    }
+}
+
+/// An analyst's rule with its name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedRule {
+    pub name: String,
+    pub rule: Rule,
+}
+
+impl NamedRule {
+    pub fn compile(name: &str, source: &str) -> Result<NamedRule, RuleError> {
+        Ok(NamedRule { name: name.to_owned(), rule: Rule::compile(source, &rule_variables())? })
+    }
+}
+
+/// The current rules, replaced whole on each change so that a decision sees one version.
+#[derive(Debug, Default)]
+pub struct RuleBook {
+    rules: RwLock<Arc<Vec<NamedRule>>>,
+}
+
+impl RuleBook {
+    pub fn new(rules: Vec<NamedRule>) -> RuleBook {
+        RuleBook { rules: RwLock::new(Arc::new(rules)) }
+    }
+
+    pub fn replace(&self, rules: Vec<NamedRule>) {
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
+    }
+
+    pub fn current(&self) -> Arc<Vec<NamedRule>> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// What the rules say about one payment: all the rules that matched, and the decisive one (allow
+/// first, then decline, then review; within an action, in the book's order).
+pub fn apply_rules<'a>(rules: &'a [NamedRule], variables: &[f64]) -> (Vec<&'a NamedRule>, Option<&'a NamedRule>) {
+    let matched: Vec<&NamedRule> = rules.iter().filter(|named| named.rule.matches(variables)).collect();
+    let decisive = [RuleAction::Allow, RuleAction::Decline, RuleAction::Review]
+        .into_iter()
+        .find_map(|action| matched.iter().copied().find(|named| named.rule.action == action));
+    (matched, decisive)
+}
+
+pub struct ModelScorer {
+    model: RwLock<Arc<ModelArtefact>>,
+    rules: Arc<RuleBook>,
+    lists: Arc<Lists>,
+}
+
+fn reason(code: &str, message: String, message_pt: &str) -> Reason {
+    Reason { code: code.to_owned(), message, message_pt: message_pt.to_owned() }
+}
+
+impl ModelScorer {
+    pub fn new(model: ModelArtefact, rules: Arc<RuleBook>, lists: Arc<Lists>) -> ModelScorer {
+        ModelScorer { model: RwLock::new(Arc::new(model)), rules, lists }
+    }
+
+    pub fn model(&self) -> Arc<ModelArtefact> {
+        self.model.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Hot-swaps the model; requests in flight finish with the one they started with.
+    pub fn swap_model(&self, model: ModelArtefact) {
+        *self.model.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(model);
+    }
+
+    /// The whole decision, synchronously: what `score` runs.
+    pub fn assess(&self, input: &ScoringInput) -> Assessment {
+        let model = self.model();
+        let features = input.features.as_slice();
+        let probability = model.predict(features);
+        let score = to_score(probability);
+        let mut variables = [0.0; FEATURE_NAMES.len() + 1];
+        variables[..FEATURE_NAMES.len()].copy_from_slice(features);
+        variables[FEATURE_NAMES.len()] = f64::from(score);
+        let rules = self.rules.current();
+        let (matched, decisive) = apply_rules(&rules, &variables);
+        let rules_hit: Vec<String> = matched.iter().map(|named| named.name.clone()).collect();
+        let mut reasons = Vec::new();
+        let outcome = if let Some(kind) = self.lists.hit(ListType::Allow, &input.keys) {
+            reasons.push(reason(
+                "allowlisted",
+                format!("the {} is on the allow list", kind.as_str()),
+                "Pagamento aprovado.",
+            ));
+            DecisionOutcome::Approve
+        } else if let Some(kind) = self.lists.hit(ListType::Block, &input.keys) {
+            reasons.push(reason(
+                &format!("blocklisted_{}", kind.as_str()),
+                format!("the {} is on the block list", kind.as_str()),
+                "Não foi possível aprovar este pagamento.",
+            ));
+            DecisionOutcome::Decline
+        } else if input.amount_centavos > input.policy.max_amount_centavos {
+            reasons.push(reason(
+                "amount_above_provider_limit",
+                format!("the amount exceeds this provider's limit of {} centavos", input.policy.max_amount_centavos),
+                "O valor ultrapassa o limite deste prestador.",
+            ));
+            DecisionOutcome::Decline
+        } else if let Some(named) = decisive {
+            let (outcome, message_pt) = match named.rule.action {
+                RuleAction::Allow => (DecisionOutcome::Approve, "Pagamento aprovado."),
+                RuleAction::Decline => (DecisionOutcome::Decline, "Não foi possível aprovar este pagamento."),
+                RuleAction::Review => (DecisionOutcome::Review, "O pagamento está em análise pela nossa equipe."),
+            };
+            reasons.push(reason(
+                &named.name,
+                format!("rule {} matched: {}", named.name, named.rule.source),
+                message_pt,
+            ));
+            outcome
+        } else if score >= input.policy.decline_score_min {
+            reasons.push(reason(
+                "model_score_high",
+                format!("model score {score} is at or above the decline threshold {}", input.policy.decline_score_min),
+                "Não foi possível aprovar este pagamento.",
+            ));
+            DecisionOutcome::Decline
+        } else if score >= input.policy.review_score_min {
+            reasons.push(reason(
+                "model_score_elevated",
+                format!("model score {score} is at or above the review threshold {}", input.policy.review_score_min),
+                "O pagamento está em análise pela nossa equipe.",
+            ));
+            DecisionOutcome::Review
+        } else {
+            DecisionOutcome::Approve
+        };
+        if outcome != DecisionOutcome::Approve || score >= input.policy.review_score_min {
+            reasons.extend(top_factors(features, &model.contributions(features)));
+        }
+        Assessment {
+            outcome,
+            score,
+            reasons,
+            rules_hit,
+            model_version: model.version.clone(),
+            features: Some(input.features),
+        }
+    }
+}
+
+#[async_trait]
+impl RiskScorer for ModelScorer {
+    async fn score(&self, input: &ScoringInput) -> Result<Assessment, ScoringError> {
+        Ok(self.assess(input))
+    }
+}

@@ -1,0 +1,93 @@
+//! The command-line tools beside the server: the synthetic payment generator and model training.
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use medpay_ml::model::ModelKind;
+use medpay_ml::simulate::{SimulationOptions, csv_header, csv_row, simulate};
+use medpay_ml::train::{Dataset, TrainOptions, fit, report};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub fn run_simulation(options: &SimulationOptions, out: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = out.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let file = std::fs::File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
+    let mut writer = std::io::BufWriter::new(file);
+    writeln!(writer, "{}", csv_header())?;
+    let (mut rows, mut fraud) = (0usize, 0usize);
+    let mut failure = None;
+    simulate(options, |payment| {
+        rows += 1;
+        fraud += usize::from(payment.is_fraud);
+        if failure.is_none() {
+            failure = writeln!(writer, "{}", csv_row(payment)).err();
+        }
+    });
+    if let Some(error) = failure {
+        return Err(error.into());
+    }
+    writer.flush()?;
+    println!("wrote {rows} payments ({fraud} fraud) to {}", out.display());
+    Ok(())
+}
+
+pub struct TrainCommand {
+    pub csv: PathBuf,
+    pub label: String,
+    pub time_column: Option<String>,
+    pub holdout: f64,
+    pub kinds: Vec<ModelKind>,
+    pub out: PathBuf,
+}
+
+fn progress(stages: u64) -> ProgressBar {
+    let bar = ProgressBar::new(stages);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+pub fn run_training(command: &TrainCommand) -> anyhow::Result<()> {
+    let bar = progress(2 + 2 * command.kinds.len() as u64);
+    bar.set_message(format!("reading {}", command.csv.display()));
+    let file = std::fs::File::open(&command.csv).with_context(|| format!("cannot open {}", command.csv.display()))?;
+    let data = Dataset::from_csv(file, &command.label, command.time_column.as_deref())?;
+    bar.inc(1);
+    bar.set_message(format!("splitting {} rows ({} fraud)", data.rows.len(), data.positives()));
+    let (train, test) = data.split(command.holdout)?;
+    bar.inc(1);
+    std::fs::create_dir_all(&command.out)?;
+    let now = chrono::Utc::now();
+    let options = TrainOptions {
+        version_tag: now.format("%Y%m%dT%H%M%SZ").to_string(),
+        trained_at: now.to_rfc3339(),
+        ..TrainOptions::default()
+    };
+    let mut written = Vec::new();
+    for kind in &command.kinds {
+        bar.set_message(format!("fitting the {} model on {} rows", kind.as_str(), train.rows.len()));
+        let model = fit(&train, *kind, &options)?;
+        bar.inc(1);
+        bar.set_message(format!("evaluating the {} model on {} hold-out rows", kind.as_str(), test.rows.len()));
+        let report = report(&model, &train, &test);
+        let base = command.out.join(&model.version);
+        std::fs::write(base.with_extension("json"), model.to_json())?;
+        std::fs::write(base.with_extension("report.json"), serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(base.with_extension("report.txt"), report.to_text())?;
+        bar.inc(1);
+        written.push((base, report));
+    }
+    bar.finish_with_message("done");
+    for (base, report) in &written {
+        println!("\n{}", report.to_text());
+        println!("model:  {}", base.with_extension("json").display());
+        println!("report: {} and .txt", base.with_extension("report.json").display());
+    }
+    Ok(())
+}

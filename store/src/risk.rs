@@ -1,0 +1,314 @@
+//! What scoring reads and analysts change: rules, allow and block lists, fraud labels, and the
+//! histories that rebuild the actors' feature state.
+
+use crate::database::{Store, StoreError};
+use crate::parties::parse_column;
+use medpay_models::{DecisionOutcome, ListKind, ListType, PatientId, PaymentId, PaymentStatus, ProviderId};
+use sqlx::Row;
+
+/// Most rows any rebuild query reads.
+pub const REBUILD_ROWS_MAX: i64 = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleRecord {
+    pub id: String,
+    pub name: String,
+    pub source: String,
+    pub action: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    pub list: ListType,
+    pub kind: ListKind,
+    pub value_hash: String,
+    pub reason: String,
+    pub created_at_ms: i64,
+}
+
+/// A payment as the patient's history needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientPayment {
+    pub id: PaymentId,
+    pub provider_id: ProviderId,
+    pub amount_centavos: i64,
+    pub status: PaymentStatus,
+    pub device_id: String,
+    pub ip: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatientHistoryRows {
+    pub recent: Vec<PatientPayment>,
+    pub first_payment_at_ms: Option<i64>,
+    pub providers: Vec<ProviderId>,
+}
+
+/// A payment as the provider's history needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderPayment {
+    pub tuss_code: String,
+    pub amount_centavos: i64,
+    pub outcome: DecisionOutcome,
+    pub created_at_ms: i64,
+}
+
+/// A recent sighting of a device and an IP with a patient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting {
+    pub patient_id: PatientId,
+    pub device_id: String,
+    pub ip: String,
+    pub created_at_ms: i64,
+}
+
+/// A scored payment for a backtest: its features, its score and its label if it has one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredPayment {
+    pub payment_id: PaymentId,
+    pub features: serde_json::Value,
+    pub score: i64,
+    pub is_fraud: Option<bool>,
+}
+
+/// The outcome a payment's status shows (for rebuilding rates).
+pub fn outcome_of(status: PaymentStatus) -> DecisionOutcome {
+    match status {
+        PaymentStatus::Declined => DecisionOutcome::Decline,
+        PaymentStatus::InReview => DecisionOutcome::Review,
+        _ => DecisionOutcome::Approve,
+    }
+}
+
+impl Store {
+    pub async fn rules(&self) -> Result<Vec<RuleRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, source, action, created_at_ms FROM rules WHERE deleted_at_ms IS NULL ORDER BY created_at_ms, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(RuleRecord {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    source: row.try_get("source")?,
+                    action: row.try_get("action")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A live rule with the same name is a `Conflict("rule")`.
+    pub async fn insert_rule(&self, rule: &RuleRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO rules (id, name, source, action, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(rule.id.clone())
+            .bind(rule.name.clone())
+            .bind(rule.source.clone())
+            .bind(rule.action.clone())
+            .bind(rule.created_at_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|error| StoreError::on_unique(error, "rule"))?;
+        Ok(())
+    }
+
+    /// Retires a live rule; false when there is none with that id.
+    pub async fn delete_rule(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let deleted = sqlx::query("UPDATE rules SET deleted_at_ms = $2 WHERE id = $1 AND deleted_at_ms IS NULL")
+            .bind(id.to_owned())
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted == 1)
+    }
+
+    pub async fn list_entries(&self) -> Result<Vec<ListEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT list, kind, value_hash, reason, created_at_ms FROM list_entries ORDER BY created_at_ms",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ListEntry {
+                    list: parse_column(row, "list")?,
+                    kind: parse_column(row, "kind")?,
+                    value_hash: row.try_get("value_hash")?,
+                    reason: row.try_get("reason")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds an entry; adding it again changes nothing.
+    pub async fn add_list_entry(&self, entry: &ListEntry) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO list_entries (list, kind, value_hash, reason, created_at_ms) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (list, kind, value_hash) DO NOTHING",
+        )
+        .bind(entry.list.as_str())
+        .bind(entry.kind.as_str())
+        .bind(entry.value_hash.clone())
+        .bind(entry.reason.clone())
+        .bind(entry.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn remove_list_entry(
+        &self,
+        list: ListType,
+        kind: ListKind,
+        value_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let removed = sqlx::query("DELETE FROM list_entries WHERE list = $1 AND kind = $2 AND value_hash = $3")
+            .bind(list.as_str())
+            .bind(kind.as_str())
+            .bind(value_hash.to_owned())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(removed == 1)
+    }
+
+    /// Records (or replaces) whether a payment was fraud.
+    pub async fn label_payment(
+        &self,
+        payment: PaymentId,
+        is_fraud: bool,
+        source: &str,
+        note: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO payment_labels (payment_id, is_fraud, source, note, created_at_ms) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (payment_id) DO UPDATE SET is_fraud = $2, source = $3, note = $4, created_at_ms = $5",
+        )
+        .bind(payment.to_string())
+        .bind(i64::from(is_fraud))
+        .bind(source.to_owned())
+        .bind(note.to_owned())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The most recent scored payments (their latest decision), newest first.
+    pub async fn scored_payments(&self, limit: i64) -> Result<Vec<ScoredPayment>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.payment_id, d.features, d.score, l.is_fraud FROM decisions d
+             LEFT JOIN payment_labels l ON l.payment_id = d.payment_id
+             WHERE d.created_at_ms = (SELECT MAX(created_at_ms) FROM decisions x WHERE x.payment_id = d.payment_id)
+             ORDER BY d.created_at_ms DESC LIMIT $1",
+        )
+        .bind(limit.clamp(1, REBUILD_ROWS_MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let features: String = row.try_get("features")?;
+                let is_fraud: Option<i64> = row.try_get("is_fraud")?;
+                Ok(ScoredPayment {
+                    payment_id: parse_column(row, "payment_id")?,
+                    features: serde_json::from_str(&features).map_err(StoreError::corrupt)?,
+                    score: row.try_get("score")?,
+                    is_fraud: is_fraud.map(|value| value == 1),
+                })
+            })
+            .collect()
+    }
+
+    /// What rebuilds a patient's history: payments since `since_ms`, the first payment ever, and
+    /// the providers ever paid.
+    pub async fn patient_history(&self, patient: PatientId, since_ms: i64) -> Result<PatientHistoryRows, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, provider_id, amount_centavos, status, device_id, ip, created_at_ms FROM payments
+             WHERE patient_id = $1 AND created_at_ms >= $2 ORDER BY created_at_ms LIMIT $3",
+        )
+        .bind(patient.to_string())
+        .bind(since_ms)
+        .bind(REBUILD_ROWS_MAX)
+        .fetch_all(&self.pool)
+        .await?;
+        let recent = rows
+            .iter()
+            .map(|row| {
+                Ok(PatientPayment {
+                    id: parse_column(row, "id")?,
+                    provider_id: parse_column(row, "provider_id")?,
+                    amount_centavos: row.try_get("amount_centavos")?,
+                    status: parse_column(row, "status")?,
+                    device_id: row.try_get("device_id")?,
+                    ip: row.try_get("ip")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let first = sqlx::query("SELECT MIN(created_at_ms) AS first FROM payments WHERE patient_id = $1")
+            .bind(patient.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        let providers = sqlx::query("SELECT DISTINCT provider_id FROM payments WHERE patient_id = $1 LIMIT 1000")
+            .bind(patient.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(PatientHistoryRows {
+            recent,
+            first_payment_at_ms: first.try_get("first")?,
+            providers: providers.iter().map(|row| parse_column(row, "provider_id")).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// A provider's most recent payments, newest first, at most `limit`.
+    pub async fn provider_history(&self, provider: ProviderId, limit: i64) -> Result<Vec<ProviderPayment>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tuss_code, amount_centavos, status, created_at_ms FROM payments
+             WHERE provider_id = $1 ORDER BY created_at_ms DESC LIMIT $2",
+        )
+        .bind(provider.to_string())
+        .bind(limit.clamp(1, REBUILD_ROWS_MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let status: PaymentStatus = parse_column(row, "status")?;
+                Ok(ProviderPayment {
+                    tuss_code: row.try_get("tuss_code")?,
+                    amount_centavos: row.try_get("amount_centavos")?,
+                    outcome: outcome_of(status),
+                    created_at_ms: row.try_get("created_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Devices and IPs seen with patients since `since_ms`, oldest first.
+    pub async fn sightings_since(&self, since_ms: i64) -> Result<Vec<Sighting>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT patient_id, device_id, ip, created_at_ms FROM payments WHERE created_at_ms >= $1
+             ORDER BY created_at_ms LIMIT $2",
+        )
+        .bind(since_ms)
+        .bind(REBUILD_ROWS_MAX)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Sighting {
+                    patient_id: parse_column(row, "patient_id")?,
+                    device_id: row.try_get("device_id")?,
+                    ip: row.try_get("ip")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                })
+            })
+            .collect()
+    }
+}
