@@ -37,6 +37,39 @@ async fn post(client: &Client, url: String, token: &str, body: &Value, key: Opti
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Procedures and their usual prices in centavos (the generator's catalogue, in part).
+const PROCEDURES: [(&str, &str, i64); 5] = [
+    ("10101012", "Consulta em consultório", 25_000),
+    ("40304361", "Hemograma completo", 4_000),
+    ("40901122", "Ultrassonografia de abdome", 30_000),
+    ("41001010", "Tomografia computadorizada", 90_000),
+    ("81000065", "Consulta odontológica", 20_000),
+];
+
+/// Mostly regular payments (each patient on their own phone, about the usual price, by PIX, card
+/// or boleto); one in 50 from a burner phone shared by many CPFs (card testing); one in 40 at
+/// several times the usual price.
+fn synthetic_payment(index: usize, patients: &[String], provider_id: &str) -> Value {
+    let patient = index % patients.len();
+    let (code, description, price) = PROCEDURES[(index / 7) % PROCEDURES.len()];
+    let mut amount = price + ((index * 7_919) % 2_000) as i64;
+    let mut device = format!("phone-{patient}");
+    let mut method = ["pix", "card", "boleto"][index % 3];
+    if index % 50 == 0 {
+        device = format!("burner-{}", index / 500);
+        method = "card";
+    } else if index % 40 == 0 {
+        amount *= 8;
+    }
+    let installments = if amount > 50_000 && method != "pix" { 1 + index % 6 } else { 1 };
+    json!({
+        "patient_id": patients[patient], "provider_id": provider_id,
+        "procedure": {"tuss_code": code, "description": description},
+        "amount_centavos": amount, "method": method, "installments": installments, "monthly_interest_bps": 199,
+        "device": {"id": device, "ip": format!("200.100.{}.{}", patient % 250, index % 250)}
+    })
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -75,46 +108,58 @@ async fn main() {
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+            let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
             loop {
                 let index = next.fetch_add(1, Ordering::SeqCst);
                 if index >= requests || Instant::now() > deadline {
                     break;
                 }
-                let body = json!({
-                    "patient_id": patients[index % patients.len()], "provider_id": provider_id,
-                    "procedure": {"tuss_code": "10101012", "description": "Consulta"},
-                    "amount_centavos": 15_000 + (index % 1_000) as i64, "method": "pix", "installments": 3,
-                    "monthly_interest_bps": 199, "device": {"id": format!("device-{}", index % 5_000), "ip": "200.100.50.25"}
-                });
+                let body = synthetic_payment(index, &patients, &provider_id);
                 let sent = Instant::now();
-                let (status, _) = post(&client, format!("{base}/v1/payments"), &key, &body, Some(format!("load-{index}-{}", std::process::id()))).await;
+                let (status, created) = post(
+                    &client,
+                    format!("{base}/v1/payments"),
+                    &key,
+                    &body,
+                    Some(format!("load-{index}-{}", std::process::id())),
+                )
+                .await;
                 latencies.push(sent.elapsed());
                 *statuses.entry(status).or_default() += 1;
+                if let Some(outcome) = created["decision"]["outcome"].as_str() {
+                    *outcomes.entry(outcome.to_owned()).or_default() += 1;
+                }
             }
-            (latencies, statuses)
+            (latencies, statuses, outcomes)
         }));
     }
     let mut latencies = Vec::new();
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
     for worker in workers {
-        let (worker_latencies, worker_statuses) = worker.await.unwrap();
+        let (worker_latencies, worker_statuses, worker_outcomes) = worker.await.unwrap();
         latencies.extend(worker_latencies);
         for (status, count) in worker_statuses {
             *statuses.entry(status).or_default() += count;
+        }
+        for (outcome, count) in worker_outcomes {
+            *outcomes.entry(outcome).or_default() += count;
         }
     }
     let elapsed = started.elapsed();
     latencies.sort();
     let at = |fraction: f64| latencies[((latencies.len() - 1) as f64 * fraction).round() as usize];
     println!(
-        "{} requests in {:.2?}: {:.0} requests/s; latency median {:?}, p90 {:?}, p99 {:?}, max {:?}; statuses {:?}",
+        "{} requests in {:.2?}: {:.0} requests/s; latency p50 {:?}, p90 {:?}, p99 {:?}, p999 {:?}, max {:?}; statuses {:?}; outcomes {:?}",
         latencies.len(),
         elapsed,
         latencies.len() as f64 / elapsed.as_secs_f64(),
         at(0.5),
         at(0.9),
         at(0.99),
+        at(0.999),
         latencies[latencies.len() - 1],
-        statuses
+        statuses,
+        outcomes
     );
 }

@@ -324,9 +324,11 @@ fn fit_tree(data: &Dataset, means: &[f64], options: &TrainOptions) -> Result<Mod
     let x = matrix(data, means, None);
     let y: Array1<usize> = data.labels.iter().map(|label| usize::from(*label)).collect();
     let dataset = linfa::Dataset::new(x, y);
+    // Small files still get splits: at most 1 % of the rows a leaf, within the configured minimum.
+    let leaf_rows_min = (data.rows.len() as f32 / 100.0).clamp(1.0, options.tree_leaf_rows_min);
     let tree = DecisionTree::params()
         .max_depth(Some(options.tree_depth_max))
-        .min_weight_leaf(options.tree_leaf_rows_min)
+        .min_weight_leaf(leaf_rows_min)
         .fit(&dataset)
         .map_err(|error| TrainError::Fit(error.to_string()))?;
     let mut nodes = Vec::new();

@@ -4,4 +4,6 @@
 mod durability;
 mod lifecycle;
 mod payments;
+mod risk;
 mod support;
+mod training;

@@ -74,6 +74,7 @@ pub fn config(database_url: &str) -> Config {
 pub struct TestApp {
     pub base: String,
     pub admin: String,
+    pub analyst: String,
     pub client: Client,
     server: Option<Server>,
     database: Option<TestDatabase>,
@@ -126,10 +127,12 @@ impl TestApp {
     pub async fn on_database(url: &str, adjust: impl FnOnce(&mut Config)) -> TestApp {
         let mut config = config(url);
         adjust(&mut config);
+        let analyst = config.analyst_token.clone().unwrap_or_default();
         let server = medpay_api::start(config).await.unwrap();
         TestApp {
             base: format!("http://{}", server.addr),
             admin: server.admin_token.clone(),
+            analyst,
             client: Client::new(),
             server: Some(server),
             database: None,

@@ -1,0 +1,256 @@
+//! Real-time scoring through the API: the model names the fraud it sees, analysts' rules and lists
+//! change the next decision without a restart, backtests count labelled fraud.
+
+use crate::on_both_engines;
+use crate::support::{Engine, Patient, Provider, TestApp, new_key, payment_body};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+async fn pay(app: &TestApp, provider: &Provider, body: &Value) -> Value {
+    let (status, created) =
+        app.request(Method::POST, "/v1/payments", Some(&provider.key), Some(body), Some(&new_key())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    created
+}
+
+fn codes(decision: &Value) -> Vec<String> {
+    decision["decision"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|reason| reason["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn patients(app: &TestApp, provider: &Provider, count: usize) -> Vec<Patient> {
+    let mut patients = Vec::new();
+    for _ in 0..count {
+        patients.push(app.patient(provider).await);
+    }
+    patients
+}
+
+async fn an_amount_far_above_the_usual_is_caught_and_named(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let provider = app.provider(json!({})).await;
+    let regulars = patients(&app, &provider, 6).await;
+    for (index, patient) in regulars.iter().take(5).enumerate() {
+        let created = pay(&app, &provider, &payment_body(&provider, patient, 25_000 + 500 * index as i64)).await;
+        assert_eq!(created["decision"]["outcome"], "approve", "{created}");
+    }
+    // The generator's "overpriced" pattern: ten times this provider's usual consultation.
+    let created = pay(&app, &provider, &payment_body(&provider, &regulars[5], 260_000)).await;
+    let outcome = created["decision"]["outcome"].as_str().unwrap();
+    assert!(outcome == "review" || outcome == "decline", "{created}");
+    assert!(codes(&created).contains(&"amount_far_above_usual".to_owned()), "{created}");
+    let reason = created["decision"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["code"] == "amount_far_above_usual")
+        .unwrap();
+    assert!(reason["message"].as_str().unwrap().contains("usual amount"));
+    assert!(reason["message_pt"].as_str().unwrap().contains("habitual"));
+    assert!(created["decision"]["score"].as_u64().unwrap() >= u64::from(medpay_api::DEFAULT_REVIEW_SCORE_MIN));
+    app.stop().await;
+}
+on_both_engines!(an_amount_far_above_the_usual_is_caught_and_named);
+
+async fn one_device_behind_many_cpfs_is_declined(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let provider = app.provider(json!({})).await;
+    let victims = patients(&app, &provider, 4).await;
+    let mut last = Value::Null;
+    for patient in &victims {
+        let mut body = payment_body(&provider, patient, 9_000);
+        body["method"] = json!("card");
+        body["device"]["id"] = json!("burner-phone");
+        last = pay(&app, &provider, &body).await;
+    }
+    // The generator's "card_testing" pattern: the fourth CPF on one device in minutes.
+    assert_eq!(last["decision"]["outcome"], "decline", "{last}");
+    assert_eq!(codes(&last)[0], "device_many_patients");
+    assert!(last["decision"]["rules_hit"].as_array().unwrap().contains(&json!("device_many_patients")));
+    assert!(codes(&last).contains(&"device_shared".to_owned()), "the model names it too: {last}");
+    app.stop().await;
+}
+on_both_engines!(one_device_behind_many_cpfs_is_declined);
+
+async fn a_rule_changed_over_http_decides_the_next_payment(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let analyst = app.analyst.clone();
+    let provider = app.provider(json!({})).await;
+    let patient = app.patient(&provider).await;
+    let before = pay(&app, &provider, &payment_body(&provider, &patient, 40_000)).await;
+    assert_eq!(before["decision"]["outcome"], "approve");
+
+    let (status, error) = app
+        .request(
+            Method::POST,
+            "/v1/rules",
+            Some(&analyst),
+            Some(&json!({"name": "big", "source": "review if amount > 30000"})),
+            None,
+        )
+        .await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_rule")));
+    assert!(
+        error["error"]["message"].as_str().unwrap().starts_with("at position 10: unknown name \"amount\""),
+        "{error}"
+    );
+    let (status, _) = app
+        .request(
+            Method::POST,
+            "/v1/rules",
+            Some(&provider.key),
+            Some(&json!({"name": "big", "source": "review if amount_centavos > 30000"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "providers do not write rules");
+
+    let (status, rule) = app
+        .request(
+            Method::POST,
+            "/v1/rules",
+            Some(&analyst),
+            Some(&json!({"name": "big_consultation", "source": "review if amount_centavos > 30000 and score >= 0"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{rule}");
+    assert_eq!(rule["action"], "review");
+    let during = pay(&app, &provider, &payment_body(&provider, &patient, 40_000)).await;
+    assert_eq!(during["decision"]["outcome"], "review", "{during}");
+    assert_eq!(codes(&during)[0], "big_consultation");
+    let (_, listed) = app.request(Method::GET, "/v1/rules", Some(&analyst), None, None).await;
+    assert!(listed["data"].as_array().unwrap().iter().any(|r| r["name"] == "big_consultation"));
+    assert!(listed["variables"].as_array().unwrap().contains(&json!("score")));
+
+    let (status, _) = app
+        .request(Method::DELETE, &format!("/v1/rules/{}", rule["id"].as_str().unwrap()), Some(&analyst), None, None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let after = pay(&app, &provider, &payment_body(&provider, &patient, 40_000)).await;
+    assert_eq!(after["decision"]["outcome"], "approve", "{after}");
+    let (status, _) = app
+        .request(Method::DELETE, &format!("/v1/rules/{}", rule["id"].as_str().unwrap()), Some(&analyst), None, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+on_both_engines!(a_rule_changed_over_http_decides_the_next_payment);
+
+async fn lists_block_and_allow_from_the_next_payment(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let analyst = app.analyst.clone();
+    let provider = app.provider(json!({})).await;
+    let patient = app.patient(&provider).await;
+    let mut body = payment_body(&provider, &patient, 12_000);
+    body["device"]["card_fingerprint"] = json!("card-fp-123");
+    let (status, entry) = app
+        .request(
+            Method::POST,
+            "/v1/lists",
+            Some(&analyst),
+            Some(&json!({"list": "block", "kind": "card", "value": "card-fp-123", "reason": "chargeback ring"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{entry}");
+    assert_ne!(entry["value_hash"], "card-fp-123", "stored hashed");
+    let blocked = pay(&app, &provider, &body).await;
+    assert_eq!(blocked["decision"]["outcome"], "decline");
+    assert_eq!(codes(&blocked)[0], "blocklisted_card");
+
+    let path = format!("/v1/lists/block/card/{}", entry["value_hash"].as_str().unwrap());
+    assert_eq!(app.request(Method::DELETE, &path, Some(&analyst), None, None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(pay(&app, &provider, &body).await["decision"]["outcome"], "approve");
+
+    // An allowed CPF is approved even where a rule would send it to review.
+    let (status, _) = app
+        .request(
+            Method::POST,
+            "/v1/rules",
+            Some(&analyst),
+            Some(&json!({"name": "all", "source": "review if amount_centavos > 0"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, shown) =
+        app.request(Method::GET, &format!("/v1/patients/{}", patient.id), Some(&analyst), None, None).await;
+    let (status, _) = app
+        .request(
+            Method::POST,
+            "/v1/lists",
+            Some(&analyst),
+            Some(&json!({"list": "allow", "kind": "cpf", "value": shown["cpf"], "reason": "VIP"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let allowed = pay(&app, &provider, &body).await;
+    assert_eq!(
+        (allowed["decision"]["outcome"].as_str(), codes(&allowed)[0].as_str()),
+        (Some("approve"), "allowlisted")
+    );
+    let (status, error) = app
+        .request(
+            Method::POST,
+            "/v1/lists",
+            Some(&analyst),
+            Some(&json!({"list": "block", "kind": "cpf", "value": "111.111.111-11", "reason": "x"})),
+            None,
+        )
+        .await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_cpf")));
+    let (status, listed) = app.request(Method::GET, "/v1/lists", Some(&analyst), None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    app.stop().await;
+}
+on_both_engines!(lists_block_and_allow_from_the_next_payment);
+
+async fn a_backtest_counts_what_a_rule_would_have_caught(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let analyst = app.analyst.clone();
+    let provider = app.provider(json!({})).await;
+    let patient = app.patient(&provider).await;
+    let mut ids = Vec::new();
+    for amount in [10_000, 20_000, 35_000, 45_000] {
+        ids.push(
+            pay(&app, &provider, &payment_body(&provider, &patient, amount)).await["id"].as_str().unwrap().to_owned(),
+        );
+    }
+    for (id, is_fraud) in [(&ids[3], true), (&ids[2], false), (&ids[0], true)] {
+        let (status, _) = app
+            .request(
+                Method::POST,
+                &format!("/v1/payments/{id}/label"),
+                Some(&analyst),
+                Some(&json!({"is_fraud": is_fraud, "note": "reviewed"})),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    let (status, result) = app
+        .request(
+            Method::POST,
+            "/v1/rules/backtest",
+            Some(&analyst),
+            Some(&json!({"source": "decline if amount_centavos > 30000"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert_eq!(result["evaluated"], 4);
+    assert_eq!(result["matched"], 2);
+    assert_eq!(result["would_decline"], 2);
+    assert_eq!(result["matched_labelled_fraud"], 1);
+    assert_eq!(result["matched_labelled_legitimate"], 1);
+    assert_eq!(result["labelled_fraud"], 2);
+    app.stop().await;
+}
+on_both_engines!(a_backtest_counts_what_a_rule_would_have_caught);
