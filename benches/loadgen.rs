@@ -55,10 +55,10 @@ fn synthetic_payment(index: usize, patients: &[String], provider_id: &str) -> Va
     let mut amount = price + ((index * 7_919) % 2_000) as i64;
     let mut device = format!("phone-{patient}");
     let mut method = ["pix", "card", "boleto"][index % 3];
-    if index % 50 == 0 {
+    if index.is_multiple_of(50) {
         device = format!("burner-{}", index / 500);
         method = "card";
-    } else if index % 40 == 0 {
+    } else if index.is_multiple_of(40) {
         amount *= 8;
     }
     let installments = if amount > 50_000 && method != "pix" { 1 + index % 6 } else { 1 };
