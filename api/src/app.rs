@@ -27,6 +27,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+/// How often rules and lists are read again from the store, so that a change made through another
+/// node is in force here too.
+const RISK_RELOAD_INTERVAL_MS: u64 = 5_000;
 /// How often expired idempotency keys are purged.
 const IDEMPOTENCY_PURGE_INTERVAL_MS: u64 = 60 * 60 * 1_000;
 const LATENCY_BUCKETS_SECONDS: &[f64] =
@@ -222,6 +225,7 @@ where
         lists,
     };
     risk::reload_rules(&state).await.map_err(|error| anyhow::anyhow!("loading rules: {}", error.message))?;
+    let state_for_reload = state.clone();
     let app = router(state);
     let (shutdown, mut stopped) = watch::channel(false);
     let purge_store = store.clone();
@@ -236,6 +240,26 @@ where
                     Err(error) => tracing::warn!(%error, "idempotency purge failed"),
                 },
                 _ = purge_stopped.changed() => break,
+            }
+        }
+    });
+    let reload_state = state_for_reload;
+    let mut reload_stopped = stopped.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_millis(RISK_RELOAD_INTERVAL_MS));
+        interval.tick().await;
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {
+                    if let Err(error) = risk::reload_rules(&reload_state).await {
+                        tracing::warn!(error = %error.message, "rule reload failed; keeping the current rules");
+                    }
+                    match reload_state.store.list_entries().await {
+                        Ok(entries) => reload_state.lists.replace(entries.into_iter().map(|entry| (entry.list, entry.kind, entry.value_hash))),
+                        Err(error) => tracing::warn!(%error, "list reload failed; keeping the current lists"),
+                    }
+                }
+                _ = reload_stopped.changed() => break,
             }
         }
     });

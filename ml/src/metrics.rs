@@ -104,6 +104,50 @@ pub fn recall_at_fpr(scores: &[f64], labels: &[bool], rate: f64) -> Option<f64> 
     (positives > 0).then(|| matrix.true_positives as f64 / positives as f64)
 }
 
+/// One bin of a reliability table: predictions in [from, to), their mean, and the observed fraud
+/// share among them. A calibrated model has `mean_predicted` close to `observed` in every bin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationBin {
+    pub from: f64,
+    pub to: f64,
+    pub count: usize,
+    pub mean_predicted: f64,
+    pub observed: f64,
+}
+
+/// Mean squared error of the probabilities against the 0/1 labels (lower is better).
+pub fn brier_score(probabilities: &[f64], labels: &[bool]) -> Option<f64> {
+    if probabilities.is_empty() {
+        return None;
+    }
+    let total: f64 =
+        probabilities.iter().zip(labels).map(|(p, label)| (p - if *label { 1.0 } else { 0.0 }).powi(2)).sum();
+    Some(total / probabilities.len() as f64)
+}
+
+/// A reliability table over `bins` equal-width bins of [0, 1]; empty bins are left out.
+pub fn calibration(probabilities: &[f64], labels: &[bool], bins: usize) -> Vec<CalibrationBin> {
+    let bins = bins.max(1);
+    let mut sums = vec![(0usize, 0.0, 0usize); bins];
+    for (probability, label) in probabilities.iter().zip(labels) {
+        let index = ((probability.clamp(0.0, 1.0) * bins as f64) as usize).min(bins - 1);
+        sums[index].0 += 1;
+        sums[index].1 += probability;
+        sums[index].2 += usize::from(*label);
+    }
+    sums.iter()
+        .enumerate()
+        .filter(|(_, (count, _, _))| *count > 0)
+        .map(|(index, (count, total, positives))| CalibrationBin {
+            from: index as f64 / bins as f64,
+            to: (index + 1) as f64 / bins as f64,
+            count: *count,
+            mean_predicted: total / *count as f64,
+            observed: *positives as f64 / *count as f64,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +168,18 @@ mod tests {
     fn average_precision_by_hand() {
         // At 0.9: R 1/2, P 1. At 0.7: R 1, P 2/3. AP = 1/2·1 + 1/2·2/3 = 5/6.
         assert!((pr_auc(&SCORES, &LABELS).unwrap() - 5.0 / 6.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn brier_and_calibration_by_hand() {
+        // (0.9−1)² + (0.8−0)² + (0.7−1)² + 0.6² + 0.55² + 0.1² = 0.01+0.64+0.09+0.36+0.3025+0.01
+        assert!((brier_score(&SCORES, &LABELS).unwrap() - 1.4125 / 6.0).abs() < 1e-12);
+        let table = calibration(&SCORES, &LABELS, 2);
+        assert_eq!(table.len(), 2);
+        assert_eq!((table[0].count, table[0].observed), (1, 0.0));
+        assert_eq!(table[1].count, 5);
+        assert!((table[1].mean_predicted - 3.55 / 5.0).abs() < 1e-12);
+        assert!((table[1].observed - 0.4).abs() < 1e-12);
     }
 
     #[test]

@@ -60,6 +60,12 @@ impl Lists {
         self.entries.write().unwrap_or_else(|p| p.into_inner()).insert((list, kind, value_hash));
     }
 
+    /// Replaces every entry at once (a reload from the store).
+    pub fn replace(&self, entries: impl IntoIterator<Item = (ListType, ListKind, String)>) {
+        let fresh: HashSet<_> = entries.into_iter().collect();
+        *self.entries.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+
     pub fn remove(&self, list: ListType, kind: ListKind, value_hash: &str) {
         self.entries.write().unwrap_or_else(|p| p.into_inner()).remove(&(list, kind, value_hash.to_owned()));
     }

@@ -17,6 +17,8 @@ pub const CSV_ROWS_MAX: usize = 5_000_000;
 /// The false-positive rates the report gives recall at, and the one its threshold is chosen at.
 pub const FPR_LOW: f64 = 0.001;
 pub const FPR_CHOSEN: f64 = 0.01;
+/// Bins of the reliability table in the report.
+pub const CALIBRATION_BINS: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -381,6 +383,9 @@ pub struct Evaluation {
     pub threshold: Option<f64>,
     pub threshold_score: Option<u16>,
     pub confusion_matrix: Option<Confusion>,
+    /// How well the probabilities are calibrated: Brier score and a 10-bin reliability table.
+    pub brier_score: Option<f64>,
+    pub calibration: Vec<metrics::CalibrationBin>,
 }
 
 pub fn evaluate(model: &ModelArtefact, data: &Dataset) -> Evaluation {
@@ -397,6 +402,8 @@ pub fn evaluate(model: &ModelArtefact, data: &Dataset) -> Evaluation {
         threshold,
         threshold_score: threshold.map(crate::model::to_score),
         confusion_matrix: threshold.map(|threshold| metrics::confusion(&scores, labels, threshold)),
+        brier_score: metrics::brier_score(&scores, labels),
+        calibration: metrics::calibration(&scores, labels, CALIBRATION_BINS),
     }
 }
 
@@ -500,6 +507,16 @@ impl Report {
                 fnn = matrix.false_negatives,
                 fp = matrix.false_positives,
                 tn = matrix.true_negatives,
+            );
+        }
+        text += &format!(
+            "\nBrier score: {}\nCalibration (predicted → observed fraud share, rows):\n",
+            optional(holdout.brier_score, 4)
+        );
+        for bin in &holdout.calibration {
+            text += &format!(
+                "  {:.1}–{:.1}: {:.3} → {:.3} ({})\n",
+                bin.from, bin.to, bin.mean_predicted, bin.observed, bin.count
             );
         }
         text += "\nMost important features:\n";
