@@ -78,6 +78,7 @@ async fn main() {
     let requests: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(REQUESTS_DEFAULT);
     let concurrency: usize = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(CONCURRENCY_DEFAULT);
     assert!(base.starts_with("http://127.") || base.starts_with("http://localhost"), "loopback targets only");
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
 
     let provider = json!({"name": "Clínica Carga", "cnpj": cnpj(), "fee_bps": 500, "max_amount_centavos": 100_000_000});

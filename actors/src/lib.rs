@@ -1,6 +1,7 @@
 //! The supervision tree: a root supervisor over one supervisor per entity kind (payments,
 //! patients, providers), each owning per-entity actors found by id.
 
+pub mod outbox;
 mod patient;
 mod provider;
 pub mod registry;
@@ -10,7 +11,7 @@ mod transaction;
 mod tests;
 
 pub use patient::{PatientMsg, PatientSessionActor};
-pub use provider::{ProviderMsg, ProviderProfile, ProviderSessionActor};
+pub use provider::{EventBatch, ProviderMsg, ProviderProfile, ProviderSessionActor, SUBSCRIBER_BUFFER};
 pub use registry::{Registry, SupervisorStats};
 pub use transaction::{
     Created, FALLBACK_MODEL_VERSION, IdempotencyTarget, NewPayment, TransactionActor, TransactionMsg,
@@ -53,6 +54,7 @@ pub struct RuntimeConfig {
     pub idle_ms: u64,
     /// The fail mode when the provider's own cannot be read.
     pub default_fail_mode: FailMode,
+    pub webhooks: outbox::WebhookConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -63,6 +65,7 @@ impl Default for RuntimeConfig {
             decide_timeout_ms: 5_000,
             idle_ms: 5 * 60 * 1_000,
             default_fail_mode: FailMode::Open,
+            webhooks: outbox::WebhookConfig::default(),
         }
     }
 }
@@ -81,6 +84,8 @@ pub struct Context {
     pub render: Renderer,
     /// Which patients each device and IP was seen with, shared by every payment.
     pub devices: std::sync::Mutex<medpay_ml::features::DeviceIndex>,
+    /// Woken after each commit so that webhooks leave at once.
+    pub outbox: ActorRef<outbox::OutboxMsg>,
 }
 
 /// The last day's sightings of devices and IPs, from the store.
@@ -166,7 +171,11 @@ impl Runtime {
         let providers = Registry::<ProviderSessionActor>::start(slot.clone(), cell.clone()).await?;
         let payments = Registry::<TransactionActor>::start(slot.clone(), cell).await?;
         let devices = std::sync::Mutex::new(rebuild_device_index(&store).await?);
-        let context = Arc::new(Context { store, scorer, config, patients, providers, render, devices });
+        let (outbox, _) =
+            Actor::spawn_linked(None, outbox::OutboxActor, (store.clone(), config.webhooks.clone()), root.get_cell())
+                .await
+                .map_err(|error| CoreError::Unavailable(format!("outbox: {error}")))?;
+        let context = Arc::new(Context { store, scorer, config, patients, providers, render, devices, outbox });
         slot.set(context.clone()).map_err(|_| CoreError::Invariant("runtime context set twice".to_owned()))?;
         Ok(Runtime { context, payments, root, healthy })
     }
@@ -213,6 +222,22 @@ impl Runtime {
         .await
     }
 
+    /// A live feed of `provider`'s events as they commit (`None`: too many subscribers already).
+    pub async fn subscribe(
+        &self,
+        provider: medpay_models::ProviderId,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<EventBatch>>, CoreError> {
+        registry::ask(&self.context.providers, provider, self.context.config.feature_call_timeout_ms, |reply| {
+            ProviderMsg::Subscribe { reply }
+        })
+        .await
+    }
+
+    /// Asks the outbox to look for work now (a resend, say).
+    pub fn wake_outbox(&self) {
+        let _ = self.context.outbox.send_message(outbox::OutboxMsg::Pump);
+    }
+
     /// Stops every actor, leaves first, waiting at most `timeout` at each level.
     pub async fn shutdown(&self, timeout: Duration) {
         for supervisor in [
@@ -223,6 +248,7 @@ impl Runtime {
             supervisor.stop_children_and_wait(Some("shutdown".to_owned()), Some(timeout)).await;
             let _ = supervisor.stop_and_wait(Some("shutdown".to_owned()), Some(timeout)).await;
         }
+        let _ = self.context.outbox.stop_and_wait(Some("shutdown".to_owned()), Some(timeout)).await;
         let _ = self.root.stop_and_wait(Some("shutdown".to_owned()), Some(timeout)).await;
     }
 }

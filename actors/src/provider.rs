@@ -20,9 +20,30 @@ pub struct ProviderProfile {
     pub snapshot: ProviderSnapshot,
 }
 
+/// Events handed to a live subscriber at a time.
+pub type EventBatch = Arc<Vec<medpay_store::EventRecord>>;
+/// Batches a subscriber may fall behind by before it is dropped.
+pub const SUBSCRIBER_BUFFER: usize = 256;
+/// Live subscribers per provider.
+pub const SUBSCRIBERS_MAX: usize = 64;
+
 pub enum ProviderMsg {
-    Profile { request: Box<RequestFacts>, reply: RpcReplyPort<ProviderProfile> },
-    PaymentRecorded { tuss_code: String, amount_centavos: i64, at_ms: i64, outcome: DecisionOutcome },
+    Profile {
+        request: Box<RequestFacts>,
+        reply: RpcReplyPort<ProviderProfile>,
+    },
+    /// A live feed of this provider's events; `None` when the provider has too many already.
+    Subscribe {
+        reply: RpcReplyPort<Option<tokio::sync::mpsc::Receiver<EventBatch>>>,
+    },
+    /// Events committed for this provider, to fan out.
+    EventsCommitted(EventBatch),
+    PaymentRecorded {
+        tuss_code: String,
+        amount_centavos: i64,
+        at_ms: i64,
+        outcome: DecisionOutcome,
+    },
     IdleCheck,
 }
 
@@ -32,6 +53,7 @@ pub struct ProviderSessionActor;
 pub struct ProviderState {
     record: ProviderRecord,
     history: ProviderHistory,
+    subscribers: Vec<tokio::sync::mpsc::Sender<EventBatch>>,
     idle: Duration,
     last_activity: Instant,
 }
@@ -69,7 +91,7 @@ impl Actor for ProviderSessionActor {
         }
         let idle = Duration::from_millis(args.context.config.idle_ms);
         myself.send_after(idle, || ProviderMsg::IdleCheck);
-        Ok(ProviderState { record, history, idle, last_activity: Instant::now() })
+        Ok(ProviderState { record, history, subscribers: Vec::new(), idle, last_activity: Instant::now() })
     }
 
     async fn handle(
@@ -88,7 +110,34 @@ impl Actor for ProviderSessionActor {
                 state.last_activity = Instant::now();
                 state.history.observe(&tuss_code, amount_centavos, at_ms, outcome);
             }
+            ProviderMsg::Subscribe { reply } => {
+                state.subscribers.retain(|subscriber| !subscriber.is_closed());
+                let receiver = (state.subscribers.len() < SUBSCRIBERS_MAX).then(|| {
+                    let (sender, receiver) = tokio::sync::mpsc::channel(SUBSCRIBER_BUFFER);
+                    state.subscribers.push(sender);
+                    receiver
+                });
+                let _ = reply.send(receiver);
+            }
+            ProviderMsg::EventsCommitted(batch) => {
+                // A subscriber that cannot keep up is dropped, not waited for: the others must not
+                // slow down. It sees its feed close and resumes from its cursor.
+                state.subscribers.retain(|subscriber| match subscriber.try_send(batch.clone()) {
+                    Ok(()) => true,
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                        tracing::warn!(provider_id = %state.record.id, "live subscriber too slow; dropped");
+                        metrics::counter!("medpay_subscribers_dropped_total").increment(1);
+                        false
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+                });
+            }
             ProviderMsg::IdleCheck => {
+                // A provider with live subscribers stays.
+                state.subscribers.retain(|subscriber| !subscriber.is_closed());
+                if !state.subscribers.is_empty() {
+                    state.last_activity = Instant::now();
+                }
                 crate::passivate_or_wait(&myself, state.last_activity, state.idle, || ProviderMsg::IdleCheck)
             }
         }

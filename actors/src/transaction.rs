@@ -239,6 +239,25 @@ fn request_facts(request: &NewPayment) -> RequestFacts {
     }
 }
 
+/// The event type of a status: `payment.approved`, `payment.review`, `payment.declined`, ….
+pub fn event_type(status: PaymentStatus) -> &'static str {
+    match status {
+        PaymentStatus::Requested => "payment.requested",
+        PaymentStatus::Approved => "payment.approved",
+        PaymentStatus::InReview => "payment.review",
+        PaymentStatus::Declined => "payment.declined",
+        PaymentStatus::AwaitingPayment => "payment.awaiting_payment",
+        PaymentStatus::Paid => "payment.paid",
+        PaymentStatus::HeldInEscrow => "payment.held",
+        PaymentStatus::Released => "payment.released",
+        PaymentStatus::Refunded => "payment.refunded",
+        PaymentStatus::PartiallyRefunded => "payment.partially_refunded",
+        PaymentStatus::ChargedBack => "payment.charged_back",
+        PaymentStatus::Cancelled => "payment.cancelled",
+        PaymentStatus::Expired => "payment.expired",
+    }
+}
+
 async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Created, CoreError> {
     if state.payment.is_some() {
         return Err(CoreError::AlreadyExists);
@@ -283,22 +302,21 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
         created_at_ms: request.created_at_ms,
         features: assessment.features.map_or_else(|| json!({}), |features| features.to_json()),
     };
-    let reason_codes: Vec<&str> = decision.reasons.iter().map(|reason| reason.code.as_str()).collect();
+    let body = (context.render)(&payment, &decision);
+    // Each event carries the payment's public fields as they were at that step.
+    let decided: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|_| json!({"id": payment.id.to_string()}));
+    let mut requested = decided.clone();
+    requested["status"] = json!(PaymentStatus::Requested.as_str());
+    requested["decision"] = serde_json::Value::Null;
     let events = vec![
         NewEvent {
             seq: state.last_seq + 1,
             kind: "payment.requested".to_owned(),
-            data: json!({"amount_centavos": payment.amount_centavos, "method": payment.method.as_str(),
-                         "installments": payment.installments.len(), "status": PaymentStatus::Requested.as_str()}),
+            data: json!({ "payment": requested }),
         },
-        NewEvent {
-            seq: state.last_seq + 2,
-            kind: format!("payment.{status}"),
-            data: json!({"status": status.as_str(), "outcome": decision.outcome.as_str(), "score": decision.score,
-                         "reasons": reason_codes}),
-        },
+        NewEvent { seq: state.last_seq + 2, kind: event_type(status).to_owned(), data: json!({ "payment": decided }) },
     ];
-    let body = (context.render)(&payment, &decision);
     let idempotency = request.idempotency.clone().map(|target| IdempotencyCompletion {
         scope: target.scope,
         key: target.key,
@@ -307,10 +325,10 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
         body: body.clone(),
     });
     let write = NewPaymentWrite { payment, decision, events, idempotency };
-    context.store.record_new_payment(&write).await?;
+    let committed = context.store.record_new_payment(&write).await?;
     state.last_seq += 2;
     state.payment = Some(write.payment.clone());
-    announce(&context, &write.payment, write.decision.outcome);
+    announce(&context, &write.payment, write.decision.outcome, committed);
     metrics::counter!("medpay_decisions_total", "outcome" => write.decision.outcome.as_str()).increment(1);
     metrics::histogram!("medpay_decision_seconds").record(started.elapsed().as_secs_f64());
     tracing::info!(
@@ -323,7 +341,13 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
 
 /// Tells the patient's and the provider's sessions and the device index. A session that is not
 /// running will read the payment from the store when it starts, so a lost notice loses nothing.
-fn announce(context: &Context, payment: &PaymentRecord, outcome: medpay_models::DecisionOutcome) {
+fn announce(
+    context: &Context,
+    payment: &PaymentRecord,
+    outcome: medpay_models::DecisionOutcome,
+    events: Vec<medpay_store::EventRecord>,
+) {
+    let _ = context.outbox.send_message(crate::outbox::OutboxMsg::Pump);
     let (device_hash, ip_hash) = (list_hash(&payment.device_id), list_hash(&payment.ip));
     context.devices.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).observe(
         &device_hash,
@@ -343,6 +367,7 @@ fn announce(context: &Context, payment: &PaymentRecord, outcome: medpay_models::
         })));
     }
     if let Some(provider) = context.providers.live(payment.provider_id) {
+        let _ = provider.send_message(ProviderMsg::EventsCommitted(std::sync::Arc::new(events)));
         let _ = provider.send_message(ProviderMsg::PaymentRecorded {
             tuss_code: payment.tuss_code.as_str().to_owned(),
             amount_centavos: payment.amount_centavos,

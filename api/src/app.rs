@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::dto::PaymentView;
 use crate::state::AppState;
-use crate::{ops, parties, payments, risk};
+use crate::{events, ops, parties, payments, risk};
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
@@ -106,6 +106,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(risk::list_lists, risk::add_list_entry))
         .routes(routes!(risk::remove_list_entry))
         .routes(routes!(risk::label_payment))
+        .routes(routes!(events::feed))
+        .routes(routes!(events::stream))
+        .routes(routes!(events::websocket))
+        .routes(routes!(events::create_endpoint, events::list_endpoints))
+        .routes(routes!(events::list_deliveries))
+        .routes(routes!(events::resend))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -214,6 +220,7 @@ where
     let listener = tokio::net::TcpListener::bind(config.bind).await?;
     let addr = listener.local_addr()?;
     let grace = Duration::from_millis(config.limits.shutdown_grace_ms);
+    let (shutdown, mut stopped) = watch::channel(false);
     let state = AppState {
         store: store.clone(),
         runtime: runtime.clone(),
@@ -223,11 +230,11 @@ where
         metrics: metrics_handle(),
         rules,
         lists,
+        stopping: stopped.clone(),
     };
     risk::reload_rules(&state).await.map_err(|error| anyhow::anyhow!("loading rules: {}", error.message))?;
     let state_for_reload = state.clone();
     let app = router(state);
-    let (shutdown, mut stopped) = watch::channel(false);
     let purge_store = store.clone();
     let mut purge_stopped = stopped.clone();
     tokio::spawn(async move {

@@ -92,6 +92,11 @@ impl Config {
             runtime: RuntimeConfig {
                 score_budget_ms: parsed("MEDPAY_SCORE_BUDGET_MS", defaults.score_budget_ms)?,
                 idle_ms: parsed("MEDPAY_ACTOR_IDLE_MS", defaults.idle_ms)?,
+                webhooks: medpay_actors::outbox::WebhookConfig {
+                    backoff_base_ms: parsed("MEDPAY_WEBHOOK_BACKOFF_BASE_MS", defaults.webhooks.backoff_base_ms)?,
+                    poll_ms: parsed("MEDPAY_OUTBOX_POLL_MS", defaults.webhooks.poll_ms)?,
+                    ..defaults.webhooks.clone()
+                },
                 ..defaults
             },
             limits: Limits {

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod dto;
 pub mod error;
+mod events;
 mod ops;
 mod parties;
 pub mod payments;

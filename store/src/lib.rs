@@ -10,6 +10,7 @@ mod parties;
 mod payments;
 pub mod rate_limit;
 mod risk;
+mod webhooks;
 
 pub use database::{Engine, Store, StoreError};
 pub use idempotency::{
@@ -25,6 +26,7 @@ pub use risk::{
     ListEntry, PatientHistoryRows, PatientPayment, ProviderPayment, REBUILD_ROWS_MAX, RuleRecord, ScoredPayment,
     Sighting, outcome_of,
 };
+pub use webhooks::{AttemptOutcome, DELIVERY_BATCH_MAX, WebhookDelivery, WebhookEndpoint};
 
 use sha2::{Digest, Sha256};
 

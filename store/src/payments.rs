@@ -59,7 +59,10 @@ pub struct NewEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
     pub payment_id: PaymentId,
+    pub provider_id: ProviderId,
     pub seq: i64,
+    /// The event's number among its provider's events: the feed's cursor.
+    pub provider_seq: i64,
     pub kind: String,
     pub data: serde_json::Value,
     pub created_at_ms: i64,
@@ -127,11 +130,22 @@ fn decision_from_row(row: &AnyRow) -> Result<DecisionRecord, StoreError> {
     })
 }
 
+impl EventRecord {
+    /// A stable, unique id: the payment and its event number.
+    pub fn id(&self) -> String {
+        format!("{}.{}", self.payment_id, self.seq)
+    }
+}
+
+const EVENT_COLUMNS: &str = "payment_id, provider_id, seq, provider_seq, kind, data, created_at_ms";
+
 fn event_from_row(row: &AnyRow) -> Result<EventRecord, StoreError> {
     let data: String = row.try_get("data")?;
     Ok(EventRecord {
         payment_id: parse_column(row, "payment_id")?,
+        provider_id: parse_column(row, "provider_id")?,
         seq: row.try_get("seq")?,
+        provider_seq: row.try_get("provider_seq")?,
         kind: row.try_get("kind")?,
         data: serde_json::from_str(&data).map_err(StoreError::corrupt)?,
         created_at_ms: row.try_get("created_at_ms")?,
@@ -141,9 +155,21 @@ fn event_from_row(row: &AnyRow) -> Result<EventRecord, StoreError> {
 impl Store {
     /// Writes a new payment and everything that comes with it in one transaction: either all of it
     /// is durable or none of it is.
-    pub async fn record_new_payment(&self, write: &NewPaymentWrite) -> Result<(), StoreError> {
+    /// Returns the events as written, with their provider numbers.
+    pub async fn record_new_payment(&self, write: &NewPaymentWrite) -> Result<Vec<EventRecord>, StoreError> {
         let payment = &write.payment;
         let mut transaction = self.begin_write().await?;
+        // Taking the provider's event numbers first locks its row until commit (PostgreSQL), so
+        // numbers are committed in order and a reader following the feed never skips one.
+        let count = i64::try_from(write.events.len()).map_err(StoreError::corrupt)?;
+        let last: i64 = sqlx::query(
+            "UPDATE providers SET last_event_seq = last_event_seq + $2 WHERE id = $1 RETURNING last_event_seq",
+        )
+        .bind(payment.provider_id.to_string())
+        .bind(count)
+        .fetch_one(&mut *transaction)
+        .await?
+        .try_get("last_event_seq")?;
         sqlx::query(
             "INSERT INTO payments (id, provider_id, patient_id, tuss_code, description, amount_centavos, method,
                  installments_count, monthly_interest_bps, total_centavos, cet_annual_bps, status, device_id, ip,
@@ -181,15 +207,27 @@ impl Store {
             .await?;
         }
         insert_decision(&mut transaction, &write.decision).await?;
-        for event in &write.events {
-            insert_event(&mut transaction, payment.id, payment.provider_id, event, payment.created_at_ms).await?;
+        let mut written = Vec::with_capacity(write.events.len());
+        for (index, event) in write.events.iter().enumerate() {
+            let provider_seq = last - count + 1 + i64::try_from(index).map_err(StoreError::corrupt)?;
+            insert_event(&mut transaction, payment.id, payment.provider_id, provider_seq, event, payment.created_at_ms)
+                .await?;
+            written.push(EventRecord {
+                payment_id: payment.id,
+                provider_id: payment.provider_id,
+                seq: event.seq,
+                provider_seq,
+                kind: event.kind.clone(),
+                data: event.data.clone(),
+                created_at_ms: payment.created_at_ms,
+            });
         }
         link(&mut transaction, payment.provider_id, payment.patient_id, payment.created_at_ms).await?;
         if let Some(completion) = &write.idempotency {
             idempotency::complete(&mut transaction, completion).await?;
         }
         transaction.commit().await?;
-        Ok(())
+        Ok(written)
     }
 
     pub async fn payment(&self, id: PaymentId) -> Result<Option<PaymentRecord>, StoreError> {
@@ -260,16 +298,44 @@ impl Store {
 
     /// Events of a payment with a sequence number above `after_seq`, in order.
     pub async fn events(&self, payment: PaymentId, after_seq: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT payment_id, seq, kind, data, created_at_ms FROM events
-             WHERE payment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
-        .bind(payment.to_string())
-        .bind(after_seq)
-        .bind(limit.clamp(1, EVENTS_PAGE_MAX))
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE payment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(payment.to_string())
+            .bind(after_seq)
+            .bind(limit.clamp(1, EVENTS_PAGE_MAX))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    /// A provider's events with a provider number above `after`, in order.
+    pub async fn provider_events(
+        &self,
+        provider: ProviderId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE provider_id = $1 AND provider_seq > $2 ORDER BY provider_seq LIMIT $3"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(provider.to_string())
+            .bind(after)
+            .bind(limit.clamp(1, EVENTS_PAGE_MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// The number of the provider's latest event (0 when it has none).
+    pub async fn provider_last_event_seq(&self, provider: ProviderId) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT last_event_seq FROM providers WHERE id = $1")
+            .bind(provider.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get("last_event_seq")).transpose()?.unwrap_or(0))
     }
 
     /// The highest event number of a payment (0 when it has none).
@@ -307,11 +373,13 @@ async fn insert_event(
     connection: &mut sqlx::AnyConnection,
     payment: PaymentId,
     provider: ProviderId,
+    provider_seq: i64,
     event: &NewEvent,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO events (payment_id, seq, provider_id, kind, data, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO events (payment_id, seq, provider_id, kind, data, created_at_ms, provider_seq)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(payment.to_string())
     .bind(event.seq)
@@ -319,6 +387,7 @@ async fn insert_event(
     .bind(event.kind.clone())
     .bind(event.data.to_string())
     .bind(now_ms)
+    .bind(provider_seq)
     .execute(connection)
     .await
     .map_err(|error| StoreError::on_unique(error, "event"))?;

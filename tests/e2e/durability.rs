@@ -56,7 +56,7 @@ async fn sigkill_after_acknowledgement_loses_nothing(engine: Engine) {
     let database = TestDatabase::create(engine).await;
     let data_dir = std::env::temp_dir().join(format!("medpay-kill-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&data_dir).unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     let (mut child, base) = start(&database.url, &data_dir).await;
 
     let provider = json!({"name": "Hospital Central", "cnpj": unique_cnpj(), "fee_bps": 300, "escrow": true, "score_fail_mode": "closed"});

@@ -44,7 +44,7 @@ async fn shutdown_finishes_in_flight_requests(engine: Engine) {
     let server =
         medpay_api::start_with(settings, move |_| async move { Ok(scorer as Arc<dyn RiskScorer>) }).await.unwrap();
     let base = format!("http://{}", server.addr);
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     let provider: Value = client
         .post(format!("{base}/v1/providers"))
         .bearer_auth(&admin)
@@ -87,7 +87,7 @@ async fn shutdown_finishes_in_flight_requests(engine: Engine) {
     // Wait until the server refuses new connections: shutdown has begun, with the request held.
     let mut refused = false;
     for _ in 0..500 {
-        if reqwest::Client::new().get(format!("{base}/healthz")).send().await.is_err() {
+        if crate::support::client().get(format!("{base}/healthz")).send().await.is_err() {
             refused = true;
             break;
         }

@@ -2,6 +2,7 @@
 //! test), real Redis where the test is about sharing state between nodes.
 
 mod durability;
+mod events;
 mod lifecycle;
 mod payments;
 mod risk;

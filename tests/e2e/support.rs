@@ -17,6 +17,13 @@ pub fn postgres_admin_url() -> String {
     std::env::var("MEDPAY_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
+/// An HTTP client for the tests. reqwest is built without a TLS crypto provider of its own (the
+/// service uses ring, as sqlx does); install it once.
+pub fn client() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::new()
+}
+
 pub fn redis_url() -> String {
     std::env::var("MEDPAY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
@@ -133,7 +140,7 @@ impl TestApp {
             base: format!("http://{}", server.addr),
             admin: server.admin_token.clone(),
             analyst,
-            client: Client::new(),
+            client: client(),
             server: Some(server),
             database: None,
         }

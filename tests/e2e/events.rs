@@ -1,0 +1,257 @@
+//! Providers receive their events: over SSE and WebSocket, each once and in order, never another
+//! provider's; and as signed webhooks, at least once, through failures and a SIGKILL.
+
+use crate::on_both_engines;
+use crate::support::{Engine, Provider, TestApp, new_key, payment_body};
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Reads Server-Sent Events from a streaming response: (id, event type, data).
+struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseReader {
+    async fn open(app: &TestApp, token: &str, query: &str) -> SseReader {
+        let response =
+            app.client.get(format!("{}/v1/events/stream{query}", app.base)).bearer_auth(token).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        SseReader { response, buffer: String::new() }
+    }
+
+    /// The next event (keep-alive comments skipped), or `None` after `wait` without one.
+    async fn next(&mut self, wait: Duration) -> Option<(String, String, Value)> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut kind, mut data) = (String::new(), String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("id:") {
+                        id = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("event:") {
+                        kind = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.trim());
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                return Some((id, kind, serde_json::from_str(&data).unwrap()));
+            }
+            let chunk = tokio::time::timeout(wait, self.response.chunk()).await.ok()?.ok()??;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn pay(app: &TestApp, provider: &Provider) -> Value {
+    let patient = app.patient(provider).await;
+    let (status, created) = app
+        .request(
+            Method::POST,
+            "/v1/payments",
+            Some(&provider.key),
+            Some(&payment_body(provider, &patient, 15_000)),
+            Some(&new_key()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    created
+}
+
+async fn live_subscribers_get_every_event_of_their_provider_once_in_order(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let clinic = app.provider(json!({})).await;
+    let other = app.provider(json!({})).await;
+    let first_payment = pay(&app, &clinic).await;
+    // Two SSE subscribers (one resuming from the start), a WebSocket, and the other clinic's stream.
+    let mut live = SseReader::open(&app, &clinic.key, "").await;
+    let mut resumed = SseReader::open(&app, &clinic.key, "?after=0").await;
+    let ws_url = format!("{}/v1/events/ws", app.base.replace("http://", "ws://"));
+    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url).unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {}", clinic.key).parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut others = SseReader::open(&app, &other.key, "").await;
+
+    let mut created = Vec::new();
+    for index in 0..4 {
+        created.push(pay(&app, &clinic).await["id"].as_str().unwrap().to_owned());
+        if index == 1 {
+            pay(&app, &other).await;
+        }
+    }
+    // Every new event of the clinic: 4 payments × (requested, decided), numbered 3..=10.
+    let expected: Vec<i64> = (3..=10).collect();
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        let (id, kind, event) = live.next(WAIT).await.expect("a live event");
+        assert_eq!(id, event["provider_seq"].to_string());
+        assert_eq!(kind, event["type"].as_str().unwrap());
+        assert!(created.contains(&event["payment_id"].as_str().unwrap().to_owned()), "only the clinic's payments");
+        seen.push(event["provider_seq"].as_i64().unwrap());
+    }
+    assert_eq!(seen, expected);
+    let mut resumed_seen = Vec::new();
+    for _ in 0..10 {
+        let (_, _, event) = resumed.next(WAIT).await.expect("an event from the start");
+        resumed_seen.push(event["provider_seq"].as_i64().unwrap());
+    }
+    assert_eq!(resumed_seen, (1..=10).collect::<Vec<i64>>());
+    let (_, _, first) = SseReader::open(&app, &clinic.key, "?after=0").await.next(WAIT).await.unwrap();
+    assert_eq!(first["payment_id"], first_payment["id"]);
+    assert_eq!(first["type"], "payment.requested");
+    assert_eq!(first["data"]["payment"]["status"], "requested");
+
+    let mut ws_seen = Vec::new();
+    for _ in 0..8 {
+        let message = tokio::time::timeout(WAIT, socket.next()).await.unwrap().unwrap().unwrap();
+        let event: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+        ws_seen.push(event["provider_seq"].as_i64().unwrap());
+    }
+    assert_eq!(ws_seen, expected);
+    // The other clinic saw its own two events and nothing of the first clinic's.
+    let mut other_kinds = Vec::new();
+    for _ in 0..2 {
+        let (_, kind, event) = others.next(WAIT).await.expect("the other clinic's event");
+        assert!(!created.contains(&event["payment_id"].as_str().unwrap().to_owned()));
+        other_kinds.push(kind);
+    }
+    assert_eq!(other_kinds, vec!["payment.requested", "payment.approved"]);
+    assert!(live.next(Duration::from_millis(300)).await.is_none(), "no duplicates");
+    // Resume after a cursor with Last-Event-ID: the events after it, no more.
+    let response = app
+        .client
+        .get(format!("{}/v1/events/stream", app.base))
+        .bearer_auth(&clinic.key)
+        .header("Last-Event-ID", "8")
+        .send()
+        .await
+        .unwrap();
+    let mut after_eight = SseReader { response, buffer: String::new() };
+    assert_eq!(after_eight.next(WAIT).await.unwrap().0, "9");
+    assert_eq!(after_eight.next(WAIT).await.unwrap().0, "10");
+    // The same feed by cursor.
+    let (status, page) = app.request(Method::GET, "/v1/events?after=6&limit=2", Some(&clinic.key), None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        page["data"].as_array().unwrap().iter().map(|e| e["provider_seq"].as_i64().unwrap()).collect::<Vec<_>>(),
+        vec![7, 8]
+    );
+    assert_eq!(page["next_after"], 8);
+    let (status, _) = app.request(Method::GET, "/v1/events", Some(&app.admin), None, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    app.stop().await;
+}
+on_both_engines!(live_subscribers_get_every_event_of_their_provider_once_in_order);
+
+/// A webhook receiver that refuses its first `failures` requests, then records what it accepts.
+#[derive(Clone, Default)]
+struct Receiver {
+    failures_left: Arc<Mutex<usize>>,
+    accepted: Arc<Mutex<Vec<(String, String, String)>>>,
+    refused: Arc<Mutex<usize>>,
+}
+
+async fn receive(
+    axum::extract::State(receiver): axum::extract::State<Receiver>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> StatusCode {
+    {
+        let mut left = receiver.failures_left.lock().unwrap();
+        if *left > 0 {
+            *left -= 1;
+            *receiver.refused.lock().unwrap() += 1;
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+    }
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).unwrap_or_default().to_owned();
+    receiver.accepted.lock().unwrap().push((header("medpay-event-id"), header("medpay-signature"), body));
+    StatusCode::OK
+}
+
+async fn start_receiver(listener: tokio::net::TcpListener, receiver: Receiver) {
+    let app = axum::Router::new().route("/hooks", axum::routing::post(receive)).with_state(receiver);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+}
+
+fn verify_all(accepted: &[(String, String, String)], secret: &str) -> Vec<String> {
+    let now = chrono::Utc::now().timestamp();
+    accepted
+        .iter()
+        .map(|(event_id, signature, body)| {
+            assert!(medpay_actors::outbox::verify(secret, signature, body, now, 300), "signature of {event_id}");
+            assert!(!medpay_actors::outbox::verify("whsec_forged", signature, body, now, 300));
+            let event: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(event["id"].as_str().unwrap(), event_id, "the header names the body's event");
+            event_id.clone()
+        })
+        .collect()
+}
+
+async fn webhooks_arrive_signed_through_failures(engine: Engine) {
+    let app = TestApp::spawn_with(engine, |config| {
+        config.runtime.webhooks.backoff_base_ms = 30;
+        config.runtime.webhooks.poll_ms = 50;
+    })
+    .await;
+    let clinic = app.provider(json!({})).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let receiver = Receiver { failures_left: Arc::new(Mutex::new(3)), ..Receiver::default() };
+    start_receiver(listener, receiver.clone()).await;
+    let (status, endpoint) =
+        app.request(Method::POST, "/v1/webhook-endpoints", Some(&clinic.key), Some(&json!({"url": url})), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{endpoint}");
+    let secret = endpoint["secret"].as_str().unwrap().to_owned();
+    let mut expected = Vec::new();
+    for _ in 0..3 {
+        let id = pay(&app, &clinic).await["id"].as_str().unwrap().to_owned();
+        expected.push(format!("{id}.1"));
+        expected.push(format!("{id}.2"));
+    }
+    let mut received = Vec::new();
+    for _ in 0..400 {
+        received = verify_all(&receiver.accepted.lock().unwrap().clone(), &secret);
+        if expected.iter().all(|id| received.contains(id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(expected.iter().all(|id| received.contains(id)), "every event arrived: {received:?}");
+    assert!(received.iter().all(|id| expected.contains(id)), "only the clinic's events: {received:?}");
+    assert_eq!(*receiver.refused.lock().unwrap(), 3);
+    let path = format!("/v1/webhook-endpoints/{}/deliveries", endpoint["id"].as_str().unwrap());
+    let (_, deliveries) = app.request(Method::GET, &path, Some(&clinic.key), None, None).await;
+    let deliveries = deliveries["data"].as_array().unwrap().clone();
+    assert_eq!(deliveries.len(), 6);
+    assert!(deliveries.iter().all(|delivery| delivery["status"] == "delivered"), "{deliveries:?}");
+    let retried: i64 = deliveries.iter().map(|delivery| delivery["attempts"].as_i64().unwrap() - 1).sum();
+    assert_eq!(retried, 3, "three refused attempts were retried");
+    // A resend delivers the same event again: a duplicate carries the same event id.
+    let resend = format!("{path}/{}/resend", deliveries[0]["id"].as_str().unwrap());
+    assert_eq!(app.request(Method::POST, &resend, Some(&clinic.key), None, None).await.0, StatusCode::ACCEPTED);
+    for _ in 0..400 {
+        if receiver.accepted.lock().unwrap().len() > received.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let after = verify_all(&receiver.accepted.lock().unwrap().clone(), &secret);
+    assert_eq!(after.len(), received.len() + 1);
+    assert_eq!(after.last().unwrap(), deliveries[0]["event_id"].as_str().unwrap());
+    let other = app.provider(json!({})).await;
+    assert_eq!(app.request(Method::GET, &path, Some(&other.key), None, None).await.0, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+on_both_engines!(webhooks_arrive_signed_through_failures);
