@@ -232,3 +232,47 @@ async fn patient_velocity_is_kept_by_the_session_and_survives_a_restart() {
     assert_eq!(sixth.decision.rules_hit, vec!["velocity_payments_1h"]);
     second.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_is_dropped_and_the_others_get_everything() {
+    let store = store().await;
+    let runtime = runtime(store.clone(), Arc::new(rules()), RuntimeConfig::default()).await;
+    let provider_id = provider(&store, FailMode::Open).await;
+    let mut slow = runtime.subscribe(provider_id).await.unwrap().unwrap();
+    let mut fast = runtime.subscribe(provider_id).await.unwrap().unwrap();
+    let waves = 4;
+    let wave = 100;
+    let counted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reader = tokio::spawn({
+        let counted = counted.clone();
+        async move {
+            while fast.recv().await.is_some() {
+                if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == waves * wave {
+                    break;
+                }
+            }
+        }
+    });
+    let actor = runtime.providers().get(provider_id).await.unwrap();
+    for round in 1..=waves {
+        for _ in 0..wave {
+            actor.send_message(crate::ProviderMsg::EventsCommitted(Arc::new(Vec::new()))).unwrap();
+        }
+        // The fast reader keeps up between waves, as a live connection does; the slow one never reads.
+        for _ in 0..1_000 {
+            if counted.load(std::sync::atomic::Ordering::SeqCst) >= round * wave {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(10), reader).await.unwrap().unwrap();
+    assert_eq!(counted.load(std::sync::atomic::Ordering::SeqCst), waves * wave, "the fast subscriber got every batch");
+    // The slow one got what its buffer held, then its feed closed: it resumes from its cursor.
+    let mut held = 0;
+    while slow.recv().await.is_some() {
+        held += 1;
+    }
+    assert_eq!(held, crate::SUBSCRIBER_BUFFER);
+    runtime.shutdown(Duration::from_secs(5)).await;
+}

@@ -19,6 +19,8 @@ async fn start(database_url: &str, data_dir: &std::path::Path) -> (Child, String
         .env("MEDPAY_BIND", "127.0.0.1:0")
         .env("DATABASE_URL", database_url)
         .env("MEDPAY_ADMIN_TOKEN", ADMIN)
+        .env("MEDPAY_WEBHOOK_BACKOFF_BASE_MS", "50")
+        .env("MEDPAY_OUTBOX_POLL_MS", "50")
         .env_remove("REDIS_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -115,3 +117,66 @@ async fn sigkill_after_acknowledgement_loses_nothing(engine: Engine) {
     database.drop_database().await;
 }
 on_both_engines!(sigkill_after_acknowledgement_loses_nothing);
+
+/// Events committed, not yet delivered (the receiver is down), then SIGKILL: after a restart, with
+/// the receiver up, every one of them arrives.
+async fn committed_events_are_delivered_after_a_sigkill(engine: Engine) {
+    let database = TestDatabase::create(engine).await;
+    let data_dir = std::env::temp_dir().join(format!("medpay-outbox-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let client = crate::support::client();
+    // A port with nothing listening yet: every delivery is refused until the receiver starts.
+    let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (mut child, base) = start(&database.url, &data_dir).await;
+    let provider = json!({"name": "Clínica Webhook", "cnpj": unique_cnpj(), "fee_bps": 300});
+    let (_, _, provider) = post(&client, format!("{base}/v1/providers"), ADMIN, &provider, None).await;
+    let provider: Value = serde_json::from_str(&provider).unwrap();
+    let key = provider["api_key"].as_str().unwrap().to_owned();
+    let (status, _, endpoint) = post(
+        &client,
+        format!("{base}/v1/webhook-endpoints"),
+        &key,
+        &json!({"url": format!("http://{address}/hooks")}),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let endpoint: Value = serde_json::from_str(&endpoint).unwrap();
+    let mut expected = Vec::new();
+    for _ in 0..3 {
+        let patient = json!({"name": "Ana", "cpf": unique_cpf(), "email": "ana@example.com", "phone": "11988887777"});
+        let (_, _, patient) = post(&client, format!("{base}/v1/patients"), &key, &patient, None).await;
+        let patient: Value = serde_json::from_str(&patient).unwrap();
+        let body = json!({"patient_id": patient["id"], "provider_id": provider["id"], "procedure": {"tuss_code": "10101012", "description": "Consulta"},
+                          "amount_centavos": 20_000, "method": "pix", "device": {"id": format!("phone-{}", patient["id"]), "ip": "10.1.2.3"}});
+        let (status, _, created) = post(&client, format!("{base}/v1/payments"), &key, &body, Some(&new_key())).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let id = serde_json::from_str::<Value>(&created).unwrap()["id"].as_str().unwrap().to_owned();
+        expected.extend([format!("{id}.1"), format!("{id}.2")]);
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let receiver = crate::events::Receiver::default();
+    crate::events::start_receiver(tokio::net::TcpListener::bind(address).await.unwrap(), receiver.clone()).await;
+    let (mut child, _) = start(&database.url, &data_dir).await;
+    let mut received = Vec::new();
+    for _ in 0..600 {
+        received =
+            crate::events::verify_all(&receiver.accepted.lock().unwrap().clone(), endpoint["secret"].as_str().unwrap());
+        if expected.iter().all(|id| received.contains(id)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(
+        expected.iter().all(|id| received.contains(id)),
+        "all {} events delivered after the restart: {received:?}",
+        expected.len()
+    );
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
+    database.drop_database().await;
+}
+on_both_engines!(committed_events_are_delivered_after_a_sigkill);

@@ -154,10 +154,10 @@ on_both_engines!(live_subscribers_get_every_event_of_their_provider_once_in_orde
 
 /// A webhook receiver that refuses its first `failures` requests, then records what it accepts.
 #[derive(Clone, Default)]
-struct Receiver {
-    failures_left: Arc<Mutex<usize>>,
-    accepted: Arc<Mutex<Vec<(String, String, String)>>>,
-    refused: Arc<Mutex<usize>>,
+pub struct Receiver {
+    pub failures_left: Arc<Mutex<usize>>,
+    pub accepted: Arc<Mutex<Vec<(String, String, String)>>>,
+    pub refused: Arc<Mutex<usize>>,
 }
 
 async fn receive(
@@ -178,14 +178,14 @@ async fn receive(
     StatusCode::OK
 }
 
-async fn start_receiver(listener: tokio::net::TcpListener, receiver: Receiver) {
+pub async fn start_receiver(listener: tokio::net::TcpListener, receiver: Receiver) {
     let app = axum::Router::new().route("/hooks", axum::routing::post(receive)).with_state(receiver);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
 }
 
-fn verify_all(accepted: &[(String, String, String)], secret: &str) -> Vec<String> {
+pub fn verify_all(accepted: &[(String, String, String)], secret: &str) -> Vec<String> {
     let now = chrono::Utc::now().timestamp();
     accepted
         .iter()
