@@ -31,3 +31,22 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     response
 }
+
+const DASHBOARD_HTML: &str = include_str!("../static/dashboard.html");
+
+#[utoipa::path(get, path = "/dashboard", tag = "operations",
+    responses((status = 200, content_type = "text/html", description = "the providers' dashboard (Portuguese), signed in with the provider's API key")))]
+pub async fn dashboard() -> Response {
+    let mut response = DASHBOARD_HTML.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    // The page only talks to this origin; nothing inline runs but its own script.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+        ),
+    );
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
+}

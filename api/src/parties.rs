@@ -174,3 +174,52 @@ pub async fn get_patient(
     let record = state.store.patient(id).await?.ok_or_else(not_found)?;
     Ok(Json(PatientView::new(&record, None)))
 }
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Balance {
+    /// What the provider can be paid out (ledger account `provider_available`).
+    pub available_centavos: i64,
+    /// Held in escrow until procedures are confirmed (ledger account `provider_escrow`).
+    pub held_centavos: i64,
+    /// The provider's share of payments approved but not paid yet (after the platform fee).
+    pub pending_centavos: i64,
+}
+
+#[utoipa::path(get, path = "/v1/providers/{id}/balance", tag = "providers", security(("bearer" = [])),
+    params(("id" = String, Path, description = "provider id, or `me` with a provider's key")),
+    responses((status = 200, body = Balance, description = "derived from the ledger and the payments, never stored"),
+               (status = 404, body = ErrorBody)))]
+pub async fn balance(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Balance>, ApiError> {
+    let not_found = || ApiError::not_found("provider_not_found", "no such provider");
+    let Path(id) = id.map_err(rejection)?;
+    let provider: ProviderId = match (principal, id.as_str()) {
+        (Principal::Provider(own), "me") => own,
+        (_, raw) => raw.parse().map_err(|_| not_found())?,
+    };
+    let visible = match principal {
+        Principal::Admin | Principal::Analyst => true,
+        Principal::Provider(own) => own == provider,
+        Principal::Patient(_) => false,
+    };
+    if !visible {
+        return Err(not_found());
+    }
+    let record = state.store.provider(provider).await?.ok_or_else(not_found)?;
+    // Credit balances are negative in the ledger (debit positive): the provider is owed -sum.
+    let available =
+        state.store.account_balance(&medpay_models::Account::ProviderAvailable(provider).to_string()).await?;
+    let held = state.store.account_balance(&medpay_models::Account::ProviderEscrow(provider).to_string()).await?;
+    let mut pending = medpay_models::Money::ZERO;
+    for amount in state.store.provider_unpaid_amounts(provider).await? {
+        let amount = medpay_models::Money::from_centavos(amount);
+        let share = amount
+            .checked_sub(amount.share(record.fee_bps).map_err(ApiError::internal)?)
+            .map_err(ApiError::internal)?;
+        pending = pending.checked_add(share).map_err(ApiError::internal)?;
+    }
+    Ok(Json(Balance { available_centavos: -available, held_centavos: -held, pending_centavos: pending.centavos() }))
+}

@@ -1,0 +1,177 @@
+//! The providers' dashboard in a real browser: headless Chromium (Debian's `chromium`), driven
+//! over the DevTools protocol. A payment created through the API appears on the open page
+//! without a reload.
+
+use crate::support::{Engine, TestApp, new_key, payment_body};
+use futures::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn chromium_path() -> String {
+    std::env::var("MEDPAY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned())
+}
+
+struct Browser {
+    process: tokio::process::Child,
+    socket: Socket,
+    next_id: u64,
+    profile: std::path::PathBuf,
+}
+
+impl Browser {
+    async fn launch() -> Browser {
+        let profile = std::env::temp_dir().join(format!("medpay-chromium-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&profile).unwrap();
+        let process = tokio::process::Command::new(chromium_path())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("Chromium is required at {} (Debian's chromium package): {error}", chromium_path())
+            });
+        // Chromium writes the port it chose into its profile.
+        let mut port = None;
+        for _ in 0..200 {
+            if let Ok(text) = std::fs::read_to_string(profile.join("DevToolsActivePort")) {
+                port = text.lines().next().and_then(|line| line.trim().parse::<u16>().ok());
+                if port.is_some() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let port = port.expect("Chromium opened its DevTools port");
+        let targets: Value = crate::support::client()
+            .get(format!("http://127.0.0.1:{port}/json/list"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let page = targets.as_array().unwrap().iter().find(|target| target["type"] == "page").expect("a page target");
+        let (socket, _) =
+            tokio_tungstenite::connect_async(page["webSocketDebuggerUrl"].as_str().unwrap()).await.unwrap();
+        Browser { process, socket, next_id: 0, profile }
+    }
+
+    /// One DevTools command and its result (events in between are skipped).
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.socket
+            .send(Message::Text(json!({"id": id, "method": method, "params": params}).to_string().into()))
+            .await
+            .unwrap();
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(20), self.socket.next())
+                .await
+                .expect("DevTools answers")
+                .unwrap()
+                .unwrap();
+            let Ok(text) = message.to_text() else { continue };
+            let value: Value = serde_json::from_str(text).unwrap();
+            if value["id"] == id {
+                assert!(value.get("error").is_none(), "{method}: {value}");
+                return value["result"].clone();
+            }
+        }
+    }
+
+    async fn evaluate(&mut self, expression: &str) -> Value {
+        let result = self
+            .call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true, "awaitPromise": true}))
+            .await;
+        result["result"]["value"].clone()
+    }
+
+    /// Waits until the page's text contains `needle`; returns the text.
+    async fn wait_for_text(&mut self, needle: &str) -> String {
+        let mut text = String::new();
+        for _ in 0..200 {
+            text = self.evaluate("document.body.innerText").await.as_str().unwrap_or_default().to_owned();
+            if text.contains(needle) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the page never showed {needle:?}; it shows:\n{text}");
+    }
+
+    async fn close(mut self) {
+        let _ = self.process.kill().await;
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_appears_live_on_the_open_dashboard() {
+    let app = TestApp::spawn(Engine::Sqlite).await;
+    let clinic = app.provider(json!({"name": "Clínica Boa Vista"})).await;
+    let patient = app.patient(&clinic).await;
+    let (status, first) = app
+        .request(
+            Method::POST,
+            "/v1/payments",
+            Some(&clinic.key),
+            Some(&payment_body(&clinic, &patient, 12_345)),
+            Some(&new_key()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let mut browser = Browser::launch().await;
+    browser.call("Page.navigate", json!({"url": format!("{}/dashboard", app.base)})).await;
+    browser.wait_for_text("chave de API").await;
+    // Sign in as a person would: type the key, press the button.
+    let sign_in = format!(
+        "document.getElementById('key').value = {}; document.querySelector('#login-form button').click(); true",
+        serde_json::to_string(&clinic.key).unwrap()
+    );
+    browser.evaluate(&sign_in).await;
+    let page = browser.wait_for_text("R$\u{a0}123,45").await;
+    assert!(page.contains(&first["id"].as_str().unwrap()[..8]), "{page}");
+    assert!(page.contains("aprovado"), "{page}");
+    browser.wait_for_text("ao vivo").await;
+
+    // A new payment, made through the API while the page is open, appears without a reload.
+    let other = app.patient(&clinic).await;
+    let (status, second) = app
+        .request(
+            Method::POST,
+            "/v1/payments",
+            Some(&clinic.key),
+            Some(&payment_body(&clinic, &other, 67_890)),
+            Some(&new_key()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let page = browser.wait_for_text("R$\u{a0}678,90").await;
+    assert!(page.contains(&second["id"].as_str().unwrap()[..8]), "{page}");
+    let rows = browser.evaluate("document.querySelectorAll('#rows tr[data-payment]').length").await;
+    assert_eq!(rows, 2, "each payment once");
+    let reloaded = browser.evaluate("performance.getEntriesByType('navigation').length").await;
+    assert_eq!(reloaded, 1, "no reload happened");
+    assert!(page.contains("A receber"), "the balance is shown: {page}");
+    browser.close().await;
+    app.stop().await;
+}
