@@ -6,6 +6,7 @@
 
 use reqwest::Client;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -98,14 +99,62 @@ async fn main() {
         "registered 1 provider and {patient_count} patients; sending {requests} payment requests with {concurrency} workers"
     );
 
+    // A live subscriber on the provider's event stream: when each decision's event arrives.
+    let answered: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
+    let arrivals: Arc<std::sync::Mutex<Vec<(String, Instant, i64)>>> = Arc::default();
+    let subscriber = {
+        let (client, base, key, arrivals) = (client.clone(), base.clone(), key.clone(), arrivals.clone());
+        tokio::spawn(async move {
+            // A real subscriber: when dropped (too slow), it resumes from its last event.
+            let mut last_id: Option<String> = None;
+            loop {
+                let mut request = client.get(format!("{base}/v1/events/stream")).bearer_auth(&key);
+                if let Some(id) = &last_id {
+                    request = request.header("Last-Event-ID", id);
+                }
+                let Ok(mut response) = request.send().await else { return };
+                let mut buffer = String::new();
+                while let Ok(Some(chunk)) = response.chunk().await {
+                    let now = Instant::now();
+                    let wall_ms = chrono::Utc::now().timestamp_millis();
+                    buffer.push_str(&String::from_utf8_lossy(&chunk));
+                    while let Some(end) = buffer.find("\n\n") {
+                        let block: String = buffer.drain(..end + 2).collect();
+                        if let Some(id) = block.lines().find_map(|line| line.strip_prefix("id:")) {
+                            last_id = Some(id.trim().to_owned());
+                        }
+                        let Some(data) = block.lines().find_map(|line| line.strip_prefix("data:")) else { continue };
+                        let Ok(event) = serde_json::from_str::<Value>(data.trim()) else { continue };
+                        if event["type"] == "payment.requested" {
+                            continue;
+                        }
+                        let created_ms =
+                            chrono::DateTime::parse_from_rfc3339(event["created_at"].as_str().unwrap_or_default())
+                                .map(|at| at.timestamp_millis())
+                                .unwrap_or(wall_ms);
+                        let id = event["payment_id"].as_str().unwrap_or_default().to_owned();
+                        arrivals.lock().unwrap().push((id, now, wall_ms - created_ms));
+                    }
+                }
+            }
+        })
+    };
+
     let next = Arc::new(AtomicUsize::new(0));
     let patients = Arc::new(patients);
     let deadline = Instant::now() + Duration::from_secs(RUN_SECONDS_MAX);
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let (client, next, patients, base, key, provider_id) =
-            (client.clone(), next.clone(), patients.clone(), base.clone(), key.clone(), provider_id.clone());
+        let (client, next, patients, base, key, provider_id, answered) = (
+            client.clone(),
+            next.clone(),
+            patients.clone(),
+            base.clone(),
+            key.clone(),
+            provider_id.clone(),
+            answered.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
@@ -126,6 +175,9 @@ async fn main() {
                 )
                 .await;
                 latencies.push(sent.elapsed());
+                if let Some(id) = created["id"].as_str() {
+                    answered.lock().unwrap().insert(id.to_owned(), Instant::now());
+                }
                 *statuses.entry(status).or_default() += 1;
                 if let Some(outcome) = created["decision"]["outcome"].as_str() {
                     *outcomes.entry(outcome.to_owned()).or_default() += 1;
@@ -163,4 +215,37 @@ async fn main() {
         statuses,
         outcomes
     );
+    // Let the last events arrive, then compare.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    subscriber.abort();
+    let answered = answered.lock().unwrap();
+    let arrivals = arrivals.lock().unwrap();
+    let mut after_response: Vec<f64> = Vec::new();
+    let mut from_request: Vec<i64> = Vec::new();
+    for (id, arrived, since_request_ms) in arrivals.iter() {
+        from_request.push(*since_request_ms);
+        if let Some(responded) = answered.get(id) {
+            let delta = if arrived >= responded {
+                arrived.duration_since(*responded).as_secs_f64()
+            } else {
+                -responded.duration_since(*arrived).as_secs_f64()
+            };
+            after_response.push(delta * 1_000.0);
+        }
+    }
+    after_response.sort_by(f64::total_cmp);
+    from_request.sort_unstable();
+    if !after_response.is_empty() && !from_request.is_empty() {
+        let pick = |len: usize, fraction: f64| ((len - 1) as f64 * fraction).round() as usize;
+        println!(
+            "decision events at a live SSE subscriber: {} of {}; from the request's arrival at the server: p50 {} ms, p99 {} ms; \
+             relative to the client's 201 (negative: the event came first): p50 {:.2} ms, p99 {:.2} ms",
+            arrivals.len(),
+            answered.len(),
+            from_request[pick(from_request.len(), 0.5)],
+            from_request[pick(from_request.len(), 0.99)],
+            after_response[pick(after_response.len(), 0.5)],
+            after_response[pick(after_response.len(), 0.99)],
+        );
+    }
 }

@@ -96,11 +96,18 @@ enum FeedItem {
     Failed,
 }
 
+/// How long a gap in the live batches may wait for the missing batch before the store is read.
+const GAP_WAIT_MS: u64 = 250;
+/// Out-of-order events held while a gap waits.
+const REORDER_MAX: usize = 1_024;
+
 struct Feed {
     store: Store,
     provider: ProviderId,
     cursor: i64,
     pending: VecDeque<EventRecord>,
+    /// Live events ahead of the cursor, waiting for the ones before them.
+    ahead: std::collections::BTreeMap<i64, EventRecord>,
     caught_up: bool,
     receiver: Receiver<EventBatch>,
     stopping: tokio::sync::watch::Receiver<bool>,
@@ -121,6 +128,7 @@ fn live_feed(
         provider,
         cursor,
         pending: VecDeque::new(),
+        ahead: std::collections::BTreeMap::new(),
         caught_up: false,
         receiver,
         stopping,
@@ -153,26 +161,37 @@ fn live_feed(
             if *feed.stopping.borrow() {
                 return None;
             }
+            // Batches commit in order but can arrive out of order: hold what is ahead of the
+            // cursor until the gap fills, or read the store when it does not fill soon.
+            let gap = !feed.ahead.is_empty();
             let next = tokio::select! {
-                batch = feed.receiver.recv() => batch,
+                batch = feed.receiver.recv() => Some(batch),
                 _ = feed.stopping.changed() => return None,
+                _ = tokio::time::sleep(Duration::from_millis(GAP_WAIT_MS)), if gap => None,
             };
             match next {
-                Some(batch) => {
-                    let fresh: Vec<&EventRecord> =
-                        batch.iter().filter(|event| event.provider_seq > feed.cursor).collect();
-                    match fresh.first() {
-                        Some(first) if first.provider_seq == feed.cursor + 1 => {
-                            feed.pending.extend(fresh.into_iter().cloned())
-                        }
-                        Some(_) => feed.caught_up = false,
-                        None => {}
+                Some(Some(batch)) => {
+                    for event in batch.iter().filter(|event| event.provider_seq > feed.cursor) {
+                        feed.ahead.insert(event.provider_seq, event.clone());
+                    }
+                    let mut expected = feed.pending.back().map_or(feed.cursor, |event| event.provider_seq) + 1;
+                    while let Some(event) = feed.ahead.remove(&expected) {
+                        feed.pending.push_back(event);
+                        expected += 1;
+                    }
+                    if feed.ahead.len() > REORDER_MAX {
+                        feed.ahead.clear();
+                        feed.caught_up = false;
                     }
                 }
-                None => {
+                Some(None) => {
                     feed.finished = true;
                     let resume_after = feed.cursor;
                     return Some((FeedItem::Dropped { resume_after }, feed));
+                }
+                None => {
+                    feed.ahead.clear();
+                    feed.caught_up = false;
                 }
             }
         }

@@ -159,17 +159,6 @@ impl Store {
     pub async fn record_new_payment(&self, write: &NewPaymentWrite) -> Result<Vec<EventRecord>, StoreError> {
         let payment = &write.payment;
         let mut transaction = self.begin_write().await?;
-        // Taking the provider's event numbers first locks its row until commit (PostgreSQL), so
-        // numbers are committed in order and a reader following the feed never skips one.
-        let count = i64::try_from(write.events.len()).map_err(StoreError::corrupt)?;
-        let last: i64 = sqlx::query(
-            "UPDATE providers SET last_event_seq = last_event_seq + $2 WHERE id = $1 RETURNING last_event_seq",
-        )
-        .bind(payment.provider_id.to_string())
-        .bind(count)
-        .fetch_one(&mut *transaction)
-        .await?
-        .try_get("last_event_seq")?;
         sqlx::query(
             "INSERT INTO payments (id, provider_id, patient_id, tuss_code, description, amount_centavos, method,
                  installments_count, monthly_interest_bps, total_centavos, cet_annual_bps, status, device_id, ip,
@@ -207,6 +196,22 @@ impl Store {
             .await?;
         }
         insert_decision(&mut transaction, &write.decision).await?;
+        link(&mut transaction, payment.provider_id, payment.patient_id, payment.created_at_ms).await?;
+        if let Some(completion) = &write.idempotency {
+            idempotency::complete(&mut transaction, completion).await?;
+        }
+        // The provider's event numbers are taken last: the UPDATE locks the provider's row until
+        // commit (PostgreSQL), so numbers are committed in order and a reader following the feed
+        // never skips one; taking them last keeps that lock short.
+        let count = i64::try_from(write.events.len()).map_err(StoreError::corrupt)?;
+        let last: i64 = sqlx::query(
+            "UPDATE providers SET last_event_seq = last_event_seq + $2 WHERE id = $1 RETURNING last_event_seq",
+        )
+        .bind(payment.provider_id.to_string())
+        .bind(count)
+        .fetch_one(&mut *transaction)
+        .await?
+        .try_get("last_event_seq")?;
         let mut written = Vec::with_capacity(write.events.len());
         for (index, event) in write.events.iter().enumerate() {
             let provider_seq = last - count + 1 + i64::try_from(index).map_err(StoreError::corrupt)?;
@@ -221,10 +226,6 @@ impl Store {
                 data: event.data.clone(),
                 created_at_ms: payment.created_at_ms,
             });
-        }
-        link(&mut transaction, payment.provider_id, payment.patient_id, payment.created_at_ms).await?;
-        if let Some(completion) = &write.idempotency {
-            idempotency::complete(&mut transaction, completion).await?;
         }
         transaction.commit().await?;
         Ok(written)
