@@ -108,9 +108,15 @@ pub fn event_json(event: &EventRecord) -> Value {
 }
 
 pub enum OutboxMsg {
-    /// Look for new events and due deliveries now.
+    /// Look for new events and due deliveries now (coalesced: at most one pass per
+    /// `PUMP_SPACING_MS`; a wake-up in between schedules one pass at the end of it).
     Pump,
+    /// The scheduled pass.
+    Scheduled,
 }
+
+/// Least time between two outbox passes under a stream of wake-ups.
+const PUMP_SPACING_MS: u64 = 20;
 
 #[derive(Default)]
 pub struct OutboxActor;
@@ -119,6 +125,8 @@ pub struct OutboxState {
     store: Store,
     client: reqwest::Client,
     config: WebhookConfig,
+    last_pass: Instant,
+    scheduled: bool,
 }
 
 impl Actor for OutboxActor {
@@ -140,21 +148,30 @@ impl Actor for OutboxActor {
             .user_agent("MedPay-Webhooks/1")
             .build()?;
         myself.send_interval(Duration::from_millis(config.poll_ms), || OutboxMsg::Pump);
-        Ok(OutboxState { store, client, config })
+        Ok(OutboxState { store, client, config, last_pass: Instant::now(), scheduled: false })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<OutboxMsg>,
+        myself: ActorRef<OutboxMsg>,
         message: OutboxMsg,
         state: &mut OutboxState,
     ) -> Result<(), ActorProcessingErr> {
+        let spacing = Duration::from_millis(PUMP_SPACING_MS);
         match message {
-            OutboxMsg::Pump => {
-                if let Err(error) = pump(state).await {
-                    tracing::warn!(%error, "outbox pass failed; the next one retries");
+            OutboxMsg::Pump if state.last_pass.elapsed() < spacing => {
+                if !state.scheduled {
+                    state.scheduled = true;
+                    myself.send_after(spacing, || OutboxMsg::Scheduled);
                 }
+                return Ok(());
             }
+            OutboxMsg::Scheduled => state.scheduled = false,
+            OutboxMsg::Pump => {}
+        }
+        state.last_pass = Instant::now();
+        if let Err(error) = pump(state).await {
+            tracing::warn!(%error, "outbox pass failed; the next one retries");
         }
         Ok(())
     }
