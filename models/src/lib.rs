@@ -1,12 +1,14 @@
 //! MedPay's domain: money, Brazilian identifiers, installment plans, the payment state machine and
 //! the double-entry ledger. Pure types and functions: no I/O, no runtime.
 
+pub mod boleto;
 pub mod document;
 pub mod ids;
 pub mod installments;
 pub mod ledger;
 pub mod money;
 pub mod payment;
+pub mod pix;
 
 pub use document::{Cnpj, Cpf, DocumentError, TussCode};
 pub use ids::{IdError, PatientId, PaymentId, ProviderId};
