@@ -303,7 +303,7 @@ impl PaymentSummary {
 pub struct PaymentList {
     pub data: Vec<PaymentSummary>,
     /// Pass as `before` to get the next (older) page; absent on the last page.
-    pub next_before: Option<i64>,
+    pub next_before: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -313,8 +313,8 @@ pub struct PaymentQuery {
     pub provider_id: Option<String>,
     /// Page size, 1–200 (default 50).
     pub limit: Option<i64>,
-    /// Only payments created before this instant (epoch milliseconds), for paging.
-    pub before: Option<i64>,
+    /// The `next_before` of the previous page.
+    pub before: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

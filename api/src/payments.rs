@@ -306,6 +306,13 @@ pub async fn create_payment(
     }
 }
 
+/// A page cursor: `<created_at_ms>_<payment id>` of the last payment seen.
+fn parse_cursor(cursor: &str) -> Result<(i64, PaymentId), ApiError> {
+    let invalid = || ApiError::bad_request("invalid_cursor", "before must be a next_before value from a previous page");
+    let (ms, id) = cursor.split_once('_').ok_or_else(invalid)?;
+    Ok((ms.parse().map_err(|_| invalid())?, id.parse().map_err(|_| invalid())?))
+}
+
 async fn visible_payment(
     state: &AppState,
     principal: Principal,
@@ -387,9 +394,14 @@ pub async fn list_payments(
         Principal::Patient(own) => (Some(own), provider_id),
     };
     let limit = query.limit.unwrap_or(PAYMENTS_PAGE_DEFAULT).clamp(1, medpay_store::PAYMENTS_PAGE_MAX);
-    let filter = PaymentFilter { patient_id, provider_id, before_ms: query.before, limit };
+    let before = query.before.as_deref().map(parse_cursor).transpose()?;
+    let filter = PaymentFilter { patient_id, provider_id, before, limit };
     let payments = state.store.list_payments(&filter).await?;
     let full_page = i64::try_from(payments.len()).unwrap_or(i64::MAX) == limit;
-    let next_before = if full_page { payments.last().map(|payment| payment.created_at_ms) } else { None };
+    let next_before = if full_page {
+        payments.last().map(|payment| format!("{}_{}", payment.created_at_ms, payment.id))
+    } else {
+        None
+    };
     Ok(Json(PaymentList { data: payments.iter().map(PaymentSummary::new).collect(), next_before }))
 }

@@ -82,8 +82,9 @@ pub struct NewPaymentWrite {
 pub struct PaymentFilter {
     pub patient_id: Option<PatientId>,
     pub provider_id: Option<ProviderId>,
-    /// Only payments created strictly before this instant (for paging, newest first).
-    pub before_ms: Option<i64>,
+    /// Only payments after this one in the order (created_at_ms, id) descending: the last
+    /// payment of the previous page (for paging, newest first).
+    pub before: Option<(i64, PaymentId)>,
     pub limit: i64,
 }
 
@@ -284,14 +285,17 @@ impl Store {
     pub async fn list_payments(&self, filter: &PaymentFilter) -> Result<Vec<PaymentRecord>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {PAYMENT_COLUMNS} FROM payments
-             WHERE ($1 = '' OR patient_id = $1) AND ($2 = '' OR provider_id = $2) AND created_at_ms < $3
+             WHERE ($1 = '' OR patient_id = $1) AND ($2 = '' OR provider_id = $2)
+               AND (created_at_ms < $3 OR (created_at_ms = $3 AND id < $5))
              ORDER BY created_at_ms DESC, id DESC LIMIT $4"
         ));
+        let (before_ms, before_id) = filter.before.map_or((i64::MAX, String::new()), |(ms, id)| (ms, id.to_string()));
         let rows = sqlx::query(sql)
             .bind(filter.patient_id.map(|id| id.to_string()).unwrap_or_default())
             .bind(filter.provider_id.map(|id| id.to_string()).unwrap_or_default())
-            .bind(filter.before_ms.unwrap_or(i64::MAX))
+            .bind(before_ms)
             .bind(filter.limit.clamp(1, PAYMENTS_PAGE_MAX))
+            .bind(before_id)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(payment_from_row).collect()

@@ -232,8 +232,16 @@ async fn webhooks_arrive_signed_through_failures(engine: Engine) {
     assert!(received.iter().all(|id| expected.contains(id)), "only the clinic's events: {received:?}");
     assert_eq!(*receiver.refused.lock().unwrap(), 3);
     let path = format!("/v1/webhook-endpoints/{}/deliveries", endpoint["id"].as_str().unwrap());
-    let (_, deliveries) = app.request(Method::GET, &path, Some(&clinic.key), None, None).await;
-    let deliveries = deliveries["data"].as_array().unwrap().clone();
+    // The receiver answers before the outbox records the attempt: wait for the records.
+    let mut deliveries = Vec::new();
+    for _ in 0..400 {
+        let (_, listed) = app.request(Method::GET, &path, Some(&clinic.key), None, None).await;
+        deliveries = listed["data"].as_array().unwrap().clone();
+        if deliveries.len() == 6 && deliveries.iter().all(|delivery| delivery["status"] == "delivered") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     assert_eq!(deliveries.len(), 6);
     assert!(deliveries.iter().all(|delivery| delivery["status"] == "delivered"), "{deliveries:?}");
     let retried: i64 = deliveries.iter().map(|delivery| delivery["attempts"].as_i64().unwrap() - 1).sum();
