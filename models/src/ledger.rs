@@ -71,6 +71,8 @@ pub enum LedgerError {
     Unbalanced(i64),
     #[error("unknown ledger account {0:?}")]
     UnknownAccount(String),
+    #[error("a refund must be positive and at most the amount charged")]
+    Refund,
     #[error(transparent)]
     Money(#[from] MoneyError),
 }
@@ -135,6 +137,92 @@ impl Posting {
     }
 }
 
+/// How a charge divides: the platform's fee and the provider's share, which add up to the amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    pub amount: Money,
+    pub fee: Money,
+    pub provider_share: Money,
+}
+
+impl Split {
+    /// The fee is `fee` of the amount, rounded half away from zero; the provider gets the rest, so
+    /// no centavo is lost to rounding.
+    pub fn of(amount: Money, fee: crate::money::BasisPoints) -> Result<Split, LedgerError> {
+        let fee_amount = amount.share(fee)?;
+        Ok(Split { amount, fee: fee_amount, provider_share: amount.checked_sub(fee_amount)? })
+    }
+}
+
+fn entries_without_zeros(entries: Vec<Entry>) -> Vec<Entry> {
+    entries.into_iter().filter(|entry| entry.amount != Money::ZERO).collect()
+}
+
+/// The charge received: the gateway holds the money; the fee is the platform's; the provider's
+/// share is available, or held in escrow until the procedure is confirmed.
+pub fn charge_posting(
+    payment: PaymentId,
+    provider: ProviderId,
+    split: Split,
+    escrow: bool,
+) -> Result<Posting, LedgerError> {
+    let provider_account =
+        if escrow { Account::ProviderEscrow(provider) } else { Account::ProviderAvailable(provider) };
+    let entries = vec![
+        Entry { account: Account::GatewayClearing, amount: split.amount },
+        Entry { account: Account::PlatformFees, amount: split.fee.checked_neg()? },
+        Entry { account: provider_account, amount: split.provider_share.checked_neg()? },
+    ];
+    Posting::new(Some(payment), "charge", entries_without_zeros(entries))
+}
+
+/// The procedure happened: the held share becomes available.
+pub fn release_posting(payment: PaymentId, provider: ProviderId, held: Money) -> Result<Posting, LedgerError> {
+    Posting::transfer(
+        Some(payment),
+        "escrow_release",
+        Account::ProviderEscrow(provider),
+        Account::ProviderAvailable(provider),
+        held,
+    )
+}
+
+/// The provider's part of the first `refunded` centavos of a charge, rounded half up.
+fn provider_part_of(split: Split, refunded: Money) -> Result<Money, LedgerError> {
+    let amount = i128::from(split.amount.centavos());
+    let share = i128::from(split.provider_share.centavos()) * i128::from(refunded.centavos());
+    let part = (2 * share + amount) / (2 * amount);
+    Ok(Money::from_centavos(i64::try_from(part).map_err(|_| LedgerError::Refund)?))
+}
+
+/// A refund of `refund` out of a charge split as `split`, of which `refunded_before` was refunded
+/// already: the fee and the provider's share are given back in proportion, computed on the running
+/// total so that refunds adding up to the whole amount give back exactly the whole share and fee;
+/// from escrow when the share is still held; owed to the patient until the gateway pays it back.
+pub fn refund_posting(
+    payment: PaymentId,
+    provider: ProviderId,
+    split: Split,
+    refunded_before: Money,
+    refund: Money,
+    held: bool,
+) -> Result<Posting, LedgerError> {
+    let refunded_after = refunded_before.checked_add(refund)?;
+    if !refund.is_positive() || refunded_before.centavos() < 0 || refunded_after > split.amount {
+        return Err(LedgerError::Refund);
+    }
+    let provider_part =
+        provider_part_of(split, refunded_after)?.checked_sub(provider_part_of(split, refunded_before)?)?;
+    let fee_part = refund.checked_sub(provider_part)?;
+    let provider_account = if held { Account::ProviderEscrow(provider) } else { Account::ProviderAvailable(provider) };
+    let entries = vec![
+        Entry { account: provider_account, amount: provider_part },
+        Entry { account: Account::PlatformFees, amount: fee_part },
+        Entry { account: Account::PatientRefunds, amount: refund.checked_neg()? },
+    ];
+    Posting::new(Some(payment), "refund", entries_without_zeros(entries))
+}
+
 /// The balance of `account` over `entries`: derived, never stored.
 pub fn balance<'a, I: IntoIterator<Item = &'a Entry>>(entries: I, account: Account) -> Result<Money, MoneyError> {
     Money::sum(entries.into_iter().filter(|entry| entry.account == account).map(|entry| entry.amount))
@@ -143,6 +231,64 @@ pub fn balance<'a, I: IntoIterator<Item = &'a Entry>>(entries: I, account: Accou
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::money::BasisPoints;
+    use proptest::prelude::*;
+
+    fn all(postings: &[Posting]) -> Vec<Entry> {
+        postings.iter().flat_map(|posting| posting.entries().to_vec()).collect()
+    }
+
+    #[test]
+    fn charge_hold_release_refund_by_hand() {
+        let (payment, provider) = (PaymentId::new(), ProviderId::new());
+        // R$ 1.000,00 at 5 %: fee 50,00, provider 950,00, held.
+        let split = Split::of(Money::from_centavos(100_000), BasisPoints(500)).unwrap();
+        assert_eq!((split.fee.centavos(), split.provider_share.centavos()), (5_000, 95_000));
+        let mut postings = vec![charge_posting(payment, provider, split, true).unwrap()];
+        let entries = all(&postings);
+        assert_eq!(balance(&entries, Account::ProviderEscrow(provider)).unwrap().centavos(), -95_000);
+        postings.push(release_posting(payment, provider, split.provider_share).unwrap());
+        // A partial refund of 300,00 after release: provider gives back 285,00, the platform 15,00.
+        postings
+            .push(refund_posting(payment, provider, split, Money::ZERO, Money::from_centavos(30_000), false).unwrap());
+        let entries = all(&postings);
+        assert_eq!(balance(&entries, Account::ProviderAvailable(provider)).unwrap().centavos(), -66_500);
+        assert_eq!(balance(&entries, Account::ProviderEscrow(provider)).unwrap().centavos(), 0);
+        assert_eq!(balance(&entries, Account::PlatformFees).unwrap().centavos(), -3_500);
+        assert_eq!(balance(&entries, Account::PatientRefunds).unwrap().centavos(), -30_000);
+        assert_eq!(balance(&entries, Account::GatewayClearing).unwrap().centavos(), 100_000);
+        let too_much =
+            refund_posting(payment, provider, split, Money::from_centavos(30_000), Money::from_centavos(70_001), false);
+        assert_eq!(too_much, Err(LedgerError::Refund), "more than the amount in all");
+    }
+
+    proptest! {
+        #[test]
+        fn every_movement_balances_and_a_full_refund_returns_every_share(amount in 1i64..1_000_000_000, fee in 0u32..=10_000, escrow in any::<bool>(), parts in 1usize..5) {
+            let (payment, provider) = (PaymentId::new(), ProviderId::new());
+            let split = Split::of(Money::from_centavos(amount), BasisPoints(fee)).unwrap();
+            prop_assert_eq!(split.fee.checked_add(split.provider_share).unwrap(), split.amount);
+            let mut postings = vec![charge_posting(payment, provider, split, escrow).unwrap()];
+            // Refund the whole amount in `parts` pieces: each balances on its own; the last takes the remainder.
+            let piece = amount / i64::try_from(parts).unwrap();
+            let mut refunded = 0;
+            for index in 0..parts {
+                let this = if index + 1 == parts { amount - refunded } else { piece };
+                if this == 0 { continue; }
+                postings.push(refund_posting(payment, provider, split, Money::from_centavos(refunded), Money::from_centavos(this), escrow).unwrap());
+                refunded += this;
+            }
+            for posting in &postings {
+                prop_assert_eq!(Money::sum(posting.entries().iter().map(|e| e.amount)).unwrap(), Money::ZERO);
+            }
+            let entries = all(&postings);
+            let provider_account = if escrow { Account::ProviderEscrow(provider) } else { Account::ProviderAvailable(provider) };
+            // Refunds adding up to the amount give back exactly the share and the fee.
+            prop_assert_eq!(balance(&entries, provider_account).unwrap().centavos(), 0);
+            prop_assert_eq!(balance(&entries, Account::PlatformFees).unwrap().centavos(), 0);
+            prop_assert_eq!(balance(&entries, Account::PatientRefunds).unwrap().centavos(), -amount);
+        }
+    }
 
     #[test]
     fn balanced_postings_only() {

@@ -13,7 +13,7 @@ pub mod pix;
 pub use document::{Cnpj, Cpf, DocumentError, TussCode};
 pub use ids::{IdError, PatientId, PaymentId, ProviderId};
 pub use installments::{Installment, InstallmentError, InstallmentPlan, PlanRequest};
-pub use ledger::{Account, Entry, LedgerError, Posting};
+pub use ledger::{Account, Entry, LedgerError, Posting, Split, charge_posting, refund_posting, release_posting};
 pub use money::{BasisPoints, Money, MoneyError};
 pub use payment::{
     Decision, DecisionOutcome, FailMode, ListKind, ListType, PaymentMethod, PaymentStatus, Reason, TransitionError,
