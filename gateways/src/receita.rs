@@ -1,0 +1,475 @@
+//! Receita Federal's cadastral status of a CPF or CNPJ ("situação cadastral"), in the shapes of
+//! Serpro's Consulta CPF and Consulta CNPJ APIs (OAuth2 client credentials; `situacao.codigo` for
+//! a CPF, `situacaoCadastral.codigo` for a CNPJ), with a sandbox server of the same shapes.
+
+use crate::resilience::{Breaker, Policy};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post, put};
+use medpay_models::{Cnpj, Cpf};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a status is trusted before it is asked again.
+pub const STATUS_CACHE_TTL_MS: u64 = 6 * 60 * 60 * 1_000;
+/// Statuses kept in the cache.
+pub const STATUS_CACHE_MAX: usize = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CpfStatus {
+    Regular,
+    Suspended,
+    Deceased,
+    PendingRegularization,
+    CancelledMultiplicity,
+    Null,
+    CancelledOfficially,
+}
+
+impl CpfStatus {
+    /// Serpro's code and Receita's words.
+    pub fn code(self) -> (&'static str, &'static str) {
+        match self {
+            CpfStatus::Regular => ("0", "Regular"),
+            CpfStatus::Suspended => ("2", "Suspensa"),
+            CpfStatus::Deceased => ("3", "Titular Falecido"),
+            CpfStatus::PendingRegularization => ("4", "Pendente de Regularização"),
+            CpfStatus::CancelledMultiplicity => ("5", "Cancelada por Multiplicidade"),
+            CpfStatus::Null => ("8", "Nula"),
+            CpfStatus::CancelledOfficially => ("9", "Cancelada de Ofício"),
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<CpfStatus> {
+        [
+            CpfStatus::Regular,
+            CpfStatus::Suspended,
+            CpfStatus::Deceased,
+            CpfStatus::PendingRegularization,
+            CpfStatus::CancelledMultiplicity,
+            CpfStatus::Null,
+            CpfStatus::CancelledOfficially,
+        ]
+        .into_iter()
+        .find(|status| status.code().0 == code)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CnpjStatus {
+    Null,
+    Active,
+    Suspended,
+    Unfit,
+    Closed,
+}
+
+impl CnpjStatus {
+    pub fn code(self) -> (&'static str, &'static str) {
+        match self {
+            CnpjStatus::Null => ("1", "Nula"),
+            CnpjStatus::Active => ("2", "Ativa"),
+            CnpjStatus::Suspended => ("3", "Suspensa"),
+            CnpjStatus::Unfit => ("4", "Inapta"),
+            CnpjStatus::Closed => ("8", "Baixada"),
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<CnpjStatus> {
+        [CnpjStatus::Null, CnpjStatus::Active, CnpjStatus::Suspended, CnpjStatus::Unfit, CnpjStatus::Closed]
+            .into_iter()
+            .find(|status| status.code().0 == code)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("Receita is not answering (circuit open); retry later")]
+    CircuitOpen,
+    #[error("Receita failed after {attempts} attempts: {last}")]
+    Exhausted { attempts: u32, last: String },
+    #[error("Receita answered something unexpected: {0}")]
+    Protocol(String),
+}
+
+/// A Receita client: token cached and refreshed before it expires, statuses cached, every call
+/// through the time-out, retry and circuit-breaker policy.
+pub struct ReceitaClient {
+    base: String,
+    client_id: String,
+    client_secret: String,
+    http: reqwest::Client,
+    policy: Policy,
+    breaker: Breaker,
+    token: Mutex<Option<(String, Instant)>>,
+    cache: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+#[derive(Deserialize)]
+struct Token {
+    access_token: String,
+    expires_in: u64,
+}
+
+impl ReceitaClient {
+    pub fn new(
+        base: &str,
+        client_id: &str,
+        client_secret: &str,
+        policy: Policy,
+    ) -> Result<ReceitaClient, GatewayError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(policy.timeout_ms))
+            .build()
+            .map_err(|error| GatewayError::Protocol(error.to_string()))?;
+        Ok(ReceitaClient {
+            base: base.trim_end_matches('/').to_owned(),
+            client_id: client_id.to_owned(),
+            client_secret: client_secret.to_owned(),
+            http,
+            policy,
+            breaker: Breaker::default(),
+            token: Mutex::new(None),
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn cached(&self, key: &str) -> Option<String> {
+        let cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < Duration::from_millis(STATUS_CACHE_TTL_MS))
+            .map(|(code, _)| code.clone())
+    }
+
+    fn remember(&self, key: String, code: String) {
+        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cache.len() >= STATUS_CACHE_MAX {
+            cache.retain(|_, (_, at)| at.elapsed() < Duration::from_millis(STATUS_CACHE_TTL_MS));
+            if cache.len() >= STATUS_CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (code, Instant::now()));
+    }
+
+    async fn access_token(&self, refresh: bool) -> Result<String, String> {
+        if !refresh {
+            let token = self.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Refreshed a minute before it expires.
+            if let Some((value, _)) =
+                token.as_ref().filter(|(_, expires)| *expires > Instant::now() + Duration::from_secs(60))
+            {
+                return Ok(value.clone());
+            }
+        }
+        let response = self
+            .http
+            .post(format!("{}/token", self.base))
+            .basic_auth(&self.client_id, Some(&self.client_secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .map_err(|error| error.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("token: HTTP {}", response.status()));
+        }
+        let token: Token = response.json().await.map_err(|error| error.to_string())?;
+        *self.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some((token.access_token.clone(), Instant::now() + Duration::from_secs(token.expires_in)));
+        Ok(token.access_token)
+    }
+
+    /// GET `path` with the policy: retried on time-outs, connection errors and 5xx; a 401 gets a
+    /// fresh token once.
+    async fn get(&self, path: &str) -> Result<serde_json::Value, GatewayError> {
+        let mut last = String::new();
+        let mut refresh = false;
+        for attempt in 1..=self.policy.attempts_max {
+            if !self.breaker.allow() {
+                return Err(GatewayError::CircuitOpen);
+            }
+            let outcome = async {
+                let token = self.access_token(refresh).await?;
+                let response = self
+                    .http
+                    .get(format!("{}{path}", self.base))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let status = response.status();
+                let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+                Ok::<_, String>((status, body))
+            }
+            .await;
+            match outcome {
+                Ok((status, body)) if status.is_success() => {
+                    self.breaker.succeeded();
+                    return Ok(body);
+                }
+                Ok((StatusCode::UNAUTHORIZED, _)) if !refresh => {
+                    refresh = true;
+                    last = "HTTP 401".to_owned();
+                    continue;
+                }
+                Ok((status, _)) if status.is_client_error() => {
+                    self.breaker.succeeded();
+                    return Err(GatewayError::Protocol(format!("HTTP {status} for {path}")));
+                }
+                Ok((status, _)) => last = format!("HTTP {status}"),
+                Err(error) => last = error,
+            }
+            self.breaker.failed(&self.policy);
+            if attempt < self.policy.attempts_max {
+                tokio::time::sleep(self.policy.backoff(attempt)).await;
+            }
+        }
+        Err(GatewayError::Exhausted { attempts: self.policy.attempts_max, last })
+    }
+
+    pub async fn cpf_status(&self, cpf: &Cpf) -> Result<CpfStatus, GatewayError> {
+        let key = format!("cpf:{}", cpf.as_str());
+        let code = match self.cached(&key) {
+            Some(code) => code,
+            None => {
+                let body = self.get(&format!("/consulta-cpf-df/v2/cpf/{}", cpf.as_str())).await?;
+                let code = body["situacao"]["codigo"]
+                    .as_str()
+                    .ok_or_else(|| GatewayError::Protocol("no situacao.codigo".into()))?
+                    .to_owned();
+                self.remember(key, code.clone());
+                code
+            }
+        };
+        CpfStatus::from_code(&code).ok_or_else(|| GatewayError::Protocol(format!("unknown CPF situation {code:?}")))
+    }
+
+    pub async fn cnpj_status(&self, cnpj: &Cnpj) -> Result<CnpjStatus, GatewayError> {
+        let key = format!("cnpj:{}", cnpj.as_str());
+        let code = match self.cached(&key) {
+            Some(code) => code,
+            None => {
+                let body = self.get(&format!("/consulta-cnpj-df/v2/basica/{}", cnpj.as_str())).await?;
+                let code = body["situacaoCadastral"]["codigo"]
+                    .as_str()
+                    .ok_or_else(|| GatewayError::Protocol("no situacaoCadastral.codigo".into()))?
+                    .to_owned();
+                self.remember(key, code.clone());
+                code
+            }
+        };
+        CnpjStatus::from_code(&code).ok_or_else(|| GatewayError::Protocol(format!("unknown CNPJ situation {code:?}")))
+    }
+}
+
+/// The sandbox's state: statuses set by tests and demos (everyone else is regular / active),
+/// and faults to inject.
+#[derive(Default)]
+struct Sandbox {
+    cpf: Mutex<HashMap<String, String>>,
+    cnpj: Mutex<HashMap<String, String>>,
+    /// Answer the next N calls with this status.
+    fail_next: Mutex<(u32, u16)>,
+    calls: Mutex<u64>,
+}
+
+#[derive(Deserialize)]
+struct SetStatus {
+    codigo: String,
+}
+
+#[derive(Deserialize)]
+struct Faults {
+    fail_next: u32,
+    status: u16,
+}
+
+type Shared = Arc<Sandbox>;
+const SANDBOX_TOKEN: &str = "sandbox-access-token";
+
+fn authorised(headers: &HeaderMap) -> bool {
+    headers.get("authorization").and_then(|value| value.to_str().ok()) == Some(&format!("Bearer {SANDBOX_TOKEN}"))
+}
+
+fn injected_fault(sandbox: &Sandbox) -> Option<StatusCode> {
+    *sandbox.calls.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    let mut faults = sandbox.fail_next.lock().unwrap_or_else(|p| p.into_inner());
+    if faults.0 > 0 {
+        faults.0 -= 1;
+        return StatusCode::from_u16(faults.1).ok();
+    }
+    None
+}
+
+async fn token() -> Json<serde_json::Value> {
+    Json(
+        json!({"access_token": SANDBOX_TOKEN, "token_type": "Bearer", "expires_in": 3600, "scope": "am_application_scope default"}),
+    )
+}
+
+async fn cpf(
+    State(sandbox): State<Shared>,
+    headers: HeaderMap,
+    Path(ni): Path<String>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    if !authorised(&headers) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"mensagem": "token inválido"})));
+    }
+    if let Some(fault) = injected_fault(&sandbox) {
+        return (fault, Json(json!({"mensagem": "falha simulada"})));
+    }
+    if ni.parse::<Cpf>().is_err() {
+        return (StatusCode::BAD_REQUEST, Json(json!({"mensagem": "CPF inválido"})));
+    }
+    let code =
+        sandbox.cpf.lock().unwrap_or_else(|p| p.into_inner()).get(&ni).cloned().unwrap_or_else(|| "0".to_owned());
+    let description = CpfStatus::from_code(&code).map_or("Desconhecida", |status| status.code().1);
+    (
+        StatusCode::OK,
+        Json(
+            json!({"ni": ni, "nome": "CONTRIBUINTE SANDBOX", "situacao": {"codigo": code, "descricao": description}, "nascimento": "01011990"}),
+        ),
+    )
+}
+
+async fn cnpj(
+    State(sandbox): State<Shared>,
+    headers: HeaderMap,
+    Path(ni): Path<String>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    if !authorised(&headers) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"mensagem": "token inválido"})));
+    }
+    if let Some(fault) = injected_fault(&sandbox) {
+        return (fault, Json(json!({"mensagem": "falha simulada"})));
+    }
+    let code =
+        sandbox.cnpj.lock().unwrap_or_else(|p| p.into_inner()).get(&ni).cloned().unwrap_or_else(|| "2".to_owned());
+    (
+        StatusCode::OK,
+        Json(
+            json!({"ni": ni, "nomeEmpresarial": "EMPRESA SANDBOX LTDA", "situacaoCadastral": {"codigo": code, "data": "2020-01-01", "motivo": ""}}),
+        ),
+    )
+}
+
+async fn set_cpf(State(sandbox): State<Shared>, Path(ni): Path<String>, Json(body): Json<SetStatus>) -> StatusCode {
+    sandbox.cpf.lock().unwrap_or_else(|p| p.into_inner()).insert(ni, body.codigo);
+    StatusCode::NO_CONTENT
+}
+
+async fn set_cnpj(State(sandbox): State<Shared>, Path(ni): Path<String>, Json(body): Json<SetStatus>) -> StatusCode {
+    sandbox.cnpj.lock().unwrap_or_else(|p| p.into_inner()).insert(ni, body.codigo);
+    StatusCode::NO_CONTENT
+}
+
+async fn set_faults(State(sandbox): State<Shared>, Json(body): Json<Faults>) -> StatusCode {
+    *sandbox.fail_next.lock().unwrap_or_else(|p| p.into_inner()) = (body.fail_next, body.status);
+    StatusCode::NO_CONTENT
+}
+
+async fn calls(State(sandbox): State<Shared>) -> Json<serde_json::Value> {
+    Json(json!({"calls": *sandbox.calls.lock().unwrap_or_else(|p| p.into_inner())}))
+}
+
+/// The sandbox's routes. Control endpoints (`PUT /sandbox/…`) set statuses and faults.
+pub fn sandbox_router() -> axum::Router {
+    axum::Router::new()
+        .route("/token", post(token))
+        .route("/consulta-cpf-df/v2/cpf/{ni}", get(cpf))
+        .route("/consulta-cnpj-df/v2/basica/{ni}", get(cnpj))
+        .route("/sandbox/cpf/{ni}", put(set_cpf))
+        .route("/sandbox/cnpj/{ni}", put(set_cnpj))
+        .route("/sandbox/faults", put(set_faults))
+        .route("/sandbox/calls", get(calls))
+        .with_state(Arc::new(Sandbox::default()))
+}
+
+/// Serves the sandbox on `bind` (port 0: any free port) in the background; returns its address.
+pub async fn start_sandbox(bind: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, sandbox_router()).await {
+            tracing::error!(%error, "Receita sandbox stopped");
+        }
+    });
+    Ok(address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn setup(policy: Policy) -> (ReceitaClient, String, reqwest::Client) {
+        let address = start_sandbox("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let base = format!("http://{address}");
+        let client = ReceitaClient::new(&base, "id", "secret", policy).unwrap();
+        (client, base, reqwest::Client::new())
+    }
+
+    #[tokio::test]
+    async fn statuses_come_back_and_are_cached() {
+        let (client, base, control) = setup(Policy::default()).await;
+        let cpf: Cpf = "529.982.247-25".parse().unwrap();
+        assert_eq!(client.cpf_status(&cpf).await.unwrap(), CpfStatus::Regular);
+        let other: Cpf = "111.444.777-35".parse().unwrap();
+        control.put(format!("{base}/sandbox/cpf/11144477735")).json(&json!({"codigo": "2"})).send().await.unwrap();
+        assert_eq!(client.cpf_status(&other).await.unwrap(), CpfStatus::Suspended);
+        let cnpj: Cnpj = "11.222.333/0001-81".parse().unwrap();
+        control.put(format!("{base}/sandbox/cnpj/11222333000181")).json(&json!({"codigo": "4"})).send().await.unwrap();
+        assert_eq!(client.cnpj_status(&cnpj).await.unwrap(), CnpjStatus::Unfit);
+        let calls: serde_json::Value =
+            control.get(format!("{base}/sandbox/calls")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(client.cpf_status(&cpf).await.unwrap(), CpfStatus::Regular);
+        let again: serde_json::Value =
+            control.get(format!("{base}/sandbox/calls")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(calls, again, "the second question was answered from the cache");
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_and_a_failing_system_opens_the_circuit() {
+        let policy = Policy {
+            attempts_max: 3,
+            backoff_base_ms: 1,
+            backoff_max_ms: 5,
+            breaker_failures: 4,
+            breaker_open_ms: 60_000,
+            ..Policy::default()
+        };
+        let (client, base, control) = setup(policy).await;
+        control
+            .put(format!("{base}/sandbox/faults"))
+            .json(&json!({"fail_next": 2, "status": 503}))
+            .send()
+            .await
+            .unwrap();
+        let cpf: Cpf = "529.982.247-25".parse().unwrap();
+        assert_eq!(client.cpf_status(&cpf).await.unwrap(), CpfStatus::Regular, "two 503s, then an answer");
+        control
+            .put(format!("{base}/sandbox/faults"))
+            .json(&json!({"fail_next": 100, "status": 500}))
+            .send()
+            .await
+            .unwrap();
+        let other: Cpf = "111.444.777-35".parse().unwrap();
+        assert!(matches!(client.cpf_status(&other).await, Err(GatewayError::Exhausted { attempts: 3, .. })));
+        // Three failures so far (the success before them reset the count); one more opens it.
+        let third: Cpf = "390.533.447-05".parse().unwrap();
+        // The fourth failure opens the circuit; the call's next attempt is refused without a request.
+        assert!(matches!(client.cpf_status(&third).await, Err(GatewayError::CircuitOpen)));
+        let before: serde_json::Value =
+            control.get(format!("{base}/sandbox/calls")).send().await.unwrap().json().await.unwrap();
+        assert!(matches!(client.cpf_status(&third).await, Err(GatewayError::CircuitOpen)));
+        let after: serde_json::Value =
+            control.get(format!("{base}/sandbox/calls")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(before, after, "an open circuit sends nothing");
+    }
+}
