@@ -30,10 +30,24 @@ enum Command {
         #[arg(long, default_value = "data/simulated.csv")]
         out: PathBuf,
     },
+    /// Run a local sandbox of an external system (same request and response shapes).
+    Sandbox {
+        #[command(subcommand)]
+        system: SandboxSystem,
+    },
     /// Models: training and evaluation.
     Model {
         #[command(subcommand)]
         command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SandboxSystem {
+    /// Receita Federal's CPF and CNPJ status (Serpro's Consulta CPF / Consulta CNPJ shapes).
+    Receita {
+        #[arg(long, default_value = "127.0.0.1:9101")]
+        bind: std::net::SocketAddr,
     },
 }
 
@@ -126,6 +140,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             init_telemetry();
             serve().await
+        }
+        Command::Sandbox { system: SandboxSystem::Receita { bind } } => {
+            init_telemetry();
+            let address = medpay_gateways::receita::start_sandbox(bind).await?;
+            println!(
+                "Receita Federal sandbox listening on http://{address} (PUT /sandbox/cpf/{{cpf}} {{\"codigo\":\"2\"}} suspends a CPF)"
+            );
+            shutdown_signal().await;
+            Ok(())
         }
         Command::Simulate { seed, payments, days, out } => {
             let options = medpay_ml::simulate::SimulationOptions { seed, payments, days, ..Default::default() };

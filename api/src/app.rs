@@ -142,6 +142,8 @@ pub fn router(state: AppState) -> Router {
 pub struct Server {
     pub addr: SocketAddr,
     pub admin_token: String,
+    /// Where Receita Federal is asked (the in-process sandbox on the embedded defaults).
+    pub receita_url: String,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -219,6 +221,20 @@ where
     let runtime = Arc::new(Runtime::start(store.clone(), scorer, runtime_config, Arc::new(PaymentView::render)).await?);
     let admin_token =
         config.admin_token.clone().unwrap_or_else(|| crate::auth::new_secret(crate::auth::ADMIN_TOKEN_PREFIX));
+    let receita_url = match &config.receita_url {
+        Some(url) => url.clone(),
+        None => {
+            let address = medpay_gateways::receita::start_sandbox("127.0.0.1:0".parse()?).await?;
+            tracing::info!(%address, "Receita Federal sandbox started in process (set RECEITA_URL for the real one)");
+            format!("http://{address}")
+        }
+    };
+    let receita = Arc::new(medpay_gateways::receita::ReceitaClient::new(
+        &receita_url,
+        &config.receita_client_id,
+        &config.receita_client_secret,
+        medpay_gateways::resilience::Policy::default(),
+    )?);
     let listener = tokio::net::TcpListener::bind(config.bind).await?;
     let addr = listener.local_addr()?;
     let grace = Duration::from_millis(config.limits.shutdown_grace_ms);
@@ -233,6 +249,7 @@ where
         rules,
         lists,
         stopping: stopped.clone(),
+        receita,
     };
     risk::reload_rules(&state).await.map_err(|error| anyhow::anyhow!("loading rules: {}", error.message))?;
     let state_for_reload = state.clone();
@@ -284,5 +301,5 @@ where
         store.close().await;
         tracing::info!("stopped");
     });
-    Ok(Server { addr, admin_token, shutdown, task })
+    Ok(Server { addr, admin_token, receita_url, shutdown, task })
 }

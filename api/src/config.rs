@@ -14,6 +14,10 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// The risk analysts' bearer token; without it only the admin reaches the analyst endpoints.
     pub analyst_token: Option<String>,
+    /// Receita Federal (Serpro-shaped API); when unset, the sandbox is started in process.
+    pub receita_url: Option<String>,
+    pub receita_client_id: String,
+    pub receita_client_secret: String,
     /// A model artefact to score with instead of the bundled one.
     pub model_path: Option<std::path::PathBuf>,
     pub runtime: RuntimeConfig,
@@ -88,6 +92,9 @@ impl Config {
             redis_url: optional("REDIS_URL"),
             admin_token: optional("MEDPAY_ADMIN_TOKEN"),
             analyst_token: optional("MEDPAY_ANALYST_TOKEN"),
+            receita_url: optional("RECEITA_URL"),
+            receita_client_id: optional("RECEITA_CLIENT_ID").unwrap_or_else(|| "medpay".to_owned()),
+            receita_client_secret: optional("RECEITA_CLIENT_SECRET").unwrap_or_default(),
             model_path: optional("MEDPAY_MODEL").map(std::path::PathBuf::from),
             runtime: RuntimeConfig {
                 score_budget_ms: parsed("MEDPAY_SCORE_BUDGET_MS", defaults.score_budget_ms)?,

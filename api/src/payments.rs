@@ -151,6 +151,47 @@ fn plan(parsed: &ParsedPayment, released_on: NaiveDate) -> Result<InstallmentPla
     })
 }
 
+/// Refuses a payment from a CPF that is not regular, or to a provider whose CNPJ is not active,
+/// at Receita Federal. When Receita cannot answer (after retries, or with its circuit open) the
+/// payment goes on to scoring: a status check must not take payments down; the log says so.
+async fn check_registrations(state: &AppState, cpf: &Cpf, cnpj: &medpay_models::Cnpj) -> Result<(), ApiError> {
+    use medpay_gateways::receita::{CnpjStatus, CpfStatus};
+    let (cpf_status, cnpj_status) = tokio::join!(state.receita.cpf_status(cpf), state.receita.cnpj_status(cnpj));
+    match cpf_status {
+        Ok(CpfStatus::Regular) => {}
+        Ok(status) => {
+            tracing::info!(cpf = %cpf.masked(), situation = status.code().1, "payment refused: CPF not regular");
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "cpf_irregular",
+                format!(
+                    "the patient's CPF is not regular at Receita Federal (situação cadastral: {})",
+                    status.code().1
+                ),
+            ));
+        }
+        Err(error) => tracing::warn!(cpf = %cpf.masked(), %error, "CPF status unknown; going on"),
+    }
+    match cnpj_status {
+        Ok(CnpjStatus::Active) => Ok(()),
+        Ok(status) => {
+            tracing::info!(cnpj = %cnpj.masked(), situation = status.code().1, "payment refused: CNPJ not active");
+            Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "cnpj_inactive",
+                format!(
+                    "the provider's CNPJ is not active at Receita Federal (situação cadastral: {})",
+                    status.code().1
+                ),
+            ))
+        }
+        Err(error) => {
+            tracing::warn!(cnpj = %cnpj.masked(), %error, "CNPJ status unknown; going on");
+            Ok(())
+        }
+    }
+}
+
 /// A payment request parsed from its body: everything that needs no database.
 pub struct PreparedPayment {
     /// SHA-256 of the canonical request, for its idempotency key.
@@ -260,9 +301,12 @@ pub async fn create_payment(
         .patient(parsed.patient_id)
         .await?
         .ok_or_else(|| ApiError::not_found("patient_not_found", "no such patient"))?;
-    if state.store.provider(parsed.provider_id).await?.is_none() {
-        return Err(ApiError::not_found("provider_not_found", "no such provider"));
-    }
+    let provider = state
+        .store
+        .provider(parsed.provider_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("provider_not_found", "no such provider"))?;
+    check_registrations(&state, &patient.cpf, &provider.cnpj).await?;
     state
         .rate_limit(
             &format!("patient:{}:payments", parsed.patient_id),

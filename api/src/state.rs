@@ -18,6 +18,8 @@ pub struct AppState {
     /// decision.
     pub rules: Arc<medpay_ml::RuleBook>,
     pub lists: Arc<medpay_ml::Lists>,
+    /// Receita Federal's CPF and CNPJ statuses.
+    pub receita: Arc<medpay_gateways::receita::ReceitaClient>,
     /// Turns true when the server shuts down: long-lived streams end so that shutdown can finish.
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }

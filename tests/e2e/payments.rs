@@ -485,3 +485,60 @@ async fn openapi_describes_every_endpoint(engine: Engine) {
     app.stop().await;
 }
 on_both_engines!(openapi_describes_every_endpoint);
+
+async fn receita_status_refuses_irregular_cpf_and_inactive_cnpj(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let provider = app.provider(json!({})).await;
+    let patient = app.patient(&provider).await;
+    let (_, shown) =
+        app.request(Method::GET, &format!("/v1/patients/{}", patient.id), Some(&provider.key), None, None).await;
+    let cpf: String = shown["cpf"].as_str().unwrap().chars().filter(char::is_ascii_digit).collect();
+    // Receita says the CPF is suspended.
+    let status = app
+        .client
+        .put(format!("{}/sandbox/cpf/{cpf}", app.receita))
+        .json(&json!({"codigo": "2"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, error) = app
+        .request(
+            Method::POST,
+            "/v1/payments",
+            Some(&provider.key),
+            Some(&payment_body(&provider, &patient, 10_000)),
+            Some(&new_key()),
+        )
+        .await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("cpf_irregular")),
+        "{error}"
+    );
+    assert!(error["error"]["message"].as_str().unwrap().contains("Suspensa"));
+    // A clinic whose CNPJ is "inapta".
+    let other = app.provider(json!({})).await;
+    let other_patient = app.patient(&other).await;
+    let cnpj: String = other.cnpj.chars().filter(char::is_ascii_alphanumeric).collect();
+    app.client.put(format!("{}/sandbox/cnpj/{cnpj}", app.receita)).json(&json!({"codigo": "4"})).send().await.unwrap();
+    let (status, error) = app
+        .request(
+            Method::POST,
+            "/v1/payments",
+            Some(&other.key),
+            Some(&payment_body(&other, &other_patient, 10_000)),
+            Some(&new_key()),
+        )
+        .await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("cnpj_inactive")),
+        "{error}"
+    );
+    let (_, listed) = app.request(Method::GET, "/v1/payments", Some(&app.admin), None, None).await;
+    assert_eq!(listed["data"], json!([]), "nothing recorded");
+    app.stop().await;
+}
+on_both_engines!(receita_status_refuses_irregular_cpf_and_inactive_cnpj);

@@ -72,6 +72,9 @@ pub fn config(database_url: &str) -> Config {
         redis_url: None,
         admin_token: Some(format!("test-admin-{}", uuid::Uuid::new_v4().simple())),
         analyst_token: Some(format!("test-analyst-{}", uuid::Uuid::new_v4().simple())),
+        receita_url: None,
+        receita_client_id: "medpay".to_owned(),
+        receita_client_secret: String::new(),
         model_path: None,
         runtime: medpay_actors::RuntimeConfig::default(),
         limits: Limits::default(),
@@ -80,6 +83,8 @@ pub fn config(database_url: &str) -> Config {
 
 pub struct TestApp {
     pub base: String,
+    /// The app's Receita Federal sandbox.
+    pub receita: String,
     pub admin: String,
     pub analyst: String,
     pub client: Client,
@@ -111,6 +116,7 @@ fn rand_u64() -> u64 {
 pub struct Provider {
     pub id: String,
     pub key: String,
+    pub cnpj: String,
 }
 
 pub struct Patient {
@@ -138,6 +144,7 @@ impl TestApp {
         let server = medpay_api::start(config).await.unwrap();
         TestApp {
             base: format!("http://{}", server.addr),
+            receita: server.receita_url.clone(),
             admin: server.admin_token.clone(),
             analyst,
             client: client(),
@@ -209,6 +216,7 @@ impl TestApp {
         Provider {
             id: created["id"].as_str().unwrap().to_owned(),
             key: created["api_key"].as_str().unwrap().to_owned(),
+            cnpj: created["cnpj"].as_str().unwrap().to_owned(),
         }
     }
 
