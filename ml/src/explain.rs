@@ -7,6 +7,38 @@ use medpay_models::Reason;
 /// How many features a decision names at most.
 pub const FACTORS_MAX: usize = 3;
 
+/// Features whose risk lies in a low value: a low value is named, a high one is not.
+const RISKY_WHEN_LOW: [&str; 1] = ["patient_age_days"];
+/// Features whose low value is named differently (little history, not velocity).
+const HISTORY: [&str; 6] = [
+    "patient_payments_1h",
+    "patient_payments_24h",
+    "patient_payments_7d",
+    "patient_amount_1h_centavos",
+    "patient_amount_24h_centavos",
+    "patient_amount_7d_centavos",
+];
+/// Features for which either side of the mean can be the risky one (categories, hours).
+const EITHER_WAY: [&str; 5] = ["hour_of_day", "method_card", "method_pix", "method_boleto", "night"];
+
+/// The factor a feature stands for, in the direction it pushed: (code, analyst's words, patient's
+/// words), or `None` when that direction has no honest words (a feature below its usual value
+/// that raised the score, where "high" would be a false explanation).
+fn factor_in_direction(feature: &str, value: f64, above_usual: bool) -> Option<(&'static str, String, &'static str)> {
+    if HISTORY.contains(&feature) && !above_usual {
+        return Some((
+            "little_history",
+            "the patient has fewer earlier payments than usual".to_owned(),
+            "Há poucos pagamentos anteriores deste paciente.",
+        ));
+    }
+    let risky_direction = if RISKY_WHEN_LOW.contains(&feature) { !above_usual } else { above_usual };
+    if !risky_direction && !EITHER_WAY.contains(&feature) {
+        return None;
+    }
+    factor(feature, value)
+}
+
 /// The factor a feature stands for: (code, analyst's words, patient's words). The value is the
 /// feature's value in this payment.
 fn factor(feature: &str, value: f64) -> Option<(&'static str, String, &'static str)> {
@@ -83,15 +115,18 @@ fn factor(feature: &str, value: f64) -> Option<(&'static str, String, &'static s
     Some(entry)
 }
 
-/// Reasons for the features that pushed the score up most (positive contributions only).
-pub fn top_factors(features: &[f64], contributions: &[f64]) -> Vec<Reason> {
+/// Reasons for the features that pushed the score up most (positive contributions only), each in
+/// the direction it pushed (`usual` holds each feature's training mean).
+pub fn top_factors(features: &[f64], contributions: &[f64], usual: &[f64]) -> Vec<Reason> {
     let mut ranked: Vec<(usize, f64)> =
         contributions.iter().copied().enumerate().filter(|(_, part)| *part > 1e-9 && part.is_finite()).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     let mut reasons: Vec<Reason> = Vec::new();
     for (index, _) in ranked {
         let Some(name) = FEATURE_NAMES.get(index) else { continue };
-        let Some((code, message, message_pt)) = factor(name, features.get(index).copied().unwrap_or(0.0)) else {
+        let value = features.get(index).copied().unwrap_or(0.0);
+        let above_usual = value >= usual.get(index).copied().unwrap_or(0.0);
+        let Some((code, message, message_pt)) = factor_in_direction(name, value, above_usual) else {
             continue;
         };
         if reasons.iter().any(|reason| reason.code == code) {
@@ -108,6 +143,23 @@ pub fn top_factors(features: &[f64], contributions: &[f64]) -> Vec<Reason> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_feature_below_its_usual_value_is_not_called_high() {
+        let index = |name: &str| FEATURE_NAMES.iter().position(|n| *n == name).unwrap();
+        let mut contributions = vec![0.0; FEATURE_NAMES.len()];
+        contributions[index("patient_payments_7d")] = 1.0;
+        contributions[index("device_patients_24h")] = 0.5;
+        let mut usual = vec![0.0; FEATURE_NAMES.len()];
+        usual[index("patient_payments_7d")] = 3.0;
+        usual[index("device_patients_24h")] = 1.2;
+        let mut features = vec![0.0; FEATURE_NAMES.len()];
+        features[index("device_patients_24h")] = 1.0;
+        // No earlier payments raised the score: that is little history, not velocity; one patient
+        // on the device (below its usual 1.2) is not "shared".
+        let codes: Vec<String> = top_factors(&features, &contributions, &usual).into_iter().map(|r| r.code).collect();
+        assert_eq!(codes, vec!["little_history"]);
+    }
 
     #[test]
     fn every_feature_has_words() {
@@ -128,7 +180,10 @@ mod tests {
         contributions[index("night")] = -3.0;
         let mut features = vec![0.0; FEATURE_NAMES.len()];
         features[index("amount_to_procedure_median")] = 7.25;
-        let reasons = top_factors(&features, &contributions);
+        features[index("device_patients_24h")] = 3.0;
+        features[index("amount_centavos")] = 5.0;
+        features[index("log_amount")] = 2.0;
+        let reasons = top_factors(&features, &contributions, &vec![1.0; FEATURE_NAMES.len()]);
         let codes: Vec<&str> = reasons.iter().map(|r| r.code.as_str()).collect();
         assert_eq!(codes, vec!["amount_far_above_usual", "device_shared", "high_amount"]);
         assert!(reasons[0].message.contains("7.2×") || reasons[0].message.contains("7.3×"));

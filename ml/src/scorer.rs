@@ -216,7 +216,7 @@ impl ModelScorer {
             DecisionOutcome::Approve
         };
         if outcome != DecisionOutcome::Approve || score >= input.policy.review_score_min {
-            reasons.extend(top_factors(features, &model.contributions(features)));
+            reasons.extend(top_factors(features, &model.contributions(features), &model.means));
         }
         Assessment {
             outcome,

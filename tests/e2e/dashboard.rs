@@ -172,6 +172,40 @@ async fn a_payment_appears_live_on_the_open_dashboard() {
     let reloaded = browser.evaluate("performance.getEntriesByType('navigation').length").await;
     assert_eq!(reloaded, 1, "no reload happened");
     assert!(page.contains("A receber"), "the balance is shown: {page}");
+    // MEDPAY_SCREENSHOT=path.png keeps a picture of the page, to look at.
+    if let Ok(path) = std::env::var("MEDPAY_SCREENSHOT") {
+        browser
+            .call(
+                "Emulation.setDeviceMetricsOverride",
+                json!({"width": 1000, "height": 700, "deviceScaleFactor": 1, "mobile": false}),
+            )
+            .await;
+        let shot = browser.call("Page.captureScreenshot", json!({"format": "png"})).await;
+        let bytes = base64_decode(shot["data"].as_str().unwrap());
+        std::fs::write(path, bytes).unwrap();
+    }
     browser.close().await;
     app.stop().await;
+}
+
+/// Standard base64 (the DevTools protocol's encoding of screenshots).
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let clean: Vec<u8> = text.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()).collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut buffer = 0u32;
+        for (index, c) in chunk.iter().enumerate() {
+            buffer |= u32::from(value(*c)) << (18 - 6 * index);
+        }
+        let bytes = buffer.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
 }
