@@ -233,6 +233,20 @@ impl Runtime {
         .await
     }
 
+    /// Makes a running provider session read the provider's settings again (a session that is not
+    /// running reads them when it starts).
+    pub async fn reload_provider(&self, provider: medpay_models::ProviderId) -> Result<(), CoreError> {
+        let Some(actor) = self.context.providers.live(provider) else { return Ok(()) };
+        let timeout = Duration::from_millis(self.context.config.feature_call_timeout_ms);
+        match actor.call(|reply| ProviderMsg::Reload { reply }, Some(timeout)).await {
+            Ok(ractor::rpc::CallResult::Success(Ok(()))) => Ok(()),
+            Ok(ractor::rpc::CallResult::Success(Err(error))) => Err(CoreError::Unavailable(error)),
+            // It stopped meanwhile: it will read the store when it starts again.
+            Err(_) | Ok(ractor::rpc::CallResult::SenderError) => Ok(()),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(CoreError::Timeout("provider")),
+        }
+    }
+
     /// Asks the outbox to look for work now (a resend, say).
     pub fn wake_outbox(&self) {
         let _ = self.context.outbox.send_message(outbox::OutboxMsg::Pump);

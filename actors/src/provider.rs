@@ -38,6 +38,10 @@ pub enum ProviderMsg {
     },
     /// Events committed for this provider, to fan out.
     EventsCommitted(EventBatch),
+    /// The provider's settings changed in the store: read them again.
+    Reload {
+        reply: RpcReplyPort<Result<(), String>>,
+    },
     PaymentRecorded {
         tuss_code: String,
         amount_centavos: i64,
@@ -51,6 +55,7 @@ pub enum ProviderMsg {
 pub struct ProviderSessionActor;
 
 pub struct ProviderState {
+    context: Arc<Context>,
     record: ProviderRecord,
     history: ProviderHistory,
     subscribers: Vec<tokio::sync::mpsc::Sender<EventBatch>>,
@@ -91,7 +96,14 @@ impl Actor for ProviderSessionActor {
         }
         let idle = Duration::from_millis(args.context.config.idle_ms);
         myself.send_after(idle, || ProviderMsg::IdleCheck);
-        Ok(ProviderState { record, history, subscribers: Vec::new(), idle, last_activity: Instant::now() })
+        Ok(ProviderState {
+            context: args.context.clone(),
+            record,
+            history,
+            subscribers: Vec::new(),
+            idle,
+            last_activity: Instant::now(),
+        })
     }
 
     async fn handle(
@@ -109,6 +121,17 @@ impl Actor for ProviderSessionActor {
             ProviderMsg::PaymentRecorded { tuss_code, amount_centavos, at_ms, outcome } => {
                 state.last_activity = Instant::now();
                 state.history.observe(&tuss_code, amount_centavos, at_ms, outcome);
+            }
+            ProviderMsg::Reload { reply } => {
+                let result = match state.context.store.provider(state.record.id).await {
+                    Ok(Some(record)) => {
+                        state.record = record;
+                        Ok(())
+                    }
+                    Ok(None) => Err("the provider no longer exists".to_owned()),
+                    Err(error) => Err(error.to_string()),
+                };
+                let _ = reply.send(result);
             }
             ProviderMsg::Subscribe { reply } => {
                 state.subscribers.retain(|subscriber| !subscriber.is_closed());

@@ -117,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::dashboard))
         .routes(routes!(parties::balance))
+        .routes(routes!(parties::update_provider_risk))
         .split_for_parts();
     let openapi_json = Arc::new(openapi.to_pretty_json().unwrap_or_default());
     api.route(

@@ -223,3 +223,60 @@ pub async fn balance(
     }
     Ok(Json(Balance { available_centavos: -available, held_centavos: -held, pending_centavos: pending.centavos() }))
 }
+
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProviderRisk {
+    pub review_score_min: Option<u16>,
+    pub decline_score_min: Option<u16>,
+    /// `open` or `closed`.
+    pub score_fail_mode: Option<String>,
+    pub max_amount_centavos: Option<i64>,
+}
+
+#[utoipa::path(patch, path = "/v1/providers/{id}", tag = "providers", security(("bearer" = [])), request_body = UpdateProviderRisk,
+    params(("id" = String, Path, description = "provider id")),
+    responses((status = 200, body = ProviderView, description = "in force from the provider's next decision"),
+               (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn update_provider_risk(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<UpdateProviderRisk>, JsonRejection>,
+) -> Result<Json<ProviderView>, ApiError> {
+    principal.require_analyst()?;
+    let not_found = || ApiError::not_found("provider_not_found", "no such provider");
+    let Path(id) = id.map_err(rejection)?;
+    let id: ProviderId = id.parse().map_err(|_| not_found())?;
+    let Json(body) = body.map_err(rejection)?;
+    let mut record = state.store.provider(id).await?.ok_or_else(not_found)?;
+    if let Some(mode) = body.score_fail_mode {
+        record.score_fail_mode = mode
+            .parse()
+            .map_err(|_| ApiError::bad_request("invalid_fail_mode", "score_fail_mode must be open or closed"))?;
+    }
+    if let Some(max) = body.max_amount_centavos {
+        if !(1..=PROVIDER_MAX_AMOUNT_CENTAVOS).contains(&max) {
+            return Err(ApiError::bad_request(
+                "invalid_amount",
+                format!("max_amount_centavos must be between 1 and {PROVIDER_MAX_AMOUNT_CENTAVOS}"),
+            ));
+        }
+        record.max_amount_centavos = max;
+    }
+    record.review_score_min = body.review_score_min.unwrap_or(record.review_score_min);
+    record.decline_score_min = body.decline_score_min.unwrap_or(record.decline_score_min);
+    if !(record.review_score_min <= record.decline_score_min && record.decline_score_min <= 1_000) {
+        return Err(ApiError::bad_request(
+            "invalid_thresholds",
+            "review_score_min ≤ decline_score_min ≤ 1000 is required",
+        ));
+    }
+    if !state.store.update_provider_risk(&record).await? {
+        return Err(not_found());
+    }
+    state.runtime.reload_provider(id).await?;
+    tracing::info!(provider_id = %id, review = record.review_score_min, decline = record.decline_score_min,
+        fail_mode = record.score_fail_mode.as_str(), max = record.max_amount_centavos, "provider risk settings changed");
+    Ok(Json(ProviderView::new(&record, None)))
+}

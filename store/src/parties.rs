@@ -108,6 +108,23 @@ impl Store {
         row.as_ref().map(provider_from_row).transpose()
     }
 
+    /// Changes a provider's risk settings; false when there is no such provider.
+    pub async fn update_provider_risk(&self, provider: &ProviderRecord) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE providers SET score_fail_mode = $2, max_amount_centavos = $3, review_score_min = $4, decline_score_min = $5
+             WHERE id = $1",
+        )
+        .bind(provider.id.to_string())
+        .bind(provider.score_fail_mode.as_str())
+        .bind(provider.max_amount_centavos)
+        .bind(i64::from(provider.review_score_min))
+        .bind(i64::from(provider.decline_score_min))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
     pub async fn provider_id_by_key_hash(&self, api_key_hash: &str) -> Result<Option<ProviderId>, StoreError> {
         let row = sqlx::query("SELECT id FROM providers WHERE api_key_hash = $1")
             .bind(api_key_hash.to_owned())

@@ -452,6 +452,7 @@ async fn openapi_describes_every_endpoint(engine: Engine) {
         ("/v1/webhook-endpoints/{id}/deliveries", "get"),
         ("/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/resend", "post"),
         ("/v1/providers/{id}/balance", "get"),
+        ("/v1/providers/{id}", "patch"),
         ("/dashboard", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),

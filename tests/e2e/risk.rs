@@ -254,3 +254,45 @@ async fn a_backtest_counts_what_a_rule_would_have_caught(engine: Engine) {
     app.stop().await;
 }
 on_both_engines!(a_backtest_counts_what_a_rule_would_have_caught);
+
+async fn provider_thresholds_change_the_next_decision(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let provider = app.provider(json!({})).await;
+    let patient = app.patient(&provider).await;
+    let first = pay(&app, &provider, &payment_body(&provider, &patient, 20_000)).await;
+    assert_eq!(first["decision"]["outcome"], "approve");
+    let score = first["decision"]["score"].as_u64().unwrap();
+    // An analyst makes this provider strict: every score at or above the last one is declined.
+    let path = format!("/v1/providers/{}", provider.id);
+    let (status, updated) = app
+        .request(
+            Method::PATCH,
+            &path,
+            Some(&app.analyst),
+            Some(&json!({"review_score_min": 0, "decline_score_min": score})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["decline_score_min"], score);
+    let second = pay(&app, &provider, &payment_body(&provider, &patient, 20_000)).await;
+    let outcome = second["decision"]["outcome"].as_str().unwrap();
+    let second_score = second["decision"]["score"].as_u64().unwrap();
+    let expected = if second_score >= score { "decline" } else { "review" };
+    assert_eq!(outcome, expected, "{second}");
+    let (status, error) = app
+        .request(
+            Method::PATCH,
+            &path,
+            Some(&app.analyst),
+            Some(&json!({"review_score_min": 900, "decline_score_min": 100})),
+            None,
+        )
+        .await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_thresholds")));
+    let (status, _) =
+        app.request(Method::PATCH, &path, Some(&provider.key), Some(&json!({"decline_score_min": 1000})), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a provider does not set its own thresholds");
+    app.stop().await;
+}
+on_both_engines!(provider_thresholds_change_the_next_decision);
