@@ -1,0 +1,224 @@
+//! Entities in Brazilian Portuguese messages: amounts ("R$ 1.234,56", "1500 reais", "mil e
+//! quinhentos", "R$ 80 e 50 centavos") and installment counts ("em 6x", "seis vezes", "12
+//! parcelas"). Accents, case and common typos of accents ("tres", "dez mil") do not matter.
+
+/// Largest amount read: R$ 10.000.000,00, in centavos.
+pub const AMOUNT_MAX_CENTAVOS: i64 = 1_000_000_000;
+/// Most installments read.
+pub const INSTALLMENTS_MAX: u32 = 48;
+
+/// Lower case, accents removed, punctuation that is not part of numbers turned into spaces.
+pub fn normalise(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.to_lowercase().next().unwrap_or(c) {
+            'á' | 'à' | 'â' | 'ã' | 'ä' => 'a',
+            'é' | 'è' | 'ê' | 'ë' => 'e',
+            'í' | 'ì' | 'î' | 'ï' => 'i',
+            'ó' | 'ò' | 'ô' | 'õ' | 'ö' => 'o',
+            'ú' | 'ù' | 'û' | 'ü' => 'u',
+            'ç' => 'c',
+            c if c.is_alphanumeric() || matches!(c, ',' | '.' | '$') => c,
+            _ => ' ',
+        })
+        .collect()
+}
+
+fn unit(word: &str) -> Option<i64> {
+    Some(match word {
+        "zero" => 0,
+        "um" | "uma" => 1,
+        "dois" | "duas" => 2,
+        "tres" => 3,
+        "quatro" => 4,
+        "cinco" => 5,
+        "seis" | "meia" => 6,
+        "sete" => 7,
+        "oito" => 8,
+        "nove" => 9,
+        "dez" => 10,
+        "onze" => 11,
+        "doze" => 12,
+        "treze" => 13,
+        "quatorze" | "catorze" => 14,
+        "quinze" => 15,
+        "dezesseis" | "dezeseis" => 16,
+        "dezessete" | "dezesete" => 17,
+        "dezoito" => 18,
+        "dezenove" => 19,
+        "vinte" => 20,
+        "trinta" => 30,
+        "quarenta" => 40,
+        "cinquenta" | "cincoenta" => 50,
+        "sessenta" => 60,
+        "setenta" => 70,
+        "oitenta" => 80,
+        "noventa" => 90,
+        "cem" | "cento" => 100,
+        "duzentos" | "duzentas" => 200,
+        "trezentos" | "trezentas" => 300,
+        "quatrocentos" | "quatrocentas" => 400,
+        "quinhentos" | "quinhentas" => 500,
+        "seiscentos" | "seiscentas" => 600,
+        "setecentos" | "setecentas" => 700,
+        "oitocentos" | "oitocentas" => 800,
+        "novecentos" | "novecentas" => 900,
+        _ => return None,
+    })
+}
+
+/// A number written in words or digits at the start of `words`: (value, words used).
+/// "dois mil e trezentos e cinquenta" → 2350; "mil e quinhentos" → 1500; "1.500" → 1500.
+fn number(words: &[&str]) -> Option<(i64, usize)> {
+    let first = *words.first()?;
+    if first.bytes().all(|b| b.is_ascii_digit() || b == b'.') && first.bytes().any(|b| b.is_ascii_digit()) {
+        let digits: String = first.chars().filter(char::is_ascii_digit).collect();
+        return digits.parse().ok().map(|value| (value, 1));
+    }
+    let (mut total, mut group, mut used, mut any) = (0i64, 0i64, 0usize, false);
+    while used < words.len() {
+        let word = words[used];
+        if word == "e" && any && words.get(used + 1).is_some_and(|next| unit(next).is_some()) {
+            used += 1;
+            continue;
+        }
+        if word == "mil" {
+            total += if group == 0 { 1_000 } else { group * 1_000 };
+            group = 0;
+        } else if word == "milhao" || word == "milhoes" {
+            total = (total + group.max(1)) * 1_000_000;
+            group = 0;
+        } else if let Some(value) = unit(word) {
+            group += value;
+        } else {
+            break;
+        }
+        any = true;
+        used += 1;
+    }
+    any.then_some((total + group, used))
+}
+
+/// An amount in centavos, if the message names one.
+pub fn amount_centavos(text: &str) -> Option<i64> {
+    let text = normalise(text);
+    // Digits with a currency sign or "reais": "R$ 1.234,56", "r$80", "1500 reais", "1500,00".
+    let tokens: Vec<&str> = text.split_whitespace().collect();
+    for (index, token) in tokens.iter().enumerate() {
+        let (sign, rest) = match token.strip_prefix("r$") {
+            Some(rest) => (true, rest),
+            None => (false, *token),
+        };
+        let rest = if rest.is_empty() && sign { tokens.get(index + 1).copied().unwrap_or("") } else { rest };
+        let followed_by_reais = tokens.get(index + 1).is_some_and(|next| next.starts_with("rea") || *next == "real");
+        let looks_like_money = rest.contains(',') && rest.rsplit(',').next().is_some_and(|cents| cents.len() == 2);
+        if (sign || followed_by_reais || looks_like_money) && rest.bytes().any(|b| b.is_ascii_digit()) {
+            if let Some(value) = digits_amount(rest) {
+                return Some(value).filter(|value| *value <= AMOUNT_MAX_CENTAVOS);
+            }
+        }
+    }
+    // Words: "mil e quinhentos reais", "oitenta reais e cinquenta centavos".
+    for start in 0..tokens.len() {
+        if let Some((reais, used)) = number(&tokens[start..]) {
+            let next = tokens.get(start + used).copied().unwrap_or("");
+            let money_word =
+                next.starts_with("rea") || next == "real" || tokens.get(start.wrapping_sub(1)) == Some(&"r$");
+            if !money_word {
+                continue;
+            }
+            let mut centavos = reais * 100;
+            if tokens.get(start + used + 1) == Some(&"e") {
+                if let Some((cents, cents_used)) = number(&tokens[start + used + 2..]) {
+                    if tokens.get(start + used + 2 + cents_used).is_some_and(|word| word.starts_with("centavo"))
+                        && cents < 100
+                    {
+                        centavos += cents;
+                    }
+                }
+            }
+            return Some(centavos).filter(|value| *value <= AMOUNT_MAX_CENTAVOS);
+        }
+    }
+    None
+}
+
+/// "1.234,56" or "1234.56" or "1500" as centavos.
+fn digits_amount(text: &str) -> Option<i64> {
+    let text = text.trim_matches(|c: char| !c.is_ascii_digit());
+    let (whole, cents) = match text.rsplit_once(',') {
+        Some((whole, cents)) if cents.len() == 2 => (whole.replace('.', ""), cents.to_owned()),
+        _ => match text.rsplit_once('.') {
+            // "1234.56": a dot followed by exactly two digits is a decimal point.
+            Some((whole, cents)) if cents.len() == 2 && !whole.contains('.') => (whole.to_owned(), cents.to_owned()),
+            _ => (text.replace(['.', ','], ""), "00".to_owned()),
+        },
+    };
+    let whole: i64 = whole.parse().ok()?;
+    let cents: i64 = cents.parse().ok()?;
+    whole.checked_mul(100)?.checked_add(cents)
+}
+
+/// An installment count, if the message names one: "em 6x", "6 x", "seis vezes", "12 parcelas".
+pub fn installments(text: &str) -> Option<u32> {
+    let text = normalise(text);
+    let tokens: Vec<&str> = text.split_whitespace().collect();
+    for (index, token) in tokens.iter().enumerate() {
+        // "6x" or "10x".
+        if let Some(count) =
+            token.strip_suffix('x').filter(|count| !count.is_empty() && count.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return count.parse().ok().filter(|count| (1..=INSTALLMENTS_MAX).contains(count));
+        }
+        let next = tokens.get(index + 1).copied().unwrap_or("");
+        if next == "x" || next.starts_with("vez") || next.starts_with("parcela") || next.starts_with("prestac") {
+            if let Some((count, 1)) = number(&tokens[index..]) {
+                return u32::try_from(count).ok().filter(|count| (1..=INSTALLMENTS_MAX).contains(count));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_as_brazilians_write_them() {
+        assert_eq!(amount_centavos("quanto fica R$ 1.234,56 em 6x?"), Some(123_456));
+        assert_eq!(amount_centavos("e se for r$80?"), Some(8_000));
+        assert_eq!(amount_centavos("uma consulta de 1500 reais"), Some(150_000));
+        assert_eq!(amount_centavos("paguei 250,90 ontem"), Some(25_090));
+        assert_eq!(amount_centavos("mil e quinhentos reais em 10 vezes"), Some(150_000));
+        assert_eq!(amount_centavos("dois mil e trezentos e cinquenta reais"), Some(235_000));
+        assert_eq!(amount_centavos("oitenta reais e cinquenta centavos"), Some(8_050));
+        assert_eq!(amount_centavos("cento e vinte reais"), Some(12_000));
+        assert_eq!(amount_centavos("Três mil Reais"), Some(300_000));
+        assert_eq!(amount_centavos("R$ 1234.56"), Some(123_456));
+        assert_eq!(amount_centavos("já caiu meu pix?"), None);
+        assert_eq!(amount_centavos("em 6x"), None, "an installment count is not an amount");
+        assert_eq!(amount_centavos("R$ 99999999999"), None, "beyond the limit");
+    }
+
+    #[test]
+    fn installment_counts() {
+        assert_eq!(installments("quanto fica em 6x?"), Some(6));
+        assert_eq!(installments("e em 10x"), Some(10));
+        assert_eq!(installments("da pra fazer em seis vezes?"), Some(6));
+        assert_eq!(installments("12 parcelas"), Some(12));
+        assert_eq!(installments("em doze prestações"), Some(12));
+        assert_eq!(installments("3 x sem juros"), Some(3));
+        assert_eq!(installments("em 99x"), None, "beyond the limit");
+        assert_eq!(installments("quero a segunda via do boleto"), None);
+    }
+
+    #[test]
+    fn number_words() {
+        let words = |text: &str| number(&text.split_whitespace().collect::<Vec<_>>()).map(|(value, _)| value);
+        assert_eq!(words("mil"), Some(1_000));
+        assert_eq!(words("vinte e cinco"), Some(25));
+        assert_eq!(words("um milhao"), Some(1_000_000));
+        assert_eq!(words("novecentos e noventa e nove"), Some(999));
+        assert_eq!(words("reais"), None);
+    }
+}
