@@ -111,10 +111,11 @@ pub fn amount_centavos(text: &str) -> Option<i64> {
         let rest = if rest.is_empty() && sign { tokens.get(index + 1).copied().unwrap_or("") } else { rest };
         let followed_by_reais = tokens.get(index + 1).is_some_and(|next| next.starts_with("rea") || *next == "real");
         let looks_like_money = rest.contains(',') && rest.rsplit(',').next().is_some_and(|cents| cents.len() == 2);
-        if (sign || followed_by_reais || looks_like_money) && rest.bytes().any(|b| b.is_ascii_digit()) {
-            if let Some(value) = digits_amount(rest) {
-                return Some(value).filter(|value| *value <= AMOUNT_MAX_CENTAVOS);
-            }
+        if (sign || followed_by_reais || looks_like_money)
+            && rest.bytes().any(|b| b.is_ascii_digit())
+            && let Some(value) = digits_amount(rest)
+        {
+            return Some(value).filter(|value| *value <= AMOUNT_MAX_CENTAVOS);
         }
     }
     // Words: "mil e quinhentos reais", "oitenta reais e cinquenta centavos".
@@ -127,14 +128,12 @@ pub fn amount_centavos(text: &str) -> Option<i64> {
                 continue;
             }
             let mut centavos = reais * 100;
-            if tokens.get(start + used + 1) == Some(&"e") {
-                if let Some((cents, cents_used)) = number(&tokens[start + used + 2..]) {
-                    if tokens.get(start + used + 2 + cents_used).is_some_and(|word| word.starts_with("centavo"))
-                        && cents < 100
-                    {
-                        centavos += cents;
-                    }
-                }
+            if tokens.get(start + used + 1) == Some(&"e")
+                && let Some((cents, cents_used)) = number(&tokens[start + used + 2..])
+                && tokens.get(start + used + 2 + cents_used).is_some_and(|word| word.starts_with("centavo"))
+                && cents < 100
+            {
+                centavos += cents;
             }
             return Some(centavos).filter(|value| *value <= AMOUNT_MAX_CENTAVOS);
         }
@@ -170,10 +169,10 @@ pub fn installments(text: &str) -> Option<u32> {
             return count.parse().ok().filter(|count| (1..=INSTALLMENTS_MAX).contains(count));
         }
         let next = tokens.get(index + 1).copied().unwrap_or("");
-        if next == "x" || next.starts_with("vez") || next.starts_with("parcela") || next.starts_with("prestac") {
-            if let Some((count, 1)) = number(&tokens[index..]) {
-                return u32::try_from(count).ok().filter(|count| (1..=INSTALLMENTS_MAX).contains(count));
-            }
+        let counted =
+            next == "x" || next.starts_with("vez") || next.starts_with("parcela") || next.starts_with("prestac");
+        if counted && let Some((count, 1)) = number(&tokens[index..]) {
+            return u32::try_from(count).ok().filter(|count| (1..=INSTALLMENTS_MAX).contains(count));
         }
     }
     None
