@@ -20,72 +20,55 @@ pub const STATUS_CACHE_TTL_MS: u64 = 6 * 60 * 60 * 1_000;
 /// Statuses kept in the cache.
 pub const STATUS_CACHE_MAX: usize = 100_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CpfStatus {
-    Regular,
-    Suspended,
-    Deceased,
-    PendingRegularization,
-    CancelledMultiplicity,
-    Null,
-    CancelledOfficially,
-}
-
-impl CpfStatus {
-    /// Serpro's code and Receita's words.
-    pub fn code(self) -> (&'static str, &'static str) {
-        match self {
-            CpfStatus::Regular => ("0", "Regular"),
-            CpfStatus::Suspended => ("2", "Suspensa"),
-            CpfStatus::Deceased => ("3", "Titular Falecido"),
-            CpfStatus::PendingRegularization => ("4", "Pendente de Regularização"),
-            CpfStatus::CancelledMultiplicity => ("5", "Cancelada por Multiplicidade"),
-            CpfStatus::Null => ("8", "Nula"),
-            CpfStatus::CancelledOfficially => ("9", "Cancelada de Ofício"),
+/// A status enum with Serpro's code and Receita's words for each variant, from one table.
+macro_rules! situations {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => ($code:literal, $words:literal)),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum $name {
+            $($variant),+
         }
-    }
 
-    pub fn from_code(code: &str) -> Option<CpfStatus> {
-        [
-            CpfStatus::Regular,
-            CpfStatus::Suspended,
-            CpfStatus::Deceased,
-            CpfStatus::PendingRegularization,
-            CpfStatus::CancelledMultiplicity,
-            CpfStatus::Null,
-            CpfStatus::CancelledOfficially,
-        ]
-        .into_iter()
-        .find(|status| status.code().0 == code)
-    }
-}
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CnpjStatus {
-    Null,
-    Active,
-    Suspended,
-    Unfit,
-    Closed,
-}
+            /// Serpro's code and Receita's words.
+            pub fn code(self) -> (&'static str, &'static str) {
+                match self {
+                    $($name::$variant => ($code, $words)),+
+                }
+            }
 
-impl CnpjStatus {
-    pub fn code(self) -> (&'static str, &'static str) {
-        match self {
-            CnpjStatus::Null => ("1", "Nula"),
-            CnpjStatus::Active => ("2", "Ativa"),
-            CnpjStatus::Suspended => ("3", "Suspensa"),
-            CnpjStatus::Unfit => ("4", "Inapta"),
-            CnpjStatus::Closed => ("8", "Baixada"),
+            pub fn from_code(code: &str) -> Option<$name> {
+                Self::ALL.iter().copied().find(|status| status.code().0 == code)
+            }
         }
-    }
-
-    pub fn from_code(code: &str) -> Option<CnpjStatus> {
-        [CnpjStatus::Null, CnpjStatus::Active, CnpjStatus::Suspended, CnpjStatus::Unfit, CnpjStatus::Closed]
-            .into_iter()
-            .find(|status| status.code().0 == code)
-    }
+    };
 }
+
+situations!(
+    /// A CPF's situação cadastral.
+    CpfStatus {
+        Regular => ("0", "Regular"),
+        Suspended => ("2", "Suspensa"),
+        Deceased => ("3", "Titular Falecido"),
+        PendingRegularization => ("4", "Pendente de Regularização"),
+        CancelledMultiplicity => ("5", "Cancelada por Multiplicidade"),
+        Null => ("8", "Nula"),
+        CancelledOfficially => ("9", "Cancelada de Ofício"),
+    }
+);
+
+situations!(
+    /// A CNPJ's situação cadastral.
+    CnpjStatus {
+        Null => ("1", "Nula"),
+        Active => ("2", "Ativa"),
+        Suspended => ("3", "Suspensa"),
+        Unfit => ("4", "Inapta"),
+        Closed => ("8", "Baixada"),
+    }
+);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -234,37 +217,30 @@ impl ReceitaClient {
         Err(GatewayError::Exhausted { attempts: self.policy.attempts_max, last })
     }
 
+    /// The situation code at `pointer` (a JSON pointer) of the document at `path`, cached by `key`.
+    async fn situation(&self, key: String, path: String, pointer: &str) -> Result<String, GatewayError> {
+        if let Some(code) = self.cached(&key) {
+            return Ok(code);
+        }
+        let body = self.get(&path).await?;
+        let code = body
+            .pointer(pointer)
+            .and_then(|value| value.as_str())
+            .ok_or_else(|| GatewayError::Protocol(format!("no {pointer}")))?
+            .to_owned();
+        self.remember(key, code.clone());
+        Ok(code)
+    }
+
     pub async fn cpf_status(&self, cpf: &Cpf) -> Result<CpfStatus, GatewayError> {
-        let key = format!("cpf:{}", cpf.as_str());
-        let code = match self.cached(&key) {
-            Some(code) => code,
-            None => {
-                let body = self.get(&format!("/consulta-cpf-df/v2/cpf/{}", cpf.as_str())).await?;
-                let code = body["situacao"]["codigo"]
-                    .as_str()
-                    .ok_or_else(|| GatewayError::Protocol("no situacao.codigo".into()))?
-                    .to_owned();
-                self.remember(key, code.clone());
-                code
-            }
-        };
+        let path = format!("/consulta-cpf-df/v2/cpf/{}", cpf.as_str());
+        let code = self.situation(format!("cpf:{}", cpf.as_str()), path, "/situacao/codigo").await?;
         CpfStatus::from_code(&code).ok_or_else(|| GatewayError::Protocol(format!("unknown CPF situation {code:?}")))
     }
 
     pub async fn cnpj_status(&self, cnpj: &Cnpj) -> Result<CnpjStatus, GatewayError> {
-        let key = format!("cnpj:{}", cnpj.as_str());
-        let code = match self.cached(&key) {
-            Some(code) => code,
-            None => {
-                let body = self.get(&format!("/consulta-cnpj-df/v2/basica/{}", cnpj.as_str())).await?;
-                let code = body["situacaoCadastral"]["codigo"]
-                    .as_str()
-                    .ok_or_else(|| GatewayError::Protocol("no situacaoCadastral.codigo".into()))?
-                    .to_owned();
-                self.remember(key, code.clone());
-                code
-            }
-        };
+        let path = format!("/consulta-cnpj-df/v2/basica/{}", cnpj.as_str());
+        let code = self.situation(format!("cnpj:{}", cnpj.as_str()), path, "/situacaoCadastral/codigo").await?;
         CnpjStatus::from_code(&code).ok_or_else(|| GatewayError::Protocol(format!("unknown CNPJ situation {code:?}")))
     }
 }

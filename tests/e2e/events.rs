@@ -2,7 +2,7 @@
 //! provider's; and as signed webhooks, at least once, through failures and a SIGKILL.
 
 use crate::on_both_engines;
-use crate::support::{Engine, Provider, TestApp, new_key, payment_body};
+use crate::support::{Engine, Provider, TestApp, pay, payment_body};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -52,26 +52,17 @@ impl SseReader {
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn pay(app: &TestApp, provider: &Provider) -> Value {
+/// A payment for a new patient of `provider`.
+async fn pay_new_patient(app: &TestApp, provider: &Provider) -> Value {
     let patient = app.patient(provider).await;
-    let (status, created) = app
-        .request(
-            Method::POST,
-            "/v1/payments",
-            Some(&provider.key),
-            Some(&payment_body(provider, &patient, 15_000)),
-            Some(&new_key()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    created
+    pay(app, provider, &payment_body(provider, &patient, 15_000)).await
 }
 
 async fn live_subscribers_get_every_event_of_their_provider_once_in_order(engine: Engine) {
     let app = TestApp::spawn(engine).await;
     let clinic = app.provider(json!({})).await;
     let other = app.provider(json!({})).await;
-    let first_payment = pay(&app, &clinic).await;
+    let first_payment = pay_new_patient(&app, &clinic).await;
     // Two SSE subscribers (one resuming from the start), a WebSocket, and the other clinic's stream.
     let mut live = SseReader::open(&app, &clinic.key, "").await;
     let mut resumed = SseReader::open(&app, &clinic.key, "?after=0").await;
@@ -83,9 +74,9 @@ async fn live_subscribers_get_every_event_of_their_provider_once_in_order(engine
 
     let mut created = Vec::new();
     for index in 0..4 {
-        created.push(pay(&app, &clinic).await["id"].as_str().unwrap().to_owned());
+        created.push(pay_new_patient(&app, &clinic).await["id"].as_str().unwrap().to_owned());
         if index == 1 {
-            pay(&app, &other).await;
+            pay_new_patient(&app, &other).await;
         }
     }
     // Every new event of the clinic: 4 payments × (requested, decided), numbered 3..=10.
@@ -216,7 +207,7 @@ async fn webhooks_arrive_signed_through_failures(engine: Engine) {
     let secret = endpoint["secret"].as_str().unwrap().to_owned();
     let mut expected = Vec::new();
     for _ in 0..3 {
-        let id = pay(&app, &clinic).await["id"].as_str().unwrap().to_owned();
+        let id = pay_new_patient(&app, &clinic).await["id"].as_str().unwrap().to_owned();
         expected.push(format!("{id}.1"));
         expected.push(format!("{id}.2"));
     }

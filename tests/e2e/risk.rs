@@ -2,16 +2,9 @@
 //! change the next decision without a restart, backtests count labelled fraud.
 
 use crate::on_both_engines;
-use crate::support::{Engine, Patient, Provider, TestApp, new_key, payment_body};
+use crate::support::{Engine, Patient, Provider, TestApp, pay, payment_body};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-async fn pay(app: &TestApp, provider: &Provider, body: &Value) -> Value {
-    let (status, created) =
-        app.request(Method::POST, "/v1/payments", Some(&provider.key), Some(body), Some(&new_key())).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    created
-}
 
 fn codes(decision: &Value) -> Vec<String> {
     decision["decision"]["reasons"]

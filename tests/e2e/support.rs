@@ -229,6 +229,14 @@ impl TestApp {
     }
 }
 
+/// Creates a payment with the provider's key and a fresh Idempotency-Key; it must be a 201.
+pub async fn pay(app: &TestApp, provider: &Provider, body: &Value) -> Value {
+    let (status, created) =
+        app.request(Method::POST, "/v1/payments", Some(&provider.key), Some(body), Some(&new_key())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    created
+}
+
 pub fn payment_body(provider: &Provider, patient: &Patient, amount_centavos: i64) -> Value {
     json!({
         "patient_id": patient.id,
