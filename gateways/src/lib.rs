@@ -2,5 +2,7 @@
 //! request and response shapes (the real systems cannot be reached from here; tests, demos and
 //! load runs use the sandboxes).
 
+pub mod celcoin;
+pub mod celcoin_sandbox;
 pub mod receita;
 pub mod resilience;

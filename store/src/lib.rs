@@ -6,6 +6,7 @@
 
 mod database;
 mod idempotency;
+mod money;
 mod parties;
 mod payments;
 pub mod rate_limit;
@@ -16,6 +17,7 @@ pub use database::{Engine, Store, StoreError};
 pub use idempotency::{
     IDEMPOTENCY_KEY_LENGTH_MAX, IDEMPOTENCY_RETENTION_MS, IdempotencyBegin, IdempotencyClaim, IdempotencyCompletion,
 };
+pub use money::{ChargeRecord, ContractRecord, GatewayWebhook, LedgerProblem, Movement, PaymentLedger, RefundRecord};
 pub use parties::{PatientRecord, ProviderRecord};
 pub use payments::{
     DecisionRecord, EVENTS_PAGE_MAX, EventRecord, NewEvent, NewPaymentWrite, PAYMENTS_PAGE_MAX, PaymentFilter,

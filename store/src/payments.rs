@@ -32,6 +32,9 @@ pub struct PaymentRecord {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub installments: Vec<Installment>,
+    /// The platform's fee and the escrow choice in force when the payment was made.
+    pub fee_bps: i64,
+    pub escrow: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,7 +92,7 @@ pub struct PaymentFilter {
 }
 
 const PAYMENT_COLUMNS: &str = "id, provider_id, patient_id, tuss_code, description, amount_centavos, method, \
-     monthly_interest_bps, total_centavos, cet_annual_bps, status, device_id, ip, created_at_ms, updated_at_ms";
+     monthly_interest_bps, total_centavos, cet_annual_bps, status, device_id, ip, created_at_ms, updated_at_ms, fee_bps, escrow";
 
 fn payment_from_row(row: &AnyRow) -> Result<PaymentRecord, StoreError> {
     Ok(PaymentRecord {
@@ -109,6 +112,8 @@ fn payment_from_row(row: &AnyRow) -> Result<PaymentRecord, StoreError> {
         created_at_ms: row.try_get("created_at_ms")?,
         updated_at_ms: row.try_get("updated_at_ms")?,
         installments: Vec::new(),
+        fee_bps: row.try_get("fee_bps")?,
+        escrow: row.try_get::<i64, _>("escrow")? == 1,
     })
 }
 
@@ -163,8 +168,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO payments (id, provider_id, patient_id, tuss_code, description, amount_centavos, method,
                  installments_count, monthly_interest_bps, total_centavos, cet_annual_bps, status, device_id, ip,
-                 created_at_ms, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                 created_at_ms, updated_at_ms, fee_bps, escrow)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
         )
         .bind(payment.id.to_string())
         .bind(payment.provider_id.to_string())
@@ -182,6 +187,8 @@ impl Store {
         .bind(payment.ip.clone())
         .bind(payment.created_at_ms)
         .bind(payment.updated_at_ms)
+        .bind(payment.fee_bps)
+        .bind(i64::from(payment.escrow))
         .execute(&mut *transaction)
         .await
         .map_err(|error| StoreError::on_unique(error, "payment"))?;
@@ -201,33 +208,9 @@ impl Store {
         if let Some(completion) = &write.idempotency {
             idempotency::complete(&mut transaction, completion).await?;
         }
-        // The provider's event numbers are taken last: the UPDATE locks the provider's row until
-        // commit (PostgreSQL), so numbers are committed in order and a reader following the feed
-        // never skips one; taking them last keeps that lock short.
-        let count = i64::try_from(write.events.len()).map_err(StoreError::corrupt)?;
-        let last: i64 = sqlx::query(
-            "UPDATE providers SET last_event_seq = last_event_seq + $2 WHERE id = $1 RETURNING last_event_seq",
-        )
-        .bind(payment.provider_id.to_string())
-        .bind(count)
-        .fetch_one(&mut *transaction)
-        .await?
-        .try_get("last_event_seq")?;
-        let mut written = Vec::with_capacity(write.events.len());
-        for (index, event) in write.events.iter().enumerate() {
-            let provider_seq = last - count + 1 + i64::try_from(index).map_err(StoreError::corrupt)?;
-            insert_event(&mut transaction, payment.id, payment.provider_id, provider_seq, event, payment.created_at_ms)
+        let written =
+            insert_events(&mut transaction, payment.id, payment.provider_id, &write.events, payment.created_at_ms)
                 .await?;
-            written.push(EventRecord {
-                payment_id: payment.id,
-                provider_id: payment.provider_id,
-                seq: event.seq,
-                provider_seq,
-                kind: event.kind.clone(),
-                data: event.data.clone(),
-                created_at_ms: payment.created_at_ms,
-            });
-        }
         transaction.commit().await?;
         Ok(written)
     }
@@ -372,6 +355,42 @@ async fn insert_decision(connection: &mut sqlx::AnyConnection, decision: &Decisi
     .execute(connection)
     .await?;
     Ok(())
+}
+
+/// Writes a payment's events with the provider's next event numbers. Called last in its
+/// transaction: the UPDATE locks the provider's row until commit (PostgreSQL), so numbers are
+/// committed in order and a reader following the feed never skips one; taking them last keeps that
+/// lock short.
+pub(crate) async fn insert_events(
+    connection: &mut sqlx::AnyConnection,
+    payment: PaymentId,
+    provider: ProviderId,
+    events: &[NewEvent],
+    now_ms: i64,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let count = i64::try_from(events.len()).map_err(StoreError::corrupt)?;
+    let last: i64 =
+        sqlx::query("UPDATE providers SET last_event_seq = last_event_seq + $2 WHERE id = $1 RETURNING last_event_seq")
+            .bind(provider.to_string())
+            .bind(count)
+            .fetch_one(&mut *connection)
+            .await?
+            .try_get("last_event_seq")?;
+    let mut written = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        let provider_seq = last - count + 1 + i64::try_from(index).map_err(StoreError::corrupt)?;
+        insert_event(connection, payment, provider, provider_seq, event, now_ms).await?;
+        written.push(EventRecord {
+            payment_id: payment,
+            provider_id: provider,
+            seq: event.seq,
+            provider_seq,
+            kind: event.kind.clone(),
+            data: event.data.clone(),
+            created_at_ms: now_ms,
+        });
+    }
+    Ok(written)
 }
 
 async fn insert_event(

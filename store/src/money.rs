@@ -1,0 +1,525 @@
+//! Money movements: gateway charges, refunds, the gateways' webhooks, contracts, and the ledger
+//! postings that account for them. Every movement of a payment is written in one transaction with
+//! its status change and its events, guarded by the status it expects (the payment's actor is its
+//! only writer; the guard catches a bug, not a race).
+
+use crate::database::{Store, StoreError};
+use crate::parties::parse_column;
+use crate::payments::{EventRecord, NewEvent, insert_events};
+use medpay_models::{Account, PaymentId, PaymentMethod, PaymentStatus, Posting, ProviderId};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeRecord {
+    /// Our client request id at the gateway: `<payment id>-<installment>`.
+    pub id: String,
+    pub payment_id: PaymentId,
+    pub installment: u32,
+    pub method: PaymentMethod,
+    /// The gateway's transaction id.
+    pub gateway_id: String,
+    pub amount_centavos: i64,
+    /// `active`, `paid` or `cancelled`.
+    pub status: String,
+    pub br_code: Option<String>,
+    pub linha_digitavel: Option<String>,
+    pub barcode: Option<String>,
+    pub due_date: Option<String>,
+    pub expires_at_ms: Option<i64>,
+    pub paid_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+impl ChargeRecord {
+    /// The client request id of a payment's installment.
+    pub fn id_for(payment: PaymentId, installment: u32) -> String {
+        format!("{payment}-{installment}")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRecord {
+    pub id: String,
+    pub payment_id: PaymentId,
+    pub charge_id: String,
+    /// `refund`, `cancellation`, `chargeback` or `med`.
+    pub kind: String,
+    pub amount_centavos: i64,
+    pub reason: String,
+    /// `requested` (owed to the patient) or `completed` (the gateway returned it).
+    pub status: String,
+    pub gateway_id: Option<String>,
+    pub created_at_ms: i64,
+    pub completed_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayWebhook {
+    pub gateway: String,
+    pub webhook_id: String,
+    pub payment_id: Option<PaymentId>,
+    pub kind: String,
+    pub body: String,
+    pub state: String,
+    pub received_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractRecord {
+    pub payment_id: PaymentId,
+    pub envelope_id: String,
+    /// `sent`, `signed` or `refused`.
+    pub status: String,
+    pub created_at_ms: i64,
+    pub signed_at_ms: Option<i64>,
+}
+
+/// One step of a payment's money, written at once.
+#[derive(Debug, Clone, Default)]
+pub struct Movement {
+    pub payment_id: Option<PaymentId>,
+    pub provider_id: Option<ProviderId>,
+    /// The status the payment must be in, and the one it moves to (if it moves).
+    pub expect_status: Option<PaymentStatus>,
+    pub new_status: Option<PaymentStatus>,
+    pub postings: Vec<Posting>,
+    pub events: Vec<NewEvent>,
+    pub new_charge: Option<ChargeRecord>,
+    /// (charge id, paid at).
+    pub charge_paid: Option<(String, i64)>,
+    pub new_refund: Option<RefundRecord>,
+    /// (refund id, gateway id, completed at).
+    pub refund_completed: Option<(String, Option<String>, i64)>,
+    /// (gateway, webhook id, state, note): the webhook this movement applies.
+    pub webhook: Option<(String, String, &'static str, String)>,
+    /// (is fraud, source, note): a label for model training (chargebacks, MED claims).
+    pub label: Option<(bool, &'static str, String)>,
+    pub contract: Option<ContractRecord>,
+    pub now_ms: i64,
+}
+
+/// What `/v1/ledger/check` found wrong (nothing, when all is well).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LedgerProblem {
+    pub payment_id: Option<String>,
+    pub posting_id: Option<String>,
+    pub problem: String,
+}
+
+/// One payment's ledger, summed by account family.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentLedger {
+    pub clearing: i64,
+    pub fees: i64,
+    pub available: i64,
+    pub escrow: i64,
+    pub patient_refunds: i64,
+}
+
+const CHARGE_COLUMNS: &str = "id, payment_id, installment, method, gateway_id, amount_centavos, status, br_code, \
+     linha_digitavel, barcode, due_date, expires_at_ms, paid_at_ms, created_at_ms";
+const REFUND_COLUMNS: &str =
+    "id, payment_id, charge_id, kind, amount_centavos, reason, status, gateway_id, created_at_ms, completed_at_ms";
+
+fn charge_from_row(row: &AnyRow) -> Result<ChargeRecord, StoreError> {
+    let installment: i64 = row.try_get("installment")?;
+    Ok(ChargeRecord {
+        id: row.try_get("id")?,
+        payment_id: parse_column(row, "payment_id")?,
+        installment: u32::try_from(installment).map_err(StoreError::corrupt)?,
+        method: parse_column(row, "method")?,
+        gateway_id: row.try_get("gateway_id")?,
+        amount_centavos: row.try_get("amount_centavos")?,
+        status: row.try_get("status")?,
+        br_code: row.try_get("br_code")?,
+        linha_digitavel: row.try_get("linha_digitavel")?,
+        barcode: row.try_get("barcode")?,
+        due_date: row.try_get("due_date")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        paid_at_ms: row.try_get("paid_at_ms")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+fn refund_from_row(row: &AnyRow) -> Result<RefundRecord, StoreError> {
+    Ok(RefundRecord {
+        id: row.try_get("id")?,
+        payment_id: parse_column(row, "payment_id")?,
+        charge_id: row.try_get("charge_id")?,
+        kind: row.try_get("kind")?,
+        amount_centavos: row.try_get("amount_centavos")?,
+        reason: row.try_get("reason")?,
+        status: row.try_get("status")?,
+        gateway_id: row.try_get("gateway_id")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        completed_at_ms: row.try_get("completed_at_ms")?,
+    })
+}
+
+fn webhook_from_row(row: &AnyRow) -> Result<GatewayWebhook, StoreError> {
+    let payment: Option<String> = row.try_get("payment_id")?;
+    Ok(GatewayWebhook {
+        gateway: row.try_get("gateway")?,
+        webhook_id: row.try_get("webhook_id")?,
+        payment_id: payment.map(|id| id.parse()).transpose().map_err(StoreError::corrupt)?,
+        kind: row.try_get("kind")?,
+        body: row.try_get("body")?,
+        state: row.try_get("state")?,
+        received_at_ms: row.try_get("received_at_ms")?,
+    })
+}
+
+pub(crate) async fn insert_posting(
+    connection: &mut sqlx::AnyConnection,
+    posting: &Posting,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let posting_id = uuid::Uuid::now_v7().to_string();
+    for entry in posting.entries() {
+        sqlx::query(
+            "INSERT INTO ledger_entries (posting_id, payment_id, kind, account, amount_centavos, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(posting_id.clone())
+        .bind(posting.payment().map(|id| id.to_string()))
+        .bind(posting.kind())
+        .bind(entry.account.to_string())
+        .bind(entry.amount.centavos())
+        .bind(now_ms)
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Writes one movement of a payment: status, postings, charge, refund, webhook state, label,
+    /// contract and events, all or nothing. Returns the events as written.
+    pub async fn apply_movement(&self, movement: &Movement) -> Result<Vec<EventRecord>, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        let connection = &mut *transaction;
+        if let (Some(payment), Some(expect)) = (movement.payment_id, movement.expect_status) {
+            let to = movement.new_status.unwrap_or(expect);
+            let done = sqlx::query("UPDATE payments SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status = $4")
+                .bind(to.as_str())
+                .bind(movement.now_ms)
+                .bind(payment.to_string())
+                .bind(expect.as_str())
+                .execute(&mut *connection)
+                .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Conflict("payment status changed meanwhile"));
+            }
+        }
+        if let Some(charge) = &movement.new_charge {
+            sqlx::query(
+                "INSERT INTO charges (id, payment_id, installment, method, gateway_id, amount_centavos, status, br_code,
+                     linha_digitavel, barcode, due_date, expires_at_ms, paid_at_ms, created_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .bind(charge.id.clone())
+            .bind(charge.payment_id.to_string())
+            .bind(i64::from(charge.installment))
+            .bind(charge.method.as_str())
+            .bind(charge.gateway_id.clone())
+            .bind(charge.amount_centavos)
+            .bind(charge.status.clone())
+            .bind(charge.br_code.clone())
+            .bind(charge.linha_digitavel.clone())
+            .bind(charge.barcode.clone())
+            .bind(charge.due_date.clone())
+            .bind(charge.expires_at_ms)
+            .bind(charge.paid_at_ms)
+            .bind(charge.created_at_ms)
+            .execute(&mut *connection)
+            .await
+            .map_err(|error| StoreError::on_unique(error, "charge"))?;
+        }
+        if let Some((charge, at)) = &movement.charge_paid {
+            let done =
+                sqlx::query("UPDATE charges SET status = 'paid', paid_at_ms = $1 WHERE id = $2 AND status = 'active'")
+                    .bind(*at)
+                    .bind(charge.clone())
+                    .execute(&mut *connection)
+                    .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Conflict("charge is not active"));
+            }
+        }
+        if let Some(refund) = &movement.new_refund {
+            sqlx::query(
+                "INSERT INTO refunds (id, payment_id, charge_id, kind, amount_centavos, reason, status, gateway_id,
+                     created_at_ms, completed_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(refund.id.clone())
+            .bind(refund.payment_id.to_string())
+            .bind(refund.charge_id.clone())
+            .bind(refund.kind.clone())
+            .bind(refund.amount_centavos)
+            .bind(refund.reason.clone())
+            .bind(refund.status.clone())
+            .bind(refund.gateway_id.clone())
+            .bind(refund.created_at_ms)
+            .bind(refund.completed_at_ms)
+            .execute(&mut *connection)
+            .await
+            .map_err(|error| StoreError::on_unique(error, "refund"))?;
+        }
+        if let Some((refund, gateway_id, at)) = &movement.refund_completed {
+            let done = sqlx::query(
+                "UPDATE refunds SET status = 'completed', completed_at_ms = $1, gateway_id = COALESCE($2, gateway_id)
+                 WHERE id = $3 AND status = 'requested'",
+            )
+            .bind(*at)
+            .bind(gateway_id.clone())
+            .bind(refund.clone())
+            .execute(&mut *connection)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Conflict("refund is not awaiting completion"));
+            }
+        }
+        for posting in &movement.postings {
+            insert_posting(connection, posting, movement.now_ms).await?;
+        }
+        if let Some((gateway, id, state, note)) = &movement.webhook {
+            sqlx::query(
+                "UPDATE gateway_webhooks SET state = $1, note = $2, applied_at_ms = $3 WHERE gateway = $4 AND webhook_id = $5",
+            )
+            .bind(*state)
+            .bind(note.clone())
+            .bind(movement.now_ms)
+            .bind(gateway.clone())
+            .bind(id.clone())
+            .execute(&mut *connection)
+            .await?;
+        }
+        if let (Some(payment), Some((is_fraud, source, note))) = (movement.payment_id, &movement.label) {
+            sqlx::query("DELETE FROM payment_labels WHERE payment_id = $1")
+                .bind(payment.to_string())
+                .execute(&mut *connection)
+                .await?;
+            sqlx::query(
+                "INSERT INTO payment_labels (payment_id, is_fraud, source, note, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(payment.to_string())
+            .bind(i64::from(*is_fraud))
+            .bind(*source)
+            .bind(note.clone())
+            .bind(movement.now_ms)
+            .execute(&mut *connection)
+            .await?;
+        }
+        if let Some(contract) = &movement.contract {
+            sqlx::query(
+                "INSERT INTO contracts (payment_id, envelope_id, status, created_at_ms, signed_at_ms)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (payment_id) DO UPDATE SET status = $3, signed_at_ms = $5",
+            )
+            .bind(contract.payment_id.to_string())
+            .bind(contract.envelope_id.clone())
+            .bind(contract.status.clone())
+            .bind(contract.created_at_ms)
+            .bind(contract.signed_at_ms)
+            .execute(&mut *connection)
+            .await?;
+        }
+        let written = match (movement.payment_id, movement.provider_id) {
+            (Some(payment), Some(provider)) if !movement.events.is_empty() => {
+                insert_events(connection, payment, provider, &movement.events, movement.now_ms).await?
+            }
+            _ => Vec::new(),
+        };
+        transaction.commit().await?;
+        Ok(written)
+    }
+
+    pub async fn charges(&self, payment: PaymentId) -> Result<Vec<ChargeRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {CHARGE_COLUMNS} FROM charges WHERE payment_id = $1 ORDER BY installment"
+        ));
+        let rows = sqlx::query(sql).bind(payment.to_string()).fetch_all(&self.pool).await?;
+        rows.iter().map(charge_from_row).collect()
+    }
+
+    pub async fn charge_by_gateway_id(&self, gateway_id: &str) -> Result<Option<ChargeRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {CHARGE_COLUMNS} FROM charges WHERE gateway_id = $1"));
+        let row = sqlx::query(sql).bind(gateway_id.to_owned()).fetch_optional(&self.pool).await?;
+        row.as_ref().map(charge_from_row).transpose()
+    }
+
+    /// Every charge, oldest first, `limit` at a time after `after_id` (for reconciliation).
+    pub async fn all_charges(&self, after_id: &str, limit: i64) -> Result<Vec<ChargeRecord>, StoreError> {
+        let sql =
+            sqlx::AssertSqlSafe(format!("SELECT {CHARGE_COLUMNS} FROM charges WHERE id > $1 ORDER BY id LIMIT $2"));
+        let rows = sqlx::query(sql).bind(after_id.to_owned()).bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(charge_from_row).collect()
+    }
+
+    pub async fn refunds(&self, payment: PaymentId) -> Result<Vec<RefundRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE payment_id = $1 ORDER BY created_at_ms, id"
+        ));
+        let rows = sqlx::query(sql).bind(payment.to_string()).fetch_all(&self.pool).await?;
+        rows.iter().map(refund_from_row).collect()
+    }
+
+    pub async fn contract(&self, payment: PaymentId) -> Result<Option<ContractRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT payment_id, envelope_id, status, created_at_ms, signed_at_ms FROM contracts WHERE payment_id = $1",
+        )
+        .bind(payment.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(ContractRecord {
+                payment_id: parse_column(&row, "payment_id")?,
+                envelope_id: row.try_get("envelope_id")?,
+                status: row.try_get("status")?,
+                created_at_ms: row.try_get("created_at_ms")?,
+                signed_at_ms: row.try_get("signed_at_ms")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn contract_by_envelope(&self, envelope_id: &str) -> Result<Option<PaymentId>, StoreError> {
+        let row = sqlx::query("SELECT payment_id FROM contracts WHERE envelope_id = $1")
+            .bind(envelope_id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| parse_column(&row, "payment_id")).transpose()
+    }
+
+    /// Records a webhook as received. False when it was received before (a duplicate).
+    pub async fn record_webhook(&self, webhook: &GatewayWebhook) -> Result<bool, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        let done = sqlx::query(
+            "INSERT INTO gateway_webhooks (gateway, webhook_id, payment_id, kind, body, state, received_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (gateway, webhook_id) DO NOTHING",
+        )
+        .bind(webhook.gateway.clone())
+        .bind(webhook.webhook_id.clone())
+        .bind(webhook.payment_id.map(|id| id.to_string()))
+        .bind(webhook.kind.clone())
+        .bind(webhook.body.clone())
+        .bind(webhook.state.clone())
+        .bind(webhook.received_at_ms)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A payment's webhooks still waiting to be applied, in the order they arrived.
+    pub async fn pending_webhooks(&self, payment: PaymentId) -> Result<Vec<GatewayWebhook>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT gateway, webhook_id, payment_id, kind, body, state, received_at_ms FROM gateway_webhooks
+             WHERE state = 'pending' AND payment_id = $1 ORDER BY received_at_ms, webhook_id",
+        )
+        .bind(payment.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(webhook_from_row).collect()
+    }
+
+    /// Payments with work left to do: approved without a live charge, a refund owed, a webhook
+    /// pending, or a paid installment whose successor has no charge yet.
+    pub async fn payments_needing_work(&self, older_than_ms: i64, limit: i64) -> Result<Vec<PaymentId>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM payments p WHERE p.status = 'approved' AND p.updated_at_ms < $1
+               AND NOT EXISTS (SELECT 1 FROM contracts c WHERE c.payment_id = p.id AND c.status <> 'signed')
+             UNION SELECT payment_id AS id FROM refunds WHERE status = 'requested' AND created_at_ms < $1
+             UNION SELECT payment_id AS id FROM gateway_webhooks WHERE state = 'pending' AND payment_id IS NOT NULL
+                 AND received_at_ms < $1
+             UNION SELECT p.id FROM payments p WHERE p.status IN ('paid', 'held_in_escrow', 'released')
+               AND (SELECT COUNT(*) FROM charges c WHERE c.payment_id = p.id)
+                   = (SELECT COUNT(*) FROM charges c WHERE c.payment_id = p.id AND c.status = 'paid')
+               AND (SELECT COUNT(*) FROM charges c WHERE c.payment_id = p.id)
+                   < (SELECT COUNT(*) FROM installments i WHERE i.payment_id = p.id)
+             LIMIT $2",
+        )
+        .bind(older_than_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| parse_column(row, "id")).collect()
+    }
+
+    /// A payment's ledger, summed by account family.
+    pub async fn payment_ledger(&self, payment: PaymentId) -> Result<PaymentLedger, StoreError> {
+        let rows = sqlx::query(
+            "SELECT account, CAST(SUM(amount_centavos) AS BIGINT) AS total FROM ledger_entries WHERE payment_id = $1
+             GROUP BY account",
+        )
+        .bind(payment.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut ledger = PaymentLedger::default();
+        for row in rows {
+            let account: String = row.try_get("account")?;
+            let total: i64 = row.try_get("total")?;
+            match account.parse::<Account>().map_err(StoreError::corrupt)? {
+                Account::GatewayClearing => ledger.clearing += total,
+                Account::PlatformFees => ledger.fees += total,
+                Account::ProviderAvailable(_) => ledger.available += total,
+                Account::ProviderEscrow(_) => ledger.escrow += total,
+                Account::PatientRefunds => ledger.patient_refunds += total,
+            }
+        }
+        Ok(ledger)
+    }
+
+    /// Postings whose entries do not sum to zero (there should be none).
+    pub async fn unbalanced_postings(&self) -> Result<Vec<LedgerProblem>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT posting_id, CAST(SUM(amount_centavos) AS BIGINT) AS total FROM ledger_entries
+             GROUP BY posting_id HAVING SUM(amount_centavos) <> 0 LIMIT 1000",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let total: i64 = row.try_get("total")?;
+                Ok(LedgerProblem {
+                    payment_id: None,
+                    posting_id: Some(row.try_get("posting_id")?),
+                    problem: format!("entries sum to {total} centavos"),
+                })
+            })
+            .collect()
+    }
+
+    /// Payment ids, `limit` at a time after `after_id`, with their status and money settings.
+    pub async fn payments_for_check(
+        &self,
+        after_id: &str,
+        limit: i64,
+    ) -> Result<Vec<(PaymentId, PaymentStatus, bool)>, StoreError> {
+        let rows = sqlx::query("SELECT id, status, escrow FROM payments WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after_id.to_owned())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let escrow: i64 = row.try_get("escrow")?;
+                Ok((parse_column(row, "id")?, parse_column(row, "status")?, escrow == 1))
+            })
+            .collect()
+    }
+
+    /// A provider's account balance split by payment status (for the pending part of a balance).
+    pub async fn provider_unpaid_centavos(&self, provider: ProviderId) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(c.amount_centavos), 0) AS BIGINT) AS total FROM charges c
+             JOIN payments p ON p.id = c.payment_id WHERE p.provider_id = $1 AND c.status = 'active'",
+        )
+        .bind(provider.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("total")?)
+    }
+}
