@@ -180,15 +180,19 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 /// Checks the token and rolls the faults: `Err` is the answer to give at once; `Ok(stall)` says
 /// how long to withhold the answer after doing the work.
-fn gate(sandbox: &Sandbox, headers: &HeaderMap) -> Result<u64, Response> {
+fn gate(sandbox: &Sandbox, headers: &HeaderMap) -> Result<u64, StatusCode> {
     if !authorised(headers) {
-        return Err(error(StatusCode::UNAUTHORIZED, "token inválido"));
+        return Err(StatusCode::UNAUTHORIZED);
     }
     match sandbox.roll() {
         Fault::None => Ok(0),
-        Fault::Error => Err(error(StatusCode::SERVICE_UNAVAILABLE, "falha simulada")),
+        Fault::Error => Err(StatusCode::SERVICE_UNAVAILABLE),
         Fault::Stall(ms) => Ok(ms),
     }
+}
+
+fn refused(status: StatusCode) -> Response {
+    error(status, if status == StatusCode::UNAUTHORIZED { "token inválido" } else { "falha simulada" })
 }
 
 async fn answer(stall_ms: u64, response: Response) -> Response {
@@ -234,7 +238,7 @@ fn charge_json(charge: &SandboxCharge) -> serde_json::Value {
 async fn create(sandbox: Shared, headers: HeaderMap, body: serde_json::Value, method: &str) -> Response {
     let stall = match gate(&sandbox, &headers) {
         Ok(stall) => stall,
-        Err(response) => return response,
+        Err(status) => return refused(status),
     };
     let Some(external) = body.get("clientRequestId").or_else(|| body.get("externalId")).and_then(|v| v.as_str()) else {
         return error(StatusCode::BAD_REQUEST, "clientRequestId é obrigatório");
@@ -314,7 +318,7 @@ async fn create_charge(State(s): State<Shared>, headers: HeaderMap, Json(body): 
 async fn find_external(State(sandbox): State<Shared>, headers: HeaderMap, Path(external): Path<String>) -> Response {
     let stall = match gate(&sandbox, &headers) {
         Ok(stall) => stall,
-        Err(response) => return response,
+        Err(status) => return refused(status),
     };
     let id = sandbox.by_external.lock().unwrap_or_else(|p| p.into_inner()).get(&external).cloned();
     let found = id.and_then(|id| sandbox.charges.lock().unwrap_or_else(|p| p.into_inner()).get(&id).map(charge_json));
@@ -417,7 +421,7 @@ async fn reverse(
 ) -> Response {
     let stall = match gate(&sandbox, &headers) {
         Ok(stall) => stall,
-        Err(response) => return response,
+        Err(status) => return refused(status),
     };
     let Some(code) = body.get("clientCode").and_then(|v| v.as_str()).map(str::to_owned) else {
         return error(StatusCode::BAD_REQUEST, "clientCode é obrigatório");
@@ -450,7 +454,7 @@ async fn reverse(
 async fn find_reversal(State(sandbox): State<Shared>, headers: HeaderMap, Path(code): Path<String>) -> Response {
     let stall = match gate(&sandbox, &headers) {
         Ok(stall) => stall,
-        Err(response) => return response,
+        Err(status) => return refused(status),
     };
     let found = sandbox.reversals.lock().unwrap_or_else(|p| p.into_inner()).get(&code).map(reversal_json);
     let response = match found {
@@ -463,7 +467,7 @@ async fn find_reversal(State(sandbox): State<Shared>, headers: HeaderMap, Path(c
 async fn release(State(sandbox): State<Shared>, headers: HeaderMap, Path(transaction_id): Path<String>) -> Response {
     let stall = match gate(&sandbox, &headers) {
         Ok(stall) => stall,
-        Err(response) => return response,
+        Err(status) => return refused(status),
     };
     let response = {
         let mut charges = sandbox.charges.lock().unwrap_or_else(|p| p.into_inner());
@@ -486,7 +490,7 @@ async fn escrow_status(
 ) -> Response {
     let stall = match gate(&sandbox, &headers) {
         Ok(stall) => stall,
-        Err(response) => return response,
+        Err(status) => return refused(status),
     };
     let found = sandbox.charges.lock().unwrap_or_else(|p| p.into_inner()).get(&transaction_id).map(|charge| {
         json!({"transactionId": transaction_id, "status": if charge.escrow_released { "RELEASED" } else { "HELD" }})
@@ -507,7 +511,7 @@ struct Page {
 async fn statement(State(sandbox): State<Shared>, headers: HeaderMap, Query(page): Query<Page>) -> Response {
     let stall = match gate(&sandbox, &headers) {
         Ok(stall) => stall,
-        Err(response) => return response,
+        Err(status) => return refused(status),
     };
     let limit = page.limit.unwrap_or(500).clamp(1, 500);
     let number = page.page.unwrap_or(1).max(1);
