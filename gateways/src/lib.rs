@@ -4,5 +4,6 @@
 
 pub mod celcoin;
 pub mod celcoin_sandbox;
+pub mod clicksign;
 pub mod receita;
 pub mod resilience;

@@ -88,7 +88,7 @@ pub struct Movement {
     pub new_charge: Option<ChargeRecord>,
     /// (charge id, paid at).
     pub charge_paid: Option<(String, i64)>,
-    pub new_refund: Option<RefundRecord>,
+    pub new_refunds: Vec<RefundRecord>,
     /// (refund id, gateway id, completed at).
     pub refund_completed: Option<(String, Option<String>, i64)>,
     /// (gateway, webhook id, state, note): the webhook this movement applies.
@@ -193,6 +193,35 @@ pub(crate) async fn insert_posting(
     Ok(())
 }
 
+pub(crate) async fn insert_charge(
+    connection: &mut sqlx::AnyConnection,
+    charge: &ChargeRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO charges (id, payment_id, installment, method, gateway_id, amount_centavos, status, br_code,
+             linha_digitavel, barcode, due_date, expires_at_ms, paid_at_ms, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(charge.id.clone())
+    .bind(charge.payment_id.to_string())
+    .bind(i64::from(charge.installment))
+    .bind(charge.method.as_str())
+    .bind(charge.gateway_id.clone())
+    .bind(charge.amount_centavos)
+    .bind(charge.status.clone())
+    .bind(charge.br_code.clone())
+    .bind(charge.linha_digitavel.clone())
+    .bind(charge.barcode.clone())
+    .bind(charge.due_date.clone())
+    .bind(charge.expires_at_ms)
+    .bind(charge.paid_at_ms)
+    .bind(charge.created_at_ms)
+    .execute(connection)
+    .await
+    .map_err(|error| StoreError::on_unique(error, "charge"))?;
+    Ok(())
+}
+
 impl Store {
     /// Writes one movement of a payment: status, postings, charge, refund, webhook state, label,
     /// contract and events, all or nothing. Returns the events as written.
@@ -213,28 +242,7 @@ impl Store {
             }
         }
         if let Some(charge) = &movement.new_charge {
-            sqlx::query(
-                "INSERT INTO charges (id, payment_id, installment, method, gateway_id, amount_centavos, status, br_code,
-                     linha_digitavel, barcode, due_date, expires_at_ms, paid_at_ms, created_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            )
-            .bind(charge.id.clone())
-            .bind(charge.payment_id.to_string())
-            .bind(i64::from(charge.installment))
-            .bind(charge.method.as_str())
-            .bind(charge.gateway_id.clone())
-            .bind(charge.amount_centavos)
-            .bind(charge.status.clone())
-            .bind(charge.br_code.clone())
-            .bind(charge.linha_digitavel.clone())
-            .bind(charge.barcode.clone())
-            .bind(charge.due_date.clone())
-            .bind(charge.expires_at_ms)
-            .bind(charge.paid_at_ms)
-            .bind(charge.created_at_ms)
-            .execute(&mut *connection)
-            .await
-            .map_err(|error| StoreError::on_unique(error, "charge"))?;
+            insert_charge(connection, charge).await?;
         }
         if let Some((charge, at)) = &movement.charge_paid {
             let done =
@@ -247,7 +255,7 @@ impl Store {
                 return Err(StoreError::Conflict("charge is not active"));
             }
         }
-        if let Some(refund) = &movement.new_refund {
+        for refund in &movement.new_refunds {
             sqlx::query(
                 "INSERT INTO refunds (id, payment_id, charge_id, kind, amount_centavos, reason, status, gateway_id,
                      created_at_ms, completed_at_ms)

@@ -79,6 +79,8 @@ pub struct NewPaymentWrite {
     pub decision: DecisionRecord,
     pub events: Vec<NewEvent>,
     pub idempotency: Option<IdempotencyCompletion>,
+    /// The gateway charge of the first installment, when it was made before the decision was written.
+    pub charge: Option<crate::money::ChargeRecord>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -204,6 +206,9 @@ impl Store {
             .await?;
         }
         insert_decision(&mut transaction, &write.decision).await?;
+        if let Some(charge) = &write.charge {
+            crate::money::insert_charge(&mut transaction, charge).await?;
+        }
         link(&mut transaction, payment.provider_id, payment.patient_id, payment.created_at_ms).await?;
         if let Some(completion) = &write.idempotency {
             idempotency::complete(&mut transaction, completion).await?;

@@ -1,0 +1,674 @@
+//! A payment's money, driven by its transaction actor (its only writer): the gateway charge of
+//! each installment, the webhooks that say it was paid, the escrow and its release when the
+//! procedure is confirmed, refunds, chargebacks and MED claims. Every step is one store
+//! transaction (status, ledger postings, charge or refund rows, events); gateway calls are made
+//! outside it with ids of ours, so a step retried after a crash finds the gateway's side already
+//! done instead of doing it twice.
+
+use crate::transaction::{TransactionState, event_type};
+use crate::{Context, CoreError};
+use medpay_gateways::celcoin::{CelcoinClient, ChargeMethod, ChargeRequest, NoticeKind, SplitPart, parse_notice};
+use medpay_models::{
+    Account, BasisPoints, Money, PaymentId, PaymentMethod, PaymentStatus, Posting, Split, charge_posting,
+    refund_posting, release_posting,
+};
+use medpay_store::{ChargeRecord, GatewayWebhook, Movement, NewEvent, PaymentRecord, RefundRecord, StoreError};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const CELCOIN: &str = "celcoin";
+
+#[derive(Debug, Clone)]
+pub struct MoneyConfig {
+    /// How long the decision waits for the first charge before answering without it (the sweep
+    /// makes it later).
+    pub charge_budget_ms: u64,
+    /// How often payments with money work left are looked for.
+    pub sweep_ms: u64,
+    /// Installment plans of at least this amount need a signed contract before the first charge.
+    pub contract_min_centavos: i64,
+}
+
+impl Default for MoneyConfig {
+    fn default() -> Self {
+        MoneyConfig { charge_budget_ms: 1_500, sweep_ms: 5_000, contract_min_centavos: 300_000 }
+    }
+}
+
+/// The gateways a runtime moves money through.
+#[derive(Clone)]
+pub struct Gateways {
+    pub celcoin: Arc<CelcoinClient>,
+    pub contracts: Option<Arc<dyn crate::contracts::ContractSigner>>,
+    pub config: MoneyConfig,
+}
+
+/// Why a money request was refused; each has a stable code at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum MoneyError {
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
+    #[error(transparent)]
+    Core(#[from] CoreError),
+}
+
+impl From<StoreError> for MoneyError {
+    fn from(error: StoreError) -> Self {
+        MoneyError::Core(CoreError::Store(error))
+    }
+}
+
+fn refused(code: &'static str, message: impl Into<String>) -> MoneyError {
+    MoneyError::Refused { code, message: message.into() }
+}
+
+fn gateway_method(method: PaymentMethod) -> ChargeMethod {
+    match method {
+        PaymentMethod::Pix => ChargeMethod::Pix,
+        PaymentMethod::Boleto => ChargeMethod::Boleto,
+        PaymentMethod::Card => ChargeMethod::Card,
+    }
+}
+
+fn split_of(payment: &PaymentRecord, amount_centavos: i64) -> Result<Split, CoreError> {
+    let fee = BasisPoints(u32::try_from(payment.fee_bps).unwrap_or(0));
+    Split::of(Money::from_centavos(amount_centavos), fee).map_err(|error| CoreError::Invariant(error.to_string()))
+}
+
+fn ledger(error: medpay_models::LedgerError) -> CoreError {
+    CoreError::Invariant(format!("ledger: {error}"))
+}
+
+/// Whether this payment needs a signed contract before its first charge.
+pub(crate) fn needs_contract(context: &Context, payment: &PaymentRecord) -> bool {
+    context.gateways.as_ref().is_some_and(|gateways| {
+        gateways.contracts.is_some()
+            && payment.installments.len() > 1
+            && payment.amount_centavos >= gateways.config.contract_min_centavos
+    })
+}
+
+/// Asks the gateway for the charge of installment `number`.
+pub(crate) async fn make_charge(
+    context: &Context,
+    payment: &PaymentRecord,
+    number: u32,
+    card_token: Option<String>,
+) -> Result<ChargeRecord, String> {
+    let gateways = context.gateways.as_ref().ok_or("no gateway configured")?;
+    let installment =
+        payment.installments.iter().find(|i| i.number == number).ok_or_else(|| format!("no installment {number}"))?;
+    let patient = context
+        .store
+        .patient(payment.patient_id)
+        .await
+        .map_err(|error| error.to_string())?
+        .ok_or("the payment's patient is gone")?;
+    let split = split_of(payment, installment.amount_centavos).map_err(|error| error.to_string())?;
+    let method = gateway_method(payment.method);
+    // A single PIX payment is an immediate charge; installments and boletos have due dates.
+    let due_date = (method != ChargeMethod::Pix || payment.installments.len() > 1 || number > 1)
+        .then(|| installment.due_date.to_string());
+    let request = ChargeRequest {
+        client_request_id: ChargeRecord::id_for(payment.id, number),
+        method,
+        amount_centavos: installment.amount_centavos,
+        due_date: due_date.clone(),
+        debtor_name: patient.name.clone(),
+        debtor_cpf: patient.cpf.as_str().to_owned(),
+        description: format!("{} (parcela {number}/{})", payment.description, payment.installments.len()),
+        split: vec![
+            SplitPart {
+                account: Account::ProviderAvailable(payment.provider_id).to_string(),
+                amount_centavos: split.provider_share.centavos(),
+            },
+            SplitPart { account: Account::PlatformFees.to_string(), amount_centavos: split.fee.centavos() },
+        ]
+        .into_iter()
+        .filter(|part| part.amount_centavos > 0)
+        .collect(),
+        escrow: payment.escrow,
+        card_token,
+    };
+    let charge = gateways.celcoin.create_charge(&request).await.map_err(|error| error.to_string())?;
+    if charge.amount_centavos != installment.amount_centavos || charge.client_request_id != request.client_request_id
+    {
+        return Err(format!("Celcoin returned charge {} of another amount or id", charge.transaction_id));
+    }
+    let now = medpay_store::now_ms();
+    Ok(ChargeRecord {
+        id: request.client_request_id,
+        payment_id: payment.id,
+        installment: number,
+        method: payment.method,
+        gateway_id: charge.transaction_id,
+        amount_centavos: charge.amount_centavos,
+        status: "active".to_owned(),
+        br_code: charge.emv,
+        linha_digitavel: charge.linha_digitavel,
+        barcode: charge.barcode,
+        due_date: charge.due_date.or(due_date),
+        expires_at_ms: charge.expiration_seconds.map(|seconds| now + seconds * 1_000),
+        paid_at_ms: None,
+        created_at_ms: now,
+    })
+}
+
+/// The payment as the edge shows it, for an event.
+pub(crate) async fn payment_event(
+    context: &Context,
+    payment: &PaymentRecord,
+    charge: Option<&ChargeRecord>,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let decision = context.store.latest_decision(payment.id).await.ok().flatten();
+    let body = (context.render)(payment, decision.as_ref(), charge);
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| json!({"id": payment.id.to_string()}));
+    let mut data = json!({ "payment": view });
+    if let (Some(object), serde_json::Value::Object(more)) = (data.as_object_mut(), extra) {
+        object.extend(more);
+    }
+    data
+}
+
+/// Writes a movement and tells the provider's session and the outbox.
+async fn commit(state: &mut TransactionState, mut movement: Movement) -> Result<(), CoreError> {
+    let context = state.context.clone();
+    movement.payment_id = Some(state.id);
+    let payment = state.payment.as_ref().ok_or_else(|| CoreError::Invariant("no payment".into()))?;
+    movement.provider_id = Some(payment.provider_id);
+    movement.expect_status = Some(payment.status);
+    if movement.now_ms == 0 {
+        movement.now_ms = medpay_store::now_ms();
+    }
+    for event in &mut movement.events {
+        state.last_seq += 1;
+        event.seq = state.last_seq;
+    }
+    let written = match context.store.apply_movement(&movement).await {
+        Ok(written) => written,
+        Err(error) => {
+            // Nothing was written: take the numbers back and read the truth again.
+            state.last_seq = context.store.last_event_seq(state.id).await.unwrap_or(state.last_seq);
+            state.payment = context.store.payment(state.id).await.unwrap_or(None);
+            return Err(error.into());
+        }
+    };
+    if let (Some(payment), Some(status)) = (state.payment.as_mut(), movement.new_status) {
+        payment.status = status;
+        payment.updated_at_ms = movement.now_ms;
+    }
+    if !written.is_empty() {
+        let _ = context.outbox.send_message(crate::outbox::OutboxMsg::Pump);
+        if let Some(provider) = state.payment.as_ref().and_then(|p| context.providers.live(p.provider_id)) {
+            let _ = provider.send_message(crate::provider::ProviderMsg::EventsCommitted(Arc::new(written)));
+        }
+    }
+    Ok(())
+}
+
+fn event(kind: &str, data: serde_json::Value) -> NewEvent {
+    NewEvent { seq: 0, kind: kind.to_owned(), data }
+}
+
+/// Issues the next charge the payment needs, if any: the first after approval (and a signed
+/// contract, when one is needed), the next installment once the one before was paid.
+pub(crate) async fn charge_next(state: &mut TransactionState) -> Result<(), CoreError> {
+    let context = state.context.clone();
+    let Some(payment) = state.payment.clone() else { return Ok(()) };
+    if context.gateways.is_none() {
+        return Ok(());
+    }
+    let charges = context.store.charges(payment.id).await?;
+    let next = u32::try_from(charges.len()).unwrap_or(u32::MAX) + 1;
+    let due = match payment.status {
+        PaymentStatus::Approved => charges.is_empty(),
+        PaymentStatus::Paid | PaymentStatus::HeldInEscrow | PaymentStatus::Released => {
+            charges.iter().all(|charge| charge.status == "paid") && payment.installments.iter().any(|i| i.number == next)
+        }
+        _ => false,
+    };
+    if !due {
+        return Ok(());
+    }
+    if next == 1 && needs_contract(&context, &payment) {
+        let signed = context.store.contract(payment.id).await?.is_some_and(|contract| contract.status == "signed");
+        if !signed {
+            return crate::contracts::request_contract(state).await;
+        }
+    }
+    let charge = make_charge(&context, &payment, next, None).await.map_err(CoreError::Unavailable)?;
+    let first = payment.status == PaymentStatus::Approved;
+    let mut shown = payment.clone();
+    if first {
+        shown.status = PaymentStatus::AwaitingPayment;
+    }
+    let data = payment_event(&context, &shown, Some(&charge), json!({"installment": next})).await;
+    let movement = Movement {
+        new_status: first.then_some(PaymentStatus::AwaitingPayment),
+        events: vec![event(if first { event_type(PaymentStatus::AwaitingPayment) } else { "payment.installment_due" }, data)],
+        new_charge: Some(charge),
+        ..Movement::default()
+    };
+    commit(state, movement).await?;
+    tracing::info!(payment_id = %payment.id, installment = next, "charge issued");
+    Ok(())
+}
+
+/// Applies the payment's pending webhooks in the order they can be applied: one that has to wait
+/// for another (a chargeback before the payment it takes back) stays pending until it can.
+pub(crate) async fn apply_pending(state: &mut TransactionState) -> Result<(), CoreError> {
+    let context = state.context.clone();
+    loop {
+        let pending = context.store.pending_webhooks(state.id).await?;
+        let mut progressed = false;
+        for webhook in pending {
+            match apply_webhook(state, &webhook).await {
+                Ok(true) => progressed = true,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(payment_id = %state.id, webhook_id = %webhook.webhook_id, %error, "webhook not applied; will retry");
+                }
+            }
+        }
+        if !progressed {
+            return Ok(());
+        }
+    }
+}
+
+async fn mark_webhook(
+    state: &mut TransactionState,
+    webhook: &GatewayWebhook,
+    outcome: &'static str,
+    note: String,
+) -> Result<bool, CoreError> {
+    tracing::warn!(payment_id = %state.id, webhook_id = %webhook.webhook_id, outcome, %note, "webhook not applied");
+    let movement = Movement {
+        webhook: Some((webhook.gateway.clone(), webhook.webhook_id.clone(), outcome, note)),
+        ..Movement::default()
+    };
+    commit(state, movement).await?;
+    Ok(true)
+}
+
+/// Ok(true): applied or set aside for good; Ok(false): has to wait.
+async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -> Result<bool, CoreError> {
+    let context = state.context.clone();
+    let Some(payment) = state.payment.clone() else { return Ok(false) };
+    let notice = match parse_notice(webhook.body.as_bytes()) {
+        Ok(notice) => notice,
+        Err(error) => return mark_webhook(state, webhook, "ignored", error).await,
+    };
+    let Some(charge) = context.store.charge_by_gateway_id(&notice.charge_transaction_id).await? else {
+        // The charge's own write has not committed yet (a card captured as it was made).
+        return Ok(false);
+    };
+    if charge.payment_id != payment.id {
+        return mark_webhook(state, webhook, "ignored", "charge of another payment".into()).await;
+    }
+    let hook = Some((webhook.gateway.clone(), webhook.webhook_id.clone(), "applied", String::new()));
+    match notice.kind {
+        NoticeKind::Paid => {
+            if charge.status != "active" {
+                return mark_webhook(state, webhook, "ignored", format!("charge already {}", charge.status)).await;
+            }
+            if notice.amount_centavos != charge.amount_centavos {
+                return mark_webhook(
+                    state,
+                    webhook,
+                    "ignored",
+                    format!("paid {} centavos for a charge of {}", notice.amount_centavos, charge.amount_centavos),
+                )
+                .await;
+            }
+            let first = payment.status == PaymentStatus::AwaitingPayment;
+            let held = payment.escrow && matches!(payment.status, PaymentStatus::AwaitingPayment | PaymentStatus::HeldInEscrow);
+            let split = split_of(&payment, charge.amount_centavos)?;
+            let posting = charge_posting(payment.id, payment.provider_id, split, held).map_err(ledger)?;
+            let mut shown = payment.clone();
+            let mut events = Vec::new();
+            let new_status = if first {
+                shown.status = PaymentStatus::Paid;
+                events.push(event(
+                    event_type(PaymentStatus::Paid),
+                    payment_event(&context, &shown, Some(&charge), json!({"installment": charge.installment})).await,
+                ));
+                if held {
+                    shown.status = PaymentStatus::HeldInEscrow;
+                    events.push(event(
+                        event_type(PaymentStatus::HeldInEscrow),
+                        payment_event(&context, &shown, Some(&charge), json!({"held_centavos": split.provider_share.centavos()}))
+                            .await,
+                    ));
+                }
+                Some(shown.status)
+            } else {
+                events.push(event(
+                    "payment.installment_paid",
+                    payment_event(&context, &shown, Some(&charge), json!({"installment": charge.installment})).await,
+                ));
+                None
+            };
+            let mut movement = Movement {
+                new_status,
+                postings: vec![posting],
+                events,
+                charge_paid: Some((charge.id.clone(), medpay_store::now_ms())),
+                webhook: hook,
+                ..Movement::default()
+            };
+            // Paid → held is two steps of the machine; check both.
+            if let Some(to) = movement.new_status {
+                let via = PaymentStatus::AwaitingPayment.transition(PaymentStatus::Paid).map_err(|e| CoreError::Invariant(e.to_string()))?;
+                if to != via {
+                    via.transition(to).map_err(|e| CoreError::Invariant(e.to_string()))?;
+                }
+            }
+            movement.now_ms = medpay_store::now_ms();
+            commit(state, movement).await?;
+            tracing::info!(payment_id = %payment.id, installment = charge.installment, amount_centavos = charge.amount_centavos, held, "charge paid");
+            let _ = charge_next(state).await;
+            Ok(true)
+        }
+        NoticeKind::RefundDone => {
+            let refunds = context.store.refunds(payment.id).await?;
+            let Some(refund) = refunds.iter().find(|r| Some(&r.id) == notice.client_code.as_ref()) else {
+                return mark_webhook(state, webhook, "ignored", "a reversal we did not ask for".into()).await;
+            };
+            if refund.status != "requested" {
+                return mark_webhook(state, webhook, "ignored", "refund already completed".into()).await;
+            }
+            let posting = Posting::transfer(
+                Some(payment.id),
+                "refund_paid",
+                Account::PatientRefunds,
+                Account::GatewayClearing,
+                Money::from_centavos(refund.amount_centavos),
+            )
+            .map_err(ledger)?;
+            let movement = Movement {
+                postings: vec![posting],
+                refund_completed: Some((refund.id.clone(), notice.reversal_id.clone(), medpay_store::now_ms())),
+                webhook: hook,
+                events: vec![event(
+                    "payment.refund_completed",
+                    payment_event(&context, &payment, None, json!({"refund_id": refund.id, "amount_centavos": refund.amount_centavos}))
+                        .await,
+                )],
+                ..Movement::default()
+            };
+            commit(state, movement).await?;
+            Ok(true)
+        }
+        NoticeKind::Chargeback | NoticeKind::Med => {
+            if charge.status != "paid" {
+                return Ok(false);
+            }
+            let (kind, source) =
+                if notice.kind == NoticeKind::Med { ("med", "med") } else { ("chargeback", "chargeback") };
+            let refund_id = format!("{kind}-{}", notice.reversal_id.clone().unwrap_or_else(|| webhook.webhook_id.clone()));
+            let movement = take_back(
+                state,
+                &payment,
+                &charge,
+                notice.amount_centavos,
+                kind,
+                &refund_id,
+                true,
+            )
+            .await?;
+            let Some(mut movement) = movement else {
+                return mark_webhook(state, webhook, "ignored", "more than is left of the charge".into()).await;
+            };
+            movement.webhook = hook;
+            movement.label = Some((true, source, format!("{kind} of {} centavos", notice.amount_centavos)));
+            commit(state, movement).await?;
+            tracing::warn!(payment_id = %payment.id, kind, amount_centavos = notice.amount_centavos, "money taken back by the payer's side");
+            Ok(true)
+        }
+    }
+}
+
+/// The movement that gives `amount` of `charge` back: the provider's and the platform's parts
+/// in proportion, from escrow when still held. `settled`: the money already left (a chargeback),
+/// so the refund is completed at once.
+async fn take_back(
+    state: &TransactionState,
+    payment: &PaymentRecord,
+    charge: &ChargeRecord,
+    amount: i64,
+    kind: &str,
+    refund_id: &str,
+    settled: bool,
+) -> Result<Option<Movement>, CoreError> {
+    let context = state.context.clone();
+    let refunds = context.store.refunds(payment.id).await?;
+    let before: i64 = refunds.iter().filter(|r| r.charge_id == charge.id).map(|r| r.amount_centavos).sum();
+    if amount <= 0 || before + amount > charge.amount_centavos {
+        return Ok(None);
+    }
+    let split = split_of(payment, charge.amount_centavos)?;
+    let held = payment.escrow && payment.status == PaymentStatus::HeldInEscrow;
+    let mut postings = vec![
+        refund_posting(
+            payment.id,
+            payment.provider_id,
+            split,
+            Money::from_centavos(before),
+            Money::from_centavos(amount),
+            held,
+        )
+        .map_err(ledger)?,
+    ];
+    let now = medpay_store::now_ms();
+    if settled {
+        postings.push(
+            Posting::transfer(
+                Some(payment.id),
+                "refund_paid",
+                Account::PatientRefunds,
+                Account::GatewayClearing,
+                Money::from_centavos(amount),
+            )
+            .map_err(ledger)?,
+        );
+    }
+    let refund = RefundRecord {
+        id: refund_id.to_owned(),
+        payment_id: payment.id,
+        charge_id: charge.id.clone(),
+        kind: kind.to_owned(),
+        amount_centavos: amount,
+        reason: kind.to_owned(),
+        status: if settled { "completed" } else { "requested" }.to_owned(),
+        gateway_id: None,
+        created_at_ms: now,
+        completed_at_ms: settled.then_some(now),
+    };
+    // Everything paid so far given back: refunded (charged back for a dispute); else partly.
+    let charges = context.store.charges(payment.id).await?;
+    let paid: i64 = charges.iter().filter(|c| c.status == "paid").map(|c| c.amount_centavos).sum();
+    let returned: i64 = refunds.iter().map(|r| r.amount_centavos).sum::<i64>() + amount;
+    let to = match (returned >= paid, kind) {
+        (true, "chargeback" | "med") => PaymentStatus::ChargedBack,
+        (true, _) => PaymentStatus::Refunded,
+        (false, _) => PaymentStatus::PartiallyRefunded,
+    };
+    payment.status.transition(to).map_err(|e| CoreError::Invariant(e.to_string()))?;
+    let mut shown = payment.clone();
+    shown.status = to;
+    let data =
+        payment_event(&context, &shown, None, json!({"refund": {"id": refund.id, "kind": kind, "amount_centavos": amount}}))
+            .await;
+    Ok(Some(Movement {
+        new_status: Some(to),
+        postings,
+        new_refunds: vec![refund],
+        events: vec![event(event_type(to), data)],
+        now_ms: now,
+        ..Movement::default()
+    }))
+}
+
+/// Refunds `amount` of what the patient paid (newest charge first), then asks the gateway to send
+/// it back. Returns the refunds made.
+pub(crate) async fn refund(
+    state: &mut TransactionState,
+    amount: i64,
+    kind: &str,
+    reason: &str,
+) -> Result<Vec<RefundRecord>, MoneyError> {
+    let context = state.context.clone();
+    let payment = state.payment.clone().ok_or(CoreError::Invariant("no payment".into()))?;
+    if !matches!(
+        payment.status,
+        PaymentStatus::Paid | PaymentStatus::HeldInEscrow | PaymentStatus::Released | PaymentStatus::PartiallyRefunded
+    ) {
+        return Err(refused(
+            "payment_not_refundable",
+            format!("a payment that is {} has nothing to refund", payment.status),
+        ));
+    }
+    let charges = context.store.charges(payment.id).await?;
+    let refunds = context.store.refunds(payment.id).await?;
+    let left_of = |charge: &ChargeRecord| {
+        charge.amount_centavos
+            - refunds.iter().filter(|r| r.charge_id == charge.id).map(|r| r.amount_centavos).sum::<i64>()
+    };
+    let refundable: i64 = charges.iter().filter(|c| c.status == "paid").map(left_of).sum();
+    if amount <= 0 {
+        return Err(refused("invalid_amount", "amount_centavos must be a positive number of centavos"));
+    }
+    if amount > refundable {
+        return Err(refused(
+            "refund_exceeds_paid",
+            format!("{amount} centavos asked, {refundable} centavos paid and not yet refunded"),
+        ));
+    }
+    let mut made = Vec::new();
+    let mut left = amount;
+    for charge in charges.iter().rev().filter(|c| c.status == "paid") {
+        let piece = left.min(left_of(charge));
+        if piece <= 0 {
+            continue;
+        }
+        let refund_id = uuid::Uuid::now_v7().to_string();
+        let payment_now = state.payment.clone().ok_or(CoreError::Invariant("no payment".into()))?;
+        let Some(mut movement) = take_back(state, &payment_now, charge, piece, kind, &refund_id, false).await? else {
+            break;
+        };
+        if let Some(refund) = movement.new_refunds.first_mut() {
+            refund.reason = reason.to_owned();
+            made.push(refund.clone());
+        }
+        commit(state, movement).await?;
+        left -= piece;
+        if left == 0 {
+            break;
+        }
+    }
+    send_refunds(state).await;
+    Ok(made)
+}
+
+/// Asks the gateway to pay back every refund still owed (idempotent by the refund's id).
+pub(crate) async fn send_refunds(state: &mut TransactionState) {
+    let context = state.context.clone();
+    let Some(gateways) = context.gateways.clone() else { return };
+    let (Ok(refunds), Ok(charges)) = (context.store.refunds(state.id).await, context.store.charges(state.id).await) else {
+        return;
+    };
+    for refund in refunds.iter().filter(|r| r.status == "requested") {
+        let Some(charge) = charges.iter().find(|c| c.id == refund.charge_id) else { continue };
+        match gateways.celcoin.refund(&charge.gateway_id, &refund.id, refund.amount_centavos, &refund.reason).await {
+            Ok(reversal) => tracing::info!(payment_id = %state.id, refund_id = %refund.id, %reversal, "refund sent"),
+            Err(error) => tracing::warn!(payment_id = %state.id, refund_id = %refund.id, %error, "refund not sent yet; will retry"),
+        }
+    }
+}
+
+/// The provider says the procedure happened (release the escrow) or was cancelled (refund all).
+pub(crate) async fn procedure(state: &mut TransactionState, performed: bool) -> Result<(), MoneyError> {
+    let context = state.context.clone();
+    let payment = state.payment.clone().ok_or(CoreError::Invariant("no payment".into()))?;
+    if payment.status != PaymentStatus::HeldInEscrow {
+        return Err(refused(
+            "payment_not_held",
+            format!("only a payment held in escrow awaits its procedure; this one is {}", payment.status),
+        ));
+    }
+    if !performed {
+        let charges = context.store.charges(payment.id).await?;
+        let refunds = context.store.refunds(payment.id).await?;
+        let paid: i64 = charges.iter().filter(|c| c.status == "paid").map(|c| c.amount_centavos).sum();
+        let returned: i64 = refunds.iter().map(|r| r.amount_centavos).sum();
+        refund(state, paid - returned, "cancellation", "procedure cancelled").await?;
+        return Ok(());
+    }
+    let gateways = context.gateways.clone().ok_or_else(|| CoreError::Unavailable("no gateway".into()))?;
+    for charge in context.store.charges(payment.id).await?.iter().filter(|c| c.status == "paid") {
+        gateways
+            .celcoin
+            .release_escrow(&charge.gateway_id)
+            .await
+            .map_err(|error| CoreError::Unavailable(format!("Celcoin escrow release: {error}")))?;
+    }
+    let held = -context.store.payment_ledger(payment.id).await?.escrow;
+    let mut postings = Vec::new();
+    if held > 0 {
+        postings.push(release_posting(payment.id, payment.provider_id, Money::from_centavos(held)).map_err(ledger)?);
+    }
+    let mut shown = payment.clone();
+    shown.status = PaymentStatus::Released;
+    let data = payment_event(&context, &shown, None, json!({"released_centavos": held})).await;
+    let movement = Movement {
+        new_status: Some(PaymentStatus::Released),
+        postings,
+        events: vec![event(event_type(PaymentStatus::Released), data)],
+        ..Movement::default()
+    };
+    commit(state, movement).await?;
+    tracing::info!(payment_id = %payment.id, released_centavos = held, "escrow released");
+    Ok(())
+}
+
+/// Everything the sweep asks of a payment: charges due, refunds owed, webhooks waiting.
+pub(crate) async fn work(state: &mut TransactionState) {
+    if let Err(error) = apply_pending(state).await {
+        tracing::warn!(payment_id = %state.id, %error, "pending webhooks not applied");
+    }
+    if let Err(error) = charge_next(state).await {
+        tracing::warn!(payment_id = %state.id, %error, "charge not issued yet; will retry");
+    }
+    send_refunds(state).await;
+}
+
+/// Finds payments with money work left and pokes their actors, every `sweep_ms`.
+pub(crate) fn spawn_sweep(context: Arc<Context>, payments: crate::Registry<crate::TransactionActor>, stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(gateways) = context.gateways.clone() else { return };
+    tokio::spawn(async move {
+        let mut stop = stop;
+        let period = Duration::from_millis(gateways.config.sweep_ms.max(10));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = stop.changed() => return,
+            }
+            let older_than = medpay_store::now_ms() - i64::try_from(period.as_millis()).unwrap_or(0);
+            let ids: Vec<PaymentId> = match context.store.payments_needing_work(older_than, 500).await {
+                Ok(ids) => ids,
+                Err(error) => {
+                    tracing::warn!(%error, "money sweep could not read the store");
+                    continue;
+                }
+            };
+            for id in ids {
+                if let Ok(actor) = payments.get(id).await {
+                    let _ = actor.send_message(crate::TransactionMsg::Work);
+                }
+            }
+        }
+    });
+}

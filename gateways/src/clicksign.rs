@@ -1,0 +1,527 @@
+//! ClickSign v3 (JSON:API): an envelope with the contract document, the patient as signer, the
+//! requirements (agree as contractor; evidence by e-mail token), activation and notification;
+//! webhooks verified by their `Content-Hmac: sha256=<hex>` header (HMAC-SHA256 of the body with
+//! the account's secret). The sandbox below speaks the same shapes and signs on request
+//! (`POST /sandbox/envelopes/{id}/sign` or `/refuse`).
+
+use crate::resilience::{Breaker, Policy};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{patch, post, put};
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Largest contract document sent.
+pub const DOCUMENT_BYTES_MAX: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClickSignError {
+    #[error("ClickSign is not answering (circuit open); retry later")]
+    CircuitOpen,
+    #[error("ClickSign failed after {attempts} attempts: {last}")]
+    Exhausted { attempts: u32, last: String },
+    #[error("ClickSign refused the request: {0}")]
+    Rejected(String),
+}
+
+/// The contract to sign and who signs it.
+#[derive(Debug, Clone)]
+pub struct ContractRequest {
+    pub name: String,
+    pub filename: String,
+    pub document: String,
+    pub signer_name: String,
+    pub signer_email: String,
+    /// CPF formatted 000.000.000-00.
+    pub signer_cpf: String,
+}
+
+/// What a ClickSign webhook says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeNotice {
+    pub envelope_id: String,
+    /// `sign`, `auto_close`, `close`, `refusal`, …
+    pub event: String,
+    pub occurred_at: String,
+}
+
+/// The `Content-Hmac` value of `body` under `secret`.
+pub fn content_hmac(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable_key());
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn unreachable_key() -> Hmac<Sha256> {
+    // HMAC accepts keys of any length; this is never reached.
+    Hmac::<Sha256>::new_from_slice(b"k").expect("HMAC takes any key length")
+}
+
+/// Verifies a webhook's `Content-Hmac` header in constant time and parses the body.
+pub fn verify_webhook(secret: &str, header: Option<&str>, body: &[u8]) -> Result<EnvelopeNotice, String> {
+    let header = header.ok_or("no Content-Hmac header")?;
+    let hex_part = header.strip_prefix("sha256=").ok_or("Content-Hmac is not sha256=<hex>")?;
+    let given = hex::decode(hex_part).map_err(|_| "Content-Hmac is not hex")?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|e| e.to_string())?;
+    mac.update(body);
+    mac.verify_slice(&given).map_err(|_| "Content-Hmac does not match the body")?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let text = |pointer: &str| value.pointer(pointer).and_then(|v| v.as_str()).map(str::to_owned);
+    Ok(EnvelopeNotice {
+        envelope_id: text("/envelope/id").ok_or("no envelope.id")?,
+        event: text("/event/name").ok_or("no event.name")?,
+        occurred_at: text("/event/occurred_at").unwrap_or_default(),
+    })
+}
+
+pub struct ClickSignClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+    policy: Policy,
+    breaker: Breaker,
+}
+
+impl ClickSignClient {
+    pub fn new(base: &str, token: &str, policy: Policy) -> Result<ClickSignClient, ClickSignError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(policy.timeout_ms))
+            .build()
+            .map_err(|error| ClickSignError::Rejected(error.to_string()))?;
+        Ok(ClickSignClient {
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            http,
+            policy,
+            breaker: Breaker::default(),
+        })
+    }
+
+    /// One JSON:API call with the policy. Retries only what cannot have been done twice: a
+    /// refused connection or a 5xx before any effect (ClickSign's writes are not idempotent, so a
+    /// time-out is not retried; the caller starts the envelope again and the stale one expires).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, ClickSignError> {
+        let mut last = String::new();
+        for attempt in 1..=self.policy.attempts_max {
+            if !self.breaker.allow() {
+                return Err(ClickSignError::CircuitOpen);
+            }
+            let sent = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .header("Authorization", &self.token)
+                .header("Content-Type", "application/vnd.api+json")
+                .header("Accept", "application/vnd.api+json")
+                .body(body.to_string())
+                .send()
+                .await;
+            match sent {
+                Ok(response) if response.status().is_success() => {
+                    self.breaker.succeeded();
+                    return Ok(response.json().await.unwrap_or(serde_json::Value::Null));
+                }
+                Ok(response) if response.status().is_client_error() => {
+                    self.breaker.succeeded();
+                    let body: serde_json::Value = response.json().await.unwrap_or_default();
+                    let detail = body.pointer("/errors/0/detail").and_then(|v| v.as_str()).unwrap_or("refused");
+                    return Err(ClickSignError::Rejected(detail.to_owned()));
+                }
+                Ok(response) => last = format!("HTTP {}", response.status()),
+                Err(error) if error.is_connect() => last = error.to_string(),
+                Err(error) => {
+                    self.breaker.failed(&self.policy);
+                    return Err(ClickSignError::Exhausted { attempts: attempt, last: error.to_string() });
+                }
+            }
+            self.breaker.failed(&self.policy);
+            if attempt < self.policy.attempts_max {
+                tokio::time::sleep(self.policy.backoff(attempt)).await;
+            }
+        }
+        Err(ClickSignError::Exhausted { attempts: self.policy.attempts_max, last })
+    }
+
+    fn id_of(value: &serde_json::Value) -> Result<String, ClickSignError> {
+        value
+            .pointer("/data/id")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| ClickSignError::Rejected("answer without data.id".to_owned()))
+    }
+
+    /// Envelope, document, signer, requirements, activation, notification. Returns the envelope id.
+    pub async fn send_contract(&self, request: &ContractRequest) -> Result<String, ClickSignError> {
+        if request.document.len() > DOCUMENT_BYTES_MAX {
+            return Err(ClickSignError::Rejected("contract document too large".to_owned()));
+        }
+        let post = reqwest::Method::POST;
+        let envelope = self
+            .call(
+                post.clone(),
+                "/api/v3/envelopes",
+                json!({"data": {"type": "envelopes", "attributes": {
+                    "name": request.name, "locale": "pt-BR", "auto_close": true, "remind_interval": 3,
+                    "block_after_refusal": true}}}),
+            )
+            .await?;
+        let envelope_id = Self::id_of(&envelope)?;
+        let content = base64::engine::general_purpose::STANDARD.encode(request.document.as_bytes());
+        let document = self
+            .call(
+                post.clone(),
+                &format!("/api/v3/envelopes/{envelope_id}/documents"),
+                json!({"data": {"type": "documents", "attributes": {
+                    "filename": request.filename, "content_base64": format!("data:text/plain;base64,{content}")}}}),
+            )
+            .await?;
+        let document_id = Self::id_of(&document)?;
+        let signer = self
+            .call(
+                post.clone(),
+                &format!("/api/v3/envelopes/{envelope_id}/signers"),
+                json!({"data": {"type": "signers", "attributes": {
+                    "name": request.signer_name, "email": request.signer_email,
+                    "documentation": request.signer_cpf, "has_documentation": true,
+                    "communicate_events": {"signature_request": "email", "signature_reminder": "email", "document_signed": "email"}}}}),
+            )
+            .await?;
+        let signer_id = Self::id_of(&signer)?;
+        let relationships = json!({
+            "document": {"data": {"type": "documents", "id": document_id}},
+            "signer": {"data": {"type": "signers", "id": signer_id}}});
+        for attributes in
+            [json!({"action": "agree", "role": "contractor"}), json!({"action": "provide_evidence", "auth": "email"})]
+        {
+            self.call(
+                post.clone(),
+                &format!("/api/v3/envelopes/{envelope_id}/requirements"),
+                json!({"data": {"type": "requirements", "attributes": attributes, "relationships": relationships}}),
+            )
+            .await?;
+        }
+        self.call(
+            reqwest::Method::PATCH,
+            &format!("/api/v3/envelopes/{envelope_id}"),
+            json!({"data": {"id": envelope_id, "type": "envelopes", "attributes": {"status": "running"}}}),
+        )
+        .await?;
+        self.call(
+            post,
+            &format!("/api/v3/envelopes/{envelope_id}/notifications"),
+            json!({"data": {"type": "notifications", "attributes": {"message": "Seu contrato de parcelamento está pronto para assinatura."}}}),
+        )
+        .await?;
+        Ok(envelope_id)
+    }
+}
+
+// ---------------------------------------------------------------- sandbox
+
+#[derive(Debug, Clone, Default)]
+struct Envelope {
+    status: String,
+    documents: Vec<String>,
+    signers: Vec<String>,
+    requirements: usize,
+    notified: bool,
+}
+
+struct Sandbox {
+    envelopes: Mutex<HashMap<String, Envelope>>,
+    token: String,
+    secret: String,
+    target: Mutex<Option<String>>,
+    http: reqwest::Client,
+}
+
+type Shared = Arc<Sandbox>;
+
+fn fail(status: StatusCode, detail: &str) -> Response {
+    (status, Json(json!({"errors": [{"status": status.as_u16().to_string(), "detail": detail}]}))).into_response()
+}
+
+fn authorised(sandbox: &Sandbox, headers: &HeaderMap) -> bool {
+    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(sandbox.token.as_str())
+}
+
+fn parse_body(body: &str, kind: &str) -> Result<serde_json::Value, Response> {
+    let value: serde_json::Value =
+        serde_json::from_str(body).map_err(|_| fail(StatusCode::BAD_REQUEST, "corpo não é JSON"))?;
+    if value.pointer("/data/type").and_then(|v| v.as_str()) != Some(kind) {
+        return Err(fail(StatusCode::UNPROCESSABLE_ENTITY, &format!("data.type deve ser {kind}")));
+    }
+    Ok(value)
+}
+
+fn created(kind: &str, id: &str, attributes: serde_json::Value) -> Response {
+    (StatusCode::CREATED, Json(json!({"data": {"id": id, "type": kind, "attributes": attributes}}))).into_response()
+}
+
+async fn create_envelope(State(sandbox): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    if !authorised(&sandbox, &headers) {
+        return fail(StatusCode::UNAUTHORIZED, "token inválido");
+    }
+    let value = match parse_body(&body, "envelopes") {
+        Ok(value) => value,
+        Err(response) => return response,
+    };
+    let id = uuid_like();
+    sandbox
+        .envelopes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.clone(), Envelope { status: "draft".to_owned(), ..Envelope::default() });
+    let mut attributes = value.pointer("/data/attributes").cloned().unwrap_or_default();
+    attributes["status"] = json!("draft");
+    created("envelopes", &id, attributes)
+}
+
+fn uuid_like() -> String {
+    let bytes: [u8; 16] = rand::random();
+    let hex = hex::encode(bytes);
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+async fn add(sandbox: Shared, headers: HeaderMap, id: String, body: String, kind: &'static str) -> Response {
+    if !authorised(&sandbox, &headers) {
+        return fail(StatusCode::UNAUTHORIZED, "token inválido");
+    }
+    let value = match parse_body(&body, kind) {
+        Ok(value) => value,
+        Err(response) => return response,
+    };
+    let attributes = value.pointer("/data/attributes").cloned().unwrap_or_default();
+    let mut envelopes = sandbox.envelopes.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(envelope) = envelopes.get_mut(&id) else { return fail(StatusCode::NOT_FOUND, "envelope não encontrado") };
+    if envelope.status != "draft" && kind != "notifications" {
+        return fail(StatusCode::UNPROCESSABLE_ENTITY, "envelope já ativado");
+    }
+    let new_id = uuid_like();
+    match kind {
+        "documents" => {
+            let content = attributes.get("content_base64").and_then(|v| v.as_str()).unwrap_or_default();
+            let Some((_, data)) = content.split_once(";base64,") else {
+                return fail(StatusCode::UNPROCESSABLE_ENTITY, "content_base64 inválido");
+            };
+            if base64::engine::general_purpose::STANDARD.decode(data).is_err() {
+                return fail(StatusCode::UNPROCESSABLE_ENTITY, "content_base64 inválido");
+            }
+            envelope.documents.push(new_id.clone());
+        }
+        "signers" => {
+            if attributes.get("name").and_then(|v| v.as_str()).is_none_or(str::is_empty) {
+                return fail(StatusCode::UNPROCESSABLE_ENTITY, "name é obrigatório");
+            }
+            envelope.signers.push(new_id.clone());
+        }
+        "requirements" => {
+            let document = value.pointer("/data/relationships/document/data/id").and_then(|v| v.as_str());
+            let signer = value.pointer("/data/relationships/signer/data/id").and_then(|v| v.as_str());
+            if !document.is_some_and(|d| envelope.documents.iter().any(|x| x == d))
+                || !signer.is_some_and(|s| envelope.signers.iter().any(|x| x == s))
+            {
+                return fail(StatusCode::UNPROCESSABLE_ENTITY, "documento ou signatário desconhecido");
+            }
+            envelope.requirements += 1;
+        }
+        _ => {
+            if envelope.status != "running" {
+                return fail(StatusCode::UNPROCESSABLE_ENTITY, "envelope não está ativo");
+            }
+            envelope.notified = true;
+        }
+    }
+    created(kind, &new_id, attributes)
+}
+
+async fn add_document(State(s): State<Shared>, h: HeaderMap, Path(id): Path<String>, body: String) -> Response {
+    add(s, h, id, body, "documents").await
+}
+async fn add_signer(State(s): State<Shared>, h: HeaderMap, Path(id): Path<String>, body: String) -> Response {
+    add(s, h, id, body, "signers").await
+}
+async fn add_requirement(State(s): State<Shared>, h: HeaderMap, Path(id): Path<String>, body: String) -> Response {
+    add(s, h, id, body, "requirements").await
+}
+async fn notify(State(s): State<Shared>, h: HeaderMap, Path(id): Path<String>, body: String) -> Response {
+    add(s, h, id, body, "notifications").await
+}
+
+async fn update_envelope(
+    State(sandbox): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: String,
+) -> Response {
+    if !authorised(&sandbox, &headers) {
+        return fail(StatusCode::UNAUTHORIZED, "token inválido");
+    }
+    let value = match parse_body(&body, "envelopes") {
+        Ok(value) => value,
+        Err(response) => return response,
+    };
+    let mut envelopes = sandbox.envelopes.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(envelope) = envelopes.get_mut(&id) else { return fail(StatusCode::NOT_FOUND, "envelope não encontrado") };
+    if value.pointer("/data/attributes/status").and_then(|v| v.as_str()) == Some("running") {
+        if envelope.documents.is_empty() || envelope.signers.is_empty() || envelope.requirements == 0 {
+            return fail(StatusCode::UNPROCESSABLE_ENTITY, "envelope sem documento, signatário ou requisito");
+        }
+        envelope.status = "running".to_owned();
+    }
+    (StatusCode::OK, Json(json!({"data": {"id": id, "type": "envelopes", "attributes": {"status": envelope.status}}})))
+        .into_response()
+}
+
+/// Sends `event` for an envelope to the configured webhook URL, signed, until it is taken.
+fn send_event(sandbox: &Shared, envelope: &str, event: &str) {
+    let body = json!({"event": {"name": event, "occurred_at": chrono::Utc::now().to_rfc3339()},
+                      "envelope": {"id": envelope}})
+    .to_string();
+    let signature = content_hmac(&sandbox.secret, body.as_bytes());
+    let sandbox = sandbox.clone();
+    tokio::spawn(async move {
+        for attempt in 0..20u32 {
+            let target = sandbox.target.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(url) = target {
+                let sent = sandbox
+                    .http
+                    .post(url)
+                    .header("Content-Hmac", &signature)
+                    .header("Content-Type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                if sent.is_ok_and(|response| response.status().is_success()) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis((50u64 << attempt.min(5)).min(2_000))).await;
+        }
+    });
+}
+
+async fn decide(sandbox: Shared, id: String, signed: bool) -> Response {
+    {
+        let mut envelopes = sandbox.envelopes.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(envelope) = envelopes.get_mut(&id) else {
+            return fail(StatusCode::NOT_FOUND, "envelope não encontrado");
+        };
+        if envelope.status != "running" {
+            return fail(StatusCode::CONFLICT, "envelope não está aguardando assinatura");
+        }
+        envelope.status = if signed { "closed" } else { "canceled" }.to_owned();
+    }
+    if signed {
+        send_event(&sandbox, &id, "sign");
+        send_event(&sandbox, &id, "auto_close");
+    } else {
+        send_event(&sandbox, &id, "refusal");
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn sign(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    decide(s, id, true).await
+}
+async fn refuse(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    decide(s, id, false).await
+}
+
+async fn set_webhook(State(sandbox): State<Shared>, Json(body): Json<serde_json::Value>) -> StatusCode {
+    let url = body.get("url").and_then(|v| v.as_str()).map(str::to_owned);
+    *sandbox.target.lock().unwrap_or_else(|p| p.into_inner()) = url;
+    StatusCode::NO_CONTENT
+}
+
+/// The sandbox's routes, answering to `token` and signing webhooks with `secret`.
+pub fn sandbox_router(token: &str, secret: &str, webhook_url: Option<String>) -> axum::Router {
+    let sandbox = Arc::new(Sandbox {
+        envelopes: Mutex::default(),
+        token: token.to_owned(),
+        secret: secret.to_owned(),
+        target: Mutex::new(webhook_url),
+        http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default(),
+    });
+    axum::Router::new()
+        .route("/api/v3/envelopes", post(create_envelope))
+        .route("/api/v3/envelopes/{id}", patch(update_envelope))
+        .route("/api/v3/envelopes/{id}/documents", post(add_document))
+        .route("/api/v3/envelopes/{id}/signers", post(add_signer))
+        .route("/api/v3/envelopes/{id}/requirements", post(add_requirement))
+        .route("/api/v3/envelopes/{id}/notifications", post(notify))
+        .route("/sandbox/envelopes/{id}/sign", post(sign))
+        .route("/sandbox/envelopes/{id}/refuse", post(refuse))
+        .route("/sandbox/webhook", put(set_webhook))
+        .with_state(sandbox)
+}
+
+pub async fn start_sandbox(
+    bind: SocketAddr,
+    token: &str,
+    secret: &str,
+    webhook_url: Option<String>,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    let address = listener.local_addr()?;
+    let router = sandbox_router(token, secret, webhook_url);
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "ClickSign sandbox stopped");
+        }
+    });
+    Ok(address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhooks_verify_and_forgeries_do_not() {
+        let body = br#"{"event":{"name":"auto_close","occurred_at":"2026-11-30T10:00:00Z"},"envelope":{"id":"e1"}}"#;
+        let header = content_hmac("segredo", body);
+        let notice = verify_webhook("segredo", Some(&header), body).unwrap();
+        assert_eq!((notice.envelope_id.as_str(), notice.event.as_str()), ("e1", "auto_close"));
+        assert!(verify_webhook("outro", Some(&header), body).is_err(), "another secret");
+        let mut tampered = body.to_vec();
+        tampered[20] ^= 1;
+        assert!(verify_webhook("segredo", Some(&header), &tampered).is_err(), "another body");
+        assert!(verify_webhook("segredo", None, body).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_contract_goes_through_every_step() {
+        let address = start_sandbox("127.0.0.1:0".parse().unwrap(), "tok", "sec", None).await.unwrap();
+        let client = ClickSignClient::new(&format!("http://{address}"), "tok", Policy::default()).unwrap();
+        let request = ContractRequest {
+            name: "Contrato".into(),
+            filename: "contrato.txt".into(),
+            document: "12 parcelas".into(),
+            signer_name: "Maria".into(),
+            signer_email: "maria@example.com".into(),
+            signer_cpf: "529.982.247-25".into(),
+        };
+        let envelope = client.send_contract(&request).await.unwrap();
+        let control = reqwest::Client::new();
+        let signed = control.post(format!("http://{address}/sandbox/envelopes/{envelope}/sign")).send().await.unwrap();
+        assert_eq!(signed.status(), 204);
+        let again = control.post(format!("http://{address}/sandbox/envelopes/{envelope}/sign")).send().await.unwrap();
+        assert_eq!(again.status(), 409, "a closed envelope cannot be signed again");
+        let wrong = ClickSignClient::new(&format!("http://{address}"), "bad", Policy::default()).unwrap();
+        assert!(matches!(wrong.send_contract(&request).await, Err(ClickSignError::Rejected(_))));
+    }
+}
