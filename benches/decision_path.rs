@@ -22,6 +22,7 @@ const DISTRIBUTION_SAMPLES: usize = 3_000;
 struct Fixture {
     runtime: Runtime,
     provider: ProviderId,
+    record: medpay_store::ProviderRecord,
     patients: Vec<(PatientId, Cpf)>,
 }
 
@@ -42,6 +43,7 @@ async fn fixture() -> Fixture {
         created_at_ms: medpay_store::now_ms(),
     };
     store.insert_provider(&record, "bench-key-hash").await.unwrap();
+    let record = store.provider(provider).await.unwrap().unwrap();
     let mut patients = Vec::with_capacity(PATIENTS);
     for index in 0..PATIENTS {
         let base = format!("{:09}", 100_000_000 + index * 7_919);
@@ -62,10 +64,10 @@ async fn fixture() -> Fixture {
     let scorer: Arc<dyn RiskScorer> =
         Arc::new(ModelScorer::new(model, Arc::new(RuleBook::default()), Arc::new(Lists::default())));
     let runtime =
-        Runtime::start(store, scorer, RuntimeConfig::default(), Arc::new(medpay_api::dto::PaymentView::render))
+        Runtime::start(store, scorer, RuntimeConfig::default(), Arc::new(medpay_api::dto::PaymentView::render), None)
             .await
             .unwrap();
-    Fixture { runtime, provider, patients }
+    Fixture { runtime, provider, record, patients }
 }
 
 fn body(provider: ProviderId, patient: PatientId, amount_centavos: i64) -> Vec<u8> {
@@ -83,7 +85,7 @@ async fn decide(fixture: &Fixture, index: usize) -> medpay_models::DecisionOutco
     let (patient, cpf) = &fixture.patients[index % PATIENTS];
     let today = chrono::Utc::now().date_naive();
     let prepared = medpay_api::prepare(&body(fixture.provider, *patient, 150_000), today).unwrap();
-    let created = fixture.runtime.submit(prepared.into_new_payment(cpf.clone(), None)).await.unwrap();
+    let created = fixture.runtime.submit(prepared.into_new_payment(cpf.clone(), &fixture.record, None)).await.unwrap();
     created.decision.outcome
 }
 

@@ -1,6 +1,8 @@
 //! The supervision tree: a root supervisor over one supervisor per entity kind (payments,
 //! patients, providers), each owning per-entity actors found by id.
 
+mod contracts;
+pub mod money;
 pub mod outbox;
 mod patient;
 mod provider;
@@ -72,7 +74,8 @@ impl Default for RuntimeConfig {
 
 /// How the HTTP edge renders a created payment: the body is stored with the payment so that an
 /// idempotent retry replays it byte for byte.
-pub type Renderer = Arc<dyn Fn(&PaymentRecord, &DecisionRecord) -> String + Send + Sync>;
+pub type Renderer =
+    Arc<dyn Fn(&PaymentRecord, Option<&DecisionRecord>, Option<&medpay_store::ChargeRecord>) -> String + Send + Sync>;
 
 /// What every entity actor shares.
 pub struct Context {
@@ -86,6 +89,8 @@ pub struct Context {
     pub devices: std::sync::Mutex<medpay_ml::features::DeviceIndex>,
     /// Woken after each commit so that webhooks leave at once.
     pub outbox: ActorRef<outbox::OutboxMsg>,
+    /// Where money moves; `None` decides payments without charging them (benchmarks, unit tests).
+    pub gateways: Option<money::Gateways>,
 }
 
 /// The last day's sightings of devices and IPs, from the store.
@@ -152,6 +157,8 @@ pub struct Runtime {
     payments: Registry<TransactionActor>,
     root: ActorRef<()>,
     healthy: Arc<AtomicBool>,
+    /// Stops the money sweep.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Runtime {
@@ -160,6 +167,7 @@ impl Runtime {
         scorer: Arc<dyn RiskScorer>,
         config: RuntimeConfig,
         render: Renderer,
+        gateways: Option<money::Gateways>,
     ) -> Result<Runtime, CoreError> {
         let healthy = Arc::new(AtomicBool::new(true));
         let (root, _) = Actor::spawn(None, RootSupervisor, healthy.clone())
@@ -175,9 +183,12 @@ impl Runtime {
             Actor::spawn_linked(None, outbox::OutboxActor, (store.clone(), config.webhooks.clone()), root.get_cell())
                 .await
                 .map_err(|error| CoreError::Unavailable(format!("outbox: {error}")))?;
-        let context = Arc::new(Context { store, scorer, config, patients, providers, render, devices, outbox });
+        let context =
+            Arc::new(Context { store, scorer, config, patients, providers, render, devices, outbox, gateways });
         slot.set(context.clone()).map_err(|_| CoreError::Invariant("runtime context set twice".to_owned()))?;
-        Ok(Runtime { context, payments, root, healthy })
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        money::spawn_sweep(context.clone(), payments.clone(), stopped);
+        Ok(Runtime { context, payments, root, healthy, stop })
     }
 
     /// Decides a new payment and records it; the decision comes back when it is durable.
@@ -252,8 +263,44 @@ impl Runtime {
         let _ = self.context.outbox.send_message(outbox::OutboxMsg::Pump);
     }
 
+    /// Tells the payment's actor that a gateway webhook of it was recorded.
+    pub async fn webhook_recorded(&self, payment: PaymentId) -> Result<(), CoreError> {
+        let actor = self.payments.get(payment).await?;
+        actor
+            .send_message(TransactionMsg::ApplyPending)
+            .map_err(|_| CoreError::Unavailable(format!("transaction actor of {payment} stopped")))
+    }
+
+    /// Refunds part or all of what the patient paid.
+    pub async fn refund(
+        &self,
+        payment: PaymentId,
+        amount_centavos: i64,
+        reason: String,
+    ) -> Result<Vec<medpay_store::RefundRecord>, money::MoneyError> {
+        let timeout_ms = self.context.config.decide_timeout_ms * 4;
+        registry::ask(&self.payments, payment, timeout_ms, |reply| TransactionMsg::Refund {
+            amount_centavos,
+            reason: reason.clone(),
+            reply,
+        })
+        .await?
+    }
+
+    /// The provider confirms (true) or cancels (false) the procedure of a payment held in escrow.
+    pub async fn procedure(&self, payment: PaymentId, performed: bool) -> Result<PaymentRecord, money::MoneyError> {
+        let timeout_ms = self.context.config.decide_timeout_ms * 4;
+        registry::ask(&self.payments, payment, timeout_ms, |reply| TransactionMsg::Procedure { performed, reply })
+            .await?
+    }
+
+    pub fn gateways(&self) -> Option<&money::Gateways> {
+        self.context.gateways.as_ref()
+    }
+
     /// Stops every actor, leaves first, waiting at most `timeout` at each level.
     pub async fn shutdown(&self, timeout: Duration) {
+        let _ = self.stop.send(true);
         for supervisor in [
             self.payments.supervisor().get_cell(),
             self.context.patients.supervisor().get_cell(),

@@ -40,7 +40,7 @@ impl Default for MoneyConfig {
 #[derive(Clone)]
 pub struct Gateways {
     pub celcoin: Arc<CelcoinClient>,
-    pub contracts: Option<Arc<dyn crate::contracts::ContractSigner>>,
+    pub contracts: Option<Arc<medpay_gateways::clicksign::ClickSignClient>>,
     pub config: MoneyConfig,
 }
 
@@ -132,8 +132,7 @@ pub(crate) async fn make_charge(
         card_token,
     };
     let charge = gateways.celcoin.create_charge(&request).await.map_err(|error| error.to_string())?;
-    if charge.amount_centavos != installment.amount_centavos || charge.client_request_id != request.client_request_id
-    {
+    if charge.amount_centavos != installment.amount_centavos || charge.client_request_id != request.client_request_id {
         return Err(format!("Celcoin returned charge {} of another amount or id", charge.transaction_id));
     }
     let now = medpay_store::now_ms();
@@ -173,12 +172,22 @@ pub(crate) async fn payment_event(
 }
 
 /// Writes a movement and tells the provider's session and the outbox.
-async fn commit(state: &mut TransactionState, mut movement: Movement) -> Result<(), CoreError> {
+pub(crate) async fn commit(state: &mut TransactionState, mut movement: Movement) -> Result<(), CoreError> {
     let context = state.context.clone();
     movement.payment_id = Some(state.id);
     let payment = state.payment.as_ref().ok_or_else(|| CoreError::Invariant("no payment".into()))?;
     movement.provider_id = Some(payment.provider_id);
     movement.expect_status = Some(payment.status);
+    if let Some(to) = movement.new_status.filter(|to| *to != payment.status || *to == PaymentStatus::PartiallyRefunded)
+    {
+        // One step of the machine, or paid-then-held (a first payment into escrow).
+        let direct = payment.status.transition(to).is_ok();
+        let via_paid =
+            payment.status.transition(PaymentStatus::Paid).is_ok() && PaymentStatus::Paid.transition(to).is_ok();
+        if !direct && !via_paid {
+            return Err(CoreError::Invariant(format!("a payment cannot go from {} to {to}", payment.status)));
+        }
+    }
     if movement.now_ms == 0 {
         movement.now_ms = medpay_store::now_ms();
     }
@@ -208,9 +217,11 @@ async fn commit(state: &mut TransactionState, mut movement: Movement) -> Result<
     Ok(())
 }
 
-fn event(kind: &str, data: serde_json::Value) -> NewEvent {
+pub(crate) fn event_for(kind: &str, data: serde_json::Value) -> NewEvent {
     NewEvent { seq: 0, kind: kind.to_owned(), data }
 }
+
+use event_for as event;
 
 /// Issues the next charge the payment needs, if any: the first after approval (and a signed
 /// contract, when one is needed), the next installment once the one before was paid.
@@ -225,7 +236,8 @@ pub(crate) async fn charge_next(state: &mut TransactionState) -> Result<(), Core
     let due = match payment.status {
         PaymentStatus::Approved => charges.is_empty(),
         PaymentStatus::Paid | PaymentStatus::HeldInEscrow | PaymentStatus::Released => {
-            charges.iter().all(|charge| charge.status == "paid") && payment.installments.iter().any(|i| i.number == next)
+            charges.iter().all(|charge| charge.status == "paid")
+                && payment.installments.iter().any(|i| i.number == next)
         }
         _ => false,
     };
@@ -247,7 +259,10 @@ pub(crate) async fn charge_next(state: &mut TransactionState) -> Result<(), Core
     let data = payment_event(&context, &shown, Some(&charge), json!({"installment": next})).await;
     let movement = Movement {
         new_status: first.then_some(PaymentStatus::AwaitingPayment),
-        events: vec![event(if first { event_type(PaymentStatus::AwaitingPayment) } else { "payment.installment_due" }, data)],
+        events: vec![event(
+            if first { event_type(PaymentStatus::AwaitingPayment) } else { "payment.installment_due" },
+            data,
+        )],
         new_charge: Some(charge),
         ..Movement::default()
     };
@@ -295,6 +310,9 @@ async fn mark_webhook(
 
 /// Ok(true): applied or set aside for good; Ok(false): has to wait.
 async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -> Result<bool, CoreError> {
+    if webhook.gateway == crate::contracts::CLICKSIGN {
+        return crate::contracts::apply(state, webhook).await;
+    }
     let context = state.context.clone();
     let Some(payment) = state.payment.clone() else { return Ok(false) };
     let notice = match parse_notice(webhook.body.as_bytes()) {
@@ -324,7 +342,8 @@ async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -
                 .await;
             }
             let first = payment.status == PaymentStatus::AwaitingPayment;
-            let held = payment.escrow && matches!(payment.status, PaymentStatus::AwaitingPayment | PaymentStatus::HeldInEscrow);
+            let held = payment.escrow
+                && matches!(payment.status, PaymentStatus::AwaitingPayment | PaymentStatus::HeldInEscrow);
             let split = split_of(&payment, charge.amount_centavos)?;
             let posting = charge_posting(payment.id, payment.provider_id, split, held).map_err(ledger)?;
             let mut shown = payment.clone();
@@ -339,8 +358,13 @@ async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -
                     shown.status = PaymentStatus::HeldInEscrow;
                     events.push(event(
                         event_type(PaymentStatus::HeldInEscrow),
-                        payment_event(&context, &shown, Some(&charge), json!({"held_centavos": split.provider_share.centavos()}))
-                            .await,
+                        payment_event(
+                            &context,
+                            &shown,
+                            Some(&charge),
+                            json!({"held_centavos": split.provider_share.centavos()}),
+                        )
+                        .await,
                     ));
                 }
                 Some(shown.status)
@@ -359,13 +383,6 @@ async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -
                 webhook: hook,
                 ..Movement::default()
             };
-            // Paid → held is two steps of the machine; check both.
-            if let Some(to) = movement.new_status {
-                let via = PaymentStatus::AwaitingPayment.transition(PaymentStatus::Paid).map_err(|e| CoreError::Invariant(e.to_string()))?;
-                if to != via {
-                    via.transition(to).map_err(|e| CoreError::Invariant(e.to_string()))?;
-                }
-            }
             movement.now_ms = medpay_store::now_ms();
             commit(state, movement).await?;
             tracing::info!(payment_id = %payment.id, installment = charge.installment, amount_centavos = charge.amount_centavos, held, "charge paid");
@@ -394,8 +411,13 @@ async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -
                 webhook: hook,
                 events: vec![event(
                     "payment.refund_completed",
-                    payment_event(&context, &payment, None, json!({"refund_id": refund.id, "amount_centavos": refund.amount_centavos}))
-                        .await,
+                    payment_event(
+                        &context,
+                        &payment,
+                        None,
+                        json!({"refund_id": refund.id, "amount_centavos": refund.amount_centavos}),
+                    )
+                    .await,
                 )],
                 ..Movement::default()
             };
@@ -408,17 +430,9 @@ async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -
             }
             let (kind, source) =
                 if notice.kind == NoticeKind::Med { ("med", "med") } else { ("chargeback", "chargeback") };
-            let refund_id = format!("{kind}-{}", notice.reversal_id.clone().unwrap_or_else(|| webhook.webhook_id.clone()));
-            let movement = take_back(
-                state,
-                &payment,
-                &charge,
-                notice.amount_centavos,
-                kind,
-                &refund_id,
-                true,
-            )
-            .await?;
+            let refund_id =
+                format!("{kind}-{}", notice.reversal_id.clone().unwrap_or_else(|| webhook.webhook_id.clone()));
+            let movement = take_back(state, &payment, &charge, notice.amount_centavos, kind, &refund_id, true).await?;
             let Some(mut movement) = movement else {
                 return mark_webhook(state, webhook, "ignored", "more than is left of the charge".into()).await;
             };
@@ -499,9 +513,13 @@ async fn take_back(
     payment.status.transition(to).map_err(|e| CoreError::Invariant(e.to_string()))?;
     let mut shown = payment.clone();
     shown.status = to;
-    let data =
-        payment_event(&context, &shown, None, json!({"refund": {"id": refund.id, "kind": kind, "amount_centavos": amount}}))
-            .await;
+    let data = payment_event(
+        &context,
+        &shown,
+        None,
+        json!({"refund": {"id": refund.id, "kind": kind, "amount_centavos": amount}}),
+    )
+    .await;
     Ok(Some(Movement {
         new_status: Some(to),
         postings,
@@ -577,14 +595,17 @@ pub(crate) async fn refund(
 pub(crate) async fn send_refunds(state: &mut TransactionState) {
     let context = state.context.clone();
     let Some(gateways) = context.gateways.clone() else { return };
-    let (Ok(refunds), Ok(charges)) = (context.store.refunds(state.id).await, context.store.charges(state.id).await) else {
+    let (Ok(refunds), Ok(charges)) = (context.store.refunds(state.id).await, context.store.charges(state.id).await)
+    else {
         return;
     };
     for refund in refunds.iter().filter(|r| r.status == "requested") {
         let Some(charge) = charges.iter().find(|c| c.id == refund.charge_id) else { continue };
         match gateways.celcoin.refund(&charge.gateway_id, &refund.id, refund.amount_centavos, &refund.reason).await {
             Ok(reversal) => tracing::info!(payment_id = %state.id, refund_id = %refund.id, %reversal, "refund sent"),
-            Err(error) => tracing::warn!(payment_id = %state.id, refund_id = %refund.id, %error, "refund not sent yet; will retry"),
+            Err(error) => {
+                tracing::warn!(payment_id = %state.id, refund_id = %refund.id, %error, "refund not sent yet; will retry")
+            }
         }
     }
 }
@@ -646,7 +667,11 @@ pub(crate) async fn work(state: &mut TransactionState) {
 }
 
 /// Finds payments with money work left and pokes their actors, every `sweep_ms`.
-pub(crate) fn spawn_sweep(context: Arc<Context>, payments: crate::Registry<crate::TransactionActor>, stop: tokio::sync::watch::Receiver<bool>) {
+pub(crate) fn spawn_sweep(
+    context: Arc<Context>,
+    payments: crate::Registry<crate::TransactionActor>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     let Some(gateways) = context.gateways.clone() else { return };
     tokio::spawn(async move {
         let mut stop = stop;

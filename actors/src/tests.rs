@@ -54,7 +54,10 @@ async fn runtime(store: Store, scorer: Arc<dyn RiskScorer>, config: RuntimeConfi
         store,
         scorer,
         config,
-        Arc::new(|payment, decision| format!("{}:{}", payment.id, decision.outcome.as_str())),
+        Arc::new(|payment, decision, _charge| {
+            format!("{}:{}", payment.id, decision.map_or("none", |decision| decision.outcome.as_str()))
+        }),
+        None,
     )
     .await
     .unwrap()
@@ -124,6 +127,8 @@ fn payment(provider_id: ProviderId, patient_id: PatientId, amount_centavos: i64)
         card_fingerprint: None,
         created_at_ms: medpay_store::now_ms(),
         idempotency: None,
+        fee_bps: 500,
+        escrow: false,
     }
 }
 

@@ -2,6 +2,7 @@
 //! features from the patient's and the provider's sessions, scores within a time budget, records
 //! the decision and the events, and tells the sessions.
 
+use crate::money::{self, MoneyError};
 use crate::patient::PatientMsg;
 use crate::provider::{ProviderMsg, ProviderProfile};
 use crate::registry::{Entity, ask};
@@ -11,7 +12,9 @@ use medpay_ml::{Assessment, ListKeys, ProviderPolicy, ScoringInput, list_hash};
 use medpay_models::{
     Cpf, FailMode, InstallmentPlan, PatientId, PaymentId, PaymentMethod, PaymentStatus, ProviderId, Reason, TussCode,
 };
-use medpay_store::{DecisionRecord, IdempotencyCompletion, NewEvent, NewPaymentWrite, PaymentRecord};
+use medpay_store::{
+    ChargeRecord, DecisionRecord, IdempotencyCompletion, NewEvent, NewPaymentWrite, PaymentRecord, RefundRecord,
+};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::json;
 use std::sync::Arc;
@@ -45,6 +48,9 @@ pub struct NewPayment {
     pub created_at_ms: i64,
     /// The claimed idempotency key whose response is written with the payment.
     pub idempotency: Option<IdempotencyTarget>,
+    /// The provider's fee and escrow choice, fixed for this payment.
+    pub fee_bps: u32,
+    pub escrow: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +69,27 @@ pub struct Created {
 }
 
 pub enum TransactionMsg {
-    Decide { payment: Box<NewPayment>, reply: RpcReplyPort<Result<Created, CoreError>> },
-    Get { reply: RpcReplyPort<Option<PaymentRecord>> },
+    Decide {
+        payment: Box<NewPayment>,
+        reply: RpcReplyPort<Result<Created, CoreError>>,
+    },
+    Get {
+        reply: RpcReplyPort<Option<PaymentRecord>>,
+    },
+    /// Money work the sweep found: charges due, refunds owed, webhooks waiting.
+    Work,
+    /// A gateway webhook of this payment was recorded: apply what can be applied.
+    ApplyPending,
+    Refund {
+        amount_centavos: i64,
+        reason: String,
+        reply: RpcReplyPort<Result<Vec<RefundRecord>, MoneyError>>,
+    },
+    /// The provider confirms (true) or cancels (false) the procedure of a payment held in escrow.
+    Procedure {
+        performed: bool,
+        reply: RpcReplyPort<Result<PaymentRecord, MoneyError>>,
+    },
     IdleCheck,
 }
 
@@ -78,10 +103,10 @@ pub struct TransactionArgs {
 }
 
 pub struct TransactionState {
-    id: PaymentId,
-    context: Arc<Context>,
-    payment: Option<PaymentRecord>,
-    last_seq: i64,
+    pub(crate) id: PaymentId,
+    pub(crate) context: Arc<Context>,
+    pub(crate) payment: Option<PaymentRecord>,
+    pub(crate) last_seq: i64,
     idle: Duration,
     last_activity: Instant,
 }
@@ -134,7 +159,27 @@ impl Actor for TransactionActor {
             TransactionMsg::Decide { payment, reply } => {
                 state.last_activity = Instant::now();
                 let result = decide(state, *payment).await;
+                let follow_up = matches!(&result, Ok(created) if created.payment.status == PaymentStatus::Approved);
                 let _ = reply.send(result);
+                if follow_up {
+                    // No charge yet: a contract to sign first, or the gateway did not answer in time.
+                    money::work(state).await;
+                }
+            }
+            TransactionMsg::Work | TransactionMsg::ApplyPending => {
+                state.last_activity = Instant::now();
+                money::work(state).await;
+            }
+            TransactionMsg::Refund { amount_centavos, reason, reply } => {
+                state.last_activity = Instant::now();
+                let _ = reply.send(money::refund(state, amount_centavos, "refund", &reason).await);
+            }
+            TransactionMsg::Procedure { performed, reply } => {
+                state.last_activity = Instant::now();
+                let result = money::procedure(state, performed).await;
+                let _ = reply.send(result.and_then(|()| {
+                    state.payment.clone().ok_or(MoneyError::Core(CoreError::Invariant("no payment".into())))
+                }));
             }
             TransactionMsg::Get { reply } => {
                 state.last_activity = Instant::now();
@@ -268,9 +313,10 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
     let started = Instant::now();
     let context = state.context.clone();
     let assessment = assess(&context, &request).await;
-    let status = PaymentStatus::Requested
+    let decided_status = PaymentStatus::Requested
         .transition(assessment.outcome.status())
         .map_err(|error| CoreError::Invariant(error.to_string()))?;
+    let mut status = decided_status;
     let latency_us = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
     let payment = PaymentRecord {
         id: request.id,
@@ -289,7 +335,31 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
         created_at_ms: request.created_at_ms,
         updated_at_ms: request.created_at_ms,
         installments: request.plan.installments.clone(),
+        fee_bps: i64::from(request.fee_bps),
+        escrow: request.escrow,
     };
+    // An approved payment is charged before the answer, so that the answer carries the BR Code
+    // or the boleto; when the gateway is slow the answer goes without it and the sweep charges.
+    let mut payment = payment;
+    let mut charge: Option<ChargeRecord> = None;
+    if status == PaymentStatus::Approved && context.gateways.is_some() && !money::needs_contract(&context, &payment) {
+        let budget = Duration::from_millis(context.gateways.as_ref().map_or(0, |g| g.config.charge_budget_ms));
+        match tokio::time::timeout(budget, money::make_charge(&context, &payment, 1, request.card_fingerprint.clone()))
+            .await
+        {
+            Ok(Ok(made)) => {
+                status = PaymentStatus::AwaitingPayment;
+                payment.status = status;
+                charge = Some(made);
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(payment_id = %request.id, %error, "first charge not made; the sweep will retry")
+            }
+            Err(_) => {
+                tracing::warn!(payment_id = %request.id, "first charge exceeded its budget; the sweep will retry")
+            }
+        }
+    }
     let decision = DecisionRecord {
         id: uuid::Uuid::now_v7().to_string(),
         payment_id: request.id,
@@ -302,21 +372,37 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
         created_at_ms: request.created_at_ms,
         features: assessment.features.map_or_else(|| json!({}), |features| features.to_json()),
     };
-    let body = (context.render)(&payment, &decision);
+    let body = (context.render)(&payment, Some(&decision), charge.as_ref());
     // Each event carries the payment's public fields as they were at that step.
     let decided: serde_json::Value =
         serde_json::from_str(&body).unwrap_or_else(|_| json!({"id": payment.id.to_string()}));
     let mut requested = decided.clone();
     requested["status"] = json!(PaymentStatus::Requested.as_str());
     requested["decision"] = serde_json::Value::Null;
-    let events = vec![
+    requested["charge"] = serde_json::Value::Null;
+    let mut approved = decided.clone();
+    approved["status"] = json!(decided_status.as_str());
+    approved["charge"] = serde_json::Value::Null;
+    let mut events = vec![
         NewEvent {
             seq: state.last_seq + 1,
             kind: "payment.requested".to_owned(),
             data: json!({ "payment": requested }),
         },
-        NewEvent { seq: state.last_seq + 2, kind: event_type(status).to_owned(), data: json!({ "payment": decided }) },
+        NewEvent {
+            seq: state.last_seq + 2,
+            kind: event_type(decided_status).to_owned(),
+            data: json!({ "payment": approved }),
+        },
     ];
+    if status != decided_status {
+        events.push(NewEvent {
+            seq: state.last_seq + 3,
+            kind: event_type(status).to_owned(),
+            data: json!({ "payment": decided }),
+        });
+    }
+    let event_count = i64::try_from(events.len()).unwrap_or(0);
     let idempotency = request.idempotency.clone().map(|target| IdempotencyCompletion {
         scope: target.scope,
         key: target.key,
@@ -324,9 +410,9 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
         status: 201,
         body: body.clone(),
     });
-    let write = NewPaymentWrite { payment, decision, events, idempotency };
+    let write = NewPaymentWrite { payment, decision, events, idempotency, charge };
     let committed = context.store.record_new_payment(&write).await?;
-    state.last_seq += 2;
+    state.last_seq += event_count;
     state.payment = Some(write.payment.clone());
     announce(&context, &write.payment, write.decision.outcome, committed);
     metrics::counter!("medpay_decisions_total", "outcome" => write.decision.outcome.as_str()).increment(1);

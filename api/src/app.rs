@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::dto::PaymentView;
 use crate::state::AppState;
-use crate::{events, ops, parties, payments, risk};
+use crate::{events, money, ops, parties, payments, risk};
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
@@ -118,6 +118,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(ops::dashboard))
         .routes(routes!(parties::balance))
         .routes(routes!(parties::update_provider_risk))
+        .routes(routes!(money::create_refund, money::list_refunds))
+        .routes(routes!(money::procedure))
+        .routes(routes!(money::celcoin_webhook))
+        .routes(routes!(money::clicksign_webhook))
+        .routes(routes!(money::ledger_check))
+        .routes(routes!(money::reconciliation))
         .split_for_parts();
     let openapi_json = Arc::new(openapi.to_pretty_json().unwrap_or_default());
     api.route(
@@ -145,6 +151,9 @@ pub struct Server {
     pub admin_token: String,
     /// Where Receita Federal is asked (the in-process sandbox on the embedded defaults).
     pub receita_url: String,
+    /// Where Celcoin and ClickSign are (the in-process sandboxes on the embedded defaults).
+    pub celcoin_url: String,
+    pub clicksign_url: String,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -219,7 +228,13 @@ where
     };
     let scorer = scorer(parts).await?;
     let runtime_config: RuntimeConfig = config.runtime.clone();
-    let runtime = Arc::new(Runtime::start(store.clone(), scorer, runtime_config, Arc::new(PaymentView::render)).await?);
+    // Bound first: the in-process gateway sandboxes send their webhooks here.
+    let listener = tokio::net::TcpListener::bind(config.bind).await?;
+    let addr = listener.local_addr()?;
+    let (gateways, celcoin_url, clicksign_url) = start_gateways(&config, addr).await?;
+    let runtime = Arc::new(
+        Runtime::start(store.clone(), scorer, runtime_config, Arc::new(PaymentView::render), Some(gateways)).await?,
+    );
     let admin_token =
         config.admin_token.clone().unwrap_or_else(|| crate::auth::new_secret(crate::auth::ADMIN_TOKEN_PREFIX));
     let receita_url = match &config.receita_url {
@@ -236,8 +251,6 @@ where
         &config.receita_client_secret,
         medpay_gateways::resilience::Policy::default(),
     )?);
-    let listener = tokio::net::TcpListener::bind(config.bind).await?;
-    let addr = listener.local_addr()?;
     let grace = Duration::from_millis(config.limits.shutdown_grace_ms);
     let (shutdown, mut stopped) = watch::channel(false);
     let state = AppState {
@@ -302,5 +315,59 @@ where
         store.close().await;
         tracing::info!("stopped");
     });
-    Ok(Server { addr, admin_token, receita_url, shutdown, task })
+    Ok(Server { addr, admin_token, receita_url, celcoin_url, clicksign_url, shutdown, task })
+}
+
+/// The Celcoin and ClickSign clients; their sandboxes are started in process when no URL is set.
+async fn start_gateways(
+    config: &Config,
+    addr: SocketAddr,
+) -> anyhow::Result<(medpay_actors::money::Gateways, String, String)> {
+    use medpay_gateways::{celcoin, celcoin_sandbox, clicksign};
+    let money = &config.money;
+    let celcoin_url = match &money.celcoin_url {
+        Some(url) => url.clone(),
+        None => {
+            let target = celcoin_sandbox::WebhookTarget {
+                url: format!("http://{addr}/v1/gateways/celcoin/webhooks"),
+                username: money.celcoin_webhook_user.clone(),
+                password: money.celcoin_webhook_password.clone(),
+            };
+            let address = celcoin_sandbox::start_sandbox("127.0.0.1:0".parse()?, Some(target)).await?;
+            tracing::info!(%address, "Celcoin sandbox started in process (set CELCOIN_URL for the real one)");
+            format!("http://{address}")
+        }
+    };
+    let clicksign_url = match &money.clicksign_url {
+        Some(url) => url.clone(),
+        None => {
+            let address = clicksign::start_sandbox(
+                "127.0.0.1:0".parse()?,
+                &money.clicksign_token,
+                &money.clicksign_webhook_secret,
+                Some(format!("http://{addr}/v1/gateways/clicksign/webhooks")),
+            )
+            .await?;
+            tracing::info!(%address, "ClickSign sandbox started in process (set CLICKSIGN_URL for the real one)");
+            format!("http://{address}")
+        }
+    };
+    let policy = medpay_gateways::resilience::Policy {
+        timeout_ms: money.gateway_timeout_ms,
+        ..medpay_gateways::resilience::Policy::default()
+    };
+    let celcoin = celcoin::CelcoinClient::new(
+        &celcoin_url,
+        &money.celcoin_client_id,
+        &money.celcoin_client_secret,
+        &money.celcoin_pix_key,
+        policy.clone(),
+    )?;
+    let contracts = clicksign::ClickSignClient::new(&clicksign_url, &money.clicksign_token, policy)?;
+    let gateways = medpay_actors::money::Gateways {
+        celcoin: Arc::new(celcoin),
+        contracts: Some(Arc::new(contracts)),
+        config: money.runtime.clone(),
+    };
+    Ok((gateways, celcoin_url, clicksign_url))
 }

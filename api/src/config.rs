@@ -22,6 +22,46 @@ pub struct Config {
     pub model_path: Option<std::path::PathBuf>,
     pub runtime: RuntimeConfig,
     pub limits: Limits,
+    pub money: MoneySettings,
+}
+
+/// The payment gateways. Without `celcoin_url` (and `clicksign_url`) their sandboxes are started in
+/// process, so that the embedded defaults move money end to end.
+#[derive(Debug, Clone)]
+pub struct MoneySettings {
+    pub celcoin_url: Option<String>,
+    pub celcoin_client_id: String,
+    pub celcoin_client_secret: String,
+    /// The platform's PIX key, that charges are made out to.
+    pub celcoin_pix_key: String,
+    /// The HTTP Basic credentials Celcoin's webhooks must carry.
+    pub celcoin_webhook_user: String,
+    pub celcoin_webhook_password: String,
+    pub clicksign_url: Option<String>,
+    pub clicksign_token: String,
+    /// The secret of ClickSign's `Content-Hmac` webhook signatures.
+    pub clicksign_webhook_secret: String,
+    /// Time-out of one gateway call (retries and the breaker come on top).
+    pub gateway_timeout_ms: u64,
+    pub runtime: medpay_actors::money::MoneyConfig,
+}
+
+impl Default for MoneySettings {
+    fn default() -> Self {
+        MoneySettings {
+            celcoin_url: None,
+            celcoin_client_id: "medpay".to_owned(),
+            celcoin_client_secret: String::new(),
+            celcoin_pix_key: "pix@medpay.com.br".to_owned(),
+            celcoin_webhook_user: "celcoin".to_owned(),
+            celcoin_webhook_password: crate::auth::new_secret("whk"),
+            clicksign_url: None,
+            clicksign_token: crate::auth::new_secret("cst"),
+            clicksign_webhook_secret: crate::auth::new_secret("css"),
+            gateway_timeout_ms: 2_000,
+            runtime: medpay_actors::money::MoneyConfig::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +145,31 @@ impl Config {
                     ..defaults.webhooks.clone()
                 },
                 ..defaults
+            },
+            money: {
+                let defaults = MoneySettings::default();
+                MoneySettings {
+                    celcoin_url: optional("CELCOIN_URL"),
+                    celcoin_client_id: optional("CELCOIN_CLIENT_ID").unwrap_or(defaults.celcoin_client_id),
+                    celcoin_client_secret: optional("CELCOIN_CLIENT_SECRET").unwrap_or_default(),
+                    celcoin_pix_key: optional("CELCOIN_PIX_KEY").unwrap_or(defaults.celcoin_pix_key),
+                    celcoin_webhook_user: optional("CELCOIN_WEBHOOK_USER").unwrap_or(defaults.celcoin_webhook_user),
+                    celcoin_webhook_password: optional("CELCOIN_WEBHOOK_PASSWORD")
+                        .unwrap_or(defaults.celcoin_webhook_password),
+                    clicksign_url: optional("CLICKSIGN_URL"),
+                    clicksign_token: optional("CLICKSIGN_TOKEN").unwrap_or(defaults.clicksign_token),
+                    clicksign_webhook_secret: optional("CLICKSIGN_WEBHOOK_SECRET")
+                        .unwrap_or(defaults.clicksign_webhook_secret),
+                    gateway_timeout_ms: parsed("MEDPAY_GATEWAY_TIMEOUT_MS", defaults.gateway_timeout_ms)?,
+                    runtime: medpay_actors::money::MoneyConfig {
+                        contract_min_centavos: parsed(
+                            "MEDPAY_CONTRACT_MIN_CENTAVOS",
+                            defaults.runtime.contract_min_centavos,
+                        )?,
+                        sweep_ms: parsed("MEDPAY_MONEY_SWEEP_MS", defaults.runtime.sweep_ms)?,
+                        ..defaults.runtime
+                    },
+                }
             },
             limits: Limits {
                 requests_per_key_per_minute: parsed(

@@ -2,7 +2,7 @@
 //! so that each bad field gets its own error code; responses are built from domain records.
 
 use chrono::{DateTime, SecondsFormat};
-use medpay_store::{DecisionRecord, EventRecord, PatientRecord, PaymentRecord, ProviderRecord};
+use medpay_store::{ChargeRecord, DecisionRecord, EventRecord, PatientRecord, PaymentRecord, ProviderRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -228,12 +228,57 @@ pub struct PaymentView {
     /// Custo Efetivo Total a year, in basis points (Resolução CMN 3.517).
     pub cet_annual_bps: i64,
     pub decision: Option<DecisionView>,
+    /// The platform's fee on this payment, in basis points, and whether the provider's share is
+    /// held in escrow until the procedure is confirmed.
+    pub fee_bps: i64,
+    pub escrow: bool,
+    /// The gateway charge of the current installment: the PIX BR Code or the boleto to pay.
+    pub charge: Option<ChargeView>,
     pub created_at: String,
     pub updated_at: String,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChargeView {
+    pub id: String,
+    pub installment: u32,
+    pub method: String,
+    pub amount_centavos: i64,
+    /// `active` (to be paid), `paid` or `cancelled`.
+    pub status: String,
+    /// PIX "copia e cola" (BR Code).
+    pub pix_br_code: Option<String>,
+    /// When the PIX code stops being payable.
+    pub pix_expires_at: Option<String>,
+    pub boleto_linha_digitavel: Option<String>,
+    pub boleto_barcode: Option<String>,
+    /// ISO 8601 date, for due-date charges and boletos.
+    pub due_date: Option<String>,
+}
+
+impl ChargeView {
+    pub fn new(charge: &ChargeRecord) -> ChargeView {
+        ChargeView {
+            id: charge.id.clone(),
+            installment: charge.installment,
+            method: charge.method.as_str().to_owned(),
+            amount_centavos: charge.amount_centavos,
+            status: charge.status.clone(),
+            pix_br_code: charge.br_code.clone(),
+            pix_expires_at: charge.expires_at_ms.map(timestamp),
+            boleto_linha_digitavel: charge.linha_digitavel.clone(),
+            boleto_barcode: charge.barcode.clone(),
+            due_date: charge.due_date.clone(),
+        }
+    }
+}
+
 impl PaymentView {
-    pub fn new(payment: &PaymentRecord, decision: Option<&DecisionRecord>) -> PaymentView {
+    pub fn new(
+        payment: &PaymentRecord,
+        decision: Option<&DecisionRecord>,
+        charge: Option<&ChargeRecord>,
+    ) -> PaymentView {
         PaymentView {
             id: payment.id.to_string(),
             status: payment.status.as_str().to_owned(),
@@ -258,15 +303,18 @@ impl PaymentView {
             total_centavos: payment.total_centavos,
             cet_annual_bps: payment.cet_annual_bps,
             decision: decision.map(DecisionView::new),
+            fee_bps: payment.fee_bps,
+            escrow: payment.escrow,
+            charge: charge.map(ChargeView::new),
             created_at: timestamp(payment.created_at_ms),
             updated_at: timestamp(payment.updated_at_ms),
         }
     }
 
     /// The body of a created payment, stored for idempotent replays.
-    pub fn render(payment: &PaymentRecord, decision: &DecisionRecord) -> String {
+    pub fn render(payment: &PaymentRecord, decision: Option<&DecisionRecord>, charge: Option<&ChargeRecord>) -> String {
         // Serialising plain structs of strings and integers cannot fail.
-        serde_json::to_string(&PaymentView::new(payment, Some(decision))).unwrap_or_default()
+        serde_json::to_string(&PaymentView::new(payment, decision, charge)).unwrap_or_default()
     }
 }
 

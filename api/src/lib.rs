@@ -6,6 +6,7 @@ pub mod config;
 pub mod dto;
 pub mod error;
 mod events;
+pub mod money;
 mod ops;
 mod parties;
 pub mod payments;
@@ -13,7 +14,7 @@ mod risk;
 pub mod state;
 
 pub use app::{ScorerParts, Server, load_model, router, start, start_with};
-pub use config::{Config, Limits};
+pub use config::{Config, Limits, MoneySettings};
 
 /// Default provider thresholds, read off the bundled model's evaluation report.
 pub const DEFAULT_REVIEW_SCORE_MIN: u16 = 200;

@@ -221,7 +221,12 @@ impl PreparedPayment {
     }
 
     /// The command for the payment's actor, with a new payment id.
-    pub fn into_new_payment(self, cpf: Cpf, idempotency: Option<IdempotencyTarget>) -> NewPayment {
+    pub fn into_new_payment(
+        self,
+        cpf: Cpf,
+        provider: &medpay_store::ProviderRecord,
+        idempotency: Option<IdempotencyTarget>,
+    ) -> NewPayment {
         let parsed = self.parsed;
         NewPayment {
             id: PaymentId::new(),
@@ -239,6 +244,8 @@ impl PreparedPayment {
             card_fingerprint: parsed.card_fingerprint,
             created_at_ms: medpay_store::now_ms(),
             idempotency,
+            fee_bps: provider.fee_bps.value(),
+            escrow: provider.escrow,
         }
     }
 }
@@ -336,7 +343,7 @@ pub async fn create_payment(
         }
     };
     let target = IdempotencyTarget { scope: claim.scope.clone(), key: claim.key.clone(), locked_at_ms };
-    let payment = prepared.into_new_payment(patient.cpf, Some(target));
+    let payment = prepared.into_new_payment(patient.cpf, &provider, Some(target));
     match state.runtime.submit(payment).await {
         Ok(created) => Ok(json_response(StatusCode::CREATED, created.body, false)),
         Err(error) => {
@@ -384,7 +391,8 @@ pub async fn get_payment(
 ) -> Result<Json<PaymentView>, ApiError> {
     let payment = visible_payment(&state, principal, id).await?;
     let decision = state.store.latest_decision(payment.id).await?;
-    Ok(Json(PaymentView::new(&payment, decision.as_ref())))
+    let charges = state.store.charges(payment.id).await?;
+    Ok(Json(PaymentView::new(&payment, decision.as_ref(), charges.last())))
 }
 
 #[utoipa::path(get, path = "/v1/payments/{id}/events", tag = "payments", security(("bearer" = [])),

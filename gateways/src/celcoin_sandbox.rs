@@ -95,6 +95,7 @@ struct Sandbox {
     reversals: Mutex<HashMap<String, Reversal>>,
     faults: Mutex<(Faults, StdRng)>,
     target: Mutex<Option<WebhookTarget>>,
+    instance: u32,
     counter: AtomicU64,
     webhooks_sent: AtomicU64,
     webhooks_pending: AtomicI64,
@@ -111,8 +112,9 @@ enum Fault {
 }
 
 impl Sandbox {
+    /// Unique across sandboxes too (two nodes' sandboxes share one database in tests).
     fn next_id(&self, prefix: &str) -> String {
-        format!("{prefix}{:012}", self.counter.fetch_add(1, Ordering::SeqCst) + 1)
+        format!("{prefix}{:08x}{:010}", self.instance, self.counter.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
     fn roll(&self) -> Fault {
@@ -568,6 +570,7 @@ pub fn sandbox_router(webhook: Option<WebhookTarget>) -> axum::Router {
         reversals: Mutex::default(),
         faults: Mutex::new((Faults { stall_ms: default_stall(), ..Faults::default() }, StdRng::seed_from_u64(0))),
         target: Mutex::new(webhook),
+        instance: rand::random(),
         counter: AtomicU64::new(0),
         webhooks_sent: AtomicU64::new(0),
         webhooks_pending: AtomicI64::new(0),

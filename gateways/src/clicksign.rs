@@ -449,6 +449,7 @@ async fn set_webhook(State(sandbox): State<Shared>, Json(body): Json<serde_json:
 
 /// The sandbox's routes, answering to `token` and signing webhooks with `secret`.
 pub fn sandbox_router(token: &str, secret: &str, webhook_url: Option<String>) -> axum::Router {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let sandbox = Arc::new(Sandbox {
         envelopes: Mutex::default(),
         token: token.to_owned(),

@@ -79,10 +79,11 @@ async fn live_subscribers_get_every_event_of_their_provider_once_in_order(engine
             pay_new_patient(&app, &other).await;
         }
     }
-    // Every new event of the clinic: 4 payments × (requested, decided), numbered 3..=10.
-    let expected: Vec<i64> = (3..=10).collect();
+    // Every new event of the clinic: 4 payments × (requested, approved, awaiting payment with its
+    // charge), numbered 4..=15.
+    let expected: Vec<i64> = (4..=15).collect();
     let mut seen = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..12 {
         let (id, kind, event) = live.next(WAIT).await.expect("a live event");
         assert_eq!(id, event["provider_seq"].to_string());
         assert_eq!(kind, event["type"].as_str().unwrap());
@@ -91,31 +92,31 @@ async fn live_subscribers_get_every_event_of_their_provider_once_in_order(engine
     }
     assert_eq!(seen, expected);
     let mut resumed_seen = Vec::new();
-    for _ in 0..10 {
+    for _ in 0..15 {
         let (_, _, event) = resumed.next(WAIT).await.expect("an event from the start");
         resumed_seen.push(event["provider_seq"].as_i64().unwrap());
     }
-    assert_eq!(resumed_seen, (1..=10).collect::<Vec<i64>>());
+    assert_eq!(resumed_seen, (1..=15).collect::<Vec<i64>>());
     let (_, _, first) = SseReader::open(&app, &clinic.key, "?after=0").await.next(WAIT).await.unwrap();
     assert_eq!(first["payment_id"], first_payment["id"]);
     assert_eq!(first["type"], "payment.requested");
     assert_eq!(first["data"]["payment"]["status"], "requested");
 
     let mut ws_seen = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..12 {
         let message = tokio::time::timeout(WAIT, socket.next()).await.unwrap().unwrap().unwrap();
         let event: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
         ws_seen.push(event["provider_seq"].as_i64().unwrap());
     }
     assert_eq!(ws_seen, expected);
-    // The other clinic saw its own two events and nothing of the first clinic's.
+    // The other clinic saw its own three events and nothing of the first clinic's.
     let mut other_kinds = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let (_, kind, event) = others.next(WAIT).await.expect("the other clinic's event");
         assert!(!created.contains(&event["payment_id"].as_str().unwrap().to_owned()));
         other_kinds.push(kind);
     }
-    assert_eq!(other_kinds, vec!["payment.requested", "payment.approved"]);
+    assert_eq!(other_kinds, vec!["payment.requested", "payment.approved", "payment.awaiting_payment"]);
     assert!(live.next(Duration::from_millis(300)).await.is_none(), "no duplicates");
     // Resume after a cursor with Last-Event-ID: the events after it, no more.
     let response = app
@@ -210,6 +211,7 @@ async fn webhooks_arrive_signed_through_failures(engine: Engine) {
         let id = pay_new_patient(&app, &clinic).await["id"].as_str().unwrap().to_owned();
         expected.push(format!("{id}.1"));
         expected.push(format!("{id}.2"));
+        expected.push(format!("{id}.3"));
     }
     let mut received = Vec::new();
     for _ in 0..400 {

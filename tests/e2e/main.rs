@@ -5,6 +5,7 @@ mod dashboard;
 mod durability;
 mod events;
 mod lifecycle;
+mod money;
 mod payments;
 mod risk;
 mod support;

@@ -15,7 +15,9 @@ async fn walk_through(engine: Engine) {
     let (status, created) =
         app.request(Method::POST, "/v1/payments", Some(&provider.key), Some(&body), Some(&new_key())).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    assert_eq!(created["status"], "approved");
+    // Approved and charged at once: the answer carries the PIX charge to pay.
+    assert_eq!(created["status"], "awaiting_payment");
+    assert!(created["charge"]["pix_br_code"].as_str().is_some_and(|code| code.starts_with("000201")));
     assert_eq!(created["decision"]["outcome"], "approve");
     let score = created["decision"]["score"].as_u64().unwrap();
     assert!(score < u64::from(medpay_api::DEFAULT_REVIEW_SCORE_MIN), "a regular payment scores low: {score}");
@@ -45,10 +47,10 @@ async fn walk_through(engine: Engine) {
         .iter()
         .map(|e| (e["seq"].as_i64().unwrap(), e["type"].as_str().unwrap()))
         .collect();
-    assert_eq!(kinds, vec![(1, "payment.requested"), (2, "payment.approved")]);
+    assert_eq!(kinds, vec![(1, "payment.requested"), (2, "payment.approved"), (3, "payment.awaiting_payment")]);
     let (_, after_one) =
         app.request(Method::GET, &format!("/v1/payments/{id}/events?after=1"), Some(&patient.token), None, None).await;
-    assert_eq!(after_one["data"].as_array().unwrap().len(), 1);
+    assert_eq!(after_one["data"].as_array().unwrap().len(), 2);
 
     let (status, listed) = app
         .request(Method::GET, &format!("/v1/payments?patient_id={}", patient.id), Some(&provider.key), None, None)
@@ -453,6 +455,13 @@ async fn openapi_describes_every_endpoint(engine: Engine) {
         ("/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/resend", "post"),
         ("/v1/providers/{id}/balance", "get"),
         ("/v1/providers/{id}", "patch"),
+        ("/v1/payments/{id}/refunds", "post"),
+        ("/v1/payments/{id}/refunds", "get"),
+        ("/v1/payments/{id}/procedure", "post"),
+        ("/v1/gateways/celcoin/webhooks", "post"),
+        ("/v1/gateways/clicksign/webhooks", "post"),
+        ("/v1/ledger/check", "get"),
+        ("/v1/ledger/reconciliation", "get"),
         ("/dashboard", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),

@@ -78,6 +78,10 @@ pub fn config(database_url: &str) -> Config {
         model_path: None,
         runtime: medpay_actors::RuntimeConfig::default(),
         limits: Limits::default(),
+        money: medpay_api::MoneySettings {
+            runtime: medpay_actors::money::MoneyConfig { sweep_ms: 200, ..Default::default() },
+            ..medpay_api::MoneySettings::default()
+        },
     }
 }
 
@@ -85,6 +89,9 @@ pub struct TestApp {
     pub base: String,
     /// The app's Receita Federal sandbox.
     pub receita: String,
+    /// The app's Celcoin and ClickSign sandboxes.
+    pub celcoin: String,
+    pub clicksign: String,
     pub admin: String,
     pub analyst: String,
     pub client: Client,
@@ -145,6 +152,8 @@ impl TestApp {
         TestApp {
             base: format!("http://{}", server.addr),
             receita: server.receita_url.clone(),
+            celcoin: server.celcoin_url.clone(),
+            clicksign: server.clicksign_url.clone(),
             admin: server.admin_token.clone(),
             analyst,
             client: client(),
