@@ -404,10 +404,13 @@ pub async fn reconcile(store: &Store, celcoin: &CelcoinClient) -> anyhow::Result
             if paid_there != paid_here {
                 differences.push(differ(format!("paid {paid_there} at Celcoin, {paid_here} here")));
             }
-            if !refunds_by_payment.contains_key(&charge.payment_id) {
-                refunds_by_payment.insert(charge.payment_id, store.refunds(charge.payment_id).await?);
-            }
-            let returned_here: i64 = refunds_by_payment[&charge.payment_id]
+            let refunds = match refunds_by_payment.entry(charge.payment_id) {
+                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(store.refunds(charge.payment_id).await?)
+                }
+            };
+            let returned_here: i64 = refunds
                 .iter()
                 .filter(|r| r.charge_id == charge.id && r.status == "completed")
                 .map(|r| r.amount_centavos)

@@ -258,11 +258,11 @@ fn authorised(sandbox: &Sandbox, headers: &HeaderMap) -> bool {
     headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(sandbox.token.as_str())
 }
 
-fn parse_body(body: &str, kind: &str) -> Result<serde_json::Value, Response> {
+fn parse_body(body: &str, kind: &str) -> Result<serde_json::Value, (StatusCode, String)> {
     let value: serde_json::Value =
-        serde_json::from_str(body).map_err(|_| fail(StatusCode::BAD_REQUEST, "corpo não é JSON"))?;
+        serde_json::from_str(body).map_err(|_| (StatusCode::BAD_REQUEST, "corpo não é JSON".to_owned()))?;
     if value.pointer("/data/type").and_then(|v| v.as_str()) != Some(kind) {
-        return Err(fail(StatusCode::UNPROCESSABLE_ENTITY, &format!("data.type deve ser {kind}")));
+        return Err((StatusCode::UNPROCESSABLE_ENTITY, format!("data.type deve ser {kind}")));
     }
     Ok(value)
 }
@@ -277,7 +277,7 @@ async fn create_envelope(State(sandbox): State<Shared>, headers: HeaderMap, body
     }
     let value = match parse_body(&body, "envelopes") {
         Ok(value) => value,
-        Err(response) => return response,
+        Err((status, detail)) => return fail(status, &detail),
     };
     let id = uuid_like();
     sandbox
@@ -302,7 +302,7 @@ async fn add(sandbox: Shared, headers: HeaderMap, id: String, body: String, kind
     }
     let value = match parse_body(&body, kind) {
         Ok(value) => value,
-        Err(response) => return response,
+        Err((status, detail)) => return fail(status, &detail),
     };
     let attributes = value.pointer("/data/attributes").cloned().unwrap_or_default();
     let mut envelopes = sandbox.envelopes.lock().unwrap_or_else(|p| p.into_inner());
@@ -372,7 +372,7 @@ async fn update_envelope(
     }
     let value = match parse_body(&body, "envelopes") {
         Ok(value) => value,
-        Err(response) => return response,
+        Err((status, detail)) => return fail(status, &detail),
     };
     let mut envelopes = sandbox.envelopes.lock().unwrap_or_else(|p| p.into_inner());
     let Some(envelope) = envelopes.get_mut(&id) else { return fail(StatusCode::NOT_FOUND, "envelope não encontrado") };

@@ -230,12 +230,12 @@ async fn webhooks_arrive_signed_through_failures(engine: Engine) {
     for _ in 0..400 {
         let (_, listed) = app.request(Method::GET, &path, Some(&clinic.key), None, None).await;
         deliveries = listed["data"].as_array().unwrap().clone();
-        if deliveries.len() == 6 && deliveries.iter().all(|delivery| delivery["status"] == "delivered") {
+        if deliveries.len() == 9 && deliveries.iter().all(|delivery| delivery["status"] == "delivered") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(deliveries.len(), 6);
+    assert_eq!(deliveries.len(), 9);
     assert!(deliveries.iter().all(|delivery| delivery["status"] == "delivered"), "{deliveries:?}");
     let retried: i64 = deliveries.iter().map(|delivery| delivery["attempts"].as_i64().unwrap() - 1).sum();
     assert_eq!(retried, 3, "three refused attempts were retried");
