@@ -91,3 +91,33 @@ pub fn run_training(command: &TrainCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `medpay reconcile`: Celcoin's statement against the ledger; exit status 1 on any difference.
+pub async fn reconcile() -> anyhow::Result<()> {
+    let config = medpay_api::Config::from_env()?;
+    let money = &config.money;
+    let url = money
+        .celcoin_url
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("CELCOIN_URL is not set: there is no Celcoin to reconcile with"))?;
+    let store = medpay_store::Store::connect(&config.database_url).await?;
+    let policy = medpay_gateways::resilience::Policy {
+        timeout_ms: money.gateway_timeout_ms,
+        ..medpay_gateways::resilience::Policy::default()
+    };
+    let celcoin = medpay_gateways::celcoin::CelcoinClient::new(
+        &url,
+        &money.celcoin_client_id,
+        &money.celcoin_client_secret,
+        &money.celcoin_pix_key,
+        policy,
+    )?;
+    let report = medpay_api::money::reconcile(&store, &celcoin).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    store.close().await;
+    if report.ok {
+        Ok(())
+    } else {
+        anyhow::bail!("{} differences between Celcoin and the ledger", report.differences.len())
+    }
+}

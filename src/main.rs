@@ -35,6 +35,9 @@ enum Command {
         #[command(subcommand)]
         system: SandboxSystem,
     },
+    /// Compare Celcoin's statement with the ledger, charge by charge; exits 1 on any difference.
+    /// Reads DATABASE_URL and CELCOIN_URL (with CELCOIN_CLIENT_ID / CELCOIN_CLIENT_SECRET).
+    Reconcile,
     /// Models: training and evaluation.
     Model {
         #[command(subcommand)]
@@ -48,6 +51,30 @@ enum SandboxSystem {
     Receita {
         #[arg(long, default_value = "127.0.0.1:9101")]
         bind: std::net::SocketAddr,
+    },
+    /// Celcoin: PIX cob/cobv, boleto, card, devolução, escrow, statement, webhooks, faults.
+    Celcoin {
+        #[arg(long, default_value = "127.0.0.1:9102")]
+        bind: std::net::SocketAddr,
+        /// Where to send Celcoin's webhooks (MedPay's /v1/gateways/celcoin/webhooks).
+        #[arg(long)]
+        webhook_url: Option<String>,
+        #[arg(long, default_value = "celcoin", env = "CELCOIN_WEBHOOK_USER")]
+        webhook_user: String,
+        #[arg(long, default_value = "", env = "CELCOIN_WEBHOOK_PASSWORD")]
+        webhook_password: String,
+    },
+    /// ClickSign v3: envelopes, documents, signers, requirements, webhooks signed with Content-Hmac.
+    Clicksign {
+        #[arg(long, default_value = "127.0.0.1:9103")]
+        bind: std::net::SocketAddr,
+        #[arg(long, env = "CLICKSIGN_TOKEN")]
+        token: String,
+        #[arg(long, env = "CLICKSIGN_WEBHOOK_SECRET")]
+        secret: String,
+        /// Where to send ClickSign's webhooks (MedPay's /v1/gateways/clicksign/webhooks).
+        #[arg(long)]
+        webhook_url: Option<String>,
     },
 }
 
@@ -124,6 +151,7 @@ async fn serve() -> anyhow::Result<()> {
     } else {
         println!("admin token (generated for this run; set MEDPAY_ADMIN_TOKEN to fix it): {}", server.admin_token);
     }
+    println!("Celcoin: {}   ClickSign: {}   Receita: {}", server.celcoin_url, server.clicksign_url, server.receita_url);
     let stop = server.shutdown_handle();
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -149,6 +177,31 @@ async fn main() -> anyhow::Result<()> {
             );
             shutdown_signal().await;
             Ok(())
+        }
+        Command::Sandbox { system: SandboxSystem::Celcoin { bind, webhook_url, webhook_user, webhook_password } } => {
+            init_telemetry();
+            let target = webhook_url.map(|url| medpay_gateways::celcoin_sandbox::WebhookTarget {
+                url,
+                username: webhook_user,
+                password: webhook_password,
+            });
+            let address = medpay_gateways::celcoin_sandbox::start_sandbox(bind, target).await?;
+            println!(
+                "Celcoin sandbox listening on http://{address} (POST /sandbox/charges/{{id}}/pay pays a charge; PUT /sandbox/faults injects faults)"
+            );
+            shutdown_signal().await;
+            Ok(())
+        }
+        Command::Sandbox { system: SandboxSystem::Clicksign { bind, token, secret, webhook_url } } => {
+            init_telemetry();
+            let address = medpay_gateways::clicksign::start_sandbox(bind, &token, &secret, webhook_url).await?;
+            println!("ClickSign sandbox listening on http://{address} (POST /sandbox/envelopes/{{id}}/sign signs)");
+            shutdown_signal().await;
+            Ok(())
+        }
+        Command::Reconcile => {
+            init_telemetry();
+            commands::reconcile().await
         }
         Command::Simulate { seed, payments, days, out } => {
             let options = medpay_ml::simulate::SimulationOptions { seed, payments, days, ..Default::default() };

@@ -150,7 +150,8 @@ async fn a_payment_appears_live_on_the_open_dashboard() {
     browser.evaluate(&sign_in).await;
     let page = browser.wait_for_text("R$\u{a0}123,45").await;
     assert!(page.contains(&first["id"].as_str().unwrap()[..8]), "{page}");
-    assert!(page.contains("aprovado"), "{page}");
+    // Approved and charged: the payment waits for the patient's PIX.
+    assert!(page.contains("aguardando pagamento"), "{page}");
     browser.wait_for_text("ao vivo").await;
 
     // A new payment, made through the API while the page is open, appears without a reload.

@@ -264,11 +264,13 @@ async fn a_thousand_payments_through_every_fault_end_clean() {
     let escrow = app.provider(json!({"fee_bps": 450, "escrow": true})).await;
     let plain = app.provider(json!({"fee_bps": 250})).await;
     let mut patients = Vec::new();
-    for index in 0..100 {
+    // Four payments per patient: under the velocity rule (five in an hour goes to review).
+    const PATIENTS: usize = PAYMENTS / 4;
+    for index in 0..PATIENTS {
         let provider = if index % 2 == 0 { &escrow } else { &plain };
         patients.push(app.patient(provider).await);
     }
-    // Payments from 8 workers; each patient pays ten times, alternating method.
+    // Payments from 8 workers, alternating method.
     let app = std::sync::Arc::new(app);
     let patients = std::sync::Arc::new(patients);
     let escrow = std::sync::Arc::new(escrow);
@@ -279,7 +281,7 @@ async fn a_thousand_payments_through_every_fault_end_clean() {
         workers.push(tokio::spawn(async move {
             let mut made = Vec::new();
             for index in (worker..PAYMENTS).step_by(8) {
-                let patient_index = index % 100;
+                let patient_index = index % PATIENTS;
                 let provider = if patient_index % 2 == 0 { &*escrow } else { &*plain };
                 let method = ["pix", "boleto", "card"][index % 3];
                 let mut body = payment_body(provider, &patients[patient_index], 10_000 + (index as i64 % 50) * 1_000);
@@ -299,7 +301,7 @@ async fn a_thousand_payments_through_every_fault_end_clean() {
     }
     assert_eq!(made.len(), PAYMENTS);
     let approved: Vec<_> = made.iter().filter(|(_, _, created)| created["decision"]["outcome"] == "approve").collect();
-    assert!(approved.len() > PAYMENTS / 2, "most of these ordinary payments are approved: {}", approved.len());
+    assert!(approved.len() >= PAYMENTS * 8 / 10, "most of these ordinary payments are approved: {}", approved.len());
 
     // Every approved payment gets its charge (some only from the sweep, after a fault); the
     // patients pay every one that is not a card (cards are captured at once).
