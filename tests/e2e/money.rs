@@ -267,7 +267,7 @@ async fn a_thousand_payments_through_every_fault_end_clean() {
     // Four payments per patient: under the velocity rule (five in an hour goes to review).
     const PATIENTS: usize = PAYMENTS / 4;
     for index in 0..PATIENTS {
-        let provider = if index % 2 == 0 { &escrow } else { &plain };
+        let provider = if index.is_multiple_of(2) { &escrow } else { &plain };
         patients.push(app.patient(provider).await);
     }
     // Payments from 8 workers, alternating method.
@@ -282,7 +282,7 @@ async fn a_thousand_payments_through_every_fault_end_clean() {
             let mut made = Vec::new();
             for index in (worker..PAYMENTS).step_by(8) {
                 let patient_index = index % PATIENTS;
-                let provider = if patient_index % 2 == 0 { &*escrow } else { &*plain };
+                let provider = if patient_index.is_multiple_of(2) { &*escrow } else { &*plain };
                 let method = ["pix", "boleto", "card"][index % 3];
                 let mut body = payment_body(provider, &patients[patient_index], 10_000 + (index as i64 % 50) * 1_000);
                 body["method"] = json!(method);
@@ -290,7 +290,7 @@ async fn a_thousand_payments_through_every_fault_end_clean() {
                 let (status, created) =
                     app.request(Method::POST, "/v1/payments", Some(&provider.key), Some(&body), Some(&new_key())).await;
                 assert_eq!(status, StatusCode::CREATED, "{created}");
-                made.push((patient_index % 2 == 0, method, created));
+                made.push((patient_index.is_multiple_of(2), method, created));
             }
             made
         }));
