@@ -277,11 +277,13 @@ impl Runtime {
         payment: PaymentId,
         amount_centavos: i64,
         reason: String,
+        key: String,
     ) -> Result<Vec<medpay_store::RefundRecord>, money::MoneyError> {
         let timeout_ms = self.context.config.decide_timeout_ms * 4;
         registry::ask(&self.payments, payment, timeout_ms, |reply| TransactionMsg::Refund {
             amount_centavos,
             reason: reason.clone(),
+            key: key.clone(),
             reply,
         })
         .await?

@@ -531,15 +531,31 @@ async fn take_back(
 }
 
 /// Refunds `amount` of what the patient paid (newest charge first), then asks the gateway to send
-/// it back. Returns the refunds made.
+/// it back. `key` (the caller's idempotency key, hashed with its scope) names the refund's rows, so a
+/// retry returns the refund made instead of making another, and finishes one a crash cut short.
+/// Returns the refunds made under this key.
 pub(crate) async fn refund(
     state: &mut TransactionState,
     amount: i64,
     kind: &str,
     reason: &str,
+    key: &str,
 ) -> Result<Vec<RefundRecord>, MoneyError> {
     let context = state.context.clone();
     let payment = state.payment.clone().ok_or(CoreError::Invariant("no payment".into()))?;
+    if amount <= 0 {
+        return Err(refused("invalid_amount", "amount_centavos must be a positive number of centavos"));
+    }
+    let refunds = context.store.refunds(payment.id).await?;
+    let prefix = format!("{key}-");
+    let earlier: Vec<RefundRecord> = refunds.iter().filter(|r| r.id.starts_with(&prefix)).cloned().collect();
+    let done: i64 = earlier.iter().map(|r| r.amount_centavos).sum();
+    if done > amount || (!earlier.is_empty() && earlier.iter().any(|r| r.reason != reason)) {
+        return Err(refused("idempotency_key_reused", "this Idempotency-Key was used for another refund"));
+    }
+    if done == amount {
+        return Ok(earlier);
+    }
     if !matches!(
         payment.status,
         PaymentStatus::Paid | PaymentStatus::HeldInEscrow | PaymentStatus::Released | PaymentStatus::PartiallyRefunded
@@ -550,29 +566,25 @@ pub(crate) async fn refund(
         ));
     }
     let charges = context.store.charges(payment.id).await?;
-    let refunds = context.store.refunds(payment.id).await?;
     let left_of = |charge: &ChargeRecord| {
         charge.amount_centavos
             - refunds.iter().filter(|r| r.charge_id == charge.id).map(|r| r.amount_centavos).sum::<i64>()
     };
     let refundable: i64 = charges.iter().filter(|c| c.status == "paid").map(left_of).sum();
-    if amount <= 0 {
-        return Err(refused("invalid_amount", "amount_centavos must be a positive number of centavos"));
-    }
-    if amount > refundable {
+    let mut left = amount - done;
+    if left > refundable {
         return Err(refused(
             "refund_exceeds_paid",
-            format!("{amount} centavos asked, {refundable} centavos paid and not yet refunded"),
+            format!("{left} centavos asked, {refundable} centavos paid and not yet refunded"),
         ));
     }
-    let mut made = Vec::new();
-    let mut left = amount;
+    let mut made = earlier;
     for charge in charges.iter().rev().filter(|c| c.status == "paid") {
         let piece = left.min(left_of(charge));
         if piece <= 0 {
             continue;
         }
-        let refund_id = uuid::Uuid::now_v7().to_string();
+        let refund_id = format!("{key}-{}", made.len() + 1);
         let payment_now = state.payment.clone().ok_or(CoreError::Invariant("no payment".into()))?;
         let Some(mut movement) = take_back(state, &payment_now, charge, piece, kind, &refund_id, false).await? else {
             break;
@@ -625,7 +637,8 @@ pub(crate) async fn procedure(state: &mut TransactionState, performed: bool) -> 
         let refunds = context.store.refunds(payment.id).await?;
         let paid: i64 = charges.iter().filter(|c| c.status == "paid").map(|c| c.amount_centavos).sum();
         let returned: i64 = refunds.iter().map(|r| r.amount_centavos).sum();
-        refund(state, paid - returned, "cancellation", "procedure cancelled").await?;
+        let key = format!("cancel{}", payment.id.as_uuid().simple());
+        refund(state, paid - returned, "cancellation", "procedure cancelled", &key).await?;
         return Ok(());
     }
     let gateways = context.gateways.clone().ok_or_else(|| CoreError::Unavailable("no gateway".into()))?;

@@ -80,9 +80,11 @@ pub enum TransactionMsg {
     Work,
     /// A gateway webhook of this payment was recorded: apply what can be applied.
     ApplyPending,
+    /// `key` names the refund (an idempotency key hashed with its caller's scope).
     Refund {
         amount_centavos: i64,
         reason: String,
+        key: String,
         reply: RpcReplyPort<Result<Vec<RefundRecord>, MoneyError>>,
     },
     /// The provider confirms (true) or cancels (false) the procedure of a payment held in escrow.
@@ -170,9 +172,9 @@ impl Actor for TransactionActor {
                 state.last_activity = Instant::now();
                 money::work(state).await;
             }
-            TransactionMsg::Refund { amount_centavos, reason, reply } => {
+            TransactionMsg::Refund { amount_centavos, reason, key, reply } => {
                 state.last_activity = Instant::now();
-                let _ = reply.send(money::refund(state, amount_centavos, "refund", &reason).await);
+                let _ = reply.send(money::refund(state, amount_centavos, "refund", &reason, &key).await);
             }
             TransactionMsg::Procedure { performed, reply } => {
                 state.last_activity = Instant::now();

@@ -24,6 +24,10 @@ pub const REFUND_REASON_MAX: usize = 500;
 impl From<MoneyError> for ApiError {
     fn from(error: MoneyError) -> Self {
         match error {
+            MoneyError::Refused { code: "idempotency_key_reused", message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", message)
+            }
+            MoneyError::Refused { code: "invalid_amount", message } => ApiError::bad_request("invalid_amount", message),
             MoneyError::Refused { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             MoneyError::Core(error) => error.into(),
         }
@@ -91,16 +95,20 @@ pub struct RefundList {
 }
 
 #[utoipa::path(post, path = "/v1/payments/{id}/refunds", tag = "money", request_body = CreateRefund,
-    security(("bearer" = [])), params(("id" = String, Path, description = "payment id")),
+    security(("bearer" = [])), params(("id" = String, Path, description = "payment id"),
+        ("Idempotency-Key" = String, Header, description = "unique per refund; a retry with the same key returns the refund made, never a second one")),
     responses((status = 201, body = RefundList, description = "the refund, split across the charges it comes from"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "`payment_not_refundable` or `refund_exceeds_paid`")))]
+        (status = 409, body = ErrorBody, description = "`payment_not_refundable` or `refund_exceeds_paid`"),
+        (status = 422, body = ErrorBody, description = "`idempotency_key_reused`: this key named another refund")))]
 pub async fn create_refund(
     State(state): State<AppState>,
     principal: Principal,
+    headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Result<Json<CreateRefund>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RefundList>), ApiError> {
+    let key = crate::payments::idempotency_key(&headers)?;
     let payment = own_payment(&state, principal, id).await?;
     let Json(body) = body.map_err(rejection)?;
     if body.amount_centavos <= 0 {
@@ -113,7 +121,9 @@ pub async fn create_refund(
             format!("reason needs 1 to {REFUND_REASON_MAX} characters"),
         ));
     }
-    let refunds = state.runtime.refund(payment, body.amount_centavos, reason.to_owned()).await?;
+    // The refund's rows are named after the key (hashed with the caller's scope).
+    let key = medpay_store::sha256_hex(format!("{}\n{key}", principal.scope()).as_bytes())[..32].to_owned();
+    let refunds = state.runtime.refund(payment, body.amount_centavos, reason.to_owned(), key).await?;
     Ok((StatusCode::CREATED, Json(RefundList { data: refunds.iter().map(RefundView::new).collect() })))
 }
 

@@ -181,7 +181,8 @@ pub struct Balance {
     pub available_centavos: i64,
     /// Held in escrow until procedures are confirmed (ledger account `provider_escrow`).
     pub held_centavos: i64,
-    /// The provider's share of payments approved but not paid yet (after the platform fee).
+    /// The provider's share (after the platform fee) of charges issued and not paid yet, and of
+    /// approved payments not charged yet.
     pub pending_centavos: i64,
 }
 
@@ -208,17 +209,16 @@ pub async fn balance(
     if !visible {
         return Err(not_found());
     }
-    let record = state.store.provider(provider).await?.ok_or_else(not_found)?;
+    state.store.provider(provider).await?.ok_or_else(not_found)?;
     // Credit balances are negative in the ledger (debit positive): the provider is owed -sum.
     let available =
         state.store.account_balance(&medpay_models::Account::ProviderAvailable(provider).to_string()).await?;
     let held = state.store.account_balance(&medpay_models::Account::ProviderEscrow(provider).to_string()).await?;
     let mut pending = medpay_models::Money::ZERO;
-    for amount in state.store.provider_unpaid_amounts(provider).await? {
+    for (amount, fee_bps) in state.store.provider_pending(provider).await? {
         let amount = medpay_models::Money::from_centavos(amount);
-        let share = amount
-            .checked_sub(amount.share(record.fee_bps).map_err(ApiError::internal)?)
-            .map_err(ApiError::internal)?;
+        let fee = medpay_models::BasisPoints(u32::try_from(fee_bps).map_err(ApiError::internal)?);
+        let share = amount.checked_sub(amount.share(fee).map_err(ApiError::internal)?).map_err(ApiError::internal)?;
         pending = pending.checked_add(share).map_err(ApiError::internal)?;
     }
     Ok(Json(Balance { available_centavos: -available, held_centavos: -held, pending_centavos: pending.centavos() }))

@@ -38,7 +38,7 @@ fn today_in_sao_paulo() -> NaiveDate {
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let raw = headers
         .get(IDEMPOTENCY_HEADER)
         .ok_or_else(|| ApiError::bad_request("missing_idempotency_key", "the Idempotency-Key header is required"))?;

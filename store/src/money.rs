@@ -519,15 +519,21 @@ impl Store {
             .collect()
     }
 
-    /// A provider's account balance split by payment status (for the pending part of a balance).
-    pub async fn provider_unpaid_centavos(&self, provider: ProviderId) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(c.amount_centavos), 0) AS BIGINT) AS total FROM charges c
-             JOIN payments p ON p.id = c.payment_id WHERE p.provider_id = $1 AND c.status = 'active'",
+    /// What a provider is waiting for: (amount, fee in basis points) of each charge issued and not
+    /// paid yet, and of each approved payment whose first charge is not issued yet.
+    pub async fn provider_pending(&self, provider: ProviderId) -> Result<Vec<(i64, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.amount_centavos AS amount, p.fee_bps AS fee FROM charges c JOIN payments p ON p.id = c.payment_id
+             WHERE p.provider_id = $1 AND c.status = 'active'
+             UNION ALL
+             SELECT p.amount_centavos AS amount, p.fee_bps AS fee FROM payments p
+             WHERE p.provider_id = $1 AND p.status = 'approved'
+               AND NOT EXISTS (SELECT 1 FROM charges c WHERE c.payment_id = p.id)
+             LIMIT 100000",
         )
         .bind(provider.to_string())
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(row.try_get("total")?)
+        rows.iter().map(|row| Ok((row.try_get("amount")?, row.try_get("fee")?))).collect()
     }
 }

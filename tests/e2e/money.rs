@@ -60,6 +60,8 @@ async fn walk_through(engine: Engine) {
     let parsed = medpay_models::pix::BrCode::parse(code).unwrap();
     assert_eq!(parsed.amount, Some(medpay_models::Money::from_centavos(150_000)));
     assert!(created["charge"]["pix_expires_at"].is_string());
+    let (_, pending) = app.request(Method::GET, "/v1/providers/me/balance", Some(&provider.key), None, None).await;
+    assert_eq!(pending["pending_centavos"], 142_500, "the share of the charge waiting to be paid: {pending}");
 
     // Nothing to release or refund before the money arrives.
     let (status, body) = app
@@ -114,25 +116,37 @@ async fn walk_through(engine: Engine) {
             &path,
             Some(&patient.token),
             Some(&json!({"amount_centavos": 50_000, "reason": "x"})),
-            None,
+            Some(&new_key()),
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "the patient does not refund: {body}");
-    let (status, body) = app
-        .request(Method::POST, &path, Some(&provider.key), Some(&json!({"amount_centavos": 0, "reason": "x"})), None)
-        .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_amount")));
     let (status, body) = app
         .request(
             Method::POST,
             &path,
             Some(&provider.key),
-            Some(&json!({"amount_centavos": 50_000, "reason": "sessão não realizada"})),
-            None,
+            Some(&json!({"amount_centavos": 0, "reason": "x"})),
+            Some(&new_key()),
         )
         .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_amount")));
+    let refund = json!({"amount_centavos": 50_000, "reason": "sessão não realizada"});
+    let key = new_key();
+    let (status, body) = app.request(Method::POST, &path, Some(&provider.key), Some(&refund), Some(&key)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["data"][0]["amount_centavos"], 50_000);
+    // A retry with the same key returns the same refund and gives nothing back twice.
+    let (status, again) = app.request(Method::POST, &path, Some(&provider.key), Some(&refund), Some(&key)).await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(again["data"][0]["id"], body["data"][0]["id"]);
+    let other = json!({"amount_centavos": 10_000, "reason": "outra"});
+    let (status, reused) = app.request(Method::POST, &path, Some(&provider.key), Some(&other), Some(&key)).await;
+    assert_eq!(
+        (status, reused["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("idempotency_key_reused"))
+    );
+    let (status, _) = app.request(Method::POST, &path, Some(&provider.key), Some(&refund), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a refund needs an Idempotency-Key");
     assert_eq!(payment(&app, &provider, &id).await["status"], "partially_refunded");
     assert_eq!(balance(&app, &provider).await, (95_000, 0));
     let (status, body) = app
@@ -141,7 +155,7 @@ async fn walk_through(engine: Engine) {
             &path,
             Some(&provider.key),
             Some(&json!({"amount_centavos": 100_001, "reason": "demais"})),
-            None,
+            Some(&new_key()),
         )
         .await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("refund_exceeds_paid")));
@@ -354,7 +368,7 @@ async fn a_thousand_payments_through_every_fault_end_clean() {
                         &format!("/v1/payments/{id}/refunds"),
                         Some(&provider.key),
                         Some(&json!({"amount_centavos": 3_000, "reason": "desconto"})),
-                        None,
+                        Some(&new_key()),
                     )
                     .await;
                 assert_eq!(status, StatusCode::CREATED, "{body}");
