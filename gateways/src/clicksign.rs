@@ -240,7 +240,25 @@ struct Envelope {
     notified: bool,
 }
 
+/// Faults the ClickSign sandbox injects when told to (`PUT /sandbox/faults`).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    #[serde(default)]
+    pub seed: u64,
+    /// Share of API calls refused with a 503 before doing anything.
+    #[serde(default)]
+    pub error_rate: f64,
+    /// Share of webhooks sent twice.
+    #[serde(default)]
+    pub duplicate_rate: f64,
+    /// Each webhook waits a random time up to this before it leaves.
+    #[serde(default)]
+    pub delay_ms_max: u64,
+}
+
 struct Sandbox {
+    faults: Mutex<(Faults, rand::rngs::StdRng)>,
     envelopes: Mutex<HashMap<String, Envelope>>,
     token: String,
     secret: String,
@@ -254,8 +272,17 @@ fn fail(status: StatusCode, detail: &str) -> Response {
     (status, Json(json!({"errors": [{"status": status.as_u16().to_string(), "detail": detail}]}))).into_response()
 }
 
-fn authorised(sandbox: &Sandbox, headers: &HeaderMap) -> bool {
-    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(sandbox.token.as_str())
+/// Checks the token and rolls the 5xx fault: `Some` is the answer to give instead.
+fn refused(sandbox: &Sandbox, headers: &HeaderMap) -> Option<Response> {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(sandbox.token.as_str()) {
+        return Some(fail(StatusCode::UNAUTHORIZED, "token inválido"));
+    }
+    let mut guard = sandbox.faults.lock().unwrap_or_else(|p| p.into_inner());
+    let (faults, rng) = &mut *guard;
+    if rand::Rng::random::<f64>(rng) < faults.error_rate {
+        return Some(fail(StatusCode::SERVICE_UNAVAILABLE, "falha simulada"));
+    }
+    None
 }
 
 fn parse_body(body: &str, kind: &str) -> Result<serde_json::Value, (StatusCode, String)> {
@@ -272,8 +299,8 @@ fn created(kind: &str, id: &str, attributes: serde_json::Value) -> Response {
 }
 
 async fn create_envelope(State(sandbox): State<Shared>, headers: HeaderMap, body: String) -> Response {
-    if !authorised(&sandbox, &headers) {
-        return fail(StatusCode::UNAUTHORIZED, "token inválido");
+    if let Some(response) = refused(&sandbox, &headers) {
+        return response;
     }
     let value = match parse_body(&body, "envelopes") {
         Ok(value) => value,
@@ -297,8 +324,8 @@ fn uuid_like() -> String {
 }
 
 async fn add(sandbox: Shared, headers: HeaderMap, id: String, body: String, kind: &'static str) -> Response {
-    if !authorised(&sandbox, &headers) {
-        return fail(StatusCode::UNAUTHORIZED, "token inválido");
+    if let Some(response) = refused(&sandbox, &headers) {
+        return response;
     }
     let value = match parse_body(&body, kind) {
         Ok(value) => value,
@@ -367,8 +394,8 @@ async fn update_envelope(
     Path(id): Path<String>,
     body: String,
 ) -> Response {
-    if !authorised(&sandbox, &headers) {
-        return fail(StatusCode::UNAUTHORIZED, "token inválido");
+    if let Some(response) = refused(&sandbox, &headers) {
+        return response;
     }
     let value = match parse_body(&body, "envelopes") {
         Ok(value) => value,
@@ -392,8 +419,20 @@ fn send_event(sandbox: &Shared, envelope: &str, event: &str) {
                       "envelope": {"id": envelope}})
     .to_string();
     let signature = content_hmac(&sandbox.secret, body.as_bytes());
-    let sandbox = sandbox.clone();
+    let delays: Vec<u64> = {
+        let mut guard = sandbox.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let (faults, rng) = &mut *guard;
+        let copies = if rand::Rng::random::<f64>(rng) < faults.duplicate_rate { 2 } else { 1 };
+        (0..copies).map(|_| rand::Rng::random_range(rng, 0..=faults.delay_ms_max)).collect()
+    };
+    for delay in delays {
+        deliver(sandbox.clone(), body.clone(), signature.clone(), delay);
+    }
+}
+
+fn deliver(sandbox: Shared, body: String, signature: String, delay_ms: u64) {
     tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         for attempt in 0..20u32 {
             let target = sandbox.target.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if let Some(url) = target {
@@ -441,6 +480,12 @@ async fn refuse(State(s): State<Shared>, Path(id): Path<String>) -> Response {
     decide(s, id, false).await
 }
 
+async fn set_faults(State(sandbox): State<Shared>, Json(faults): Json<Faults>) -> StatusCode {
+    let seed = faults.seed;
+    *sandbox.faults.lock().unwrap_or_else(|p| p.into_inner()) = (faults, rand::SeedableRng::seed_from_u64(seed));
+    StatusCode::NO_CONTENT
+}
+
 async fn set_webhook(State(sandbox): State<Shared>, Json(body): Json<serde_json::Value>) -> StatusCode {
     let url = body.get("url").and_then(|v| v.as_str()).map(str::to_owned);
     *sandbox.target.lock().unwrap_or_else(|p| p.into_inner()) = url;
@@ -451,6 +496,7 @@ async fn set_webhook(State(sandbox): State<Shared>, Json(body): Json<serde_json:
 pub fn sandbox_router(token: &str, secret: &str, webhook_url: Option<String>) -> axum::Router {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let sandbox = Arc::new(Sandbox {
+        faults: Mutex::new((Faults::default(), rand::SeedableRng::seed_from_u64(0))),
         envelopes: Mutex::default(),
         token: token.to_owned(),
         secret: secret.to_owned(),
@@ -467,6 +513,7 @@ pub fn sandbox_router(token: &str, secret: &str, webhook_url: Option<String>) ->
         .route("/sandbox/envelopes/{id}/sign", post(sign))
         .route("/sandbox/envelopes/{id}/refuse", post(refuse))
         .route("/sandbox/webhook", put(set_webhook))
+        .route("/sandbox/faults", put(set_faults))
         .with_state(sandbox)
 }
 
@@ -507,7 +554,6 @@ mod tests {
     #[tokio::test]
     async fn a_contract_goes_through_every_step() {
         let address = start_sandbox("127.0.0.1:0".parse().unwrap(), "tok", "sec", None).await.unwrap();
-        let client = ClickSignClient::new(&format!("http://{address}"), "tok", Policy::default()).unwrap();
         let request = ContractRequest {
             name: "Contrato".into(),
             filename: "contrato.txt".into(),
@@ -516,8 +562,24 @@ mod tests {
             signer_email: "maria@example.com".into(),
             signer_cpf: "529.982.247-25".into(),
         };
-        let envelope = client.send_contract(&request).await.unwrap();
         let control = reqwest::Client::new();
+        // A third of the calls fail with a 503 before doing anything: they are retried.
+        control
+            .put(format!("http://{address}/sandbox/faults"))
+            .json(&json!({"seed": 5, "error_rate": 0.3}))
+            .send()
+            .await
+            .unwrap();
+        let patient = Policy {
+            attempts_max: 10,
+            backoff_base_ms: 1,
+            backoff_max_ms: 5,
+            breaker_failures: 1_000,
+            ..Policy::default()
+        };
+        let retrying = ClickSignClient::new(&format!("http://{address}"), "tok", patient).unwrap();
+        let envelope = retrying.send_contract(&request).await.unwrap();
+        control.put(format!("http://{address}/sandbox/faults")).json(&json!({})).send().await.unwrap();
         let signed = control.post(format!("http://{address}/sandbox/envelopes/{envelope}/sign")).send().await.unwrap();
         assert_eq!(signed.status(), 204);
         let again = control.post(format!("http://{address}/sandbox/envelopes/{envelope}/sign")).send().await.unwrap();
