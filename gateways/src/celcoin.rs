@@ -9,12 +9,11 @@
 //! Celcoin account was reachable from here, so a field the documentation leaves unclear follows
 //! the sandbox.
 
-use crate::resilience::{Breaker, Policy};
+use crate::resilience::{Breaker, Policy, TokenCache};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long an immediate PIX charge stays payable.
 pub const PIX_EXPIRATION_SECONDS: i64 = 24 * 60 * 60;
@@ -195,7 +194,7 @@ pub struct CelcoinClient {
     http: reqwest::Client,
     policy: Policy,
     breaker: Breaker,
-    token: Mutex<Option<(String, Instant)>>,
+    token: TokenCache,
 }
 
 #[derive(Deserialize)]
@@ -231,7 +230,7 @@ impl CelcoinClient {
             http,
             policy,
             breaker: Breaker::default(),
-            token: Mutex::new(None),
+            token: TokenCache::default(),
         })
     }
 
@@ -240,13 +239,8 @@ impl CelcoinClient {
     }
 
     async fn access_token(&self, refresh: bool) -> Result<String, String> {
-        if !refresh {
-            let token = self.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Some((value, _)) =
-                token.as_ref().filter(|(_, expires)| *expires > Instant::now() + Duration::from_secs(60))
-            {
-                return Ok(value.clone());
-            }
+        if let Some(token) = self.token.fresh().filter(|_| !refresh) {
+            return Ok(token);
         }
         let response = self
             .http
@@ -263,8 +257,7 @@ impl CelcoinClient {
             return Err(format!("token: HTTP {}", response.status()));
         }
         let token: Token = response.json().await.map_err(|error| error.to_string())?;
-        *self.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Some((token.access_token.clone(), Instant::now() + Duration::from_secs(token.expires_in)));
+        self.token.remember(&token.access_token, token.expires_in);
         Ok(token.access_token)
     }
 

@@ -2,7 +2,7 @@
 //! Serpro's Consulta CPF and Consulta CNPJ APIs (OAuth2 client credentials; `situacao.codigo` for
 //! a CPF, `situacaoCadastral.codigo` for a CNPJ), with a sandbox server of the same shapes.
 
-use crate::resilience::{Breaker, Policy};
+use crate::resilience::{Breaker, Policy, TokenCache};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -89,7 +89,7 @@ pub struct ReceitaClient {
     http: reqwest::Client,
     policy: Policy,
     breaker: Breaker,
-    token: Mutex<Option<(String, Instant)>>,
+    token: TokenCache,
     cache: Mutex<HashMap<String, (String, Instant)>>,
 }
 
@@ -118,7 +118,7 @@ impl ReceitaClient {
             http,
             policy,
             breaker: Breaker::default(),
-            token: Mutex::new(None),
+            token: TokenCache::default(),
             cache: Mutex::new(HashMap::new()),
         })
     }
@@ -143,14 +143,8 @@ impl ReceitaClient {
     }
 
     async fn access_token(&self, refresh: bool) -> Result<String, String> {
-        if !refresh {
-            let token = self.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            // Refreshed a minute before it expires.
-            if let Some((value, _)) =
-                token.as_ref().filter(|(_, expires)| *expires > Instant::now() + Duration::from_secs(60))
-            {
-                return Ok(value.clone());
-            }
+        if let Some(token) = self.token.fresh().filter(|_| !refresh) {
+            return Ok(token);
         }
         let response = self
             .http
@@ -164,8 +158,7 @@ impl ReceitaClient {
             return Err(format!("token: HTTP {}", response.status()));
         }
         let token: Token = response.json().await.map_err(|error| error.to_string())?;
-        *self.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Some((token.access_token.clone(), Instant::now() + Duration::from_secs(token.expires_in)));
+        self.token.remember(&token.access_token, token.expires_in);
         Ok(token.access_token)
     }
 

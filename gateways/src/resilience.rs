@@ -142,3 +142,23 @@ mod tests {
         assert!(policy.backoff(1) <= Duration::from_millis(200));
     }
 }
+
+/// An OAuth2 access token and when it expires, shared by a client's calls.
+#[derive(Default)]
+pub struct TokenCache(Mutex<Option<(String, Instant)>>);
+
+impl TokenCache {
+    /// The token, unless it expires within a minute (it is refreshed before it expires).
+    pub fn fresh(&self) -> Option<String> {
+        let token = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        token
+            .as_ref()
+            .filter(|(_, expires)| *expires > Instant::now() + Duration::from_secs(60))
+            .map(|(v, _)| v.clone())
+    }
+
+    pub fn remember(&self, token: &str, expires_in_seconds: u64) {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some((token.to_owned(), Instant::now() + Duration::from_secs(expires_in_seconds)));
+    }
+}

@@ -41,6 +41,14 @@ async fn balance(app: &TestApp, provider: &Provider) -> (i64, i64) {
     (body["available_centavos"].as_i64().unwrap(), body["held_centavos"].as_i64().unwrap())
 }
 
+/// The provider says the procedure was `performed` or `cancelled`; it must be taken.
+async fn procedure(app: &TestApp, provider: &Provider, id: &str, outcome: &str) {
+    let path = format!("/v1/payments/{id}/procedure");
+    let (status, body) =
+        app.request(Method::POST, &path, Some(&provider.key), Some(&json!({"outcome": outcome})), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 async fn admin_get(app: &TestApp, path: &str) -> Value {
     let (status, body) = app.request(Method::GET, path, Some(&app.admin), None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -337,30 +345,8 @@ async fn a_thousand_payments_through_every_fault_end_clean() {
         wait_for(&app, provider, id, settled(*escrowed)).await;
         // Then some money moves back and forth: procedures confirmed, refunds, chargebacks, MED.
         match index % 10 {
-            0 if *escrowed => {
-                let (status, body) = app
-                    .request(
-                        Method::POST,
-                        &format!("/v1/payments/{id}/procedure"),
-                        Some(&provider.key),
-                        Some(&json!({"outcome": "performed"})),
-                        None,
-                    )
-                    .await;
-                assert_eq!(status, StatusCode::OK, "{body}");
-            }
-            1 if *escrowed => {
-                let (status, body) = app
-                    .request(
-                        Method::POST,
-                        &format!("/v1/payments/{id}/procedure"),
-                        Some(&provider.key),
-                        Some(&json!({"outcome": "cancelled"})),
-                        None,
-                    )
-                    .await;
-                assert_eq!(status, StatusCode::OK, "{body}");
-            }
+            0 if *escrowed => procedure(&app, provider, id, "performed").await,
+            1 if *escrowed => procedure(&app, provider, id, "cancelled").await,
             2 => {
                 let (status, body) = app
                     .request(
