@@ -121,3 +121,72 @@ pub async fn reconcile() -> anyhow::Result<()> {
         anyhow::bail!("{} differences between Celcoin and the ledger", report.differences.len())
     }
 }
+
+/// `medpay chatbot tokenizer`: trains the BPE tokenizer on the text column of the given CSVs.
+pub fn chatbot_tokenizer(csvs: &[PathBuf], text_column: &str, vocab_size: usize, out: &Path) -> anyhow::Result<()> {
+    let mut texts = Vec::new();
+    for path in csvs {
+        let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let index = reader
+            .headers()?
+            .iter()
+            .position(|h| h == text_column)
+            .ok_or_else(|| anyhow::anyhow!("{}: no column {text_column:?}", path.display()))?;
+        for record in reader.records() {
+            texts.push(record?.get(index).unwrap_or_default().to_owned());
+        }
+    }
+    let tokenizer = medpay_chatbot::tokenizer::train(&texts, vocab_size)?;
+    tokenizer.save(out, false).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("tokenizer of {} tokens trained on {} texts → {}", tokenizer.get_vocab_size(true), texts.len(), out.display());
+    Ok(())
+}
+
+/// `medpay chatbot train`: the intent classifier on any labelled CSV, evaluated on `test` (or on
+/// every fifth example of each label, held out).
+pub fn chatbot_train(
+    csv: &Path,
+    text_column: &str,
+    label_column: &str,
+    test: Option<&Path>,
+    out: Option<&Path>,
+) -> anyhow::Result<()> {
+    use medpay_chatbot::intents::{TrainOptions, read_csv, split, train};
+    let examples = read_csv(csv, text_column, label_column)?;
+    let (train_set, test_set) = match test {
+        Some(path) => (examples, read_csv(path, text_column, label_column)?),
+        None => split(&examples, 5),
+    };
+    let tokenizer = medpay_chatbot::tokenizer::committed()?;
+    let started = std::time::Instant::now();
+    let model = train(&tokenizer, &train_set, &TrainOptions::default())?;
+    println!(
+        "trained on {} examples, {} intents, {} features in {:.1} s",
+        train_set.len(),
+        model.classes.len(),
+        model.idf.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let evaluation = model.evaluate(&tokenizer, &test_set)?;
+    println!(
+        "test set: {} examples · accuracy {:.4} · macro-F1 {:.4} · confident on {:.1} % (accuracy there {:.4})",
+        evaluation.examples,
+        evaluation.accuracy,
+        evaluation.macro_f1,
+        evaluation.confident_share * 100.0,
+        evaluation.confident_accuracy
+    );
+    println!("{:<24} {:>9} {:>7} {:>7} {:>7}", "intent", "precision", "recall", "F1", "support");
+    for (class, precision, recall, f1, support) in &evaluation.per_class {
+        println!("{class:<24} {precision:>9.3} {recall:>7.3} {f1:>7.3} {support:>7}");
+    }
+    println!("most confused (true → predicted: count):");
+    for (truth, predicted, count) in evaluation.confusions.iter().take(10) {
+        println!("  {truth} → {predicted}: {count}");
+    }
+    if let Some(out) = out {
+        std::fs::write(out, model.to_json()).with_context(|| format!("cannot write {}", out.display()))?;
+        println!("model → {}", out.display());
+    }
+    Ok(())
+}

@@ -38,6 +38,11 @@ enum Command {
     /// Compare Celcoin's statement with the ledger, charge by charge; exits 1 on any difference.
     /// Reads DATABASE_URL and CELCOIN_URL (with CELCOIN_CLIENT_ID / CELCOIN_CLIENT_SECRET).
     Reconcile,
+    /// The patients' support bot: its tokenizer and its intent classifier.
+    Chatbot {
+        #[command(subcommand)]
+        command: ChatbotCommand,
+    },
     /// Models: training and evaluation.
     Model {
         #[command(subcommand)]
@@ -75,6 +80,37 @@ enum SandboxSystem {
         /// Where to send ClickSign's webhooks (MedPay's /v1/gateways/clicksign/webhooks).
         #[arg(long)]
         webhook_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChatbotCommand {
+    /// Train the intent classifier on a labelled CSV (ours or anyone's) and report accuracy,
+    /// macro-F1 and the most confused pairs on the test set (or on a held-out fifth).
+    Train {
+        #[arg(long)]
+        csv: PathBuf,
+        #[arg(long, default_value = "text")]
+        text_column: String,
+        #[arg(long, default_value = "intent")]
+        label_column: String,
+        /// A separate labelled test set with the same columns.
+        #[arg(long)]
+        test: Option<PathBuf>,
+        /// Where to write the model artefact (JSON).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Train the subword tokenizer (BPE) on the text column of CSV files; writes tokenizer.json.
+    Tokenizer {
+        #[arg(long, required = true)]
+        csv: Vec<PathBuf>,
+        #[arg(long, default_value = "text")]
+        text_column: String,
+        #[arg(long, default_value_t = 800)]
+        vocab_size: usize,
+        #[arg(long, default_value = "chatbot/tokenizer.json")]
+        out: PathBuf,
     },
 }
 
@@ -202,6 +238,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Reconcile => {
             init_telemetry();
             commands::reconcile().await
+        }
+        Command::Chatbot { command: ChatbotCommand::Train { csv, text_column, label_column, test, out } } => {
+            tokio::task::spawn_blocking(move || {
+                commands::chatbot_train(&csv, &text_column, &label_column, test.as_deref(), out.as_deref())
+            })
+            .await?
+        }
+        Command::Chatbot { command: ChatbotCommand::Tokenizer { csv, text_column, vocab_size, out } } => {
+            commands::chatbot_tokenizer(&csv, &text_column, vocab_size, &out)
         }
         Command::Simulate { seed, payments, days, out } => {
             let options = medpay_ml::simulate::SimulationOptions { seed, payments, days, ..Default::default() };
