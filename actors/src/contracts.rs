@@ -13,15 +13,7 @@ use serde_json::json;
 pub const CLICKSIGN: &str = "clicksign";
 
 fn reais(centavos: i64) -> String {
-    let units = (centavos / 100).to_string();
-    let mut grouped = String::new();
-    for (index, digit) in units.chars().enumerate() {
-        if index > 0 && (units.len() - index).is_multiple_of(3) {
-            grouped.push('.');
-        }
-        grouped.push(digit);
-    }
-    format!("R$ {grouped},{:02}", centavos % 100)
+    medpay_models::Money::from_centavos(centavos).brl()
 }
 
 /// The contract's text: who, what, the schedule, the interest and the CET.

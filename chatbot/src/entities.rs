@@ -141,6 +141,39 @@ pub fn amount_centavos(text: &str) -> Option<i64> {
     None
 }
 
+/// An amount named without a currency word, when the context says it is money (a simulation):
+/// "1500 em 6x", "dois mil em 4x". A number that counts installments ("6x", "6 vezes") is not it,
+/// nor anything under R$ 10,00.
+pub fn loose_amount_centavos(text: &str) -> Option<i64> {
+    if let Some(amount) = amount_centavos(text) {
+        return Some(amount);
+    }
+    let text = normalise(text);
+    let tokens: Vec<&str> = text.split_whitespace().collect();
+    let counts_something = |index: usize| {
+        tokens.get(index).is_some_and(|next| next.starts_with('x') || next.starts_with("vez") || next.starts_with("parcela"))
+    };
+    for start in 0..tokens.len() {
+        let token = tokens[start];
+        let (value, used) = if token.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b',')
+            && token.bytes().any(|b| b.is_ascii_digit())
+        {
+            (digits_amount(token), 1)
+        } else if let Some((reais, used)) = number(&tokens[start..]) {
+            (reais.checked_mul(100), used)
+        } else {
+            continue;
+        };
+        if counts_something(start + used) {
+            continue;
+        }
+        if let Some(value) = value.filter(|value| (1_000..=AMOUNT_MAX_CENTAVOS).contains(value)) {
+            return Some(value);
+        }
+    }
+    None
+}
+
 /// "1.234,56" or "1234.56" or "1500" as centavos.
 fn digits_amount(text: &str) -> Option<i64> {
     let text = text.trim_matches(|c: char| !c.is_ascii_digit());
@@ -178,6 +211,44 @@ pub fn installments(text: &str) -> Option<u32> {
     None
 }
 
+/// A payment reference: a word of 8 or more hexadecimal characters (with at least one digit), the
+/// way payment ids are shown ("01a22a4c"), lower-cased; dashes of a whole id are kept.
+pub fn payment_reference(text: &str) -> Option<String> {
+    text.split(|c: char| c.is_whitespace() || matches!(c, ',' | '.' | '?' | '!' | ':' | ';' | '#'))
+        .map(|word| word.trim().to_lowercase())
+        .find(|word| {
+            let hex: Vec<char> = word.chars().filter(|c| *c != '-').collect();
+            hex.len() >= 8
+                && word.len() <= 36
+                && hex.iter().all(char::is_ascii_hexdigit)
+                && hex.iter().any(char::is_ascii_digit)
+        })
+}
+
+/// A date: "hoje", "ontem", "amanhã", "dd/mm", "dd/mm/aaaa" (the year defaults to `today`'s).
+pub fn date(text: &str, today: chrono::NaiveDate) -> Option<chrono::NaiveDate> {
+    let words = normalise(text);
+    for word in words.split_whitespace() {
+        match word {
+            "hoje" => return Some(today),
+            "ontem" => return today.pred_opt(),
+            "amanha" => return today.succ_opt(),
+            _ => {}
+        }
+    }
+    text.split_whitespace().find_map(|word| {
+        let word = word.trim_matches(|c: char| !c.is_ascii_digit());
+        let parts: Vec<&str> = word.split('/').collect();
+        let (day, month) = (parts.first()?.parse::<u32>().ok()?, parts.get(1)?.parse::<u32>().ok()?);
+        let year = match parts.get(2) {
+            Some(year) if year.len() == 2 => 2000 + year.parse::<i32>().ok()?,
+            Some(year) => year.parse::<i32>().ok()?,
+            None => chrono::Datelike::year(&today),
+        };
+        chrono::NaiveDate::from_ymd_opt(year, month, day)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +268,29 @@ mod tests {
         assert_eq!(amount_centavos("já caiu meu pix?"), None);
         assert_eq!(amount_centavos("em 6x"), None, "an installment count is not an amount");
         assert_eq!(amount_centavos("R$ 99999999999"), None, "beyond the limit");
+    }
+
+    #[test]
+    fn loose_amounts_in_a_simulation() {
+        assert_eq!(loose_amount_centavos("quanto fica 1500 em 6x?"), Some(150_000));
+        assert_eq!(loose_amount_centavos("dois mil em 4x"), Some(200_000));
+        assert_eq!(loose_amount_centavos("e em 10x?"), None);
+        assert_eq!(loose_amount_centavos("em 12 vezes"), None);
+        assert_eq!(loose_amount_centavos("R$ 80,50 em 2x"), Some(8_050));
+    }
+
+    #[test]
+    fn references_and_dates() {
+        assert_eq!(payment_reference("status do pagamento 01a22a4c?").as_deref(), Some("01a22a4c"));
+        assert_eq!(payment_reference("o pagamento 01A22A4C-9C0B"), Some("01a22a4c-9c0b".to_owned()));
+        assert_eq!(payment_reference("paguei ontem e nada"), None);
+        assert_eq!(payment_reference("abcdefab"), None, "a word of letters only is not a reference");
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
+        assert_eq!(date("paguei ontem", today), chrono::NaiveDate::from_ymd_opt(2026, 11, 29));
+        assert_eq!(date("o pagamento de 10/11", today), chrono::NaiveDate::from_ymd_opt(2026, 11, 10));
+        assert_eq!(date("vence 05/01/2027.", today), chrono::NaiveDate::from_ymd_opt(2027, 1, 5));
+        assert_eq!(date("dia 31/02", today), None);
+        assert_eq!(date("amanhã cedo", today), chrono::NaiveDate::from_ymd_opt(2026, 12, 1));
     }
 
     #[test]

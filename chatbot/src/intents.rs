@@ -407,3 +407,61 @@ pub fn split(examples: &[(String, String)], every: usize) -> (Vec<(String, Strin
     }
     (train, test)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn examples(path: &str) -> Vec<(String, String)> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        read_csv(&path, "text", "intent").unwrap()
+    }
+
+    #[test]
+    fn the_committed_model_understands_the_test_set_written_apart() {
+        let tokenizer = crate::tokenizer::committed().unwrap();
+        let model = IntentModel::committed().unwrap();
+        let test = examples("corpus/test.csv");
+        assert!(test.len() >= 15 * model.classes.len());
+        let evaluation = model.evaluate(&tokenizer, &test).unwrap();
+        // docs/CHATBOT.md records these numbers; a retrained model must stay above this floor.
+        assert!(evaluation.accuracy >= 0.9, "accuracy {}", evaluation.accuracy);
+        assert!(evaluation.macro_f1 >= 0.9, "macro-F1 {}", evaluation.macro_f1);
+        let says = |text: &str| model.predict(&tokenizer, text).unwrap().intent;
+        assert_eq!(says("não reconheço esta cobrança"), "not_recognized");
+        assert_eq!(says("quanto fica em 6x?"), "installment_simulation");
+        assert_eq!(says("já caiu meu pix?"), "payment_status");
+        assert_eq!(says("preciso da segunda via do boleto"), "second_copy");
+        assert_eq!(says("quero falar com alguém"), "human");
+    }
+
+    #[test]
+    fn the_same_pipeline_trains_on_another_bots_export() {
+        // Another system's labels, in English, with a semicolon: the pipeline does not care.
+        let dir = std::env::temp_dir().join(format!("medpay-intents-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("export.csv");
+        let mut rows = String::from("utterance;label\n");
+        for (label, texts) in [
+            ("book", ["book a table", "reserve a table for two", "i want a booking", "table for four tonight"]),
+            ("cancel", ["cancel my booking", "drop the reservation", "i want to cancel", "cancel the table"]),
+            ("hours", ["when do you open", "opening hours", "are you open sunday", "what time do you close"]),
+        ] {
+            for text in texts {
+                rows.push_str(&format!("{text};{label}\n"));
+            }
+        }
+        std::fs::write(&path, rows).unwrap();
+        let all = read_csv(&path, "utterance", "label").unwrap();
+        assert_eq!(all.len(), 12);
+        let tokenizer = crate::tokenizer::committed().unwrap();
+        let model = train(&tokenizer, &all, &TrainOptions::default()).unwrap();
+        assert_eq!(model.classes, vec!["book", "cancel", "hours"]);
+        let evaluation = model.evaluate(&tokenizer, &all).unwrap();
+        assert_eq!(evaluation.accuracy, 1.0, "it fits its own training set: {evaluation:?}");
+        let reloaded = IntentModel::from_json(&model.to_json()).unwrap();
+        assert_eq!(reloaded.predict(&tokenizer, "cancel it please").unwrap().intent, "cancel");
+        assert!(matches!(read_csv(&path, "text", "label"), Err(IntentError::Data(_))), "a missing column is named");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -81,6 +81,23 @@ impl fmt::Display for Money {
     }
 }
 
+impl Money {
+    /// As Brazilians write it: `R$ 1.234,56`.
+    pub fn brl(&self) -> String {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let absolute = self.0.unsigned_abs();
+        let units = (absolute / 100).to_string();
+        let mut grouped = String::with_capacity(units.len() + units.len() / 3);
+        for (index, digit) in units.chars().enumerate() {
+            if index > 0 && (units.len() - index).is_multiple_of(3) {
+                grouped.push('.');
+            }
+            grouped.push(digit);
+        }
+        format!("{sign}R$ {grouped},{:02}", absolute % 100)
+    }
+}
+
 /// A rate in basis points: 1 bp = 0.01 %.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -102,6 +119,14 @@ impl BasisPoints {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn brl_groups_thousands() {
+        assert_eq!(Money::from_centavos(123_456).brl(), "R$ 1.234,56");
+        assert_eq!(Money::from_centavos(100_000_000).brl(), "R$ 1.000.000,00");
+        assert_eq!(Money::from_centavos(5).brl(), "R$ 0,05");
+        assert_eq!(Money::from_centavos(-99_900).brl(), "-R$ 999,00");
+    }
 
     #[test]
     fn display_is_brazilian_reais() {
