@@ -138,7 +138,12 @@ pub fn chatbot_tokenizer(csvs: &[PathBuf], text_column: &str, vocab_size: usize,
     }
     let tokenizer = medpay_chatbot::tokenizer::train(&texts, vocab_size)?;
     tokenizer.save(out, false).map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("tokenizer of {} tokens trained on {} texts → {}", tokenizer.get_vocab_size(true), texts.len(), out.display());
+    println!(
+        "tokenizer of {} tokens trained on {} texts → {}",
+        tokenizer.get_vocab_size(true),
+        texts.len(),
+        out.display()
+    );
     Ok(())
 }
 

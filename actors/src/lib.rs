@@ -1,6 +1,7 @@
 //! The supervision tree: a root supervisor over one supervisor per entity kind (payments,
 //! patients, providers), each owning per-entity actors found by id.
 
+pub mod chat;
 mod contracts;
 pub mod money;
 pub mod outbox;
@@ -20,7 +21,7 @@ pub use transaction::{
 };
 
 use medpay_ml::RiskScorer;
-use medpay_models::{FailMode, PaymentId};
+use medpay_models::{ConversationId, FailMode, PatientId, PaymentId};
 use medpay_store::{DecisionRecord, PaymentRecord, Store, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,6 +92,9 @@ pub struct Context {
     pub outbox: ActorRef<outbox::OutboxMsg>,
     /// Where money moves; `None` decides payments without charging them (benchmarks, unit tests).
     pub gateways: Option<money::Gateways>,
+    pub payments: Registry<TransactionActor>,
+    /// The support bot's tokenizer and intent model.
+    pub chat: Option<Arc<chat::ChatBrain>>,
 }
 
 /// The last day's sightings of devices and IPs, from the store.
@@ -155,6 +159,7 @@ impl Actor for RootSupervisor {
 pub struct Runtime {
     context: Arc<Context>,
     payments: Registry<TransactionActor>,
+    chats: Registry<chat::ChatActor>,
     root: ActorRef<()>,
     healthy: Arc<AtomicBool>,
     /// Stops the money sweep.
@@ -177,18 +182,37 @@ impl Runtime {
         let cell = Some(root.get_cell());
         let patients = Registry::<PatientSessionActor>::start(slot.clone(), cell.clone()).await?;
         let providers = Registry::<ProviderSessionActor>::start(slot.clone(), cell.clone()).await?;
-        let payments = Registry::<TransactionActor>::start(slot.clone(), cell).await?;
+        let payments = Registry::<TransactionActor>::start(slot.clone(), cell.clone()).await?;
+        let chats = Registry::<chat::ChatActor>::start(slot.clone(), cell).await?;
+        let brain = match chat::ChatBrain::committed() {
+            Ok(brain) => Some(Arc::new(brain)),
+            Err(error) => {
+                tracing::error!(%error, "the chat model did not load; the chat answers 503");
+                None
+            }
+        };
         let devices = std::sync::Mutex::new(rebuild_device_index(&store).await?);
         let (outbox, _) =
             Actor::spawn_linked(None, outbox::OutboxActor, (store.clone(), config.webhooks.clone()), root.get_cell())
                 .await
                 .map_err(|error| CoreError::Unavailable(format!("outbox: {error}")))?;
-        let context =
-            Arc::new(Context { store, scorer, config, patients, providers, render, devices, outbox, gateways });
+        let context = Arc::new(Context {
+            store,
+            scorer,
+            config,
+            patients,
+            providers,
+            render,
+            devices,
+            outbox,
+            gateways,
+            payments: payments.clone(),
+            chat: brain,
+        });
         slot.set(context.clone()).map_err(|_| CoreError::Invariant("runtime context set twice".to_owned()))?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         money::spawn_sweep(context.clone(), payments.clone(), stopped);
-        Ok(Runtime { context, payments, root, healthy, stop })
+        Ok(Runtime { context, payments, chats, root, healthy, stop })
     }
 
     /// Decides a new payment and records it; the decision comes back when it is durable.
@@ -300,10 +324,34 @@ impl Runtime {
         self.context.gateways.as_ref()
     }
 
+    /// Starts a conversation of `patient` with the bot.
+    pub async fn start_conversation(&self, patient: PatientId) -> Result<ConversationId, CoreError> {
+        let id = ConversationId::new();
+        self.context.store.create_conversation(&id.to_string(), patient, medpay_store::now_ms()).await?;
+        Ok(id)
+    }
+
+    /// A message of `patient` in `conversation`, and the bot's answer (none after a hand-off).
+    pub async fn chat(
+        &self,
+        conversation: ConversationId,
+        patient: PatientId,
+        text: String,
+    ) -> Result<chat::ChatReply, chat::ChatError> {
+        let timeout_ms = self.context.config.decide_timeout_ms;
+        registry::ask(&self.chats, conversation, timeout_ms, |reply| chat::ChatMsg::Say {
+            patient,
+            text: text.clone(),
+            reply,
+        })
+        .await?
+    }
+
     /// Stops every actor, leaves first, waiting at most `timeout` at each level.
     pub async fn shutdown(&self, timeout: Duration) {
         let _ = self.stop.send(true);
         for supervisor in [
+            self.chats.supervisor().get_cell(),
             self.payments.supervisor().get_cell(),
             self.context.patients.supervisor().get_cell(),
             self.context.providers.supervisor().get_cell(),

@@ -668,6 +668,35 @@ pub(crate) async fn procedure(state: &mut TransactionState, performed: bool) -> 
     Ok(())
 }
 
+/// The patient disputes the payment in a chat: a review case (reason `patient_disputed`) with the
+/// conversation, and an event that tells the provider. Disputing twice changes nothing more.
+pub(crate) async fn dispute(state: &mut TransactionState, conversation_id: String) -> Result<(), MoneyError> {
+    let context = state.context.clone();
+    let payment = state.payment.clone().ok_or(CoreError::Invariant("no payment".into()))?;
+    let reason = json!({"code": "patient_disputed", "message": "the patient does not recognise this payment",
+                        "message_pt": "O paciente não reconhece esta cobrança."});
+    let data = payment_event(
+        &context,
+        &payment,
+        None,
+        json!({"review": {"reason": reason, "conversation_id": conversation_id}}),
+    )
+    .await;
+    let movement = Movement {
+        review_case: Some(("patient_disputed".to_owned(), Some(conversation_id))),
+        events: vec![event("payment.disputed", data)],
+        ..Movement::default()
+    };
+    match commit(state, movement).await {
+        Ok(()) => {
+            tracing::warn!(payment_id = %payment.id, "payment disputed by its patient; sent to review");
+            Ok(())
+        }
+        Err(CoreError::Store(StoreError::Conflict("review case already open"))) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// Everything the sweep asks of a payment: charges due, refunds owed, webhooks waiting.
 pub(crate) async fn work(state: &mut TransactionState) {
     if let Err(error) = apply_pending(state).await {

@@ -1,8 +1,8 @@
 //! One actor per active patient: the patient's recent payments in memory (velocity, devices,
 //! providers), rebuilt from the store when it starts.
 
-use crate::Context;
 use crate::registry::Entity;
+use crate::{Context, CoreError};
 use medpay_ml::features::{PatientEvent, PatientHistory, PatientSnapshot, RequestFacts};
 use medpay_ml::list_hash;
 use medpay_models::{PatientId, PaymentStatus};
@@ -22,6 +22,10 @@ pub enum PatientMsg {
     },
     /// A payment of this patient was recorded.
     PaymentRecorded(Box<PatientEvent>),
+    /// The patient's own payments, newest first, as the chat may tell them.
+    OwnPayments {
+        reply: RpcReplyPort<Result<Vec<medpay_chatbot::dialogue::PaymentFacts>, CoreError>>,
+    },
     IdleCheck,
 }
 
@@ -29,6 +33,8 @@ pub enum PatientMsg {
 pub struct PatientSessionActor;
 
 pub struct PatientState {
+    id: PatientId,
+    context: Arc<Context>,
     history: PatientHistory,
     idle: Duration,
     last_activity: Instant,
@@ -74,7 +80,7 @@ impl Actor for PatientSessionActor {
         }
         let idle = Duration::from_millis(args.context.config.idle_ms);
         myself.send_after(idle, || PatientMsg::IdleCheck);
-        Ok(PatientState { history, idle, last_activity: Instant::now() })
+        Ok(PatientState { id: args.id, context: args.context, history, idle, last_activity: Instant::now() })
     }
 
     async fn handle(
@@ -92,10 +98,61 @@ impl Actor for PatientSessionActor {
                 state.last_activity = Instant::now();
                 state.history.observe(*event);
             }
+            PatientMsg::OwnPayments { reply } => {
+                state.last_activity = Instant::now();
+                // Read off the mailbox: the features of this patient's next payment do not wait.
+                let (store, id) = (state.context.store.clone(), state.id);
+                tokio::spawn(async move {
+                    let _ = reply.send(own_payments(&store, id).await);
+                });
+            }
             PatientMsg::IdleCheck => {
                 crate::passivate_or_wait(&myself, state.last_activity, state.idle, || PatientMsg::IdleCheck)
             }
         }
         Ok(())
     }
+}
+
+/// Payments the chat may show: the patient's latest, newest first.
+const CHAT_PAYMENTS_MAX: i64 = 20;
+
+async fn own_payments(
+    store: &medpay_store::Store,
+    patient: PatientId,
+) -> Result<Vec<medpay_chatbot::dialogue::PaymentFacts>, CoreError> {
+    use medpay_chatbot::dialogue::{ChargeFacts, PaymentFacts};
+    let filter =
+        medpay_store::PaymentFilter { patient_id: Some(patient), limit: CHAT_PAYMENTS_MAX, ..Default::default() };
+    let mut facts = Vec::new();
+    for payment in store.list_payments(&filter).await? {
+        debug_assert_eq!(payment.patient_id, patient);
+        let decision = store.latest_decision(payment.id).await?;
+        let charges = store.charges(payment.id).await?;
+        let refunds = store.refunds(payment.id).await?;
+        let installments = store.payment(payment.id).await?.map_or(1, |p| p.installments.len());
+        facts.push(PaymentFacts {
+            id: payment.id.to_string(),
+            status: payment.status.as_str().to_owned(),
+            amount_centavos: payment.amount_centavos,
+            method: payment.method.as_str().to_owned(),
+            installments: u32::try_from(installments).unwrap_or(1),
+            monthly_interest_bps: u32::try_from(payment.monthly_interest_bps).unwrap_or(0),
+            created_on: chrono::DateTime::from_timestamp_millis(payment.created_at_ms)
+                .map(|at| at.date_naive())
+                .unwrap_or_default(),
+            escrow: payment.escrow,
+            reasons_pt: decision.map(|d| d.reasons.into_iter().map(|r| r.message_pt).collect()).unwrap_or_default(),
+            charge: charges.last().map(|charge| ChargeFacts {
+                installment: charge.installment,
+                amount_centavos: charge.amount_centavos,
+                status: charge.status.clone(),
+                br_code: charge.br_code.clone(),
+                linha_digitavel: charge.linha_digitavel.clone(),
+                due_date: charge.due_date.clone(),
+            }),
+            refunded_centavos: refunds.iter().map(|r| r.amount_centavos).sum(),
+        });
+    }
+    Ok(facts)
 }

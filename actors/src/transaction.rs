@@ -87,6 +87,11 @@ pub enum TransactionMsg {
         key: String,
         reply: RpcReplyPort<Result<Vec<RefundRecord>, MoneyError>>,
     },
+    /// The patient does not recognise this payment (in the chat `conversation_id`): review it.
+    Dispute {
+        conversation_id: String,
+        reply: RpcReplyPort<Result<(), MoneyError>>,
+    },
     /// The provider confirms (true) or cancels (false) the procedure of a payment held in escrow.
     Procedure {
         performed: bool,
@@ -175,6 +180,10 @@ impl Actor for TransactionActor {
             TransactionMsg::Refund { amount_centavos, reason, key, reply } => {
                 state.last_activity = Instant::now();
                 let _ = reply.send(money::refund(state, amount_centavos, "refund", &reason, &key).await);
+            }
+            TransactionMsg::Dispute { conversation_id, reply } => {
+                state.last_activity = Instant::now();
+                let _ = reply.send(money::dispute(state, conversation_id).await);
             }
             TransactionMsg::Procedure { performed, reply } => {
                 state.last_activity = Instant::now();

@@ -63,9 +63,13 @@ pub struct Slots {
 pub enum Action {
     None,
     /// The patient does not recognise this payment: send it to review (`patient_disputed`).
-    Dispute { payment_id: String },
+    Dispute {
+        payment_id: String,
+    },
     /// A person takes over; the bot stops answering.
-    Handoff { reason: String },
+    Handoff {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -131,11 +135,7 @@ fn pick<'a>(text: &str, slots: &Slots, payments: &'a [PaymentFacts], today: Naiv
     {
         return Some(payment);
     }
-    slots
-        .payment_id
-        .as_ref()
-        .and_then(|id| payments.iter().find(|p| &p.id == id))
-        .or_else(|| payments.first())
+    slots.payment_id.as_ref().and_then(|id| payments.iter().find(|p| &p.id == id)).or_else(|| payments.first())
 }
 
 fn no_payment(text: &str) -> String {
@@ -419,7 +419,8 @@ mod tests {
     #[test]
     fn a_simulation_carries_its_amount_to_the_next_turn() {
         let mut slots = Slots::default();
-        let first = respond(&prediction("installment_simulation"), true, "quanto fica 1500 em 6x?", &mut slots, &[], today());
+        let first =
+            respond(&prediction("installment_simulation"), true, "quanto fica 1500 em 6x?", &mut slots, &[], today());
         assert!(first.reply.starts_with("R$ 1.500,00 em 6x"), "{}", first.reply);
         // The classifier may read "e em 10x?" as anything; the slots keep the conversation going.
         let second = respond(&prediction("out_of_scope"), false, "e em 10x?", &mut slots, &[], today());

@@ -151,7 +151,9 @@ pub fn loose_amount_centavos(text: &str) -> Option<i64> {
     let text = normalise(text);
     let tokens: Vec<&str> = text.split_whitespace().collect();
     let counts_something = |index: usize| {
-        tokens.get(index).is_some_and(|next| next.starts_with('x') || next.starts_with("vez") || next.starts_with("parcela"))
+        tokens
+            .get(index)
+            .is_some_and(|next| next.starts_with('x') || next.starts_with("vez") || next.starts_with("parcela"))
     };
     for start in 0..tokens.len() {
         let token = tokens[start];

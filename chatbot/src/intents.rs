@@ -33,6 +33,9 @@ pub enum IntentError {
     Artefact(String),
 }
 
+/// A labelled example: (text, label).
+pub type Example = (String, String);
+
 /// A message's features: sparse (index, weight), L2-normalised.
 type Sparse = Vec<(usize, f32)>;
 
@@ -103,7 +106,11 @@ fn clip(text: &str) -> &str {
 }
 
 /// Raw term counts of a message over the vocabulary and the n-gram buckets.
-fn counts(tokenizer: &Tokenizer, vocabulary: &BTreeMap<String, usize>, text: &str) -> Result<HashMap<usize, f32>, IntentError> {
+fn counts(
+    tokenizer: &Tokenizer,
+    vocabulary: &BTreeMap<String, usize>,
+    text: &str,
+) -> Result<HashMap<usize, f32>, IntentError> {
     let text = clip(text);
     let mut counts: HashMap<usize, f32> = HashMap::new();
     for token in tokens(tokenizer, text)? {
@@ -322,10 +329,8 @@ pub fn train(
             records[(row, index)] = f64::from(value);
         }
     }
-    let targets: Array1<usize> = examples
-        .iter()
-        .map(|(_, label)| classes.iter().position(|class| class == label).unwrap_or(0))
-        .collect();
+    let targets: Array1<usize> =
+        examples.iter().map(|(_, label)| classes.iter().position(|class| class == label).unwrap_or(0)).collect();
     let dataset = Dataset::new(records, targets);
     let params = MultiLogisticRegression::default().alpha(options.alpha).max_iterations(options.max_iterations);
     // linfa's multinomial solver can panic on some data (rust-ml/linfa#334): report it instead.
@@ -359,20 +364,21 @@ pub fn train(
 }
 
 /// Reads (text, label) examples from a CSV with a header (`,` `;` or tab separated).
-pub fn read_csv(path: &std::path::Path, text_column: &str, label_column: &str) -> Result<Vec<(String, String)>, IntentError> {
+pub fn read_csv(
+    path: &std::path::Path,
+    text_column: &str,
+    label_column: &str,
+) -> Result<Vec<(String, String)>, IntentError> {
     let raw = std::fs::read(path).map_err(|e| IntentError::Data(format!("{}: {e}", path.display())))?;
     let first_line = raw.split(|b| *b == b'\n').next().unwrap_or_default();
-    let delimiter = [b',', b';', b'\t']
-        .into_iter()
-        .max_by_key(|d| first_line.iter().filter(|b| *b == d).count())
-        .unwrap_or(b',');
+    let delimiter =
+        [b',', b';', b'\t'].into_iter().max_by_key(|d| first_line.iter().filter(|b| *b == d).count()).unwrap_or(b',');
     let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).from_reader(raw.as_slice());
     let headers = reader.headers().map_err(|e| IntentError::Data(e.to_string()))?.clone();
     let find = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h.trim() == name)
-            .ok_or_else(|| IntentError::Data(format!("no column {name:?}; the columns are {:?}", headers.iter().collect::<Vec<_>>())))
+        headers.iter().position(|h| h.trim() == name).ok_or_else(|| {
+            IntentError::Data(format!("no column {name:?}; the columns are {:?}", headers.iter().collect::<Vec<_>>()))
+        })
     };
     let (text_index, label_index) = (find(text_column)?, find(label_column)?);
     let mut examples = Vec::new();
@@ -397,7 +403,7 @@ pub fn read_csv(path: &std::path::Path, text_column: &str, label_column: &str) -
 }
 
 /// A stratified split: every `every`-th example of each label goes to the second part.
-pub fn split(examples: &[(String, String)], every: usize) -> (Vec<(String, String)>, Vec<(String, String)>) {
+pub fn split(examples: &[Example], every: usize) -> (Vec<Example>, Vec<Example>) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for example in examples {

@@ -9,3 +9,4 @@ pub mod intents;
 pub mod tokenizer;
 
 pub use intents::{IntentModel, Prediction};
+pub use tokenizers::Tokenizer;

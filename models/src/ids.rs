@@ -55,6 +55,7 @@ macro_rules! entity_id {
 entity_id!(PaymentId);
 entity_id!(PatientId);
 entity_id!(ProviderId);
+entity_id!(ConversationId);
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@ pub mod payment;
 pub mod pix;
 
 pub use document::{Cnpj, Cpf, DocumentError, TussCode};
-pub use ids::{IdError, PatientId, PaymentId, ProviderId};
+pub use ids::{ConversationId, IdError, PatientId, PaymentId, ProviderId};
 pub use installments::{Installment, InstallmentError, InstallmentPlan, PlanRequest};
 pub use ledger::{Account, Entry, LedgerError, Posting, Split, charge_posting, refund_posting, release_posting};
 pub use money::{BasisPoints, Money, MoneyError};

@@ -4,6 +4,7 @@
 //! Both engines are driven through `sqlx::Any` with the same SQL: `$N` placeholders (SQLite accepts
 //! them), integers as BIGINT, timestamps as epoch milliseconds, JSON as TEXT.
 
+mod chat;
 mod database;
 mod idempotency;
 mod money;
@@ -13,6 +14,7 @@ pub mod rate_limit;
 mod risk;
 mod webhooks;
 
+pub use chat::{ChatMessage, ChatTurn, ConversationRecord, ReviewCase, TRANSCRIPT_MAX};
 pub use database::{Engine, Store, StoreError};
 pub use idempotency::{
     IDEMPOTENCY_KEY_LENGTH_MAX, IDEMPOTENCY_RETENTION_MS, IdempotencyBegin, IdempotencyClaim, IdempotencyCompletion,

@@ -96,6 +96,8 @@ pub struct Movement {
     /// (is fraud, source, note): a label for model training (chargebacks, MED claims).
     pub label: Option<(bool, &'static str, String)>,
     pub contract: Option<ContractRecord>,
+    /// (reason, conversation id): open a review case for the payment (at most one open per reason).
+    pub review_case: Option<(String, Option<String>)>,
     pub now_ms: i64,
 }
 
@@ -333,6 +335,22 @@ impl Store {
             .bind(contract.signed_at_ms)
             .execute(&mut *connection)
             .await?;
+        }
+        if let (Some(payment), Some((reason, conversation))) = (movement.payment_id, &movement.review_case) {
+            let opened = sqlx::query(
+                "INSERT INTO review_cases (id, payment_id, reason, conversation_id, status, created_at_ms)
+                 VALUES ($1, $2, $3, $4, 'open', $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(payment.to_string())
+            .bind(reason.clone())
+            .bind(conversation.clone())
+            .bind(movement.now_ms)
+            .execute(&mut *connection)
+            .await?;
+            if opened.rows_affected() != 1 {
+                return Err(StoreError::Conflict("review case already open"));
+            }
         }
         let written = match (movement.payment_id, movement.provider_id) {
             (Some(payment), Some(provider)) if !movement.events.is_empty() => {

@@ -1,0 +1,199 @@
+//! Chat conversations, their transcripts, and review cases opened from them.
+
+use crate::database::{Store, StoreError};
+use crate::parties::parse_column;
+use medpay_models::{PatientId, PaymentId};
+use sqlx::Row;
+
+/// Most messages a transcript returns.
+pub const TRANSCRIPT_MAX: i64 = 500;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationRecord {
+    pub id: String,
+    pub patient_id: PatientId,
+    /// `bot` or `handed_off`.
+    pub status: String,
+    pub handoff_reason: Option<String>,
+    pub slots: serde_json::Value,
+    pub last_seq: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatMessage {
+    pub seq: i64,
+    /// `patient`, `bot` or `agent`.
+    pub role: String,
+    pub text: String,
+    pub intent: Option<String>,
+    pub confidence: Option<f64>,
+    pub created_at_ms: i64,
+}
+
+/// One turn of a conversation, written at once.
+#[derive(Debug, Clone)]
+pub struct ChatTurn {
+    pub conversation_id: String,
+    /// The messages to append (numbered from the conversation's `last_seq`).
+    pub messages: Vec<ChatMessage>,
+    pub slots: serde_json::Value,
+    /// Set when a person takes over.
+    pub handoff_reason: Option<String>,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewCase {
+    pub id: String,
+    pub payment_id: PaymentId,
+    pub reason: String,
+    pub conversation_id: Option<String>,
+    pub status: String,
+    pub created_at_ms: i64,
+}
+
+fn conversation_from_row(row: &sqlx::any::AnyRow) -> Result<ConversationRecord, StoreError> {
+    let slots: String = row.try_get("slots")?;
+    Ok(ConversationRecord {
+        id: row.try_get("id")?,
+        patient_id: parse_column(row, "patient_id")?,
+        status: row.try_get("status")?,
+        handoff_reason: row.try_get("handoff_reason")?,
+        slots: serde_json::from_str(&slots).map_err(StoreError::corrupt)?,
+        last_seq: row.try_get("last_seq")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+    })
+}
+
+const CONVERSATION_COLUMNS: &str =
+    "id, patient_id, status, handoff_reason, slots, last_seq, created_at_ms, updated_at_ms";
+
+impl Store {
+    pub async fn create_conversation(&self, id: &str, patient: PatientId, now_ms: i64) -> Result<(), StoreError> {
+        let mut transaction = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO chat_conversations (id, patient_id, status, slots, last_seq, created_at_ms, updated_at_ms)
+             VALUES ($1, $2, 'bot', '{}', 0, $3, $3)",
+        )
+        .bind(id.to_owned())
+        .bind(patient.to_string())
+        .bind(now_ms)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    pub async fn conversation(&self, id: &str) -> Result<Option<ConversationRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {CONVERSATION_COLUMNS} FROM chat_conversations WHERE id = $1"));
+        let row = sqlx::query(sql).bind(id.to_owned()).fetch_optional(&self.pool).await?;
+        row.as_ref().map(conversation_from_row).transpose()
+    }
+
+    /// Conversations handed to a person, most recent first.
+    pub async fn handed_off_conversations(&self, limit: i64) -> Result<Vec<ConversationRecord>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM chat_conversations WHERE status = 'handed_off'
+             ORDER BY updated_at_ms DESC LIMIT $1"
+        ));
+        let rows = sqlx::query(sql).bind(limit.clamp(1, 200)).fetch_all(&self.pool).await?;
+        rows.iter().map(conversation_from_row).collect()
+    }
+
+    /// The conversation's messages in order (the last `TRANSCRIPT_MAX`).
+    pub async fn transcript(&self, id: &str) -> Result<Vec<ChatMessage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, role, text, intent, confidence, created_at_ms FROM chat_messages
+             WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(id.to_owned())
+        .bind(TRANSCRIPT_MAX)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut messages = rows
+            .iter()
+            .map(|row| {
+                Ok(ChatMessage {
+                    seq: row.try_get("seq")?,
+                    role: row.try_get("role")?,
+                    text: row.try_get("text")?,
+                    intent: row.try_get("intent")?,
+                    confidence: row.try_get("confidence")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    /// Appends a turn: its messages, the slots and a hand-off, all or nothing. Returns the number of
+    /// the last message.
+    pub async fn record_chat_turn(&self, turn: &ChatTurn) -> Result<i64, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        let connection = &mut *transaction;
+        let row = sqlx::query("SELECT last_seq FROM chat_conversations WHERE id = $1")
+            .bind(turn.conversation_id.clone())
+            .fetch_optional(&mut *connection)
+            .await?
+            .ok_or(StoreError::Conflict("no such conversation"))?;
+        let mut seq: i64 = row.try_get("last_seq")?;
+        for message in &turn.messages {
+            seq += 1;
+            sqlx::query(
+                "INSERT INTO chat_messages (conversation_id, seq, role, text, intent, confidence, created_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(turn.conversation_id.clone())
+            .bind(seq)
+            .bind(message.role.clone())
+            .bind(message.text.clone())
+            .bind(message.intent.clone())
+            .bind(message.confidence)
+            .bind(turn.now_ms)
+            .execute(&mut *connection)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE chat_conversations SET last_seq = $1, slots = $2, updated_at_ms = $3,
+                 status = CASE WHEN $4 = '' THEN status ELSE 'handed_off' END,
+                 handoff_reason = CASE WHEN $4 = '' THEN handoff_reason ELSE $4 END
+             WHERE id = $5",
+        )
+        .bind(seq)
+        .bind(turn.slots.to_string())
+        .bind(turn.now_ms)
+        .bind(turn.handoff_reason.clone().unwrap_or_default())
+        .bind(turn.conversation_id.clone())
+        .execute(&mut *connection)
+        .await?;
+        transaction.commit().await?;
+        Ok(seq)
+    }
+
+    /// Open review cases, oldest first.
+    pub async fn open_review_cases(&self, limit: i64) -> Result<Vec<ReviewCase>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, payment_id, reason, conversation_id, status, created_at_ms FROM review_cases
+             WHERE status = 'open' ORDER BY created_at_ms LIMIT $1",
+        )
+        .bind(limit.clamp(1, 200))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ReviewCase {
+                    id: row.try_get("id")?,
+                    payment_id: parse_column(row, "payment_id")?,
+                    reason: row.try_get("reason")?,
+                    conversation_id: row.try_get("conversation_id")?,
+                    status: row.try_get("status")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                })
+            })
+            .collect()
+    }
+}
