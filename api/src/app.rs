@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::dto::PaymentView;
 use crate::state::AppState;
-use crate::{events, money, ops, parties, payments, risk};
+use crate::{chat, events, money, ops, parties, payments, risk};
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
@@ -124,6 +124,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(money::clicksign_webhook))
         .routes(routes!(money::ledger_check))
         .routes(routes!(money::reconciliation))
+        .routes(routes!(chat::create_conversation))
+        .routes(routes!(chat::say))
+        .routes(routes!(chat::get_conversation))
+        .routes(routes!(chat::handoffs))
+        .routes(routes!(chat::reviews))
+        .routes(routes!(chat::websocket))
         .split_for_parts();
     let openapi_json = Arc::new(openapi.to_pretty_json().unwrap_or_default());
     api.route(

@@ -1,0 +1,318 @@
+//! The patients' support chat at the edge: conversations, messages, a WebSocket, and what the
+//! people behind the bot see (conversations handed to them, review cases opened by disputes).
+
+use crate::auth::Principal;
+use crate::dto::{PaymentSummary, timestamp};
+use crate::error::{ApiError, ErrorBody, rejection};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use medpay_actors::chat::{ChatError, ChatReply};
+use medpay_models::{ConversationId, PatientId};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Chat messages per patient per minute.
+pub const CHAT_MESSAGES_PER_MINUTE: u64 = 60;
+/// Conversations per patient per minute.
+pub const CONVERSATIONS_PER_MINUTE: u64 = 10;
+
+impl From<ChatError> for ApiError {
+    fn from(error: ChatError) -> Self {
+        match error {
+            ChatError::NotFound => ApiError::not_found("conversation_not_found", "no such conversation"),
+            ChatError::InvalidMessage => ApiError::bad_request("invalid_message", error.to_string()),
+            ChatError::Core(core) => core.into(),
+        }
+    }
+}
+
+fn patient_only(principal: Principal) -> Result<PatientId, ApiError> {
+    match principal {
+        Principal::Patient(patient) => Ok(patient),
+        _ => Err(ApiError::forbidden("the chat is for patients, with their own token")),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationCreated {
+    pub id: String,
+    /// `bot`, or `handed_off` once a person has taken over.
+    pub status: String,
+    /// The bot's greeting.
+    pub greeting: String,
+}
+
+const GREETING: &str = "Olá! Sou a assistente virtual da MedPay. Posso ver seus pagamentos, mandar a segunda via do \
+PIX ou do boleto, simular parcelas e explicar reembolsos. Como posso ajudar?";
+
+#[utoipa::path(post, path = "/v1/chat/conversations", tag = "chat", security(("bearer" = [])),
+    responses((status = 201, body = ConversationCreated), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn create_conversation(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<(StatusCode, Json<ConversationCreated>), ApiError> {
+    let patient = patient_only(principal)?;
+    state.rate_limit(&format!("patient:{patient}:conversations"), CONVERSATIONS_PER_MINUTE).await?;
+    let id = state.runtime.start_conversation(patient).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ConversationCreated { id: id.to_string(), status: "bot".to_owned(), greeting: GREETING.to_owned() }),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SayInput {
+    /// The patient's message, 1 to 1 000 characters.
+    pub text: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplyView {
+    /// The bot's answer in Portuguese; null once a person has taken over (the bot is silent).
+    pub reply: Option<String>,
+    /// What the bot understood (`unsure` when it asked to rephrase).
+    pub intent: Option<String>,
+    pub confidence: Option<f32>,
+    pub handed_off: bool,
+}
+
+impl From<ChatReply> for ReplyView {
+    fn from(reply: ChatReply) -> Self {
+        ReplyView {
+            reply: reply.reply,
+            intent: reply.intent,
+            confidence: reply.confidence,
+            handed_off: reply.handed_off,
+        }
+    }
+}
+
+fn conversation_id(id: Result<Path<String>, PathRejection>) -> Result<ConversationId, ApiError> {
+    let Path(id) = id.map_err(rejection)?;
+    id.parse().map_err(|_| ApiError::not_found("conversation_not_found", "no such conversation"))
+}
+
+#[utoipa::path(post, path = "/v1/chat/conversations/{id}/messages", tag = "chat", request_body = SayInput,
+    security(("bearer" = [])), params(("id" = String, Path, description = "conversation id")),
+    responses((status = 200, body = ReplyView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
+pub async fn say(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<SayInput>, JsonRejection>,
+) -> Result<Json<ReplyView>, ApiError> {
+    let patient = patient_only(principal)?;
+    let conversation = conversation_id(id)?;
+    let Json(body) = body.map_err(rejection)?;
+    state.rate_limit(&format!("patient:{patient}:chat"), CHAT_MESSAGES_PER_MINUTE).await?;
+    Ok(Json(state.runtime.chat(conversation, patient, body.text).await?.into()))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageView {
+    pub seq: i64,
+    /// `patient`, `bot` or `agent`.
+    pub role: String,
+    pub text: String,
+    pub intent: Option<String>,
+    pub at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationView {
+    pub id: String,
+    pub patient_id: String,
+    pub status: String,
+    pub handoff_reason: Option<String>,
+    pub messages: Vec<MessageView>,
+    pub created_at: String,
+}
+
+async fn conversation_view(
+    state: &AppState,
+    record: medpay_store::ConversationRecord,
+) -> Result<ConversationView, ApiError> {
+    let messages = state.store.transcript(&record.id).await?;
+    Ok(ConversationView {
+        messages: messages
+            .into_iter()
+            .map(|m| MessageView {
+                seq: m.seq,
+                role: m.role,
+                text: m.text,
+                intent: m.intent,
+                at: timestamp(m.created_at_ms),
+            })
+            .collect(),
+        id: record.id,
+        patient_id: record.patient_id.to_string(),
+        status: record.status,
+        handoff_reason: record.handoff_reason,
+        created_at: timestamp(record.created_at_ms),
+    })
+}
+
+#[utoipa::path(get, path = "/v1/chat/conversations/{id}", tag = "chat", security(("bearer" = [])),
+    params(("id" = String, Path, description = "conversation id")),
+    responses((status = 200, body = ConversationView, description = "the transcript: to its patient, and to analysts and the admin"),
+        (status = 404, body = ErrorBody)))]
+pub async fn get_conversation(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let not_found = || ApiError::not_found("conversation_not_found", "no such conversation");
+    let id = conversation_id(id)?;
+    let record = state.store.conversation(&id.to_string()).await?.ok_or_else(not_found)?;
+    let visible = match principal {
+        Principal::Admin | Principal::Analyst => true,
+        Principal::Patient(own) => own == record.patient_id,
+        Principal::Provider(_) => false,
+    };
+    if !visible {
+        return Err(not_found());
+    }
+    Ok(Json(conversation_view(&state, record).await?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Handoff {
+    pub conversation: ConversationView,
+    /// The patient's latest payments.
+    pub payments: Vec<PaymentSummary>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HandoffList {
+    pub data: Vec<Handoff>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Page size, 1–200 (default 50).
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/chat/handoffs", tag = "chat", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, body = HandoffList, description = "conversations handed to a person, with the transcript and the patient's payments"),
+        (status = 403, body = ErrorBody)))]
+pub async fn handoffs(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<HandoffList>, ApiError> {
+    principal.require_analyst()?;
+    let Query(query) = query.map_err(rejection)?;
+    let mut data = Vec::new();
+    for record in state.store.handed_off_conversations(query.limit.unwrap_or(50)).await? {
+        let filter =
+            medpay_store::PaymentFilter { patient_id: Some(record.patient_id), limit: 20, ..Default::default() };
+        let payments = state.store.list_payments(&filter).await?;
+        data.push(Handoff {
+            conversation: conversation_view(&state, record).await?,
+            payments: payments.iter().map(PaymentSummary::new).collect(),
+        });
+    }
+    Ok(Json(HandoffList { data }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReviewCaseView {
+    pub id: String,
+    pub reason: String,
+    pub payment: PaymentSummary,
+    /// The chat in which the patient disputed the payment.
+    pub conversation: Option<ConversationView>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReviewCaseList {
+    pub data: Vec<ReviewCaseView>,
+}
+
+#[utoipa::path(get, path = "/v1/reviews", tag = "risk", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, body = ReviewCaseList, description = "open review cases, oldest first, with the transcript that opened them"),
+        (status = 403, body = ErrorBody)))]
+pub async fn reviews(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<ReviewCaseList>, ApiError> {
+    principal.require_analyst()?;
+    let Query(query) = query.map_err(rejection)?;
+    let mut data = Vec::new();
+    for case in state.store.open_review_cases(query.limit.unwrap_or(50)).await? {
+        let Some(payment) = state.store.payment(case.payment_id).await? else { continue };
+        let conversation = match &case.conversation_id {
+            Some(id) => match state.store.conversation(id).await? {
+                Some(record) => Some(conversation_view(&state, record).await?),
+                None => None,
+            },
+            None => None,
+        };
+        data.push(ReviewCaseView {
+            id: case.id,
+            reason: case.reason,
+            payment: PaymentSummary::new(&payment),
+            conversation,
+            created_at: timestamp(case.created_at_ms),
+        });
+    }
+    Ok(Json(ReviewCaseList { data }))
+}
+
+#[utoipa::path(get, path = "/v1/chat/ws", tag = "chat", security(("bearer" = [])),
+    responses((status = 101, description = "WebSocket: the first message names the new conversation and greets; then each text message from the patient gets one JSON reply (`ReplyView`)"),
+        (status = 403, body = ErrorBody)))]
+pub async fn websocket(
+    State(state): State<AppState>,
+    principal: Principal,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let patient = patient_only(principal)?;
+    state.rate_limit(&format!("patient:{patient}:conversations"), CONVERSATIONS_PER_MINUTE).await?;
+    let conversation = state.runtime.start_conversation(patient).await?;
+    Ok(upgrade.on_upgrade(move |socket| converse(socket, state, patient, conversation)).into_response())
+}
+
+async fn converse(mut socket: WebSocket, state: AppState, patient: PatientId, conversation: ConversationId) {
+    let hello =
+        serde_json::json!({"conversation_id": conversation.to_string(), "reply": GREETING, "handed_off": false});
+    if socket.send(Message::Text(hello.to_string().into())).await.is_err() {
+        return;
+    }
+    let mut stopping = state.stopping.clone();
+    loop {
+        let incoming = tokio::select! {
+            incoming = socket.recv() => incoming,
+            _ = stopping.changed() => return,
+        };
+        let text = match incoming {
+            Some(Ok(Message::Text(text))) => text.to_string(),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+            Some(Ok(_)) => continue,
+        };
+        let answer = match state.rate_limit(&format!("patient:{patient}:chat"), CHAT_MESSAGES_PER_MINUTE).await {
+            Err(error) => serde_json::json!({"error": {"code": error.code, "message": error.message}}),
+            Ok(()) => match state.runtime.chat(conversation, patient, text).await {
+                Ok(reply) => serde_json::to_value(ReplyView::from(reply)).unwrap_or_default(),
+                Err(error) => {
+                    let error = ApiError::from(error);
+                    serde_json::json!({"error": {"code": error.code, "message": error.message}})
+                }
+            },
+        };
+        if socket.send(Message::Text(answer.to_string().into())).await.is_err() {
+            return;
+        }
+    }
+}

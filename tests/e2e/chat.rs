@@ -1,0 +1,181 @@
+//! The support bot end to end: a scripted conversation that goes through every intent with the
+//! patient's live payments, a disputed charge landing in review with its transcript, a hand-off
+//! after which the bot is silent, another patient who never sees a word of this one's payments,
+//! and the WebSocket.
+
+use crate::support::{Engine, Patient, TestApp, pay, payment_body};
+use futures::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+async fn open(app: &TestApp, patient: &Patient) -> String {
+    let (status, body) = app.request(Method::POST, "/v1/chat/conversations", Some(&patient.token), None, None).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(body["greeting"].as_str().unwrap().starts_with("Olá"));
+    body["id"].as_str().unwrap().to_owned()
+}
+
+async fn say(app: &TestApp, patient: &Patient, conversation: &str, text: &str) -> Value {
+    let path = format!("/v1/chat/conversations/{conversation}/messages");
+    let (status, body) =
+        app.request(Method::POST, &path, Some(&patient.token), Some(&json!({"text": text})), None).await;
+    assert_eq!(status, StatusCode::OK, "{text}: {body}");
+    body
+}
+
+/// Says `text` and checks what the bot understood; returns its reply.
+async fn expect(app: &TestApp, patient: &Patient, conversation: &str, text: &str, intent: &str) -> String {
+    let body = say(app, patient, conversation, text).await;
+    assert_eq!(body["intent"], intent, "{text:?} was read as {body}");
+    let reply = body["reply"].as_str().unwrap().to_owned();
+    assert!(!reply.is_empty());
+    reply
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_talks_with_the_bot_about_their_own_payments() {
+    let app = TestApp::spawn(Engine::Sqlite).await;
+    let provider = app.provider(json!({"fee_bps": 500, "escrow": true})).await;
+    let maria = app.patient(&provider).await;
+    let created = pay(&app, &provider, &payment_body(&provider, &maria, 150_000)).await;
+    assert_eq!(created["status"], "awaiting_payment", "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let short = &id[..8];
+    let code = created["charge"]["pix_br_code"].as_str().unwrap().to_owned();
+    let chat = open(&app, &maria).await;
+
+    let hello = expect(&app, &maria, &chat, "oi, bom dia", "greeting").await;
+    assert!(hello.contains("Como posso ajudar"), "{hello}");
+    let status = expect(&app, &maria, &chat, "já caiu meu pix?", "payment_status").await;
+    assert!(status.contains(short) && status.contains("aguardando o seu pagamento"), "{status}");
+    assert!(status.contains("R$ 1.500,00"), "{status}");
+    let copy = expect(&app, &maria, &chat, "preciso da segunda via do pix", "second_copy").await;
+    assert!(copy.contains(&code), "the BR Code of the open charge: {copy}");
+
+    // The patient pays; the bot sees it at once.
+    let charge = created["charge"]["id"].as_str().unwrap();
+    let paid = app.client.post(format!("{}/sandbox/charges/{charge}/pay", app.celcoin)).send().await.unwrap();
+    assert_eq!(paid.status(), StatusCode::NO_CONTENT);
+    for _ in 0..200 {
+        let (_, payment) =
+            app.request(Method::GET, &format!("/v1/payments/{id}"), Some(&provider.key), None, None).await;
+        if payment["status"] == "held_in_escrow" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = expect(&app, &maria, &chat, "e agora, ja caiu?", "payment_status").await;
+    assert!(status.contains("retido em custódia"), "{status}");
+    let escrow = expect(&app, &maria, &chat, "quando a clínica recebe?", "escrow_release").await;
+    assert!(escrow.contains("confirmar que o procedimento aconteceu"), "{escrow}");
+
+    // A simulation, then "e em 10x?" carries the amount over.
+    let six = expect(&app, &maria, &chat, "quanto fica 1500 em 6x?", "installment_simulation").await;
+    assert!(six.starts_with("R$ 1.500,00 em 6x"), "{six}");
+    let ten = expect(&app, &maria, &chat, "e em 10x?", "installment_simulation").await;
+    assert!(ten.starts_with("R$ 1.500,00 em 10x"), "{ten}");
+    let plan = medpay_models::InstallmentPlan::price(medpay_models::PlanRequest {
+        principal: medpay_models::Money::from_centavos(150_000),
+        count: 10,
+        monthly_interest: medpay_models::BasisPoints(medpay_chatbot::dialogue::DEFAULT_MONTHLY_INTEREST_BPS),
+        released_on: chrono::Utc::now().date_naive(),
+    })
+    .unwrap();
+    let installment = medpay_models::Money::from_centavos(plan.installments[0].amount_centavos).brl();
+    assert!(ten.contains(&installment), "the payment core's own schedule ({installment}): {ten}");
+
+    let methods = expect(&app, &maria, &chat, "quais as formas de pagamento?", "payment_methods").await;
+    assert!(methods.contains("PIX") && methods.contains("boleto"), "{methods}");
+    expect(&app, &maria, &chat, "quero cancelar e pedir reembolso", "refund_cancellation").await;
+    let lgpd = expect(&app, &maria, &chat, "quero apagar meus dados", "lgpd").await;
+    assert!(lgpd.contains("LGPD"), "{lgpd}");
+    expect(&app, &maria, &chat, "qual a previsão do tempo amanhã?", "out_of_scope").await;
+
+    // "Não reconheço esta cobrança": the payment goes to review with this conversation.
+    let dispute = expect(&app, &maria, &chat, "não reconheço esta cobrança", "not_recognized").await;
+    assert!(dispute.contains(short) && dispute.contains("análise"), "{dispute}");
+    let (status, reviews) = app.request(Method::GET, "/v1/reviews", Some(&app.analyst), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{reviews}");
+    let case =
+        reviews["data"].as_array().unwrap().iter().find(|case| case["payment"]["id"] == id.as_str()).expect("a case");
+    assert_eq!(case["reason"], "patient_disputed");
+    let transcript: Vec<&str> =
+        case["conversation"]["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert!(transcript.contains(&"não reconheço esta cobrança"), "{transcript:?}");
+    let (_, events) =
+        app.request(Method::GET, &format!("/v1/payments/{id}/events"), Some(&provider.key), None, None).await;
+    assert!(events["data"].as_array().unwrap().iter().any(|e| e["type"] == "payment.disputed"), "the provider is told");
+    expect(&app, &maria, &chat, "ok, obrigada, tchau", "goodbye").await;
+
+    // A hand-off: the bot says so once, then stays silent; the person sees everything.
+    let second = open(&app, &maria).await;
+    let handoff = say(&app, &maria, &second, "quero falar com alguém").await;
+    assert_eq!((handoff["intent"].as_str(), handoff["handed_off"].as_bool()), (Some("human"), Some(true)), "{handoff}");
+    for text in ["oi? tem alguém aí?", "quanto fica em 6x?"] {
+        let silent = say(&app, &maria, &second, text).await;
+        assert!(
+            silent["reply"].is_null() && silent["handed_off"] == true,
+            "the bot is silent after a hand-off: {silent}"
+        );
+    }
+    let (status, handoffs) = app.request(Method::GET, "/v1/chat/handoffs", Some(&app.analyst), None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let taken =
+        handoffs["data"].as_array().unwrap().iter().find(|h| h["conversation"]["id"] == second.as_str()).unwrap();
+    let texts: Vec<&str> =
+        taken["conversation"]["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts.iter().filter(|text| **text == "quanto fica em 6x?").count(), 1, "kept for the person: {texts:?}");
+    assert!(
+        taken["payments"].as_array().unwrap().iter().any(|p| p["id"] == id.as_str()),
+        "with the patient's payments"
+    );
+    let (status, _) = app.request(Method::GET, "/v1/chat/handoffs", Some(&maria.token), None, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Another patient never sees a word of Maria's payments.
+    let joao = app.patient(&provider).await;
+    let theirs = open(&app, &joao).await;
+    for (text, intent) in [
+        ("já caiu meu pix?", "payment_status"),
+        ("preciso da segunda via do pix", "second_copy"),
+        (&format!("status do pagamento {short}") as &str, "payment_status"),
+        ("não reconheço esta cobrança", "not_recognized"),
+    ] {
+        let body = say(&app, &joao, &theirs, text).await;
+        let reply = body["reply"].as_str().unwrap_or_default();
+        assert!(!reply.contains(short) && !reply.contains("1.500,00") && !reply.contains(&code), "{intent}: {reply}");
+    }
+    let path = format!("/v1/chat/conversations/{chat}");
+    let (status, _) = app.request(Method::GET, &path, Some(&joao.token), None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not Maria's transcript");
+    let (status, _) = app
+        .request(Method::POST, &format!("{path}/messages"), Some(&joao.token), Some(&json!({"text": "oi"})), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not in Maria's conversation");
+    let (status, _) = app.request(Method::POST, "/v1/chat/conversations", Some(&provider.key), None, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the chat is the patients'");
+    let (status, body) = app
+        .request(
+            Method::POST,
+            &format!("/v1/chat/conversations/{theirs}/messages"),
+            Some(&joao.token),
+            Some(&json!({"text": "  "})),
+            None,
+        )
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_message")));
+
+    // The same bot over a WebSocket.
+    let url = format!("{}/v1/chat/ws", app.base.replace("http://", "ws://"));
+    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {}", maria.token).parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let hello: Value = serde_json::from_str(socket.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert!(hello["conversation_id"].is_string());
+    socket.send(tokio_tungstenite::tungstenite::Message::Text("quanto fica 2000 em 4x?".into())).await.unwrap();
+    let answer: Value = serde_json::from_str(socket.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(answer["intent"], "installment_simulation", "{answer}");
+    assert!(answer["reply"].as_str().unwrap().starts_with("R$ 2.000,00 em 4x"), "{answer}");
+    app.stop().await;
+}
