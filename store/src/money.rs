@@ -232,13 +232,17 @@ impl Store {
         let connection = &mut *transaction;
         if let (Some(payment), Some(expect)) = (movement.payment_id, movement.expect_status) {
             let to = movement.new_status.unwrap_or(expect);
-            let done = sqlx::query("UPDATE payments SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status = $4")
-                .bind(to.as_str())
-                .bind(movement.now_ms)
-                .bind(payment.to_string())
-                .bind(expect.as_str())
-                .execute(&mut *connection)
-                .await?;
+            // Guarded by the expected status; the time moves only when the status does.
+            let done = sqlx::query(
+                "UPDATE payments SET status = $1, updated_at_ms = CASE WHEN status = $1 THEN updated_at_ms ELSE $2 END
+                 WHERE id = $3 AND status = $4",
+            )
+            .bind(to.as_str())
+            .bind(movement.now_ms)
+            .bind(payment.to_string())
+            .bind(expect.as_str())
+            .execute(&mut *connection)
+            .await?;
             if done.rows_affected() != 1 {
                 return Err(StoreError::Conflict("payment status changed meanwhile"));
             }
