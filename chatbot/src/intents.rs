@@ -54,6 +54,10 @@ pub struct IntentModel {
     pub confidence_min: f32,
     /// The top intent must lead the second by at least this much.
     pub margin_min: f32,
+    /// The weights by feature (feature × class, row-major), built when loaded: a message's few
+    /// features each add one short row.
+    #[serde(skip)]
+    by_feature: Vec<f32>,
 }
 
 /// What the classifier made of a message.
@@ -176,7 +180,19 @@ impl IntentModel {
         {
             return Err(IntentError::Artefact("dimensions do not agree".to_owned()));
         }
-        Ok(model)
+        Ok(model.indexed())
+    }
+
+    fn indexed(mut self) -> IntentModel {
+        let classes = self.classes.len();
+        let mut by_feature = vec![0.0f32; (self.vocabulary.len() + NGRAM_BUCKETS) * classes];
+        for (class, row) in self.weights.iter().enumerate() {
+            for (feature, weight) in row {
+                by_feature[feature * classes + class] = *weight;
+            }
+        }
+        self.by_feature = by_feature;
+        self
     }
 
     pub fn to_json(&self) -> String {
@@ -189,16 +205,15 @@ impl IntentModel {
 
     /// Class probabilities of a message, in `classes` order.
     pub fn probabilities(&self, tokenizer: &Tokenizer, text: &str) -> Result<Vec<f32>, IntentError> {
-        let features = self.features(tokenizer, text)?;
-        let dense: HashMap<usize, f32> = features.into_iter().collect();
-        let logits: Vec<f32> = self
-            .weights
-            .iter()
-            .zip(&self.intercepts)
-            .map(|(row, intercept)| {
-                intercept + row.iter().map(|(index, weight)| weight * dense.get(index).unwrap_or(&0.0)).sum::<f32>()
-            })
-            .collect();
+        let classes = self.classes.len();
+        let mut logits = self.intercepts.clone();
+        for (feature, value) in self.features(tokenizer, text)? {
+            if let Some(row) = self.by_feature.get(feature * classes..(feature + 1) * classes) {
+                for (logit, weight) in logits.iter_mut().zip(row) {
+                    *logit += weight * value;
+                }
+            }
+        }
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let exps: Vec<f32> = logits.iter().map(|logit| (logit - max).exp()).collect();
         let total: f32 = exps.iter().sum();
@@ -352,6 +367,7 @@ pub fn train(
             .collect();
     }
     Ok(IntentModel {
+        by_feature: Vec::new(),
         schema: INTENT_SCHEMA.to_owned(),
         classes,
         vocabulary,
@@ -360,7 +376,8 @@ pub fn train(
         intercepts,
         confidence_min: options.confidence_min,
         margin_min: options.margin_min,
-    })
+    }
+    .indexed())
 }
 
 /// Reads (text, label) examples from a CSV with a header (`,` `;` or tab separated).
