@@ -125,7 +125,11 @@ async fn main() {
                         }
                         let Some(data) = block.lines().find_map(|line| line.strip_prefix("data:")) else { continue };
                         let Ok(event) = serde_json::from_str::<Value>(data.trim()) else { continue };
-                        if event["type"] == "payment.requested" {
+                        // The decision's own event; the charge and payment events that follow are not it.
+                        if !matches!(
+                            event["type"].as_str(),
+                            Some("payment.approved" | "payment.review" | "payment.declined")
+                        ) {
                             continue;
                         }
                         let created_ms =
