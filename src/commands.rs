@@ -155,8 +155,12 @@ pub fn chatbot_train(
     label_column: &str,
     test: Option<&Path>,
     out: Option<&Path>,
+    alpha: f64,
 ) -> anyhow::Result<()> {
     use medpay_chatbot::intents::{TrainOptions, read_csv, split, train};
+    if !(alpha.is_finite() && alpha >= 0.0) {
+        anyhow::bail!("--alpha must be a non-negative number");
+    }
     let examples = read_csv(csv, text_column, label_column)?;
     let (train_set, test_set) = match test {
         Some(path) => (examples, read_csv(path, text_column, label_column)?),
@@ -164,7 +168,7 @@ pub fn chatbot_train(
     };
     let tokenizer = medpay_chatbot::tokenizer::committed()?;
     let started = std::time::Instant::now();
-    let model = train(&tokenizer, &train_set, &TrainOptions::default())?;
+    let model = train(&tokenizer, &train_set, &TrainOptions { alpha, ..TrainOptions::default() })?;
     println!(
         "trained on {} examples, {} intents, {} features in {:.1} s",
         train_set.len(),

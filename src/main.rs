@@ -100,6 +100,9 @@ enum ChatbotCommand {
         /// Where to write the model artefact (JSON).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// L2 penalty of the logistic regression (larger: softer, better calibrated probabilities).
+        #[arg(long, default_value_t = 0.2)]
+        alpha: f64,
     },
     /// Train the subword tokenizer (BPE) on the text column of CSV files; writes tokenizer.json.
     Tokenizer {
@@ -239,9 +242,9 @@ async fn main() -> anyhow::Result<()> {
             init_telemetry();
             commands::reconcile().await
         }
-        Command::Chatbot { command: ChatbotCommand::Train { csv, text_column, label_column, test, out } } => {
+        Command::Chatbot { command: ChatbotCommand::Train { csv, text_column, label_column, test, out, alpha } } => {
             tokio::task::spawn_blocking(move || {
-                commands::chatbot_train(&csv, &text_column, &label_column, test.as_deref(), out.as_deref())
+                commands::chatbot_train(&csv, &text_column, &label_column, test.as_deref(), out.as_deref(), alpha)
             })
             .await?
         }

@@ -293,7 +293,7 @@ pub struct TrainOptions {
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        TrainOptions { alpha: 0.001, max_iterations: 300, confidence_min: 0.35, margin_min: 0.1 }
+        TrainOptions { alpha: 0.2, max_iterations: 300, confidence_min: 0.35, margin_min: 0.1 }
     }
 }
 

@@ -133,6 +133,15 @@ async fn a_patient_talks_with_the_bot_about_their_own_payments() {
     let (status, _) = app.request(Method::GET, "/v1/chat/handoffs", Some(&maria.token), None, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
+    // Not understood: the bot asks to rephrase, and the second time calls a person.
+    let third = open(&app, &maria).await;
+    let unsure = say(&app, &maria, &third, "banana").await;
+    assert_eq!((unsure["intent"].as_str(), unsure["handed_off"].as_bool()), (Some("unsure"), Some(false)), "{unsure}");
+    assert!(unsure["reply"].as_str().unwrap().contains("de outro jeito"), "{unsure}");
+    let gave_up = say(&app, &maria, &third, "sei la").await;
+    assert_eq!(gave_up["handed_off"], true, "{gave_up}");
+    assert!(say(&app, &maria, &third, "alô?").await["reply"].is_null());
+
     // Another patient never sees a word of Maria's payments.
     let joao = app.patient(&provider).await;
     let theirs = open(&app, &joao).await;
