@@ -57,6 +57,9 @@ pub struct RuntimeConfig {
     pub idle_ms: u64,
     /// The fail mode when the provider's own cannot be read.
     pub default_fail_mode: FailMode,
+    /// Pins the hour of day (São Paulo) the model sees, for tests and demos whose outcome must not
+    /// depend on when they run (night payments score higher). Unset in production.
+    pub scoring_hour: Option<u32>,
     pub webhooks: outbox::WebhookConfig,
 }
 
@@ -68,6 +71,7 @@ impl Default for RuntimeConfig {
             decide_timeout_ms: 5_000,
             idle_ms: 5 * 60 * 1_000,
             default_fail_mode: FailMode::Open,
+            scoring_hour: None,
             webhooks: outbox::WebhookConfig::default(),
         }
     }

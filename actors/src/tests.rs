@@ -50,6 +50,8 @@ async fn store() -> Store {
 }
 
 async fn runtime(store: Store, scorer: Arc<dyn RiskScorer>, config: RuntimeConfig) -> Runtime {
+    // Night payments score higher: pin the hour so that outcomes do not depend on when tests run.
+    let config = RuntimeConfig { scoring_hour: Some(14), ..config };
     Runtime::start(
         store,
         scorer,

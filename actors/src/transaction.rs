@@ -252,7 +252,13 @@ async fn assess(context: &Context, request: &NewPayment) -> Assessment {
     let input = ScoringInput {
         payment_id: request.id,
         amount_centavos: request.amount_centavos,
-        features: assemble(&facts, &patient, &provider.snapshot, sightings),
+        features: {
+            let features = assemble(&facts, &patient, &provider.snapshot, sightings);
+            match context.config.scoring_hour {
+                Some(hour) => features.at_hour(hour),
+                None => features,
+            }
+        },
         keys: ListKeys {
             cpf_hash: list_hash(request.cpf.as_str()),
             device_hash: facts.device_hash.clone(),

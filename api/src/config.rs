@@ -139,6 +139,12 @@ impl Config {
             runtime: RuntimeConfig {
                 score_budget_ms: parsed("MEDPAY_SCORE_BUDGET_MS", defaults.score_budget_ms)?,
                 idle_ms: parsed("MEDPAY_ACTOR_IDLE_MS", defaults.idle_ms)?,
+                scoring_hour: match optional("MEDPAY_SCORING_HOUR") {
+                    Some(raw) => Some(raw.trim().parse::<u32>().ok().filter(|hour| *hour < 24).ok_or_else(|| {
+                        ConfigError { name: "MEDPAY_SCORING_HOUR", message: "an hour from 0 to 23".to_owned() }
+                    })?),
+                    None => None,
+                },
                 webhooks: medpay_actors::outbox::WebhookConfig {
                     backoff_base_ms: parsed("MEDPAY_WEBHOOK_BACKOFF_BASE_MS", defaults.webhooks.backoff_base_ms)?,
                     poll_ms: parsed("MEDPAY_OUTBOX_POLL_MS", defaults.webhooks.poll_ms)?,

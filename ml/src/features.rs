@@ -57,6 +57,21 @@ const SAO_PAULO_OFFSET_MS: i64 = -3 * HOUR_MS;
 pub struct Features(pub [f64; FEATURE_COUNT]);
 
 impl Features {
+    /// The same features as if the request had come at `hour` (São Paulo time): the hour and the
+    /// night flag are the only features read off the clock. For tests and demos whose outcome must
+    /// not depend on when they run.
+    pub fn at_hour(mut self, hour: u32) -> Features {
+        let hour = hour.min(23);
+        for (index, name) in FEATURE_NAMES.iter().enumerate() {
+            match *name {
+                "hour_of_day" => self.0[index] = f64::from(hour),
+                "night" => self.0[index] = if hour < 6 { 1.0 } else { 0.0 },
+                _ => {}
+            }
+        }
+        self
+    }
+
     pub fn get(&self, name: &str) -> Option<f64> {
         FEATURE_NAMES.iter().position(|known| *known == name).map(|index| self.0[index])
     }
@@ -457,6 +472,22 @@ mod tests {
         assert_eq!(index.patients_24h(&third), (3.0, 3.0));
         let later = request(first, provider, 2 * DAY_MS, 100, "tablet");
         assert_eq!(index.patients_24h(&later).0, 1.0, "yesterday's sightings expired");
+    }
+
+    #[test]
+    fn a_pinned_hour_changes_only_the_clock_features() {
+        let features = Features([1.0; FEATURE_COUNT]).at_hour(3);
+        assert_eq!((features.get("hour_of_day"), features.get("night")), (Some(3.0), Some(1.0)));
+        let day = features.at_hour(14);
+        assert_eq!((day.get("hour_of_day"), day.get("night")), (Some(14.0), Some(0.0)));
+        let others = |f: &Features| {
+            FEATURE_NAMES
+                .iter()
+                .filter(|n| !matches!(**n, "hour_of_day" | "night"))
+                .map(|n| f.get(n))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(others(&features), others(&day));
     }
 
     #[test]

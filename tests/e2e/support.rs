@@ -76,7 +76,8 @@ pub fn config(database_url: &str) -> Config {
         receita_client_id: "medpay".to_owned(),
         receita_client_secret: String::new(),
         model_path: None,
-        runtime: medpay_actors::RuntimeConfig::default(),
+        // Night payments score higher: the tests' outcomes must not depend on when they run.
+        runtime: medpay_actors::RuntimeConfig { scoring_hour: Some(14), ..Default::default() },
         limits: Limits::default(),
         money: medpay_api::MoneySettings {
             runtime: medpay_actors::money::MoneyConfig { sweep_ms: 200, ..Default::default() },
