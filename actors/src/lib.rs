@@ -317,6 +317,24 @@ impl Runtime {
         .await?
     }
 
+    /// An analyst closes a review case (upheld: the payment is cancelled or refunded, labelled fraud).
+    pub async fn close_review(
+        &self,
+        payment: PaymentId,
+        case_id: String,
+        upheld: bool,
+        note: String,
+    ) -> Result<PaymentRecord, money::MoneyError> {
+        let timeout_ms = self.context.config.decide_timeout_ms * 4;
+        registry::ask(&self.payments, payment, timeout_ms, |reply| TransactionMsg::CloseReview {
+            case_id: case_id.clone(),
+            upheld,
+            note: note.clone(),
+            reply,
+        })
+        .await?
+    }
+
     /// The provider confirms (true) or cancels (false) the procedure of a payment held in escrow.
     pub async fn procedure(&self, payment: PaymentId, performed: bool) -> Result<PaymentRecord, money::MoneyError> {
         let timeout_ms = self.context.config.decide_timeout_ms * 4;

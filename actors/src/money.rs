@@ -697,6 +697,76 @@ pub(crate) async fn dispute(state: &mut TransactionState, conversation_id: Strin
     }
 }
 
+/// An analyst closes a review case of this payment. Upheld: the charge was not the patient's — an
+/// unpaid payment is cancelled, a paid one refunded in full, and it is labelled fraud. Rejected: the
+/// charge stands and it is labelled legitimate.
+pub(crate) async fn close_review(
+    state: &mut TransactionState,
+    case_id: String,
+    upheld: bool,
+    note: String,
+) -> Result<(), MoneyError> {
+    let context = state.context.clone();
+    let payment = state.payment.clone().ok_or(CoreError::Invariant("no payment".into()))?;
+    let outcome = if upheld { "upheld" } else { "rejected" };
+    let now = medpay_store::now_ms();
+    if upheld
+        && matches!(
+            payment.status,
+            PaymentStatus::Paid
+                | PaymentStatus::HeldInEscrow
+                | PaymentStatus::Released
+                | PaymentStatus::PartiallyRefunded
+        )
+    {
+        // Give back what is left first (idempotent under the case's id), then close the case.
+        let charges = context.store.charges(payment.id).await?;
+        let refunds = context.store.refunds(payment.id).await?;
+        let paid: i64 = charges.iter().filter(|c| c.status == "paid").map(|c| c.amount_centavos).sum();
+        let returned: i64 = refunds.iter().map(|r| r.amount_centavos).sum();
+        if paid > returned {
+            let key = format!("review{}", case_id.replace('-', ""));
+            refund(state, paid - returned, "refund", "disputed charge upheld", &key).await?;
+        }
+    }
+    let payment = state.payment.clone().ok_or(CoreError::Invariant("no payment".into()))?;
+    let cancel = upheld && matches!(payment.status, PaymentStatus::Approved | PaymentStatus::AwaitingPayment);
+    let mut shown = payment.clone();
+    if cancel {
+        shown.status = PaymentStatus::Cancelled;
+    }
+    let data = payment_event(
+        &context,
+        &shown,
+        None,
+        json!({"review": {"case_id": case_id, "outcome": outcome, "note": note}}),
+    )
+    .await;
+    let mut events = vec![event("payment.review_closed", data.clone())];
+    if cancel {
+        events.push(event(event_type(PaymentStatus::Cancelled), data));
+    }
+    let movement = Movement {
+        new_status: cancel.then_some(PaymentStatus::Cancelled),
+        charges_cancelled: cancel,
+        review_closed: Some((case_id, outcome, note.clone())),
+        label: Some((upheld, "analyst", format!("review case {outcome}: {note}"))),
+        events,
+        now_ms: now,
+        ..Movement::default()
+    };
+    match commit(state, movement).await {
+        Ok(()) => {
+            tracing::info!(payment_id = %payment.id, outcome, "review case closed");
+            Ok(())
+        }
+        Err(CoreError::Store(StoreError::Conflict(_))) => {
+            Err(refused("review_case_closed", "this review case is closed already"))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// Everything the sweep asks of a payment: charges due, refunds owed, webhooks waiting.
 pub(crate) async fn work(state: &mut TransactionState) {
     if let Err(error) = apply_pending(state).await {

@@ -92,6 +92,13 @@ pub enum TransactionMsg {
         conversation_id: String,
         reply: RpcReplyPort<Result<(), MoneyError>>,
     },
+    /// An analyst closes a review case of this payment (upheld: cancel or refund, label fraud).
+    CloseReview {
+        case_id: String,
+        upheld: bool,
+        note: String,
+        reply: RpcReplyPort<Result<PaymentRecord, MoneyError>>,
+    },
     /// The provider confirms (true) or cancels (false) the procedure of a payment held in escrow.
     Procedure {
         performed: bool,
@@ -184,6 +191,13 @@ impl Actor for TransactionActor {
             TransactionMsg::Dispute { conversation_id, reply } => {
                 state.last_activity = Instant::now();
                 let _ = reply.send(money::dispute(state, conversation_id).await);
+            }
+            TransactionMsg::CloseReview { case_id, upheld, note, reply } => {
+                state.last_activity = Instant::now();
+                let result = money::close_review(state, case_id, upheld, note).await;
+                let _ = reply.send(result.and_then(|()| {
+                    state.payment.clone().ok_or(MoneyError::Core(CoreError::Invariant("no payment".into())))
+                }));
             }
             TransactionMsg::Procedure { performed, reply } => {
                 state.last_activity = Instant::now();

@@ -129,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(chat::get_conversation))
         .routes(routes!(chat::handoffs))
         .routes(routes!(chat::reviews))
+        .routes(routes!(chat::close_review))
         .routes(routes!(chat::websocket))
         .split_for_parts();
     let openapi_json = Arc::new(openapi.to_pretty_json().unwrap_or_default());

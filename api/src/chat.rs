@@ -270,6 +270,53 @@ pub async fn reviews(
     Ok(Json(ReviewCaseList { data }))
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseReview {
+    /// `upheld` (the charge was not the patient's: an unpaid payment is cancelled, a paid one
+    /// refunded in full, labelled fraud) or `rejected` (the charge stands, labelled legitimate).
+    pub outcome: String,
+    /// What the analyst found, 1 to 500 characters.
+    pub note: String,
+}
+
+#[utoipa::path(post, path = "/v1/reviews/{id}", tag = "risk", request_body = CloseReview, security(("bearer" = [])),
+    params(("id" = String, Path, description = "review case id")),
+    responses((status = 200, body = crate::dto::PaymentView, description = "the payment after the case was closed"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`review_case_closed`")))]
+pub async fn close_review(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<CloseReview>, JsonRejection>,
+) -> Result<Json<crate::dto::PaymentView>, ApiError> {
+    principal.require_analyst()?;
+    let Path(id) = id.map_err(rejection)?;
+    let Json(body) = body.map_err(rejection)?;
+    let upheld = match body.outcome.as_str() {
+        "upheld" => true,
+        "rejected" => false,
+        _ => return Err(ApiError::bad_request("invalid_outcome", "outcome is `upheld` or `rejected`")),
+    };
+    let note = body.note.trim();
+    if note.is_empty() || note.chars().count() > 500 {
+        return Err(ApiError::bad_request("invalid_note", "note needs 1 to 500 characters"));
+    }
+    let case = state
+        .store
+        .review_case(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("review_case_not_found", "no such review case"))?;
+    if case.status != "open" {
+        return Err(ApiError::conflict("review_case_closed", "this review case is closed already"));
+    }
+    let payment = state.runtime.close_review(case.payment_id, case.id, upheld, note.to_owned()).await?;
+    let decision = state.store.latest_decision(payment.id).await?;
+    let charges = state.store.charges(payment.id).await?;
+    Ok(Json(crate::dto::PaymentView::new(&payment, decision.as_ref(), charges.last())))
+}
+
 #[utoipa::path(get, path = "/v1/chat/ws", tag = "chat", security(("bearer" = [])),
     responses((status = 101, description = "WebSocket: the first message names the new conversation and greets; then each text message from the patient gets one JSON reply (`ReplyView`)"),
         (status = 403, body = ErrorBody)))]

@@ -174,6 +174,27 @@ impl Store {
         Ok(seq)
     }
 
+    /// A review case by id.
+    pub async fn review_case(&self, id: &str) -> Result<Option<ReviewCase>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, payment_id, reason, conversation_id, status, created_at_ms FROM review_cases WHERE id = $1",
+        )
+        .bind(id.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(ReviewCase {
+                id: row.try_get("id")?,
+                payment_id: parse_column(&row, "payment_id")?,
+                reason: row.try_get("reason")?,
+                conversation_id: row.try_get("conversation_id")?,
+                status: row.try_get("status")?,
+                created_at_ms: row.try_get("created_at_ms")?,
+            })
+        })
+        .transpose()
+    }
+
     /// Open review cases, oldest first.
     pub async fn open_review_cases(&self, limit: i64) -> Result<Vec<ReviewCase>, StoreError> {
         let rows = sqlx::query(

@@ -98,6 +98,10 @@ pub struct Movement {
     pub contract: Option<ContractRecord>,
     /// (reason, conversation id): open a review case for the payment (at most one open per reason).
     pub review_case: Option<(String, Option<String>)>,
+    /// (case id, outcome, note): close an open review case of the payment.
+    pub review_closed: Option<(String, &'static str, String)>,
+    /// Charges no longer payable (the payment was cancelled).
+    pub charges_cancelled: bool,
     pub now_ms: i64,
 }
 
@@ -355,6 +359,28 @@ impl Store {
             if opened.rows_affected() != 1 {
                 return Err(StoreError::Conflict("review case already open"));
             }
+        }
+        if let (Some(payment), Some((case, outcome, note))) = (movement.payment_id, &movement.review_closed) {
+            let closed = sqlx::query(
+                "UPDATE review_cases SET status = 'closed', outcome = $1, note = $2, closed_at_ms = $3
+                 WHERE id = $4 AND payment_id = $5 AND status = 'open'",
+            )
+            .bind(*outcome)
+            .bind(note.clone())
+            .bind(movement.now_ms)
+            .bind(case.clone())
+            .bind(payment.to_string())
+            .execute(&mut *connection)
+            .await?;
+            if closed.rows_affected() != 1 {
+                return Err(StoreError::Conflict("review case is not open"));
+            }
+        }
+        if let (Some(payment), true) = (movement.payment_id, movement.charges_cancelled) {
+            sqlx::query("UPDATE charges SET status = 'cancelled' WHERE payment_id = $1 AND status = 'active'")
+                .bind(payment.to_string())
+                .execute(&mut *connection)
+                .await?;
         }
         let written = match (movement.payment_id, movement.provider_id) {
             (Some(payment), Some(provider)) if !movement.events.is_empty() => {

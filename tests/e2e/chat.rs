@@ -188,3 +188,61 @@ async fn a_patient_talks_with_the_bot_about_their_own_payments() {
     assert!(answer["reply"].as_str().unwrap().starts_with("R$ 2.000,00 em 4x"), "{answer}");
     app.stop().await;
 }
+
+/// A dispute of an unpaid charge, upheld: the payment is cancelled and its charge is no longer
+/// ours. When the patient pays the cancelled charge anyway, the ledger does not take the money and
+/// the reconciliation with Celcoin reports the difference. A rejected dispute changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upheld_dispute_cancels_an_unpaid_charge_and_reconciliation_sees_a_late_payment() {
+    let app = TestApp::spawn(Engine::Sqlite).await;
+    let provider = app.provider(json!({"fee_bps": 300})).await;
+    let ana = app.patient(&provider).await;
+    let first = pay(&app, &provider, &payment_body(&provider, &ana, 20_000)).await;
+    let chat = open(&app, &ana).await;
+    expect(&app, &ana, &chat, "não reconheço esta cobrança", "not_recognized").await;
+    let (_, reviews) = app.request(Method::GET, "/v1/reviews", Some(&app.analyst), None, None).await;
+    let case = reviews["data"].as_array().unwrap().iter().find(|c| c["payment"]["id"] == first["id"]).unwrap().clone();
+    let path = format!("/v1/reviews/{}", case["id"].as_str().unwrap());
+    let (status, body) = app
+        .request(Method::POST, &path, Some(&app.analyst), Some(&json!({"outcome": "maybe", "note": "?"})), None)
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_outcome")));
+    let verdict = json!({"outcome": "upheld", "note": "cobrança indevida"});
+    let (status, closed) = app.request(Method::POST, &path, Some(&app.analyst), Some(&verdict), None).await;
+    assert_eq!(status, StatusCode::OK, "{closed}");
+    assert_eq!(
+        (closed["status"].as_str(), closed["charge"]["status"].as_str()),
+        (Some("cancelled"), Some("cancelled"))
+    );
+
+    // The patient pays the cancelled PIX anyway: the money is at Celcoin, not in our ledger.
+    let charge = first["charge"]["id"].as_str().unwrap();
+    app.client.post(format!("{}/sandbox/charges/{charge}/pay", app.celcoin)).send().await.unwrap();
+    let mut report = Value::Null;
+    for _ in 0..100 {
+        let (_, body) = app.request(Method::GET, "/v1/ledger/reconciliation", Some(&app.admin), None, None).await;
+        report = body;
+        if report["ok"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(report["ok"], false, "{report}");
+    let difference = report["differences"][0]["difference"].as_str().unwrap();
+    assert!(difference.contains("paid 20000 at Celcoin, 0 here"), "{report}");
+    let (_, check) = app.request(Method::GET, "/v1/ledger/check", Some(&app.admin), None, None).await;
+    assert_eq!(check["ok"], true, "our own ledger is consistent: {check}");
+
+    // A dispute the analyst rejects leaves the payment as it was.
+    let second = pay(&app, &provider, &payment_body(&provider, &ana, 30_000)).await;
+    let short = &second["id"].as_str().unwrap()[..8];
+    expect(&app, &ana, &chat, &format!("não reconheço a cobrança {short}"), "not_recognized").await;
+    let (_, reviews) = app.request(Method::GET, "/v1/reviews", Some(&app.analyst), None, None).await;
+    let case = reviews["data"].as_array().unwrap().iter().find(|c| c["payment"]["id"] == second["id"]).unwrap().clone();
+    let path = format!("/v1/reviews/{}", case["id"].as_str().unwrap());
+    let verdict = json!({"outcome": "rejected", "note": "a paciente confirmou depois"});
+    let (status, kept) = app.request(Method::POST, &path, Some(&app.analyst), Some(&verdict), None).await;
+    assert_eq!(status, StatusCode::OK, "{kept}");
+    assert_eq!(kept["status"], "awaiting_payment");
+    app.stop().await;
+}

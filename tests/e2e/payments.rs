@@ -470,6 +470,7 @@ async fn openapi_describes_every_endpoint(engine: Engine) {
         ("/v1/chat/handoffs", "get"),
         ("/v1/chat/ws", "get"),
         ("/v1/reviews", "get"),
+        ("/v1/reviews/{id}", "post"),
         ("/dashboard", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
