@@ -28,11 +28,18 @@ pub struct MoneyConfig {
     pub sweep_ms: u64,
     /// Installment plans of at least this amount need a signed contract before the first charge.
     pub contract_min_centavos: i64,
+    /// How long an immediate PIX charge stays payable; an unpaid one then expires the payment.
+    pub pix_expiration_seconds: i64,
 }
 
 impl Default for MoneyConfig {
     fn default() -> Self {
-        MoneyConfig { charge_budget_ms: 1_500, sweep_ms: 5_000, contract_min_centavos: 300_000 }
+        MoneyConfig {
+            charge_budget_ms: 1_500,
+            sweep_ms: 5_000,
+            contract_min_centavos: 300_000,
+            pix_expiration_seconds: medpay_gateways::celcoin::PIX_EXPIRATION_SECONDS,
+        }
     }
 }
 
@@ -130,6 +137,7 @@ pub(crate) async fn make_charge(
         .collect(),
         escrow: payment.escrow,
         card_token,
+        expiration_seconds: Some(gateways.config.pix_expiration_seconds),
     };
     let charge = gateways.celcoin.create_charge(&request).await.map_err(|error| error.to_string())?;
     if charge.amount_centavos != installment.amount_centavos || charge.client_request_id != request.client_request_id {
@@ -767,10 +775,40 @@ pub(crate) async fn close_review(
     }
 }
 
-/// Everything the sweep asks of a payment: charges due, refunds owed, webhooks waiting.
+/// A first PIX charge left unpaid past its expiry expires the payment (and is no longer payable).
+async fn expire_if_due(state: &mut TransactionState) -> Result<(), CoreError> {
+    let context = state.context.clone();
+    let Some(payment) = state.payment.clone().filter(|p| p.status == PaymentStatus::AwaitingPayment) else {
+        return Ok(());
+    };
+    let now = medpay_store::now_ms();
+    let charges = context.store.charges(payment.id).await?;
+    let expired = charges.iter().any(|c| c.status == "active" && c.expires_at_ms.is_some_and(|at| at <= now));
+    if !expired {
+        return Ok(());
+    }
+    let mut shown = payment.clone();
+    shown.status = PaymentStatus::Expired;
+    let data = payment_event(&context, &shown, None, json!({"reason": "pix_expired"})).await;
+    let movement = Movement {
+        new_status: Some(PaymentStatus::Expired),
+        charges_cancelled: true,
+        events: vec![event(event_type(PaymentStatus::Expired), data)],
+        now_ms: now,
+        ..Movement::default()
+    };
+    commit(state, movement).await?;
+    tracing::info!(payment_id = %payment.id, "payment expired: its PIX was not paid in time");
+    Ok(())
+}
+
+/// Everything the sweep asks of a payment: webhooks waiting, charges due or expired, refunds owed.
 pub(crate) async fn work(state: &mut TransactionState) {
     if let Err(error) = apply_pending(state).await {
         tracing::warn!(payment_id = %state.id, %error, "pending webhooks not applied");
+    }
+    if let Err(error) = expire_if_due(state).await {
+        tracing::warn!(payment_id = %state.id, %error, "expiry not recorded yet; will retry");
     }
     if let Err(error) = charge_next(state).await {
         tracing::warn!(payment_id = %state.id, %error, "charge not issued yet; will retry");

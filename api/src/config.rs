@@ -173,6 +173,11 @@ impl Config {
                             defaults.runtime.contract_min_centavos,
                         )?,
                         sweep_ms: parsed("MEDPAY_MONEY_SWEEP_MS", defaults.runtime.sweep_ms)?,
+                        pix_expiration_seconds: parsed(
+                            "MEDPAY_PIX_EXPIRATION_SECONDS",
+                            defaults.runtime.pix_expiration_seconds,
+                        )?
+                        .max(1),
                         ..defaults.runtime
                     },
                 }

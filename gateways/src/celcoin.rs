@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::time::Duration;
 
-/// How long an immediate PIX charge stays payable.
+/// How long an immediate PIX charge stays payable, unless the request says otherwise.
 pub const PIX_EXPIRATION_SECONDS: i64 = 24 * 60 * 60;
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,8 @@ pub struct ChargeRequest {
     pub escrow: bool,
     /// The card gateway's token of the card (card charges).
     pub card_token: Option<String>,
+    /// Seconds an immediate PIX charge stays payable (`PIX_EXPIRATION_SECONDS` when unset).
+    pub expiration_seconds: Option<i64>,
 }
 
 /// A charge as Celcoin holds it.
@@ -384,7 +386,7 @@ impl CelcoinClient {
                 "/pix/v1/collection/immediate",
                 json!({
                     "clientRequestId": request.client_request_id, "key": self.pix_key,
-                    "amount": reais_of(request.amount_centavos), "calendar": {"expiration": PIX_EXPIRATION_SECONDS},
+                    "amount": reais_of(request.amount_centavos), "calendar": {"expiration": request.expiration_seconds.unwrap_or(PIX_EXPIRATION_SECONDS)},
                     "debtor": debtor, "payerQuestion": request.description, "split": split, "escrow": request.escrow,
                 }),
             ),

@@ -68,6 +68,8 @@ struct SandboxCharge {
     barcode: Option<String>,
     escrow: bool,
     escrow_released: bool,
+    /// An immediate PIX charge is not payable after this.
+    expires_at: Option<std::time::Instant>,
     paid: i64,
     /// Returned to the payer: refunds, chargebacks and MED claims.
     returned: i64,
@@ -292,6 +294,10 @@ async fn create(sandbox: Shared, headers: HeaderMap, body: serde_json::Value, me
         barcode,
         escrow: body.get("escrow").and_then(|v| v.as_bool()).unwrap_or(false),
         escrow_released: false,
+        expires_at: body
+            .pointer("/calendar/expiration")
+            .and_then(|v| v.as_u64())
+            .map(|seconds| std::time::Instant::now() + Duration::from_secs(seconds)),
         paid: 0,
         returned: 0,
         body,
@@ -338,6 +344,10 @@ fn settle(sandbox: &Arc<Sandbox>, transaction_id: &str) -> Option<Response> {
         let charge = charges.get_mut(transaction_id)?;
         if charge.status != "ACTIVE" {
             return Some(error(StatusCode::CONFLICT, "cobrança não está ativa"));
+        }
+        if charge.expires_at.is_some_and(|at| at <= std::time::Instant::now()) {
+            charge.status = "EXPIRED";
+            return Some(error(StatusCode::CONFLICT, "cobrança expirada"));
         }
         charge.status = "PAID";
         charge.paid = charge.amount;
@@ -627,6 +637,7 @@ mod tests {
             split: Vec::new(),
             escrow: false,
             card_token: None,
+            expiration_seconds: None,
         }
     }
 

@@ -481,12 +481,15 @@ impl Store {
         rows.iter().map(webhook_from_row).collect()
     }
 
-    /// Payments with work left to do: approved without a live charge, a refund owed, a webhook
-    /// pending, or a paid installment whose successor has no charge yet.
+    /// Payments with work left to do: approved without a live charge, a first PIX charge past its
+    /// expiry, a refund owed, a webhook pending, or a paid installment whose successor has no
+    /// charge yet.
     pub async fn payments_needing_work(&self, older_than_ms: i64, limit: i64) -> Result<Vec<PaymentId>, StoreError> {
         let rows = sqlx::query(
             "SELECT id FROM payments p WHERE p.status = 'approved' AND p.updated_at_ms < $1
                AND NOT EXISTS (SELECT 1 FROM contracts c WHERE c.payment_id = p.id AND c.status <> 'signed')
+             UNION SELECT c.payment_id AS id FROM charges c JOIN payments p ON p.id = c.payment_id
+                 WHERE p.status = 'awaiting_payment' AND c.status = 'active' AND c.expires_at_ms < $3
              UNION SELECT payment_id AS id FROM refunds WHERE status = 'requested' AND created_at_ms < $1
              UNION SELECT payment_id AS id FROM gateway_webhooks WHERE state = 'pending' AND payment_id IS NOT NULL
                  AND received_at_ms < $1
@@ -499,6 +502,7 @@ impl Store {
         )
         .bind(older_than_ms)
         .bind(limit)
+        .bind(crate::now_ms())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|row| parse_column(row, "id")).collect()

@@ -415,3 +415,27 @@ async fn a_thousand_payments_through_every_fault_end_clean() {
         Err(_) => panic!("workers still hold the app"),
     }
 }
+
+/// A PIX left unpaid past its expiry expires the payment; the sandbox then refuses to take it, as
+/// the patient's bank would, and Celcoin and the ledger still agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaid_pix_expires_the_payment() {
+    let app = TestApp::spawn_with(Engine::Sqlite, |config| config.money.runtime.pix_expiration_seconds = 1).await;
+    let provider = app.provider(json!({"fee_bps": 500})).await;
+    let patient = app.patient(&provider).await;
+    let created = pay(&app, &provider, &payment_body(&provider, &patient, 12_000)).await;
+    assert_eq!(created["status"], "awaiting_payment", "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let expired = wait_for(&app, &provider, &id, |p| p["status"] == "expired").await;
+    assert_eq!(expired["charge"]["status"], "cancelled");
+    let charge = created["charge"]["id"].as_str().unwrap();
+    let (status, body) = sandbox(&app, &format!("/sandbox/charges/{charge}/pay"), json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "an expired PIX cannot be paid: {body}");
+    let check = admin_get(&app, "/v1/ledger/check").await;
+    assert_eq!(check["ok"], true, "{check}");
+    let reconciliation = admin_get(&app, "/v1/ledger/reconciliation").await;
+    assert_eq!(reconciliation["ok"], true, "{reconciliation}");
+    let (_, balance) = app.request(Method::GET, "/v1/providers/me/balance", Some(&provider.key), None, None).await;
+    assert_eq!(balance["pending_centavos"], 0, "nothing is pending any more: {balance}");
+    app.stop().await;
+}
