@@ -127,6 +127,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(chat::create_conversation))
         .routes(routes!(chat::say))
         .routes(routes!(chat::get_conversation))
+        .routes(routes!(chat::agent_say))
         .routes(routes!(chat::handoffs))
         .routes(routes!(chat::reviews))
         .routes(routes!(chat::close_review))

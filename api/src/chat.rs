@@ -224,6 +224,54 @@ pub async fn handoffs(
     Ok(Json(HandoffList { data }))
 }
 
+#[utoipa::path(post, path = "/v1/chat/conversations/{id}/agent-messages", tag = "chat", request_body = SayInput,
+    security(("bearer" = [])), params(("id" = String, Path, description = "conversation id")),
+    responses((status = 201, body = MessageView, description = "the person's answer, in the patient's transcript"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`not_handed_off`: the bot still has this conversation")))]
+pub async fn agent_say(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<SayInput>, JsonRejection>,
+) -> Result<(StatusCode, Json<MessageView>), ApiError> {
+    principal.require_analyst()?;
+    let id = conversation_id(id)?;
+    let Json(body) = body.map_err(rejection)?;
+    let text = body.text.trim();
+    if text.is_empty() || text.chars().count() > medpay_actors::chat::MESSAGE_CHARS_MAX {
+        return Err(ApiError::bad_request("invalid_message", "a message has 1 to 1000 characters"));
+    }
+    let record = state
+        .store
+        .conversation(&id.to_string())
+        .await?
+        .ok_or_else(|| ApiError::not_found("conversation_not_found", "no such conversation"))?;
+    if record.status != "handed_off" {
+        return Err(ApiError::conflict("not_handed_off", "the bot still answers this conversation"));
+    }
+    let now = medpay_store::now_ms();
+    let turn = medpay_store::ChatTurn {
+        conversation_id: record.id.clone(),
+        messages: vec![medpay_store::ChatMessage {
+            seq: 0,
+            role: "agent".to_owned(),
+            text: text.to_owned(),
+            intent: None,
+            confidence: None,
+            created_at_ms: now,
+        }],
+        slots: record.slots.clone(),
+        handoff_reason: None,
+        now_ms: now,
+    };
+    let seq = state.store.record_chat_turn(&turn).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(MessageView { seq, role: "agent".to_owned(), text: text.to_owned(), intent: None, at: timestamp(now) }),
+    ))
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReviewCaseView {
     pub id: String,

@@ -132,6 +132,27 @@ async fn a_patient_talks_with_the_bot_about_their_own_payments() {
     );
     let (status, _) = app.request(Method::GET, "/v1/chat/handoffs", Some(&maria.token), None, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // The person answers in the same conversation; Maria reads it in her transcript.
+    let agent_path = format!("/v1/chat/conversations/{second}/agent-messages");
+    let answer = json!({"text": "Olá, Maria! Sou a Júlia, da equipe MedPay. Como posso ajudar?"});
+    let (status, _) = app.request(Method::POST, &agent_path, Some(&maria.token), Some(&answer), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "only people of the team answer as agents");
+    let (status, sent) = app.request(Method::POST, &agent_path, Some(&app.analyst), Some(&answer), None).await;
+    assert_eq!((status, sent["role"].as_str()), (StatusCode::CREATED, Some("agent")), "{sent}");
+    let (_, transcript) =
+        app.request(Method::GET, &format!("/v1/chat/conversations/{second}"), Some(&maria.token), None, None).await;
+    let last = transcript["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["role"].as_str(), last["text"].as_str()), (Some("agent"), answer["text"].as_str()));
+    let (status, body) = app
+        .request(
+            Method::POST,
+            &format!("/v1/chat/conversations/{chat}/agent-messages"),
+            Some(&app.analyst),
+            Some(&answer),
+            None,
+        )
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_handed_off")));
 
     // Not understood: the bot asks to rephrase, and the second time calls a person.
     let third = open(&app, &maria).await;

@@ -468,6 +468,7 @@ async fn openapi_describes_every_endpoint(engine: Engine) {
         ("/v1/chat/conversations/{id}/messages", "post"),
         ("/v1/chat/conversations/{id}", "get"),
         ("/v1/chat/handoffs", "get"),
+        ("/v1/chat/conversations/{id}/agent-messages", "post"),
         ("/v1/chat/ws", "get"),
         ("/v1/reviews", "get"),
         ("/v1/reviews/{id}", "post"),
