@@ -126,7 +126,7 @@ impl Browser {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_appears_live_on_the_open_dashboard() {
     let app = TestApp::spawn(Engine::Sqlite).await;
-    let clinic = app.provider(json!({"name": "Clínica Boa Vista"})).await;
+    let clinic = app.provider(json!({"name": "Clínica Boa Vista", "escrow": true, "fee_bps": 500})).await;
     let patient = app.patient(&clinic).await;
     let (status, first) = app
         .request(
@@ -173,6 +173,26 @@ async fn a_payment_appears_live_on_the_open_dashboard() {
     let reloaded = browser.evaluate("performance.getEntriesByType('navigation').length").await;
     assert_eq!(reloaded, 1, "no reload happened");
     assert!(page.contains("A receber"), "the balance is shown: {page}");
+    // The first patient pays: the row shows the amount held, with a button to confirm the procedure.
+    let charge = first["charge"]["id"].as_str().unwrap();
+    let paid = app.client.post(format!("{}/sandbox/charges/{charge}/pay", app.celcoin)).send().await.unwrap();
+    assert_eq!(paid.status(), StatusCode::NO_CONTENT);
+    browser.wait_for_text("Confirmar procedimento").await;
+    let row = format!("document.querySelector('tr[data-payment=\"{}\"]')", first["id"].as_str().unwrap());
+    let clicked = browser.evaluate(&format!("{row}.querySelector('button.confirm').click(); true")).await;
+    assert_eq!(clicked, true);
+    let page = browser.wait_for_text("liberado").await;
+    // 5 % of R$ 123,45 is R$ 6,17 (rounded half up): R$ 117,28 is the clinic's, now available.
+    let page = if page.contains("Disponível R$\u{a0}117,28") {
+        page
+    } else {
+        browser.wait_for_text("Disponível R$\u{a0}117,28").await
+    };
+    assert!(!page.contains("Confirmar procedimento"), "{page}");
+    let (_, payment) = app
+        .request(Method::GET, &format!("/v1/payments/{}", first["id"].as_str().unwrap()), Some(&clinic.key), None, None)
+        .await;
+    assert_eq!(payment["status"], "released");
     // MEDPAY_SCREENSHOT=path.png keeps a picture of the page, to look at.
     if let Ok(path) = std::env::var("MEDPAY_SCREENSHOT") {
         browser
