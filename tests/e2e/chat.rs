@@ -3,6 +3,7 @@
 //! after which the bot is silent, another patient who never sees a word of this one's payments,
 //! and the WebSocket.
 
+use crate::on_both_engines;
 use crate::support::{Engine, Patient, TestApp, pay, payment_body};
 use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
@@ -33,9 +34,8 @@ async fn expect(app: &TestApp, patient: &Patient, conversation: &str, text: &str
     reply
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_patient_talks_with_the_bot_about_their_own_payments() {
-    let app = TestApp::spawn(Engine::Sqlite).await;
+async fn a_patient_talks_with_the_bot_about_their_own_payments(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
     let provider = app.provider(json!({"fee_bps": 500, "escrow": true})).await;
     let maria = app.patient(&provider).await;
     let created = pay(&app, &provider, &payment_body(&provider, &maria, 150_000)).await;
@@ -209,13 +209,13 @@ async fn a_patient_talks_with_the_bot_about_their_own_payments() {
     assert!(answer["reply"].as_str().unwrap().starts_with("R$ 2.000,00 em 4x"), "{answer}");
     app.stop().await;
 }
+on_both_engines!(a_patient_talks_with_the_bot_about_their_own_payments);
 
 /// A dispute of an unpaid charge, upheld: the payment is cancelled and its charge is no longer
 /// ours. When the patient pays the cancelled charge anyway, the ledger does not take the money and
 /// the reconciliation with Celcoin reports the difference. A rejected dispute changes nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upheld_dispute_cancels_an_unpaid_charge_and_reconciliation_sees_a_late_payment() {
-    let app = TestApp::spawn(Engine::Sqlite).await;
+async fn an_upheld_dispute_cancels_an_unpaid_charge_and_reconciliation_sees_a_late_payment(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
     let provider = app.provider(json!({"fee_bps": 300})).await;
     let ana = app.patient(&provider).await;
     let first = pay(&app, &provider, &payment_body(&provider, &ana, 20_000)).await;
@@ -267,3 +267,4 @@ async fn an_upheld_dispute_cancels_an_unpaid_charge_and_reconciliation_sees_a_la
     assert_eq!(kept["status"], "awaiting_payment");
     app.stop().await;
 }
+on_both_engines!(an_upheld_dispute_cancels_an_unpaid_charge_and_reconciliation_sees_a_late_payment);

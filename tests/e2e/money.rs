@@ -197,9 +197,8 @@ fn installment_body(provider: &Provider, patient: &Patient, amount: i64, count: 
     body
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn installments_wait_for_a_signed_contract_and_are_charged_one_by_one() {
-    let app = TestApp::spawn(Engine::Sqlite).await;
+async fn installments_wait_for_a_signed_contract_and_are_charged_one_by_one(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
     let provider = app.provider(json!({"fee_bps": 300})).await;
     let patient = app.patient(&provider).await;
     let created = pay(&app, &provider, &installment_body(&provider, &patient, 400_000, 3, "boleto")).await;
@@ -267,6 +266,7 @@ async fn installments_wait_for_a_signed_contract_and_are_charged_one_by_one() {
     assert!(cancelled["charge"].is_null());
     app.stop().await;
 }
+on_both_engines!(installments_wait_for_a_signed_contract_and_are_charged_one_by_one);
 
 /// A thousand payments with the sandbox injecting every fault it has: time-outs (done but not
 /// answered), 5xx, duplicate and delayed (so out-of-order) webhooks.
