@@ -270,10 +270,9 @@ on_both_engines!(installments_wait_for_a_signed_contract_and_are_charged_one_by_
 
 /// A thousand payments with the sandbox injecting every fault it has: time-outs (done but not
 /// answered), 5xx, duplicate and delayed (so out-of-order) webhooks.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_payments_through_every_fault_end_clean() {
+async fn a_thousand_payments_through_every_fault_end_clean(engine: Engine) {
     const PAYMENTS: usize = 1_000;
-    let app = TestApp::spawn_with(Engine::Sqlite, |config| {
+    let app = TestApp::spawn_with(engine, |config| {
         config.money.gateway_timeout_ms = 300;
         config.limits.payments_per_patient_per_minute = 1_000;
     })
@@ -415,6 +414,7 @@ async fn a_thousand_payments_through_every_fault_end_clean() {
         Err(_) => panic!("workers still hold the app"),
     }
 }
+on_both_engines!(a_thousand_payments_through_every_fault_end_clean);
 
 /// A PIX left unpaid past its expiry expires the payment; the sandbox then refuses to take it, as
 /// the patient's bank would, and Celcoin and the ledger still agree.
