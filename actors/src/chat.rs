@@ -145,7 +145,7 @@ async fn say(state: &mut ChatState, patient: PatientId, text: String) -> Result<
         let turn = ChatTurn {
             conversation_id: conversation.id.clone(),
             messages: vec![message("patient", &text, None, None)],
-            slots: serde_json::to_value(&state.slots).unwrap_or_default(),
+            slots: serde_json::to_value(&state.slots).ok(),
             handoff_reason: None,
             now_ms: now,
         };
@@ -181,7 +181,7 @@ async fn say(state: &mut ChatState, patient: PatientId, text: String) -> Result<
             message("patient", &text, Some(prediction.intent.clone()), Some(prediction.confidence)),
             message("bot", &turn.reply, Some(turn.intent.clone()), None),
         ],
-        slots: serde_json::to_value(&state.slots).unwrap_or_default(),
+        slots: serde_json::to_value(&state.slots).ok(),
         handoff_reason: handoff_reason.clone(),
         now_ms: now,
     };

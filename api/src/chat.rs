@@ -261,7 +261,7 @@ pub async fn agent_say(
             confidence: None,
             created_at_ms: now,
         }],
-        slots: record.slots.clone(),
+        slots: None,
         handoff_reason: None,
         now_ms: now,
     };

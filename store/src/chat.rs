@@ -38,7 +38,8 @@ pub struct ChatTurn {
     pub conversation_id: String,
     /// The messages to append (numbered from the conversation's `last_seq`).
     pub messages: Vec<ChatMessage>,
-    pub slots: serde_json::Value,
+    /// What the bot remembers after this turn; None leaves it as it is (a person's answer).
+    pub slots: Option<serde_json::Value>,
     /// Set when a person takes over.
     pub handoff_reason: Option<String>,
     pub now_ms: i64,
@@ -135,12 +136,17 @@ impl Store {
     pub async fn record_chat_turn(&self, turn: &ChatTurn) -> Result<i64, StoreError> {
         let mut transaction = self.begin_write().await?;
         let connection = &mut *transaction;
-        let row = sqlx::query("SELECT last_seq FROM chat_conversations WHERE id = $1")
-            .bind(turn.conversation_id.clone())
-            .fetch_optional(&mut *connection)
-            .await?
-            .ok_or(StoreError::Conflict("no such conversation"))?;
-        let mut seq: i64 = row.try_get("last_seq")?;
+        // Numbers are taken by raising last_seq first: the row stays locked until commit, so a
+        // person's answer and the patient's message never take the same number (PostgreSQL).
+        let count = i64::try_from(turn.messages.len()).map_err(StoreError::corrupt)?;
+        let row =
+            sqlx::query("UPDATE chat_conversations SET last_seq = last_seq + $1 WHERE id = $2 RETURNING last_seq")
+                .bind(count)
+                .bind(turn.conversation_id.clone())
+                .fetch_optional(&mut *connection)
+                .await?
+                .ok_or(StoreError::Conflict("no such conversation"))?;
+        let mut seq: i64 = row.try_get::<i64, _>("last_seq")? - count;
         for message in &turn.messages {
             seq += 1;
             sqlx::query(
@@ -158,13 +164,13 @@ impl Store {
             .await?;
         }
         sqlx::query(
-            "UPDATE chat_conversations SET last_seq = $1, slots = $2, updated_at_ms = $3,
+            "UPDATE chat_conversations SET last_seq = $1, slots = COALESCE($2, slots), updated_at_ms = $3,
                  status = CASE WHEN $4 = '' THEN status ELSE 'handed_off' END,
                  handoff_reason = CASE WHEN $4 = '' THEN handoff_reason ELSE $4 END
              WHERE id = $5",
         )
         .bind(seq)
-        .bind(turn.slots.to_string())
+        .bind(turn.slots.as_ref().map(|slots| slots.to_string()))
         .bind(turn.now_ms)
         .bind(turn.handoff_reason.clone().unwrap_or_default())
         .bind(turn.conversation_id.clone())
