@@ -125,7 +125,7 @@ fn message(role: &str, text: &str, intent: Option<String>, confidence: Option<f3
         role: role.to_owned(),
         text: text.to_owned(),
         intent,
-        confidence: confidence.map(f64::from),
+        confidence_bps: confidence.map(|p| (f64::from(p) * 10_000.0).round() as i64),
         created_at_ms: 0,
     }
 }

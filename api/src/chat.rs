@@ -258,7 +258,7 @@ pub async fn agent_say(
             role: "agent".to_owned(),
             text: text.to_owned(),
             intent: None,
-            confidence: None,
+            confidence_bps: None,
             created_at_ms: now,
         }],
         slots: None,

@@ -389,10 +389,13 @@ pub async fn get_payment(
     principal: Principal,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<PaymentView>, ApiError> {
-    let payment = visible_payment(&state, principal, id).await?;
-    let decision = state.store.latest_decision(payment.id).await?;
-    let charges = state.store.charges(payment.id).await?;
-    Ok(Json(PaymentView::new(&payment, decision.as_ref(), charges.last())))
+    let visible = visible_payment(&state, principal, id).await?;
+    let (payment, decision, charge) = state
+        .store
+        .payment_view(visible.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment_not_found", "no such payment"))?;
+    Ok(Json(PaymentView::new(&payment, decision.as_ref(), charge.as_ref())))
 }
 
 #[utoipa::path(get, path = "/v1/payments/{id}/events", tag = "payments", security(("bearer" = [])),

@@ -21,7 +21,7 @@ CREATE TABLE chat_messages (
     role             TEXT NOT NULL CHECK (role IN ('patient', 'bot', 'agent')),
     text             TEXT NOT NULL,
     intent           TEXT,
-    confidence       DOUBLE PRECISION,
+    confidence_bps   BIGINT,                              -- the classifier's probability, in basis points
     created_at_ms    BIGINT NOT NULL,
     PRIMARY KEY (conversation_id, seq)
 );

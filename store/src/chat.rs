@@ -28,7 +28,8 @@ pub struct ChatMessage {
     pub role: String,
     pub text: String,
     pub intent: Option<String>,
-    pub confidence: Option<f64>,
+    /// The classifier's probability in basis points (10 000 = certain).
+    pub confidence_bps: Option<i64>,
     pub created_at_ms: i64,
 }
 
@@ -107,7 +108,7 @@ impl Store {
     /// The conversation's messages in order (the last `TRANSCRIPT_MAX`).
     pub async fn transcript(&self, id: &str) -> Result<Vec<ChatMessage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, role, text, intent, confidence, created_at_ms FROM chat_messages
+            "SELECT seq, role, text, intent, confidence_bps, created_at_ms FROM chat_messages
              WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2",
         )
         .bind(id.to_owned())
@@ -122,7 +123,7 @@ impl Store {
                     role: row.try_get("role")?,
                     text: row.try_get("text")?,
                     intent: row.try_get("intent")?,
-                    confidence: row.try_get("confidence")?,
+                    confidence_bps: row.try_get("confidence_bps")?,
                     created_at_ms: row.try_get("created_at_ms")?,
                 })
             })
@@ -150,7 +151,7 @@ impl Store {
         for message in &turn.messages {
             seq += 1;
             sqlx::query(
-                "INSERT INTO chat_messages (conversation_id, seq, role, text, intent, confidence, created_at_ms)
+                "INSERT INTO chat_messages (conversation_id, seq, role, text, intent, confidence_bps, created_at_ms)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(turn.conversation_id.clone())
@@ -158,7 +159,7 @@ impl Store {
             .bind(message.role.clone())
             .bind(message.text.clone())
             .bind(message.intent.clone())
-            .bind(message.confidence)
+            .bind(message.confidence_bps)
             .bind(turn.now_ms)
             .execute(&mut *connection)
             .await?;

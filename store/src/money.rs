@@ -123,12 +123,12 @@ pub struct PaymentLedger {
     pub patient_refunds: i64,
 }
 
-const CHARGE_COLUMNS: &str = "id, payment_id, installment, method, gateway_id, amount_centavos, status, br_code, \
+pub(crate) const CHARGE_COLUMNS: &str = "id, payment_id, installment, method, gateway_id, amount_centavos, status, br_code, \
      linha_digitavel, barcode, due_date, expires_at_ms, paid_at_ms, created_at_ms";
 const REFUND_COLUMNS: &str =
     "id, payment_id, charge_id, kind, amount_centavos, reason, status, gateway_id, created_at_ms, completed_at_ms";
 
-fn charge_from_row(row: &AnyRow) -> Result<ChargeRecord, StoreError> {
+pub(crate) fn charge_from_row(row: &AnyRow) -> Result<ChargeRecord, StoreError> {
     let installment: i64 = row.try_get("installment")?;
     Ok(ChargeRecord {
         id: row.try_get("id")?,

@@ -138,6 +138,15 @@ fn decision_from_row(row: &AnyRow) -> Result<DecisionRecord, StoreError> {
     })
 }
 
+fn installment_from_row(row: &AnyRow) -> Result<Installment, StoreError> {
+    let number: i64 = row.try_get("number")?;
+    Ok(Installment {
+        number: u32::try_from(number).map_err(StoreError::corrupt)?,
+        due_date: parse_column(row, "due_date")?,
+        amount_centavos: row.try_get("amount_centavos")?,
+    })
+}
+
 impl EventRecord {
     /// A stable, unique id: the payment and its event number.
     pub fn id(&self) -> String {
@@ -230,6 +239,55 @@ impl Store {
         Ok(Some(payment))
     }
 
+    /// A payment, its latest decision and its current charge, read from one snapshot (a GET right
+    /// after a webhook never shows the new charge beside the old status).
+    pub async fn payment_view(
+        &self,
+        id: PaymentId,
+    ) -> Result<Option<(PaymentRecord, Option<DecisionRecord>, Option<crate::money::ChargeRecord>)>, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        if self.engine() == crate::Engine::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *transaction)
+                .await?;
+        }
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1"));
+        let Some(row) = sqlx::query(sql).bind(id.to_string()).fetch_optional(&mut *transaction).await? else {
+            return Ok(None);
+        };
+        let mut payment = payment_from_row(&row)?;
+        let rows = sqlx::query(
+            "SELECT number, due_date, amount_centavos FROM installments WHERE payment_id = $1 ORDER BY number",
+        )
+        .bind(id.to_string())
+        .fetch_all(&mut *transaction)
+        .await?;
+        payment.installments = rows.iter().map(installment_from_row).collect::<Result<_, _>>()?;
+        let decision = sqlx::query(
+            "SELECT id, payment_id, outcome, score, reasons, rules_hit, model_version, latency_us, created_at_ms, features
+             FROM decisions WHERE payment_id = $1 ORDER BY created_at_ms DESC, id DESC LIMIT 1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&mut *transaction)
+        .await?
+        .as_ref()
+        .map(decision_from_row)
+        .transpose()?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM charges WHERE payment_id = $1 ORDER BY installment DESC LIMIT 1",
+            crate::money::CHARGE_COLUMNS
+        ));
+        let charge = sqlx::query(sql)
+            .bind(id.to_string())
+            .fetch_optional(&mut *transaction)
+            .await?
+            .as_ref()
+            .map(crate::money::charge_from_row)
+            .transpose()?;
+        transaction.commit().await?;
+        Ok(Some((payment, decision, charge)))
+    }
+
     async fn installments(&self, id: PaymentId) -> Result<Vec<Installment>, StoreError> {
         let rows = sqlx::query(
             "SELECT number, due_date, amount_centavos FROM installments WHERE payment_id = $1 ORDER BY number",
@@ -237,16 +295,7 @@ impl Store {
         .bind(id.to_string())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let number: i64 = row.try_get("number")?;
-                Ok(Installment {
-                    number: u32::try_from(number).map_err(StoreError::corrupt)?,
-                    due_date: parse_column(row, "due_date")?,
-                    amount_centavos: row.try_get("amount_centavos")?,
-                })
-            })
-            .collect()
+        rows.iter().map(installment_from_row).collect()
     }
 
     /// The most recent decision of a payment.

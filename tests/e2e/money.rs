@@ -238,7 +238,7 @@ async fn installments_wait_for_a_signed_contract_and_are_charged_one_by_one(engi
     let charge = first["charge"]["id"].as_str().unwrap();
     sandbox(&app, &format!("/sandbox/charges/{charge}/pay"), json!({})).await;
     let second = wait_for(&app, &provider, &id, |p| p["charge"]["installment"] == 2).await;
-    assert_eq!(second["status"], "paid");
+    assert_eq!(second["status"], "paid", "one snapshot: the new charge comes with the new status");
     assert_eq!(second["charge"]["status"], "active");
     let check = admin_get(&app, "/v1/ledger/check").await;
     assert_eq!(check["ok"], true, "{check}");
