@@ -104,8 +104,11 @@ static CPF_SEQUENCE: AtomicU64 = AtomicU64::new(1);
 
 /// A CPF no other test uses.
 pub fn unique_cpf() -> String {
-    let seed =
-        CPF_SEQUENCE.fetch_add(1, Ordering::SeqCst) + u64::from(std::process::id()) * 1_000 + rand_u64() % 1_000_000;
+    // A random start per process, then consecutive: no two CPFs of one test collide (a random
+    // part per call made a thousand-patient test collide now and then).
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| rand_u64() % 700_000_000);
+    let seed = start + CPF_SEQUENCE.fetch_add(1, Ordering::SeqCst);
     let base = format!("{:09}", 100_000_000 + seed % 800_000_000);
     format!("{base}{}", medpay_models::Cpf::check_digits(&base).unwrap())
 }
