@@ -10,11 +10,11 @@ use medpay_models::PaymentStatus;
 use medpay_store::{ContractRecord, GatewayWebhook, Movement, PaymentRecord};
 use serde_json::json;
 
-pub const CLICKSIGN: &str = "clicksign";
-
-fn reais(centavos: i64) -> String {
+fn brl(centavos: i64) -> String {
     medpay_models::Money::from_centavos(centavos).brl()
 }
+
+pub const CLICKSIGN: &str = "clicksign";
 
 /// The contract's text: who, what, the schedule, the interest and the CET.
 pub fn contract_text(payment: &PaymentRecord, patient_name: &str, cpf_formatted: &str) -> String {
@@ -24,10 +24,10 @@ pub fn contract_text(payment: &PaymentRecord, patient_name: &str, cpf_formatted:
          Parcelas:\n",
         payment.description,
         payment.tuss_code.as_str(),
-        reais(payment.amount_centavos),
+        brl(payment.amount_centavos),
         payment.monthly_interest_bps / 100,
         payment.monthly_interest_bps % 100,
-        reais(payment.total_centavos),
+        brl(payment.total_centavos),
         payment.cet_annual_bps / 100,
         payment.cet_annual_bps % 100,
     );
@@ -36,7 +36,7 @@ pub fn contract_text(payment: &PaymentRecord, patient_name: &str, cpf_formatted:
             "  {:>2}ª  vencimento {}  {}\n",
             installment.number,
             installment.due_date.format("%d/%m/%Y"),
-            reais(installment.amount_centavos)
+            brl(installment.amount_centavos)
         ));
     }
     text.push_str(&format!("\nReferência do pagamento: {}\n", payment.id));
@@ -67,12 +67,11 @@ pub(crate) async fn request_contract(state: &mut TransactionState) -> Result<(),
     let envelope = signer.send_contract(&request).await.map_err(|error| CoreError::Unavailable(error.to_string()))?;
     let now = medpay_store::now_ms();
     let data = crate::money::payment_event(
-        &context,
+        state,
         &payment,
         None,
         json!({"contract": {"envelope_id": envelope, "status": "sent"}}),
-    )
-    .await;
+    );
     let movement = Movement {
         contract: Some(ContractRecord {
             payment_id: payment.id,
@@ -111,12 +110,11 @@ pub(crate) async fn apply(state: &mut TransactionState, webhook: &GatewayWebhook
             events: vec![event_for(
                 "payment.contract_signed",
                 crate::money::payment_event(
-                    &context,
+                    state,
                     &payment,
                     None,
                     json!({"contract": {"envelope_id": contract.envelope_id, "status": "signed"}}),
-                )
-                .await,
+                ),
             )],
             now_ms: now,
             ..Movement::default()
@@ -130,7 +128,7 @@ pub(crate) async fn apply(state: &mut TransactionState, webhook: &GatewayWebhook
                 webhook: hook("", "applied"),
                 events: vec![event_for(
                     event_type(PaymentStatus::Cancelled),
-                    crate::money::payment_event(&context, &shown, None, json!({"reason": "contract_refused"})).await,
+                    crate::money::payment_event(state, &shown, None, json!({"reason": "contract_refused"})),
                 )],
                 now_ms: now,
                 ..Movement::default()

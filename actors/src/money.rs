@@ -162,15 +162,14 @@ pub(crate) async fn make_charge(
     })
 }
 
-/// The payment as the edge shows it, for an event.
-pub(crate) async fn payment_event(
-    context: &Context,
+/// The payment as the edge shows it, for an event (its decision is the one the actor holds).
+pub(crate) fn payment_event(
+    state: &TransactionState,
     payment: &PaymentRecord,
     charge: Option<&ChargeRecord>,
     extra: serde_json::Value,
 ) -> serde_json::Value {
-    let decision = context.store.latest_decision(payment.id).await.ok().flatten();
-    let body = (context.render)(payment, decision.as_ref(), charge);
+    let body = (state.context.render)(payment, state.decision.as_ref(), charge);
     let view: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| json!({"id": payment.id.to_string()}));
     let mut data = json!({ "payment": view });
     if let (Some(object), serde_json::Value::Object(more)) = (data.as_object_mut(), extra) {
@@ -264,7 +263,7 @@ pub(crate) async fn charge_next(state: &mut TransactionState) -> Result<(), Core
     if first {
         shown.status = PaymentStatus::AwaitingPayment;
     }
-    let data = payment_event(&context, &shown, Some(&charge), json!({"installment": next})).await;
+    let data = payment_event(state, &shown, Some(&charge), json!({"installment": next}));
     let movement = Movement {
         new_status: first.then_some(PaymentStatus::AwaitingPayment),
         events: vec![event(
@@ -360,26 +359,25 @@ async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -
                 shown.status = PaymentStatus::Paid;
                 events.push(event(
                     event_type(PaymentStatus::Paid),
-                    payment_event(&context, &shown, Some(&charge), json!({"installment": charge.installment})).await,
+                    payment_event(state, &shown, Some(&charge), json!({"installment": charge.installment})),
                 ));
                 if held {
                     shown.status = PaymentStatus::HeldInEscrow;
                     events.push(event(
                         event_type(PaymentStatus::HeldInEscrow),
                         payment_event(
-                            &context,
+                            state,
                             &shown,
                             Some(&charge),
                             json!({"held_centavos": split.provider_share.centavos()}),
-                        )
-                        .await,
+                        ),
                     ));
                 }
                 Some(shown.status)
             } else {
                 events.push(event(
                     "payment.installment_paid",
-                    payment_event(&context, &shown, Some(&charge), json!({"installment": charge.installment})).await,
+                    payment_event(state, &shown, Some(&charge), json!({"installment": charge.installment})),
                 ));
                 None
             };
@@ -420,12 +418,11 @@ async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -
                 events: vec![event(
                     "payment.refund_completed",
                     payment_event(
-                        &context,
+                        state,
                         &payment,
                         None,
                         json!({"refund_id": refund.id, "amount_centavos": refund.amount_centavos}),
-                    )
-                    .await,
+                    ),
                 )],
                 ..Movement::default()
             };
@@ -522,12 +519,11 @@ async fn take_back(
     let mut shown = payment.clone();
     shown.status = to;
     let data = payment_event(
-        &context,
+        state,
         &shown,
         None,
         json!({"refund": {"id": refund.id, "kind": kind, "amount_centavos": amount}}),
-    )
-    .await;
+    );
     Ok(Some(Movement {
         new_status: Some(to),
         postings,
@@ -664,7 +660,7 @@ pub(crate) async fn procedure(state: &mut TransactionState, performed: bool) -> 
     }
     let mut shown = payment.clone();
     shown.status = PaymentStatus::Released;
-    let data = payment_event(&context, &shown, None, json!({"released_centavos": held})).await;
+    let data = payment_event(state, &shown, None, json!({"released_centavos": held}));
     let movement = Movement {
         new_status: Some(PaymentStatus::Released),
         postings,
@@ -679,17 +675,11 @@ pub(crate) async fn procedure(state: &mut TransactionState, performed: bool) -> 
 /// The patient disputes the payment in a chat: a review case (reason `patient_disputed`) with the
 /// conversation, and an event that tells the provider. Disputing twice changes nothing more.
 pub(crate) async fn dispute(state: &mut TransactionState, conversation_id: String) -> Result<(), MoneyError> {
-    let context = state.context.clone();
     let payment = state.payment.clone().ok_or(CoreError::Invariant("no payment".into()))?;
     let reason = json!({"code": "patient_disputed", "message": "the patient does not recognise this payment",
                         "message_pt": "O paciente não reconhece esta cobrança."});
-    let data = payment_event(
-        &context,
-        &payment,
-        None,
-        json!({"review": {"reason": reason, "conversation_id": conversation_id}}),
-    )
-    .await;
+    let data =
+        payment_event(state, &payment, None, json!({"review": {"reason": reason, "conversation_id": conversation_id}}));
     let movement = Movement {
         review_case: Some(("patient_disputed".to_owned(), Some(conversation_id))),
         events: vec![event("payment.disputed", data)],
@@ -743,13 +733,8 @@ pub(crate) async fn close_review(
     if cancel {
         shown.status = PaymentStatus::Cancelled;
     }
-    let data = payment_event(
-        &context,
-        &shown,
-        None,
-        json!({"review": {"case_id": case_id, "outcome": outcome, "note": note}}),
-    )
-    .await;
+    let data =
+        payment_event(state, &shown, None, json!({"review": {"case_id": case_id, "outcome": outcome, "note": note}}));
     let mut events = vec![event("payment.review_closed", data.clone())];
     if cancel {
         events.push(event(event_type(PaymentStatus::Cancelled), data));
@@ -789,7 +774,7 @@ async fn expire_if_due(state: &mut TransactionState) -> Result<(), CoreError> {
     }
     let mut shown = payment.clone();
     shown.status = PaymentStatus::Expired;
-    let data = payment_event(&context, &shown, None, json!({"reason": "pix_expired"})).await;
+    let data = payment_event(state, &shown, None, json!({"reason": "pix_expired"}));
     let movement = Movement {
         new_status: Some(PaymentStatus::Expired),
         charges_cancelled: true,

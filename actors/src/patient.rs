@@ -125,31 +125,30 @@ async fn own_payments(
     let filter =
         medpay_store::PaymentFilter { patient_id: Some(patient), limit: CHAT_PAYMENTS_MAX, ..Default::default() };
     let mut facts = Vec::new();
-    for payment in store.list_payments(&filter).await? {
-        debug_assert_eq!(payment.patient_id, patient);
-        let decision = store.latest_decision(payment.id).await?;
-        let charges = store.charges(payment.id).await?;
+    for listed in store.list_payments(&filter).await? {
+        debug_assert_eq!(listed.patient_id, patient);
+        // One snapshot per payment: the payment with its installments, decision and current charge.
+        let Some((payment, decision, charge)) = store.payment_view(listed.id).await? else { continue };
         let refunds = store.refunds(payment.id).await?;
-        let installments = store.payment(payment.id).await?.map_or(1, |p| p.installments.len());
         facts.push(PaymentFacts {
             id: payment.id.to_string(),
             status: payment.status.as_str().to_owned(),
             amount_centavos: payment.amount_centavos,
             method: payment.method.as_str().to_owned(),
-            installments: u32::try_from(installments).unwrap_or(1),
+            installments: u32::try_from(payment.installments.len()).unwrap_or(1),
             monthly_interest_bps: u32::try_from(payment.monthly_interest_bps).unwrap_or(0),
             created_on: chrono::DateTime::from_timestamp_millis(payment.created_at_ms)
                 .map(|at| at.date_naive())
                 .unwrap_or_default(),
             escrow: payment.escrow,
             reasons_pt: decision.map(|d| d.reasons.into_iter().map(|r| r.message_pt).collect()).unwrap_or_default(),
-            charge: charges.last().map(|charge| ChargeFacts {
+            charge: charge.map(|charge| ChargeFacts {
                 installment: charge.installment,
                 amount_centavos: charge.amount_centavos,
-                status: charge.status.clone(),
-                br_code: charge.br_code.clone(),
-                linha_digitavel: charge.linha_digitavel.clone(),
-                due_date: charge.due_date.clone(),
+                status: charge.status,
+                br_code: charge.br_code,
+                linha_digitavel: charge.linha_digitavel,
+                due_date: charge.due_date,
             }),
             refunded_centavos: refunds.iter().map(|r| r.amount_centavos).sum(),
         });

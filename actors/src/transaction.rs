@@ -120,6 +120,8 @@ pub struct TransactionState {
     pub(crate) id: PaymentId,
     pub(crate) context: Arc<Context>,
     pub(crate) payment: Option<PaymentRecord>,
+    /// The payment's decision (made once, at creation), shown in its later events.
+    pub(crate) decision: Option<DecisionRecord>,
     pub(crate) last_seq: i64,
     idle: Duration,
     last_activity: Instant,
@@ -144,12 +146,15 @@ impl Actor for TransactionActor {
         myself: ActorRef<TransactionMsg>,
         args: TransactionArgs,
     ) -> Result<TransactionState, ActorProcessingErr> {
-        let (payment, last_seq) = if args.fresh {
-            (None, 0)
+        let (payment, decision, last_seq) = if args.fresh {
+            (None, None, 0)
         } else {
-            let payment = args.context.store.payment(args.id).await?;
+            let view = args.context.store.payment_view(args.id).await?;
             let last_seq = args.context.store.last_event_seq(args.id).await?;
-            (payment, last_seq)
+            match view {
+                Some((payment, decision, _)) => (Some(payment), decision, last_seq),
+                None => (None, None, last_seq),
+            }
         };
         let idle = Duration::from_millis(args.context.config.idle_ms);
         myself.send_after(idle, || TransactionMsg::IdleCheck);
@@ -157,6 +162,7 @@ impl Actor for TransactionActor {
             id: args.id,
             context: args.context,
             payment,
+            decision,
             last_seq,
             idle,
             last_activity: Instant::now(),
@@ -445,6 +451,7 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
     let committed = context.store.record_new_payment(&write).await?;
     state.last_seq += event_count;
     state.payment = Some(write.payment.clone());
+    state.decision = Some(write.decision.clone());
     announce(&context, &write.payment, write.decision.outcome, committed);
     metrics::counter!("medpay_decisions_total", "outcome" => write.decision.outcome.as_str()).increment(1);
     metrics::histogram!("medpay_decision_seconds").record(started.elapsed().as_secs_f64());

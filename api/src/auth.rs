@@ -59,7 +59,7 @@ pub fn new_secret(prefix: &str) -> String {
 }
 
 /// Compares without stopping at the first difference, so timing says nothing of the secret.
-fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
     left.len() == right.len() && left.iter().zip(right).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 

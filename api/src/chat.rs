@@ -12,6 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use medpay_actors::chat::{ChatError, ChatReply};
+use medpay_chatbot::dialogue::GREETING;
 use medpay_models::{ConversationId, PatientId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -46,9 +47,6 @@ pub struct ConversationCreated {
     /// The bot's greeting.
     pub greeting: String,
 }
-
-const GREETING: &str = "Olá! Sou a assistente virtual da MedPay. Posso ver seus pagamentos, mandar a segunda via do \
-PIX ou do boleto, simular parcelas e explicar reembolsos. Como posso ajudar?";
 
 #[utoipa::path(post, path = "/v1/chat/conversations", tag = "chat", security(("bearer" = [])),
     responses((status = 201, body = ConversationCreated), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
@@ -359,10 +357,8 @@ pub async fn close_review(
     if case.status != "open" {
         return Err(ApiError::conflict("review_case_closed", "this review case is closed already"));
     }
-    let payment = state.runtime.close_review(case.payment_id, case.id, upheld, note.to_owned()).await?;
-    let decision = state.store.latest_decision(payment.id).await?;
-    let charges = state.store.charges(payment.id).await?;
-    Ok(Json(crate::dto::PaymentView::new(&payment, decision.as_ref(), charges.last())))
+    state.runtime.close_review(case.payment_id, case.id, upheld, note.to_owned()).await?;
+    crate::payments::payment_json(&state, case.payment_id).await
 }
 
 #[utoipa::path(get, path = "/v1/chat/ws", tag = "chat", security(("bearer" = [])),

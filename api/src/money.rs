@@ -165,14 +165,8 @@ pub async fn procedure(
         "cancelled" => false,
         _ => return Err(ApiError::bad_request("invalid_outcome", "outcome is `performed` or `cancelled`")),
     };
-    let record = state.runtime.procedure(payment, performed).await?;
-    let decision = state.store.latest_decision(payment).await?;
-    let charges = state.store.charges(payment).await?;
-    Ok(Json(crate::dto::PaymentView::new(&record, decision.as_ref(), charges.last())))
-}
-
-fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
-    left.len() == right.len() && left.iter().zip(right).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    state.runtime.procedure(payment, performed).await?;
+    crate::payments::payment_json(&state, payment).await
 }
 
 /// Checks HTTP Basic credentials against the configured pair.
@@ -183,7 +177,7 @@ fn basic_auth_ok(headers: &HeaderMap, user: &str, password: &str) -> bool {
         .get("authorization")
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Basic "))
-        .is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()))
+        .is_some_and(|given| crate::auth::constant_time_eq(given.as_bytes(), expected.as_bytes()))
 }
 
 #[utoipa::path(post, path = "/v1/gateways/celcoin/webhooks", tag = "gateways",

@@ -390,9 +390,14 @@ pub async fn get_payment(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<PaymentView>, ApiError> {
     let visible = visible_payment(&state, principal, id).await?;
+    payment_json(&state, visible.id).await
+}
+
+/// A payment as the API shows it, read from one snapshot.
+pub(crate) async fn payment_json(state: &AppState, id: PaymentId) -> Result<Json<PaymentView>, ApiError> {
     let (payment, decision, charge) = state
         .store
-        .payment_view(visible.id)
+        .payment_view(id)
         .await?
         .ok_or_else(|| ApiError::not_found("payment_not_found", "no such payment"))?;
     Ok(Json(PaymentView::new(&payment, decision.as_ref(), charge.as_ref())))

@@ -226,6 +226,10 @@ fn simulation_reply(amount: i64, count: u32, interest_bps: u32, today: NaiveDate
     }
 }
 
+/// The bot's greeting, when a conversation starts and when the patient says hello.
+pub const GREETING: &str = "Olá! Sou a assistente virtual da MedPay. Posso ver a situação dos seus pagamentos, \
+mandar a segunda via do PIX ou do boleto, simular parcelas e explicar reembolsos. Como posso ajudar?";
+
 const METHODS: &str = "Você pode pagar por PIX (confirmação em segundos, copia e cola ou QR Code), boleto \
 (compensa em até 3 dias úteis) ou cartão de crédito. Parcelamentos são feitos pela Tabela Price, com o CET \
 informado antes de você confirmar.";
@@ -280,10 +284,7 @@ pub fn respond(
     slots.last_intent = Some(intent.clone());
     let mut action = Action::None;
     let reply = match intent.as_str() {
-        "greeting" => "Olá! Sou a assistente virtual da MedPay. Posso ver a situação dos seus pagamentos, \
-                       mandar a segunda via do PIX ou do boleto, simular parcelas e explicar reembolsos. \
-                       Como posso ajudar?"
-            .to_owned(),
+        "greeting" => GREETING.to_owned(),
         "goodbye" => "Por nada! Se precisar, é só chamar. Até logo!".to_owned(),
         "payment_status" => match pick(text, slots, payments, today) {
             Some(payment) => {

@@ -13,7 +13,6 @@ use crate::resilience::{Breaker, Policy, TokenCache};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::time::Duration;
 
 /// How long an immediate PIX charge stays payable, unless the request says otherwise.
 pub const PIX_EXPIRATION_SECONDS: i64 = 24 * 60 * 60;
@@ -199,12 +198,6 @@ pub struct CelcoinClient {
     token: TokenCache,
 }
 
-#[derive(Deserialize)]
-struct Token {
-    access_token: String,
-    expires_in: u64,
-}
-
 enum Outcome {
     Answer(StatusCode, serde_json::Value),
     /// No answer: the request may or may not have been carried out.
@@ -219,11 +212,7 @@ impl CelcoinClient {
         pix_key: &str,
         policy: Policy,
     ) -> Result<CelcoinClient, CelcoinError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(policy.timeout_ms))
-            .build()
-            .map_err(|error| CelcoinError::Protocol(error.to_string()))?;
+        let http = crate::resilience::http_client(&policy).map_err(CelcoinError::Protocol)?;
         Ok(CelcoinClient {
             base: base.trim_end_matches('/').to_owned(),
             client_id: client_id.to_owned(),
@@ -258,7 +247,7 @@ impl CelcoinClient {
         if !response.status().is_success() {
             return Err(format!("token: HTTP {}", response.status()));
         }
-        let token: Token = response.json().await.map_err(|error| error.to_string())?;
+        let token: crate::resilience::TokenAnswer = response.json().await.map_err(|error| error.to_string())?;
         self.token.remember(&token.access_token, token.expires_in);
         Ok(token.access_token)
     }

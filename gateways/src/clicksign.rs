@@ -92,11 +92,7 @@ pub struct ClickSignClient {
 
 impl ClickSignClient {
     pub fn new(base: &str, token: &str, policy: Policy) -> Result<ClickSignClient, ClickSignError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(policy.timeout_ms))
-            .build()
-            .map_err(|error| ClickSignError::Rejected(error.to_string()))?;
+        let http = crate::resilience::http_client(&policy).map_err(ClickSignError::Rejected)?;
         Ok(ClickSignClient {
             base: base.trim_end_matches('/').to_owned(),
             token: token.to_owned(),

@@ -93,12 +93,6 @@ pub struct ReceitaClient {
     cache: Mutex<HashMap<String, (String, Instant)>>,
 }
 
-#[derive(Deserialize)]
-struct Token {
-    access_token: String,
-    expires_in: u64,
-}
-
 impl ReceitaClient {
     pub fn new(
         base: &str,
@@ -106,11 +100,7 @@ impl ReceitaClient {
         client_secret: &str,
         policy: Policy,
     ) -> Result<ReceitaClient, GatewayError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(policy.timeout_ms))
-            .build()
-            .map_err(|error| GatewayError::Protocol(error.to_string()))?;
+        let http = crate::resilience::http_client(&policy).map_err(GatewayError::Protocol)?;
         Ok(ReceitaClient {
             base: base.trim_end_matches('/').to_owned(),
             client_id: client_id.to_owned(),
@@ -157,7 +147,7 @@ impl ReceitaClient {
         if !response.status().is_success() {
             return Err(format!("token: HTTP {}", response.status()));
         }
-        let token: Token = response.json().await.map_err(|error| error.to_string())?;
+        let token: crate::resilience::TokenAnswer = response.json().await.map_err(|error| error.to_string())?;
         self.token.remember(&token.access_token, token.expires_in);
         Ok(token.access_token)
     }

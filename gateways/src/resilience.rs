@@ -162,3 +162,16 @@ impl TokenCache {
             Some((token.to_owned(), Instant::now() + Duration::from_secs(expires_in_seconds)));
     }
 }
+
+/// An OAuth2 token endpoint's answer (client-credentials grant).
+#[derive(serde::Deserialize)]
+pub(crate) struct TokenAnswer {
+    pub access_token: String,
+    pub expires_in: u64,
+}
+
+/// The HTTP client of a gateway: rustls with the ring provider, the policy's time-out per call.
+pub(crate) fn http_client(policy: &Policy) -> Result<reqwest::Client, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().timeout(Duration::from_millis(policy.timeout_ms)).build().map_err(|e| e.to_string())
+}

@@ -41,6 +41,11 @@ async fn balance(app: &TestApp, provider: &Provider) -> (i64, i64) {
     (body["available_centavos"].as_i64().unwrap(), body["held_centavos"].as_i64().unwrap())
 }
 
+/// POSTs `body` with a fresh Idempotency-Key.
+async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    app.request(Method::POST, path, Some(token), Some(&body), Some(&new_key())).await
+}
+
 /// The provider says the procedure was `performed` or `cancelled`; it must be taken.
 async fn procedure(app: &TestApp, provider: &Provider, id: &str, outcome: &str) {
     let path = format!("/v1/payments/{id}/procedure");
@@ -118,25 +123,9 @@ async fn walk_through(engine: Engine) {
 
     // A partial refund of R$ 500,00 gives back 475,00 of the provider's share and 25,00 of the fee.
     let path = format!("/v1/payments/{id}/refunds");
-    let (status, body) = app
-        .request(
-            Method::POST,
-            &path,
-            Some(&patient.token),
-            Some(&json!({"amount_centavos": 50_000, "reason": "x"})),
-            Some(&new_key()),
-        )
-        .await;
+    let (status, body) = post(&app, &patient.token, &path, json!({"amount_centavos": 50_000, "reason": "x"})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "the patient does not refund: {body}");
-    let (status, body) = app
-        .request(
-            Method::POST,
-            &path,
-            Some(&provider.key),
-            Some(&json!({"amount_centavos": 0, "reason": "x"})),
-            Some(&new_key()),
-        )
-        .await;
+    let (status, body) = post(&app, &provider.key, &path, json!({"amount_centavos": 0, "reason": "x"})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_amount")));
     let refund = json!({"amount_centavos": 50_000, "reason": "sessão não realizada"});
     let key = new_key();
@@ -157,15 +146,8 @@ async fn walk_through(engine: Engine) {
     assert_eq!(status, StatusCode::BAD_REQUEST, "a refund needs an Idempotency-Key");
     assert_eq!(payment(&app, &provider, &id).await["status"], "partially_refunded");
     assert_eq!(balance(&app, &provider).await, (95_000, 0));
-    let (status, body) = app
-        .request(
-            Method::POST,
-            &path,
-            Some(&provider.key),
-            Some(&json!({"amount_centavos": 100_001, "reason": "demais"})),
-            Some(&new_key()),
-        )
-        .await;
+    let (status, body) =
+        post(&app, &provider.key, &path, json!({"amount_centavos": 100_001, "reason": "demais"})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("refund_exceeds_paid")));
 
     // Celcoin confirms the devolução: the refund is completed; ledger and gateway agree.
@@ -347,15 +329,13 @@ async fn a_thousand_payments_through_every_fault_end_clean(engine: Engine) {
             0 if *escrowed => procedure(&app, provider, id, "performed").await,
             1 if *escrowed => procedure(&app, provider, id, "cancelled").await,
             2 => {
-                let (status, body) = app
-                    .request(
-                        Method::POST,
-                        &format!("/v1/payments/{id}/refunds"),
-                        Some(&provider.key),
-                        Some(&json!({"amount_centavos": 3_000, "reason": "desconto"})),
-                        Some(&new_key()),
-                    )
-                    .await;
+                let (status, body) = post(
+                    &app,
+                    &provider.key,
+                    &format!("/v1/payments/{id}/refunds"),
+                    json!({"amount_centavos": 3_000, "reason": "desconto"}),
+                )
+                .await;
                 assert_eq!(status, StatusCode::CREATED, "{body}");
             }
             3 if *method == "card" => {
