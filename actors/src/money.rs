@@ -96,22 +96,36 @@ pub(crate) fn needs_contract(context: &Context, payment: &PaymentRecord) -> bool
     })
 }
 
-/// Asks the gateway for the charge of installment `number`.
+/// Who pays a charge: the patient's name and CPF (digits).
+pub(crate) struct Debtor {
+    pub name: String,
+    pub cpf: String,
+}
+
+/// Asks the gateway for the charge of installment `number`. `debtor` is read from the store when
+/// the caller does not have it at hand.
 pub(crate) async fn make_charge(
     context: &Context,
     payment: &PaymentRecord,
     number: u32,
     card_token: Option<String>,
+    debtor: Option<Debtor>,
 ) -> Result<ChargeRecord, String> {
     let gateways = context.gateways.as_ref().ok_or("no gateway configured")?;
     let installment =
         payment.installments.iter().find(|i| i.number == number).ok_or_else(|| format!("no installment {number}"))?;
-    let patient = context
-        .store
-        .patient(payment.patient_id)
-        .await
-        .map_err(|error| error.to_string())?
-        .ok_or("the payment's patient is gone")?;
+    let debtor = match debtor {
+        Some(debtor) => debtor,
+        None => {
+            let patient = context
+                .store
+                .patient(payment.patient_id)
+                .await
+                .map_err(|error| error.to_string())?
+                .ok_or("the payment's patient is gone")?;
+            Debtor { name: patient.name, cpf: patient.cpf.as_str().to_owned() }
+        }
+    };
     let split = split_of(payment, installment.amount_centavos).map_err(|error| error.to_string())?;
     let method = gateway_method(payment.method);
     // A single PIX payment is an immediate charge; installments and boletos have due dates.
@@ -122,8 +136,8 @@ pub(crate) async fn make_charge(
         method,
         amount_centavos: installment.amount_centavos,
         due_date: due_date.clone(),
-        debtor_name: patient.name.clone(),
-        debtor_cpf: patient.cpf.as_str().to_owned(),
+        debtor_name: debtor.name,
+        debtor_cpf: debtor.cpf,
         description: format!("{} (parcela {number}/{})", payment.description, payment.installments.len()),
         split: vec![
             SplitPart {
@@ -257,7 +271,7 @@ pub(crate) async fn charge_next(state: &mut TransactionState) -> Result<(), Core
             return crate::contracts::request_contract(state).await;
         }
     }
-    let charge = make_charge(&context, &payment, next, None).await.map_err(CoreError::Unavailable)?;
+    let charge = make_charge(&context, &payment, next, None, None).await.map_err(CoreError::Unavailable)?;
     let first = payment.status == PaymentStatus::Approved;
     let mut shown = payment.clone();
     if first {

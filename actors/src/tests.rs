@@ -131,6 +131,7 @@ fn payment(provider_id: ProviderId, patient_id: PatientId, amount_centavos: i64)
         idempotency: None,
         fee_bps: 500,
         escrow: false,
+        patient_name: None,
     }
 }
 

@@ -51,6 +51,9 @@ pub struct NewPayment {
     /// The provider's fee and escrow choice, fixed for this payment.
     pub fee_bps: u32,
     pub escrow: bool,
+    /// The patient's name when the caller has it (the first charge is made out to them without
+    /// reading the store on the decision path).
+    pub patient_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -381,8 +384,13 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
     let mut charge: Option<ChargeRecord> = None;
     if status == PaymentStatus::Approved && context.gateways.is_some() && !money::needs_contract(&context, &payment) {
         let budget = Duration::from_millis(context.gateways.as_ref().map_or(0, |g| g.config.charge_budget_ms));
-        match tokio::time::timeout(budget, money::make_charge(&context, &payment, 1, request.card_fingerprint.clone()))
-            .await
+        let debtor =
+            request.patient_name.clone().map(|name| money::Debtor { name, cpf: request.cpf.as_str().to_owned() });
+        match tokio::time::timeout(
+            budget,
+            money::make_charge(&context, &payment, 1, request.card_fingerprint.clone(), debtor),
+        )
+        .await
         {
             Ok(Ok(made)) => {
                 status = PaymentStatus::AwaitingPayment;

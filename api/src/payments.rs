@@ -246,6 +246,7 @@ impl PreparedPayment {
             idempotency,
             fee_bps: provider.fee_bps.value(),
             escrow: provider.escrow,
+            patient_name: None,
         }
     }
 }
@@ -343,7 +344,8 @@ pub async fn create_payment(
         }
     };
     let target = IdempotencyTarget { scope: claim.scope.clone(), key: claim.key.clone(), locked_at_ms };
-    let payment = prepared.into_new_payment(patient.cpf, &provider, Some(target));
+    let mut payment = prepared.into_new_payment(patient.cpf, &provider, Some(target));
+    payment.patient_name = Some(patient.name);
     match state.runtime.submit(payment).await {
         Ok(created) => Ok(json_response(StatusCode::CREATED, created.body, false)),
         Err(error) => {
