@@ -29,13 +29,6 @@ pub enum CelcoinError {
     Protocol(String),
 }
 
-impl CelcoinError {
-    /// Whether trying again later may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, CelcoinError::CircuitOpen | CelcoinError::Exhausted { .. })
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChargeMethod {
@@ -223,10 +216,6 @@ impl CelcoinClient {
             breaker: Breaker::default(),
             token: TokenCache::default(),
         })
-    }
-
-    pub fn base(&self) -> &str {
-        &self.base
     }
 
     async fn access_token(&self, refresh: bool) -> Result<String, String> {

@@ -94,18 +94,6 @@ impl Store {
         Ok(row.try_get("total")?)
     }
 
-    /// Amounts of a provider's payments that are approved but not paid yet.
-    pub async fn provider_unpaid_amounts(&self, provider: ProviderId) -> Result<Vec<i64>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT amount_centavos FROM payments WHERE provider_id = $1 AND status IN ('approved', 'awaiting_payment') LIMIT $2",
-        )
-        .bind(provider.to_string())
-        .bind(REBUILD_ROWS_MAX)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|row| Ok(row.try_get("amount_centavos")?)).collect()
-    }
-
     pub async fn rules(&self) -> Result<Vec<RuleRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, name, source, action, created_at_ms FROM rules WHERE deleted_at_ms IS NULL ORDER BY created_at_ms, id",
