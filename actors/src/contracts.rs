@@ -7,7 +7,7 @@ use crate::money::event_for;
 use crate::transaction::{TransactionState, event_type};
 use medpay_gateways::clicksign::ContractRequest;
 use medpay_models::PaymentStatus;
-use medpay_store::{ContractRecord, GatewayWebhook, Movement, PaymentRecord};
+use medpay_store::{ContractRecord, GatewayWebhook, IntentRecord, Movement, PaymentRecord};
 use serde_json::json;
 
 fn brl(centavos: i64) -> String {
@@ -43,11 +43,12 @@ pub fn contract_text(payment: &PaymentRecord, patient_name: &str, cpf_formatted:
     text
 }
 
-/// Sends the contract for signature, once.
-pub(crate) async fn request_contract(state: &mut TransactionState) -> Result<(), CoreError> {
+/// Sends the contract a pending intent asks for, and records it with the intent done.
+pub(crate) async fn send_contract(state: &mut TransactionState, intent: &IntentRecord) -> Result<(), CoreError> {
     let context = state.context.clone();
     let Some(payment) = state.payment.clone() else { return Ok(()) };
-    if context.store.contract(payment.id).await?.is_some() {
+    if context.store.contract(payment.id).await?.is_some() || payment.status != PaymentStatus::Approved {
+        crate::money::commit(state, Movement { intents_done: vec![intent.id.clone()], ..Movement::default() }).await?;
         return Ok(());
     }
     let Some(signer) = context.gateways.as_ref().and_then(|g| g.contracts.clone()) else { return Ok(()) };
@@ -81,6 +82,7 @@ pub(crate) async fn request_contract(state: &mut TransactionState) -> Result<(),
             signed_at_ms: None,
         }),
         events: vec![event_for("payment.contract_sent", data)],
+        intents_done: vec![intent.id.clone()],
         now_ms: now,
         ..Movement::default()
     };
@@ -106,6 +108,8 @@ pub(crate) async fn apply(state: &mut TransactionState, webhook: &GatewayWebhook
     let movement = match event_name.as_str() {
         "auto_close" | "close" if contract.status == "sent" => Movement {
             contract: Some(ContractRecord { status: "signed".to_owned(), signed_at_ms: Some(now), ..contract.clone() }),
+            // Signed: the first charge is asked for in the same commit.
+            new_intents: vec![IntentRecord::charge(payment.id, 1, now)],
             webhook: hook("", "applied"),
             events: vec![event_for(
                 "payment.contract_signed",
@@ -141,6 +145,8 @@ pub(crate) async fn apply(state: &mut TransactionState, webhook: &GatewayWebhook
         },
     };
     crate::money::commit(state, movement).await?;
-    let _ = crate::money::charge_next(state).await;
+    if let Err(error) = crate::money::perform_intents(state).await {
+        tracing::warn!(payment_id = %payment.id, %error, "first charge not made yet; the sweep will retry");
+    }
     Ok(true)
 }

@@ -77,10 +77,13 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// How the HTTP edge renders a created payment: the body is stored with the payment so that an
-/// idempotent retry replays it byte for byte.
-pub type Renderer =
-    Arc<dyn Fn(&PaymentRecord, Option<&DecisionRecord>, Option<&medpay_store::ChargeRecord>) -> String + Send + Sync>;
+/// How the HTTP edge shows a payment: in its events, and as the answer stored with its idempotency
+/// key so that a retry replays it byte for byte.
+pub type Renderer = Arc<
+    dyn Fn(&PaymentRecord, Option<&DecisionRecord>, Option<&medpay_store::ChargeRecord>) -> serde_json::Value
+        + Send
+        + Sync,
+>;
 
 /// What every entity actor shares.
 pub struct Context {
@@ -231,6 +234,13 @@ impl Runtime {
             Ok(ractor::rpc::CallResult::SenderError) => Err(CoreError::Crashed("transaction")),
             Err(_) => Err(CoreError::Unavailable(format!("transaction actor of {id} stopped"))),
         }
+    }
+
+    /// Finishes the answer of the request that created `payment` (after a crash cut it short):
+    /// its first charge if still owed, and its idempotency key completed.
+    pub async fn resume(&self, payment: PaymentId) -> Result<(), CoreError> {
+        let timeout_ms = self.context.config.decide_timeout_ms;
+        registry::ask(&self.payments, payment, timeout_ms, |reply| TransactionMsg::Resume { reply }).await?
     }
 
     pub fn payments(&self) -> &Registry<TransactionActor> {

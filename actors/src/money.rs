@@ -12,7 +12,10 @@ use medpay_models::{
     Account, BasisPoints, Money, PaymentId, PaymentMethod, PaymentStatus, Posting, Split, charge_posting,
     refund_posting, release_posting,
 };
-use medpay_store::{ChargeRecord, GatewayWebhook, Movement, NewEvent, PaymentRecord, RefundRecord, StoreError};
+use medpay_store::{
+    ChargeRecord, GatewayWebhook, IdempotencyCompletion, IntentKind, IntentRecord, Movement, NewEvent, PaymentRecord,
+    RefundRecord, StoreError,
+};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,7 +82,11 @@ fn gateway_method(method: PaymentMethod) -> ChargeMethod {
 }
 
 fn split_of(payment: &PaymentRecord, amount_centavos: i64) -> Result<Split, CoreError> {
-    let fee = BasisPoints(u32::try_from(payment.fee_bps).unwrap_or(0));
+    // A fee outside 0..=10 000 bps is a corrupt row, never a 0 % fee.
+    let fee =
+        u32::try_from(payment.fee_bps).ok().filter(|bps| *bps <= 10_000).map(BasisPoints).ok_or_else(|| {
+            CoreError::Invariant(format!("payment {} has a fee of {} bps", payment.id, payment.fee_bps))
+        })?;
     Split::of(Money::from_centavos(amount_centavos), fee).map_err(|error| CoreError::Invariant(error.to_string()))
 }
 
@@ -183,8 +190,7 @@ pub(crate) fn payment_event(
     charge: Option<&ChargeRecord>,
     extra: serde_json::Value,
 ) -> serde_json::Value {
-    let body = (state.context.render)(payment, state.decision.as_ref(), charge);
-    let view: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| json!({"id": payment.id.to_string()}));
+    let view = (state.context.render)(payment, state.decision.as_ref(), charge);
     let mut data = json!({ "payment": view });
     if let (Some(object), serde_json::Value::Object(more)) = (data.as_object_mut(), extra) {
         object.extend(more);
@@ -195,6 +201,9 @@ pub(crate) fn payment_event(
 /// Writes a movement and tells the provider's session and the outbox.
 pub(crate) async fn commit(state: &mut TransactionState, mut movement: Movement) -> Result<(), CoreError> {
     let context = state.context.clone();
+    if state.stale {
+        return Err(CoreError::Unavailable(format!("payment {} is being rebuilt", state.id)));
+    }
     movement.payment_id = Some(state.id);
     let payment = state.payment.as_ref().ok_or_else(|| CoreError::Invariant("no payment".into()))?;
     movement.provider_id = Some(payment.provider_id);
@@ -218,10 +227,15 @@ pub(crate) async fn commit(state: &mut TransactionState, mut movement: Movement)
     }
     let written = match context.store.apply_movement(&movement).await {
         Ok(written) => written,
+        Err(error @ StoreError::Conflict(_)) => {
+            // Refused by a guard: nothing was written. Take the numbers back.
+            state.last_seq -= i64::try_from(movement.events.len()).unwrap_or(0);
+            return Err(error.into());
+        }
         Err(error) => {
-            // Nothing was written: take the numbers back and read the truth again.
-            state.last_seq = context.store.last_event_seq(state.id).await.unwrap_or(state.last_seq);
-            state.payment = context.store.payment(state.id).await.unwrap_or(None);
+            // The commit may or may not have happened: the actor is rebuilt from the store.
+            tracing::error!(payment_id = %state.id, %error, "commit failed; the payment's actor will be rebuilt");
+            state.stale = true;
             return Err(error.into());
         }
     };
@@ -229,6 +243,11 @@ pub(crate) async fn commit(state: &mut TransactionState, mut movement: Movement)
         payment.status = status;
         payment.updated_at_ms = movement.now_ms;
     }
+    if movement.intents_abandoned {
+        state.intents.clear();
+    }
+    state.intents.retain(|intent| !movement.intents_done.contains(&intent.id));
+    state.intents.extend(movement.new_intents);
     if !written.is_empty() {
         let _ = context.outbox.send_message(crate::outbox::OutboxMsg::Pump);
         if let Some(provider) = state.payment.as_ref().and_then(|p| context.providers.live(p.provider_id)) {
@@ -244,51 +263,114 @@ pub(crate) fn event_for(kind: &str, data: serde_json::Value) -> NewEvent {
 
 use event_for as event;
 
-/// Issues the next charge the payment needs, if any: the first after approval (and a signed
-/// contract, when one is needed), the next installment once the one before was paid.
-pub(crate) async fn charge_next(state: &mut TransactionState) -> Result<(), CoreError> {
+/// What the first charge's caller has at hand, and whether an answer waits for it.
+pub(crate) struct FirstCharge {
+    pub card_token: Option<String>,
+    pub debtor: Option<Debtor>,
+    /// True when a request waits: the gateway is given the charge budget, and the payment's
+    /// started idempotency key is completed with the answer whatever the gateway did.
+    pub answer: bool,
+}
+
+/// Performs the payment's first charge if its intent is pending, and returns the answer of the
+/// request that created the payment: with the charge when the gateway answered in time, else
+/// without it (the sweep charges later under the same id).
+pub(crate) async fn first_charge(state: &mut TransactionState, first: FirstCharge) -> Result<String, CoreError> {
+    let intent =
+        state.intents.iter().find(|intent| intent.kind == IntentKind::Charge && intent.installment == Some(1)).cloned();
+    if let Some(intent) = intent {
+        let budget = state.context.gateways.as_ref().map(|g| Duration::from_millis(g.config.charge_budget_ms));
+        let budget = budget.filter(|_| first.answer);
+        if let Some(body) = perform_charge(state, &intent, first.card_token, first.debtor, budget).await? {
+            return Ok(body);
+        }
+    }
+    let payment = state.payment.clone().ok_or_else(|| CoreError::Invariant("no payment".into()))?;
+    let body = (state.context.render)(&payment, state.decision.as_ref(), None).to_string();
+    if first.answer {
+        let completion = IdempotencyCompletion { payment_id: payment.id, status: 201, body: body.clone() };
+        commit(state, Movement { idempotency: Some(completion), ..Movement::default() }).await?;
+    }
+    Ok(body)
+}
+
+/// Whether the payment is where a charge of installment `number` may be made.
+fn chargeable(payment: &PaymentRecord, number: u32) -> bool {
+    match number {
+        1 => payment.status == PaymentStatus::Approved,
+        _ => matches!(payment.status, PaymentStatus::Paid | PaymentStatus::HeldInEscrow | PaymentStatus::Released),
+    }
+}
+
+/// Asks the gateway for the charge a pending intent names (under the intent's id, so asking again
+/// after a lost answer finds it instead of charging twice) and records it with the intent done.
+/// `budget`: how long a waiting request gives the gateway. Ok(None): not charged now (the gateway
+/// failed or was slow; the intent stays pending for the sweep). Ok(Some(body)): the payment as
+/// the answer shows it, with its charge.
+pub(crate) async fn perform_charge(
+    state: &mut TransactionState,
+    intent: &IntentRecord,
+    card_token: Option<String>,
+    debtor: Option<Debtor>,
+    budget: Option<Duration>,
+) -> Result<Option<String>, CoreError> {
     let context = state.context.clone();
-    let Some(payment) = state.payment.clone() else { return Ok(()) };
-    if context.gateways.is_none() {
-        return Ok(());
+    let payment = state.payment.clone().ok_or_else(|| CoreError::Invariant("no payment".into()))?;
+    let number = intent
+        .installment
+        .ok_or_else(|| CoreError::Invariant(format!("charge intent {} names no installment", intent.id)))?;
+    if !chargeable(&payment, number) {
+        tracing::warn!(payment_id = %payment.id, intent_id = %intent.id, status = %payment.status, "charge intent given up: the payment moved on");
+        commit(state, Movement { intents_done: vec![intent.id.clone()], ..Movement::default() }).await?;
+        return Ok(None);
     }
-    let charges = context.store.charges(payment.id).await?;
-    let next = u32::try_from(charges.len()).unwrap_or(u32::MAX) + 1;
-    let due = match payment.status {
-        PaymentStatus::Approved => charges.is_empty(),
-        PaymentStatus::Paid | PaymentStatus::HeldInEscrow | PaymentStatus::Released => {
-            charges.iter().all(|charge| charge.status == "paid")
-                && payment.installments.iter().any(|i| i.number == next)
+    let making = make_charge(&context, &payment, number, card_token, debtor);
+    let made = match budget {
+        Some(budget) => {
+            tokio::time::timeout(budget, making).await.unwrap_or_else(|_| Err("exceeded its budget".to_owned()))
         }
-        _ => false,
+        None => making.await,
     };
-    if !due {
-        return Ok(());
-    }
-    if next == 1 && needs_contract(&context, &payment) {
-        let signed = context.store.contract(payment.id).await?.is_some_and(|contract| contract.status == "signed");
-        if !signed {
-            return crate::contracts::request_contract(state).await;
+    let charge = match made {
+        Ok(charge) => charge,
+        Err(error) => {
+            tracing::warn!(payment_id = %payment.id, installment = number, %error, "charge not made yet; the sweep will retry");
+            return Ok(None);
         }
-    }
-    let charge = make_charge(&context, &payment, next, None, None).await.map_err(CoreError::Unavailable)?;
-    let first = payment.status == PaymentStatus::Approved;
+    };
+    let first = number == 1;
     let mut shown = payment.clone();
     if first {
         shown.status = PaymentStatus::AwaitingPayment;
+        shown.updated_at_ms = charge.created_at_ms;
     }
-    let data = payment_event(state, &shown, Some(&charge), json!({"installment": next}));
+    let view = (context.render)(&shown, state.decision.as_ref(), Some(&charge));
+    let body = view.to_string();
+    let kind = if first { event_type(PaymentStatus::AwaitingPayment) } else { "payment.installment_due" };
     let movement = Movement {
         new_status: first.then_some(PaymentStatus::AwaitingPayment),
-        events: vec![event(
-            if first { event_type(PaymentStatus::AwaitingPayment) } else { "payment.installment_due" },
-            data,
-        )],
+        events: vec![event(kind, json!({"payment": view, "installment": number}))],
+        intents_done: vec![intent.id.clone()],
+        idempotency: first.then(|| IdempotencyCompletion { payment_id: payment.id, status: 201, body: body.clone() }),
         new_charge: Some(charge),
+        now_ms: shown.updated_at_ms.max(medpay_store::now_ms()),
         ..Movement::default()
     };
     commit(state, movement).await?;
-    tracing::info!(payment_id = %payment.id, installment = next, "charge issued");
+    tracing::info!(payment_id = %payment.id, installment = number, "charge issued");
+    Ok(Some(body))
+}
+
+/// Performs every effect the payment committed and has not performed yet, oldest first.
+pub(crate) async fn perform_intents(state: &mut TransactionState) -> Result<(), CoreError> {
+    for intent in state.intents.clone() {
+        match intent.kind {
+            IntentKind::Charge => {
+                perform_charge(state, &intent, None, None, None).await?;
+            }
+            IntentKind::Contract => crate::contracts::send_contract(state, &intent).await?,
+        }
+    }
     Ok(())
 }
 
@@ -395,18 +477,31 @@ async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -
                 ));
                 None
             };
-            let mut movement = Movement {
+            let now = medpay_store::now_ms();
+            // The next installment's charge is asked for in the same commit that records this one paid.
+            let next = charge.installment + 1;
+            let new_intents = payment
+                .installments
+                .iter()
+                .any(|installment| installment.number == next)
+                .then(|| IntentRecord::charge(payment.id, next, now))
+                .into_iter()
+                .collect();
+            let movement = Movement {
                 new_status,
                 postings: vec![posting],
                 events,
-                charge_paid: Some((charge.id.clone(), medpay_store::now_ms())),
+                charge_paid: Some((charge.id.clone(), now)),
                 webhook: hook,
+                new_intents,
+                now_ms: now,
                 ..Movement::default()
             };
-            movement.now_ms = medpay_store::now_ms();
             commit(state, movement).await?;
             tracing::info!(payment_id = %payment.id, installment = charge.installment, amount_centavos = charge.amount_centavos, held, "charge paid");
-            let _ = charge_next(state).await;
+            if let Err(error) = perform_intents(state).await {
+                tracing::warn!(payment_id = %payment.id, %error, "next charge not made yet; the sweep will retry");
+            }
             Ok(true)
         }
         NoticeKind::RefundDone => {
@@ -756,6 +851,7 @@ pub(crate) async fn close_review(
     let movement = Movement {
         new_status: cancel.then_some(PaymentStatus::Cancelled),
         charges_cancelled: cancel,
+        intents_abandoned: cancel,
         review_closed: Some((case_id, outcome, note.clone())),
         label: Some((upheld, "analyst", format!("review case {outcome}: {note}"))),
         events,
@@ -809,8 +905,8 @@ pub(crate) async fn work(state: &mut TransactionState) {
     if let Err(error) = expire_if_due(state).await {
         tracing::warn!(payment_id = %state.id, %error, "expiry not recorded yet; will retry");
     }
-    if let Err(error) = charge_next(state).await {
-        tracing::warn!(payment_id = %state.id, %error, "charge not issued yet; will retry");
+    if let Err(error) = perform_intents(state).await {
+        tracing::warn!(payment_id = %state.id, %error, "intents not performed yet; will retry");
     }
     send_refunds(state).await;
 }

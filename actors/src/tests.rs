@@ -57,7 +57,11 @@ async fn runtime(store: Store, scorer: Arc<dyn RiskScorer>, config: RuntimeConfi
         scorer,
         config,
         Arc::new(|payment, decision, _charge| {
-            format!("{}:{}", payment.id, decision.map_or("none", |decision| decision.outcome.as_str()))
+            serde_json::json!(format!(
+                "{}:{}",
+                payment.id,
+                decision.map_or("none", |decision| decision.outcome.as_str())
+            ))
         }),
         None,
     )
@@ -129,6 +133,7 @@ fn payment(provider_id: ProviderId, patient_id: PatientId, amount_centavos: i64)
         card_fingerprint: None,
         created_at_ms: medpay_store::now_ms(),
         idempotency: None,
+        claim: None,
         fee_bps: 500,
         escrow: false,
         patient_name: None,

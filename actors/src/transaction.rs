@@ -13,7 +13,7 @@ use medpay_models::{
     Cpf, FailMode, InstallmentPlan, PatientId, PaymentId, PaymentMethod, PaymentStatus, ProviderId, Reason, TussCode,
 };
 use medpay_store::{
-    ChargeRecord, DecisionRecord, IdempotencyCompletion, NewEvent, NewPaymentWrite, PaymentRecord, RefundRecord,
+    DecisionRecord, IdempotencyRecord, IntentKind, IntentRecord, NewEvent, NewPaymentWrite, PaymentRecord, RefundRecord,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::json;
@@ -29,7 +29,7 @@ pub const FALLBACK_MODEL_VERSION: &str = "fallback";
 const UNAVAILABLE_PT: &str = "Não foi possível concluir a análise agora; o pagamento segue as regras do prestador.";
 
 /// A validated payment request, ready to be decided.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct NewPayment {
     pub id: PaymentId,
     pub provider_id: ProviderId,
@@ -46,8 +46,11 @@ pub struct NewPayment {
     /// The card gateway's fingerprint of the card, when paid by card.
     pub card_fingerprint: Option<String>,
     pub created_at_ms: i64,
-    /// The claimed idempotency key whose response is written with the payment.
+    /// The idempotency key whose answer is written with the payment.
     pub idempotency: Option<IdempotencyTarget>,
+    /// The key's in-flight claim: released when the payment's actor is done with the request
+    /// (not when its caller stops waiting), so no retry runs beside it.
+    pub claim: Option<medpay_store::Claim>,
     /// The provider's fee and escrow choice, fixed for this payment.
     pub fee_bps: u32,
     pub escrow: bool,
@@ -60,7 +63,8 @@ pub struct NewPayment {
 pub struct IdempotencyTarget {
     pub scope: String,
     pub key: String,
-    pub locked_at_ms: i64,
+    /// SHA-256 of the canonical request.
+    pub request_hash: String,
 }
 
 /// A payment that was decided and recorded, with the HTTP body that was stored for it.
@@ -78,6 +82,11 @@ pub enum TransactionMsg {
     },
     Get {
         reply: RpcReplyPort<Option<PaymentRecord>>,
+    },
+    /// A retry of the request that created this payment found its answer unfinished (a crash
+    /// between the payment's commit and its first charge's): finish it.
+    Resume {
+        reply: RpcReplyPort<Result<(), CoreError>>,
     },
     /// Money work the sweep found: charges due, refunds owed, webhooks waiting.
     Work,
@@ -126,6 +135,10 @@ pub struct TransactionState {
     /// The payment's decision (made once, at creation), shown in its later events.
     pub(crate) decision: Option<DecisionRecord>,
     pub(crate) last_seq: i64,
+    /// Effects committed and not performed yet, oldest first.
+    pub(crate) intents: Vec<IntentRecord>,
+    /// A commit's outcome is unknown (the store failed): the actor stops and is rebuilt.
+    pub(crate) stale: bool,
     idle: Duration,
     last_activity: Instant,
 }
@@ -149,14 +162,15 @@ impl Actor for TransactionActor {
         myself: ActorRef<TransactionMsg>,
         args: TransactionArgs,
     ) -> Result<TransactionState, ActorProcessingErr> {
-        let (payment, decision, last_seq) = if args.fresh {
-            (None, None, 0)
+        let (payment, decision, last_seq, intents) = if args.fresh {
+            (None, None, 0, Vec::new())
         } else {
             let view = args.context.store.payment_view(args.id).await?;
             let last_seq = args.context.store.last_event_seq(args.id).await?;
+            let intents = args.context.store.pending_intents(args.id).await?;
             match view {
-                Some((payment, decision, _)) => (Some(payment), decision, last_seq),
-                None => (None, None, last_seq),
+                Some((payment, decision, _)) => (Some(payment), decision, last_seq, intents),
+                None => (None, None, last_seq, intents),
             }
         };
         let idle = Duration::from_millis(args.context.config.idle_ms);
@@ -167,6 +181,8 @@ impl Actor for TransactionActor {
             payment,
             decision,
             last_seq,
+            intents,
+            stale: false,
             idle,
             last_activity: Instant::now(),
         })
@@ -179,15 +195,21 @@ impl Actor for TransactionActor {
         state: &mut TransactionState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            TransactionMsg::Decide { payment, reply } => {
+            TransactionMsg::Decide { mut payment, reply } => {
                 state.last_activity = Instant::now();
+                let claim = payment.claim.take();
                 let result = decide(state, *payment).await;
                 let follow_up = matches!(&result, Ok(created) if created.payment.status == PaymentStatus::Approved);
                 let _ = reply.send(result);
+                drop(claim);
                 if follow_up {
                     // No charge yet: a contract to sign first, or the gateway did not answer in time.
                     money::work(state).await;
                 }
+            }
+            TransactionMsg::Resume { reply } => {
+                state.last_activity = Instant::now();
+                let _ = reply.send(resume(state).await);
             }
             TransactionMsg::Work | TransactionMsg::ApplyPending => {
                 state.last_activity = Instant::now();
@@ -222,6 +244,12 @@ impl Actor for TransactionActor {
             TransactionMsg::IdleCheck => {
                 crate::passivate_or_wait(&myself, state.last_activity, state.idle, || TransactionMsg::IdleCheck)
             }
+        }
+        if state.stale {
+            // Its supervisor restarts it from what the store holds.
+            return Err(
+                format!("payment {}: a commit's outcome is unknown; rebuilding from the store", state.id).into()
+            );
         }
         Ok(())
     }
@@ -353,10 +381,9 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
     let started = Instant::now();
     let context = state.context.clone();
     let assessment = assess(&context, &request).await;
-    let decided_status = PaymentStatus::Requested
+    let status = PaymentStatus::Requested
         .transition(assessment.outcome.status())
         .map_err(|error| CoreError::Invariant(error.to_string()))?;
-    let mut status = decided_status;
     let latency_us = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
     let payment = PaymentRecord {
         id: request.id,
@@ -378,33 +405,6 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
         fee_bps: i64::from(request.fee_bps),
         escrow: request.escrow,
     };
-    // An approved payment is charged before the answer, so that the answer carries the BR Code
-    // or the boleto; when the gateway is slow the answer goes without it and the sweep charges.
-    let mut payment = payment;
-    let mut charge: Option<ChargeRecord> = None;
-    if status == PaymentStatus::Approved && context.gateways.is_some() && !money::needs_contract(&context, &payment) {
-        let budget = Duration::from_millis(context.gateways.as_ref().map_or(0, |g| g.config.charge_budget_ms));
-        let debtor =
-            request.patient_name.clone().map(|name| money::Debtor { name, cpf: request.cpf.as_str().to_owned() });
-        match tokio::time::timeout(
-            budget,
-            money::make_charge(&context, &payment, 1, request.card_fingerprint.clone(), debtor),
-        )
-        .await
-        {
-            Ok(Ok(made)) => {
-                status = PaymentStatus::AwaitingPayment;
-                payment.status = status;
-                charge = Some(made);
-            }
-            Ok(Err(error)) => {
-                tracing::warn!(payment_id = %request.id, %error, "first charge not made; the sweep will retry")
-            }
-            Err(_) => {
-                tracing::warn!(payment_id = %request.id, "first charge exceeded its budget; the sweep will retry")
-            }
-        }
-    }
     let decision = DecisionRecord {
         id: uuid::Uuid::now_v7().to_string(),
         payment_id: request.id,
@@ -417,58 +417,75 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
         created_at_ms: request.created_at_ms,
         features: assessment.features.map_or_else(|| json!({}), |features| features.to_json()),
     };
-    let body = (context.render)(&payment, Some(&decision), charge.as_ref());
-    // Each event carries the payment's public fields as they were at that step.
-    let decided: serde_json::Value =
-        serde_json::from_str(&body).unwrap_or_else(|_| json!({"id": payment.id.to_string()}));
-    let mut requested = decided.clone();
-    requested["status"] = json!(PaymentStatus::Requested.as_str());
-    requested["decision"] = serde_json::Value::Null;
-    requested["charge"] = serde_json::Value::Null;
-    let mut approved = decided.clone();
-    approved["status"] = json!(decided_status.as_str());
-    approved["charge"] = serde_json::Value::Null;
-    let mut events = vec![
+    // The effect an approval asks for is written with it and performed only once it is durable:
+    // the first charge (before the answer, so that it carries the BR Code or the boleto), or the
+    // contract to sign first (after the answer).
+    let approved = status == PaymentStatus::Approved && context.gateways.is_some();
+    let intent = match (approved, money::needs_contract(&context, &payment)) {
+        (true, false) => Some(IntentRecord::charge(payment.id, 1, request.created_at_ms)),
+        (true, true) => Some(IntentRecord::contract(payment.id, request.created_at_ms)),
+        (false, _) => None,
+    };
+    let charge_first = intent.as_ref().is_some_and(|intent| intent.kind == IntentKind::Charge);
+    let view = (context.render)(&payment, Some(&decision), None);
+    // The payment as it was requested: the same fields, before its decision.
+    let mut requested = view.clone();
+    if let Some(fields) = requested.as_object_mut() {
+        fields.insert("status".to_owned(), json!(PaymentStatus::Requested.as_str()));
+        fields.insert("decision".to_owned(), serde_json::Value::Null);
+    }
+    let events = vec![
         NewEvent {
             seq: state.last_seq + 1,
             kind: "payment.requested".to_owned(),
             data: json!({ "payment": requested }),
         },
-        NewEvent {
-            seq: state.last_seq + 2,
-            kind: event_type(decided_status).to_owned(),
-            data: json!({ "payment": approved }),
-        },
+        NewEvent { seq: state.last_seq + 2, kind: event_type(status).to_owned(), data: json!({ "payment": view }) },
     ];
-    if status != decided_status {
-        events.push(NewEvent {
-            seq: state.last_seq + 3,
-            kind: event_type(status).to_owned(),
-            data: json!({ "payment": decided }),
-        });
-    }
-    let event_count = i64::try_from(events.len()).unwrap_or(0);
-    let idempotency = request.idempotency.clone().map(|target| IdempotencyCompletion {
-        scope: target.scope,
-        key: target.key,
-        locked_at_ms: target.locked_at_ms,
-        status: 201,
-        body: body.clone(),
+    let body = view.to_string();
+    let idempotency = request.idempotency.as_ref().map(|target| IdempotencyRecord {
+        scope: target.scope.clone(),
+        key: target.key.clone(),
+        request_hash: target.request_hash.clone(),
+        payment_id: payment.id,
+        // Completed now unless the answer waits for the first charge.
+        response: (!charge_first).then(|| (201, body.clone())),
+        now_ms: request.created_at_ms,
     });
-    let write = NewPaymentWrite { payment, decision, events, idempotency, charge };
+    let write = NewPaymentWrite { payment, decision, events, idempotency, intents: intent.into_iter().collect() };
     let committed = context.store.record_new_payment(&write).await?;
-    state.last_seq += event_count;
+    state.last_seq += 2;
     state.payment = Some(write.payment.clone());
     state.decision = Some(write.decision.clone());
+    state.intents = write.intents.clone();
     announce(&context, &write.payment, write.decision.outcome, committed);
     metrics::counter!("medpay_decisions_total", "outcome" => write.decision.outcome.as_str()).increment(1);
-    metrics::histogram!("medpay_decision_seconds").record(started.elapsed().as_secs_f64());
     tracing::info!(
         payment_id = %write.payment.id, provider_id = %write.payment.provider_id, outcome = write.decision.outcome.as_str(),
         score = write.decision.score, rules = ?write.decision.rules_hit, latency_us = write.decision.latency_us,
         "payment decided"
     );
-    Ok(Created { payment: write.payment, decision: write.decision, body })
+    let body = if charge_first {
+        let debtor =
+            request.patient_name.clone().map(|name| money::Debtor { name, cpf: request.cpf.as_str().to_owned() });
+        let first = money::FirstCharge { card_token: request.card_fingerprint.clone(), debtor, answer: true };
+        money::first_charge(state, first).await?
+    } else {
+        body
+    };
+    metrics::histogram!("medpay_decision_seconds").record(started.elapsed().as_secs_f64());
+    let payment = state.payment.clone().ok_or_else(|| CoreError::Invariant("no payment after its commit".into()))?;
+    Ok(Created { payment, decision: write.decision, body })
+}
+
+/// Finishes the answer of the request that created this payment: its first charge, if still owed,
+/// then the key completed with the payment as it stands.
+async fn resume(state: &mut TransactionState) -> Result<(), CoreError> {
+    if state.payment.is_none() {
+        return Err(CoreError::Invariant(format!("payment {} is not in the store", state.id)));
+    }
+    money::first_charge(state, money::FirstCharge { card_token: None, debtor: None, answer: true }).await?;
+    Ok(())
 }
 
 /// Tells the patient's and the provider's sessions and the device index. A session that is not

@@ -220,9 +220,9 @@ where
     Fut: std::future::Future<Output = anyhow::Result<Arc<dyn RiskScorer>>>,
 {
     let store = Store::connect(&config.database_url).await?;
-    let limiter = match &config.redis_url {
-        Some(url) => RateLimiter::redis(url).await?,
-        None => RateLimiter::in_process(),
+    let (limiter, in_flight) = match &config.redis_url {
+        Some(url) => (RateLimiter::redis(url).await?, medpay_store::InFlight::redis(url).await?),
+        None => (RateLimiter::in_process(), medpay_store::InFlight::in_process()),
     };
     let rules = Arc::new(RuleBook::default());
     let lists = Arc::new(Lists::new(
@@ -265,6 +265,8 @@ where
         store: store.clone(),
         runtime: runtime.clone(),
         limiter: Arc::new(limiter),
+        in_flight: Arc::new(in_flight),
+        lookups: Arc::new(crate::lookups::Lookups::new(store.clone())),
         config: Arc::new(config),
         admin_token: Arc::from(admin_token.as_str()),
         metrics: metrics_handle(),

@@ -86,10 +86,10 @@ impl FromRequestParts<AppState> for Principal {
             Principal::Analyst
         } else if token.starts_with(PROVIDER_KEY_PREFIX) {
             let hash = medpay_store::sha256_hex(token.as_bytes());
-            Principal::Provider(state.store.provider_id_by_key_hash(&hash).await?.ok_or_else(ApiError::unauthorized)?)
+            Principal::Provider(state.lookups.provider_by_key_hash(&hash).await?.ok_or_else(ApiError::unauthorized)?)
         } else if token.starts_with(PATIENT_TOKEN_PREFIX) {
             let hash = medpay_store::sha256_hex(token.as_bytes());
-            Principal::Patient(state.store.patient_id_by_token_hash(&hash).await?.ok_or_else(ApiError::unauthorized)?)
+            Principal::Patient(state.lookups.patient_by_token_hash(&hash).await?.ok_or_else(ApiError::unauthorized)?)
         } else {
             return Err(ApiError::unauthorized());
         };

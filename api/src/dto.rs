@@ -311,10 +311,14 @@ impl PaymentView {
         }
     }
 
-    /// The body of a created payment, stored for idempotent replays.
-    pub fn render(payment: &PaymentRecord, decision: Option<&DecisionRecord>, charge: Option<&ChargeRecord>) -> String {
+    /// A payment as its events and its stored answer show it.
+    pub fn render(
+        payment: &PaymentRecord,
+        decision: Option<&DecisionRecord>,
+        charge: Option<&ChargeRecord>,
+    ) -> serde_json::Value {
         // Serialising plain structs of strings and integers cannot fail.
-        serde_json::to_string(&PaymentView::new(payment, decision, charge)).unwrap_or_default()
+        serde_json::to_value(PaymentView::new(payment, decision, charge)).unwrap_or_default()
     }
 }
 

@@ -7,6 +7,7 @@ pub mod config;
 pub mod dto;
 pub mod error;
 mod events;
+mod lookups;
 pub mod money;
 mod ops;
 mod parties;

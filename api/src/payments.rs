@@ -18,7 +18,7 @@ use medpay_models::{
     BasisPoints, Cpf, InstallmentError, InstallmentPlan, Money, PatientId, PaymentId, PaymentMethod, PlanRequest,
     ProviderId, TussCode,
 };
-use medpay_store::{IDEMPOTENCY_KEY_LENGTH_MAX, IdempotencyBegin, IdempotencyClaim, PaymentFilter};
+use medpay_store::{IDEMPOTENCY_KEY_LENGTH_MAX, PaymentFilter, StoredKey};
 
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -244,6 +244,7 @@ impl PreparedPayment {
             card_fingerprint: parsed.card_fingerprint,
             created_at_ms: medpay_store::now_ms(),
             idempotency,
+            claim: None,
             fee_bps: provider.fee_bps.value(),
             escrow: provider.escrow,
             patient_name: None,
@@ -263,7 +264,7 @@ async fn authorize_creation(state: &AppState, principal: Principal, parsed: &Par
             Err(ApiError::not_found("provider_not_found", "no such provider"))
         }
         Principal::Provider(own) => {
-            if state.store.is_linked(own, parsed.patient_id).await? {
+            if state.lookups.is_linked(own, parsed.patient_id).await? {
                 Ok(())
             } else {
                 Err(patient_not_found())
@@ -305,12 +306,12 @@ pub async fn create_payment(
     let parsed = &prepared.parsed;
     authorize_creation(&state, principal, parsed).await?;
     let patient = state
-        .store
+        .lookups
         .patient(parsed.patient_id)
         .await?
         .ok_or_else(|| ApiError::not_found("patient_not_found", "no such patient"))?;
     let provider = state
-        .store
+        .lookups
         .provider(parsed.provider_id)
         .await?
         .ok_or_else(|| ApiError::not_found("provider_not_found", "no such provider"))?;
@@ -322,39 +323,65 @@ pub async fn create_payment(
         )
         .await?;
 
-    let claim = IdempotencyClaim { scope: principal.scope(), key, request_hash: prepared.request_hash.clone() };
-    let locked_at_ms = match state.store.idempotency_begin(&claim, medpay_store::now_ms()).await? {
-        IdempotencyBegin::Started { locked_at_ms } => locked_at_ms,
-        IdempotencyBegin::Replay { status, body } => {
-            let status = StatusCode::from_u16(status).map_err(ApiError::internal)?;
-            return Ok(json_response(status, body, true));
-        }
-        IdempotencyBegin::Mismatch => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with a different request",
-            ));
-        }
-        IdempotencyBegin::InProgress => {
+    let scope = principal.scope();
+    let claim = match state.in_flight.claim(&scope, &key).await {
+        Ok(Some(claim)) => claim,
+        Ok(None) => {
             return Err(ApiError::conflict(
                 "idempotency_key_in_use",
                 "a request with this Idempotency-Key is in progress; retry later",
             ));
         }
-    };
-    let target = IdempotencyTarget { scope: claim.scope.clone(), key: claim.key.clone(), locked_at_ms };
-    let mut payment = prepared.into_new_payment(patient.cpf, &provider, Some(target));
-    payment.patient_name = Some(patient.name);
-    match state.runtime.submit(payment).await {
-        Ok(created) => Ok(json_response(StatusCode::CREATED, created.body, false)),
         Err(error) => {
-            // A decision that timed out may still commit (with its response): keep the key so that
-            // a retry waits for it instead of deciding twice. Any other failure committed nothing.
-            if !matches!(error, medpay_actors::CoreError::Timeout(_)) {
-                state.store.idempotency_release(&claim.scope, &claim.key).await?;
+            tracing::warn!(%error, "idempotency claim unavailable");
+            return Err(ApiError::unavailable("the idempotency store is unavailable; retry later"));
+        }
+    };
+    if let Some(replay) = stored_answer(&state, &scope, &key, &prepared.request_hash).await? {
+        return Ok(replay);
+    }
+    let target = IdempotencyTarget { scope, key, request_hash: prepared.request_hash.clone() };
+    let mut payment = prepared.into_new_payment(patient.cpf.clone(), &provider, Some(target));
+    payment.patient_name = Some(patient.name.clone());
+    // The claim goes with the command: the payment's actor releases it when it is done.
+    payment.claim = Some(claim);
+    let created = state.runtime.submit(payment).await?;
+    Ok(json_response(StatusCode::CREATED, created.body, false))
+}
+
+/// What the key's row says, under the key's claim: the stored answer to replay, a refusal, or
+/// nothing (run the request). A payment whose answer a crash cut short is finished first.
+async fn stored_answer(
+    state: &AppState,
+    scope: &str,
+    key: &str,
+    request_hash: &str,
+) -> Result<Option<Response>, ApiError> {
+    let mismatch = || {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request",
+        )
+    };
+    let replay = |status: u16, body: String| -> Result<Option<Response>, ApiError> {
+        let status = StatusCode::from_u16(status).map_err(ApiError::internal)?;
+        Ok(Some(json_response(status, body, true)))
+    };
+    match state.store.idempotency_lookup(scope, key, request_hash, medpay_store::now_ms()).await? {
+        StoredKey::Free => Ok(None),
+        StoredKey::Replay { status, body } => replay(status, body),
+        StoredKey::Mismatch => Err(mismatch()),
+        StoredKey::Unfinished { payment_id } => {
+            tracing::info!(%payment_id, "retry of a payment whose answer was cut short; resuming it");
+            state.runtime.resume(payment_id).await?;
+            match state.store.idempotency_lookup(scope, key, request_hash, medpay_store::now_ms()).await? {
+                StoredKey::Replay { status, body } => replay(status, body),
+                StoredKey::Mismatch => Err(mismatch()),
+                StoredKey::Free | StoredKey::Unfinished { .. } => {
+                    Err(ApiError::unavailable("the payment's answer is not complete yet; retry later"))
+                }
             }
-            Err(error.into())
         }
     }
 }

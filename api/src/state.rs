@@ -11,6 +11,10 @@ pub struct AppState {
     pub store: Store,
     pub runtime: Arc<Runtime>,
     pub limiter: Arc<RateLimiter>,
+    /// The payment path's reads of parties and credentials, kept in memory.
+    pub lookups: Arc<crate::lookups::Lookups>,
+    /// Idempotency keys of the requests running now (in Redis when nodes share them).
+    pub in_flight: Arc<medpay_store::InFlight>,
     pub config: Arc<Config>,
     pub admin_token: Arc<str>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,

@@ -33,6 +33,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the database writer has stopped")]
+    WriterStopped,
 }
 
 impl StoreError {
@@ -53,6 +57,8 @@ impl StoreError {
 pub struct Store {
     pub(crate) pool: AnyPool,
     engine: Engine,
+    /// The payment path's commits, batched (see `writer`).
+    pub(crate) writer: crate::writer::Writer,
 }
 
 impl std::fmt::Debug for Store {
@@ -85,21 +91,12 @@ impl Store {
             .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
             .connect(&url)
             .await?;
-        let store = Store { pool, engine };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        match self.engine {
-            Engine::Sqlite => {
-                // WAL lets readers run beside the writer; the setting is kept in the file.
-                sqlx::query("PRAGMA journal_mode = WAL").execute(&self.pool).await?;
-                SQLITE_MIGRATIONS.run(&self.pool).await?;
-            }
-            Engine::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
-        }
-        Ok(())
+        migrate(&pool, engine).await?;
+        let writer = match engine {
+            Engine::Sqlite => crate::writer::Writer::sqlite(sqlite_path(&url)?)?,
+            Engine::Postgres => crate::writer::Writer::postgres(pool.acquire().await?),
+        };
+        Ok(Store { pool, engine, writer })
     }
 
     pub fn engine(&self) -> Engine {
@@ -122,8 +119,32 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
+}
+
+async fn migrate(pool: &AnyPool, engine: Engine) -> Result<(), StoreError> {
+    match engine {
+        Engine::Sqlite => {
+            // WAL lets readers run beside the writer; the setting is kept in the file.
+            sqlx::query("PRAGMA journal_mode = WAL").execute(pool).await?;
+            SQLITE_MIGRATIONS.run(pool).await?;
+        }
+        Engine::Postgres => POSTGRES_MIGRATIONS.run(pool).await?,
+    }
+    Ok(())
+}
+
+/// The file of a `sqlite://` URL. The writer needs a file: an in-memory database would be
+/// another database on its own connection.
+fn sqlite_path(url: &str) -> Result<&str, StoreError> {
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.contains(":memory:") {
+        return Err(StoreError::UnsupportedUrl);
+    }
+    Ok(path)
 }
 
 /// Adds `mode=rwc` so that a missing file is created, and creates its folder.

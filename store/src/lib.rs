@@ -13,13 +13,18 @@ mod payments;
 pub mod rate_limit;
 mod risk;
 mod webhooks;
+mod writer;
 
 pub use chat::{ChatMessage, ChatTurn, ConversationRecord, ReviewCase, TRANSCRIPT_MAX};
 pub use database::{Engine, Store, StoreError};
 pub use idempotency::{
-    IDEMPOTENCY_KEY_LENGTH_MAX, IDEMPOTENCY_RETENTION_MS, IdempotencyBegin, IdempotencyClaim, IdempotencyCompletion,
+    Claim, ClaimError, IDEMPOTENCY_KEY_LENGTH_MAX, IDEMPOTENCY_RETENTION_MS, IdempotencyCompletion, IdempotencyRecord,
+    InFlight, StoredKey,
 };
-pub use money::{ChargeRecord, ContractRecord, GatewayWebhook, LedgerProblem, Movement, PaymentLedger, RefundRecord};
+pub use money::{
+    ChargeRecord, ContractRecord, GatewayWebhook, IntentKind, IntentRecord, LedgerProblem, Movement, PaymentLedger,
+    RefundRecord,
+};
 pub use parties::{PatientRecord, ProviderRecord};
 pub use payments::{
     DecisionRecord, EVENTS_PAGE_MAX, EventRecord, NewEvent, NewPaymentWrite, PAYMENTS_PAGE_MAX, PaymentFilter,

@@ -4,8 +4,10 @@
 //! only writer; the guard catches a bug, not a race).
 
 use crate::database::{Store, StoreError};
+use crate::idempotency::{IdempotencyCompletion, completion_statement};
 use crate::parties::parse_column;
-use crate::payments::{EventRecord, NewEvent, insert_events};
+use crate::payments::{EventRecord, NewEvent};
+use crate::writer::{Plan, PlannedEvents, Statement, Value};
 use medpay_models::{Account, PaymentId, PaymentMethod, PaymentStatus, Posting, ProviderId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -75,6 +77,82 @@ pub struct ContractRecord {
     pub signed_at_ms: Option<i64>,
 }
 
+/// What an intent asks a gateway for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IntentKind {
+    /// The charge of an installment (Celcoin), under the intent's id as our client request id.
+    Charge,
+    /// The installment contract sent for signature (ClickSign).
+    Contract,
+}
+
+impl IntentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntentKind::Charge => "charge",
+            IntentKind::Contract => "contract",
+        }
+    }
+}
+
+impl std::str::FromStr for IntentKind {
+    type Err = String;
+    fn from_str(text: &str) -> Result<IntentKind, String> {
+        match text {
+            "charge" => Ok(IntentKind::Charge),
+            "contract" => Ok(IntentKind::Contract),
+            other => Err(format!("unknown intent kind {other:?}")),
+        }
+    }
+}
+
+/// An external effect written down before it is performed (see migration 0007).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentRecord {
+    /// Our id at the gateway: a charge's is its client request id, `<payment>-<installment>`.
+    pub id: String,
+    pub payment_id: PaymentId,
+    pub kind: IntentKind,
+    pub installment: Option<u32>,
+    pub created_at_ms: i64,
+}
+
+impl IntentRecord {
+    pub fn charge(payment: PaymentId, installment: u32, now_ms: i64) -> IntentRecord {
+        IntentRecord {
+            id: ChargeRecord::id_for(payment, installment),
+            payment_id: payment,
+            kind: IntentKind::Charge,
+            installment: Some(installment),
+            created_at_ms: now_ms,
+        }
+    }
+
+    pub fn contract(payment: PaymentId, now_ms: i64) -> IntentRecord {
+        IntentRecord {
+            id: format!("{payment}-contract"),
+            payment_id: payment,
+            kind: IntentKind::Contract,
+            installment: None,
+            created_at_ms: now_ms,
+        }
+    }
+}
+
+pub(crate) fn intent_statement(intent: &IntentRecord) -> Statement {
+    Statement::new(
+        "INSERT INTO intents (id, payment_id, kind, installment, status, created_at_ms) VALUES ($1, $2, $3, $4, 'pending', $5)",
+        vec![
+            intent.id.as_str().into(),
+            intent.payment_id.to_string().into(),
+            intent.kind.as_str().into(),
+            intent.installment.map(i64::from).into(),
+            intent.created_at_ms.into(),
+        ],
+    )
+    .unique("intent")
+}
+
 /// One step of a payment's money, written at once.
 #[derive(Debug, Clone, Default)]
 pub struct Movement {
@@ -102,6 +180,14 @@ pub struct Movement {
     pub review_closed: Option<(String, &'static str, String)>,
     /// Charges no longer payable (the payment was cancelled).
     pub charges_cancelled: bool,
+    /// Effects this step asks for, performed once it is durable.
+    pub new_intents: Vec<IntentRecord>,
+    /// Intents whose effect this step records (their ids), or that it gives up (the payment
+    /// was cancelled before their effect).
+    pub intents_done: Vec<String>,
+    pub intents_abandoned: bool,
+    /// The answer of the payment's started idempotency key, complete with this step.
+    pub idempotency: Option<IdempotencyCompletion>,
     pub now_ms: i64,
 }
 
@@ -176,220 +262,236 @@ fn webhook_from_row(row: &AnyRow) -> Result<GatewayWebhook, StoreError> {
     })
 }
 
-pub(crate) async fn insert_posting(
-    connection: &mut sqlx::AnyConnection,
-    posting: &Posting,
-    now_ms: i64,
-) -> Result<(), StoreError> {
+fn posting_statements(posting: &Posting, now_ms: i64) -> impl Iterator<Item = Statement> + '_ {
     let posting_id = uuid::Uuid::now_v7().to_string();
-    for entry in posting.entries() {
-        sqlx::query(
+    posting.entries().iter().map(move |entry| {
+        Statement::new(
             "INSERT INTO ledger_entries (posting_id, payment_id, kind, account, amount_centavos, created_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6)",
+            vec![
+                posting_id.as_str().into(),
+                posting.payment().map(|id| id.to_string()).into(),
+                posting.kind().into(),
+                entry.account.to_string().into(),
+                entry.amount.centavos().into(),
+                now_ms.into(),
+            ],
         )
-        .bind(posting_id.clone())
-        .bind(posting.payment().map(|id| id.to_string()))
-        .bind(posting.kind())
-        .bind(entry.account.to_string())
-        .bind(entry.amount.centavos())
-        .bind(now_ms)
-        .execute(&mut *connection)
-        .await?;
-    }
-    Ok(())
+    })
 }
 
-pub(crate) async fn insert_charge(
-    connection: &mut sqlx::AnyConnection,
-    charge: &ChargeRecord,
-) -> Result<(), StoreError> {
-    sqlx::query(
+fn charge_statement(charge: &ChargeRecord) -> Statement {
+    Statement::new(
         "INSERT INTO charges (id, payment_id, installment, method, gateway_id, amount_centavos, status, br_code,
              linha_digitavel, barcode, due_date, expires_at_ms, paid_at_ms, created_at_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        vec![
+            charge.id.as_str().into(),
+            charge.payment_id.to_string().into(),
+            i64::from(charge.installment).into(),
+            charge.method.as_str().into(),
+            charge.gateway_id.as_str().into(),
+            charge.amount_centavos.into(),
+            charge.status.as_str().into(),
+            charge.br_code.clone().into(),
+            charge.linha_digitavel.clone().into(),
+            charge.barcode.clone().into(),
+            charge.due_date.clone().into(),
+            charge.expires_at_ms.into(),
+            charge.paid_at_ms.into(),
+            charge.created_at_ms.into(),
+        ],
     )
-    .bind(charge.id.clone())
-    .bind(charge.payment_id.to_string())
-    .bind(i64::from(charge.installment))
-    .bind(charge.method.as_str())
-    .bind(charge.gateway_id.clone())
-    .bind(charge.amount_centavos)
-    .bind(charge.status.clone())
-    .bind(charge.br_code.clone())
-    .bind(charge.linha_digitavel.clone())
-    .bind(charge.barcode.clone())
-    .bind(charge.due_date.clone())
-    .bind(charge.expires_at_ms)
-    .bind(charge.paid_at_ms)
-    .bind(charge.created_at_ms)
-    .execute(connection)
-    .await
-    .map_err(|error| StoreError::on_unique(error, "charge"))?;
-    Ok(())
+    .unique("charge")
 }
+
+fn refund_statement(refund: &RefundRecord) -> Statement {
+    Statement::new(
+        "INSERT INTO refunds (id, payment_id, charge_id, kind, amount_centavos, reason, status, gateway_id,
+             created_at_ms, completed_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        vec![
+            refund.id.as_str().into(),
+            refund.payment_id.to_string().into(),
+            refund.charge_id.as_str().into(),
+            refund.kind.as_str().into(),
+            refund.amount_centavos.into(),
+            refund.reason.as_str().into(),
+            refund.status.as_str().into(),
+            refund.gateway_id.clone().into(),
+            refund.created_at_ms.into(),
+            refund.completed_at_ms.into(),
+        ],
+    )
+    .unique("refund")
+}
+
+/// The statements of one movement, in the order they are checked.
+fn movement_plan(movement: &Movement) -> Plan {
+    let now: Value = movement.now_ms.into();
+    let payment_text = movement.payment_id.map(|id| id.to_string());
+    let mut statements = Vec::new();
+    if let (Some(payment), Some(expect)) = (&payment_text, movement.expect_status) {
+        let to = movement.new_status.unwrap_or(expect);
+        // Guarded by the expected status; the time moves only when the status does.
+        statements.push(
+            Statement::new(
+                "UPDATE payments SET status = $1, updated_at_ms = CASE WHEN status = $1 THEN updated_at_ms ELSE $2 END
+                 WHERE id = $3 AND status = $4",
+                vec![to.as_str().into(), now.clone(), payment.as_str().into(), expect.as_str().into()],
+            )
+            .one("payment status changed meanwhile"),
+        );
+    }
+    statements.extend(movement.new_charge.iter().map(charge_statement));
+    if let Some((charge, at)) = &movement.charge_paid {
+        statements.push(
+            Statement::new(
+                "UPDATE charges SET status = 'paid', paid_at_ms = $1 WHERE id = $2 AND status = 'active'",
+                vec![(*at).into(), charge.as_str().into()],
+            )
+            .one("charge is not active"),
+        );
+    }
+    statements.extend(movement.new_refunds.iter().map(refund_statement));
+    if let Some((refund, gateway_id, at)) = &movement.refund_completed {
+        statements.push(
+            Statement::new(
+                "UPDATE refunds SET status = 'completed', completed_at_ms = $1, gateway_id = COALESCE($2, gateway_id)
+                 WHERE id = $3 AND status = 'requested'",
+                vec![(*at).into(), gateway_id.clone().into(), refund.as_str().into()],
+            )
+            .one("refund is not awaiting completion"),
+        );
+    }
+    for posting in &movement.postings {
+        statements.extend(posting_statements(posting, movement.now_ms));
+    }
+    if let Some((gateway, id, state, note)) = &movement.webhook {
+        statements.push(Statement::new(
+            "UPDATE gateway_webhooks SET state = $1, note = $2, applied_at_ms = $3 WHERE gateway = $4 AND webhook_id = $5",
+            vec![(*state).into(), note.as_str().into(), now.clone(), gateway.as_str().into(), id.as_str().into()],
+        ));
+    }
+    if let (Some(payment), Some((is_fraud, source, note))) = (&payment_text, &movement.label) {
+        statements
+            .push(Statement::new("DELETE FROM payment_labels WHERE payment_id = $1", vec![payment.as_str().into()]));
+        statements.push(Statement::new(
+            "INSERT INTO payment_labels (payment_id, is_fraud, source, note, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
+            vec![payment.as_str().into(), i64::from(*is_fraud).into(), (*source).into(), note.as_str().into(), now.clone()],
+        ));
+    }
+    if let Some(contract) = &movement.contract {
+        statements.push(Statement::new(
+            "INSERT INTO contracts (payment_id, envelope_id, status, created_at_ms, signed_at_ms)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (payment_id) DO UPDATE SET status = $3, signed_at_ms = $5",
+            vec![
+                contract.payment_id.to_string().into(),
+                contract.envelope_id.as_str().into(),
+                contract.status.as_str().into(),
+                contract.created_at_ms.into(),
+                contract.signed_at_ms.into(),
+            ],
+        ));
+    }
+    if let (Some(payment), Some((reason, conversation))) = (&payment_text, &movement.review_case) {
+        statements.push(
+            Statement::new(
+                "INSERT INTO review_cases (id, payment_id, reason, conversation_id, status, created_at_ms)
+                 VALUES ($1, $2, $3, $4, 'open', $5) ON CONFLICT DO NOTHING",
+                vec![
+                    uuid::Uuid::now_v7().to_string().into(),
+                    payment.as_str().into(),
+                    reason.as_str().into(),
+                    conversation.clone().into(),
+                    now.clone(),
+                ],
+            )
+            .one("review case already open"),
+        );
+    }
+    if let (Some(payment), Some((case, outcome, note))) = (&payment_text, &movement.review_closed) {
+        statements.push(
+            Statement::new(
+                "UPDATE review_cases SET status = 'closed', outcome = $1, note = $2, closed_at_ms = $3
+                 WHERE id = $4 AND payment_id = $5 AND status = 'open'",
+                vec![
+                    (*outcome).into(),
+                    note.as_str().into(),
+                    now.clone(),
+                    case.as_str().into(),
+                    payment.as_str().into(),
+                ],
+            )
+            .one("review case is not open"),
+        );
+    }
+    if let (Some(payment), true) = (&payment_text, movement.charges_cancelled) {
+        statements.push(Statement::new(
+            "UPDATE charges SET status = 'cancelled' WHERE payment_id = $1 AND status = 'active'",
+            vec![payment.as_str().into()],
+        ));
+    }
+    statements.extend(movement.new_intents.iter().map(intent_statement));
+    for intent in &movement.intents_done {
+        statements.push(
+            Statement::new(
+                "UPDATE intents SET status = 'done', done_at_ms = $1 WHERE id = $2 AND status = 'pending'",
+                vec![now.clone(), intent.as_str().into()],
+            )
+            .one("intent is not pending"),
+        );
+    }
+    if let (Some(payment), true) = (&payment_text, movement.intents_abandoned) {
+        statements.push(Statement::new(
+            "UPDATE intents SET status = 'abandoned', done_at_ms = $1 WHERE payment_id = $2 AND status = 'pending'",
+            vec![now.clone(), payment.as_str().into()],
+        ));
+    }
+    statements.extend(movement.idempotency.iter().map(completion_statement));
+    let events = match (movement.payment_id, movement.provider_id) {
+        (Some(payment), Some(provider)) if !movement.events.is_empty() => {
+            Some(PlannedEvents { payment, provider, events: movement.events.clone(), now_ms: movement.now_ms })
+        }
+        _ => None,
+    };
+    Plan { statements, events }
+}
+
+const WEBHOOK_INSERT: &str =
+    "INSERT INTO gateway_webhooks (gateway, webhook_id, payment_id, kind, body, state, received_at_ms)
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (gateway, webhook_id) DO NOTHING";
 
 impl Store {
     /// Writes one movement of a payment: status, postings, charge, refund, webhook state, label,
-    /// contract and events, all or nothing. Returns the events as written.
+    /// contract, intents and events, all or nothing (in the writer's next batch). Returns the
+    /// events as written.
     pub async fn apply_movement(&self, movement: &Movement) -> Result<Vec<EventRecord>, StoreError> {
-        let mut transaction = self.begin_write().await?;
-        let connection = &mut *transaction;
-        if let (Some(payment), Some(expect)) = (movement.payment_id, movement.expect_status) {
-            let to = movement.new_status.unwrap_or(expect);
-            // Guarded by the expected status; the time moves only when the status does.
-            let done = sqlx::query(
-                "UPDATE payments SET status = $1, updated_at_ms = CASE WHEN status = $1 THEN updated_at_ms ELSE $2 END
-                 WHERE id = $3 AND status = $4",
-            )
-            .bind(to.as_str())
-            .bind(movement.now_ms)
-            .bind(payment.to_string())
-            .bind(expect.as_str())
-            .execute(&mut *connection)
-            .await?;
-            if done.rows_affected() != 1 {
-                return Err(StoreError::Conflict("payment status changed meanwhile"));
-            }
-        }
-        if let Some(charge) = &movement.new_charge {
-            insert_charge(connection, charge).await?;
-        }
-        if let Some((charge, at)) = &movement.charge_paid {
-            let done =
-                sqlx::query("UPDATE charges SET status = 'paid', paid_at_ms = $1 WHERE id = $2 AND status = 'active'")
-                    .bind(*at)
-                    .bind(charge.clone())
-                    .execute(&mut *connection)
-                    .await?;
-            if done.rows_affected() != 1 {
-                return Err(StoreError::Conflict("charge is not active"));
-            }
-        }
-        for refund in &movement.new_refunds {
-            sqlx::query(
-                "INSERT INTO refunds (id, payment_id, charge_id, kind, amount_centavos, reason, status, gateway_id,
-                     created_at_ms, completed_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(refund.id.clone())
-            .bind(refund.payment_id.to_string())
-            .bind(refund.charge_id.clone())
-            .bind(refund.kind.clone())
-            .bind(refund.amount_centavos)
-            .bind(refund.reason.clone())
-            .bind(refund.status.clone())
-            .bind(refund.gateway_id.clone())
-            .bind(refund.created_at_ms)
-            .bind(refund.completed_at_ms)
-            .execute(&mut *connection)
-            .await
-            .map_err(|error| StoreError::on_unique(error, "refund"))?;
-        }
-        if let Some((refund, gateway_id, at)) = &movement.refund_completed {
-            let done = sqlx::query(
-                "UPDATE refunds SET status = 'completed', completed_at_ms = $1, gateway_id = COALESCE($2, gateway_id)
-                 WHERE id = $3 AND status = 'requested'",
-            )
-            .bind(*at)
-            .bind(gateway_id.clone())
-            .bind(refund.clone())
-            .execute(&mut *connection)
-            .await?;
-            if done.rows_affected() != 1 {
-                return Err(StoreError::Conflict("refund is not awaiting completion"));
-            }
-        }
-        for posting in &movement.postings {
-            insert_posting(connection, posting, movement.now_ms).await?;
-        }
-        if let Some((gateway, id, state, note)) = &movement.webhook {
-            sqlx::query(
-                "UPDATE gateway_webhooks SET state = $1, note = $2, applied_at_ms = $3 WHERE gateway = $4 AND webhook_id = $5",
-            )
-            .bind(*state)
-            .bind(note.clone())
-            .bind(movement.now_ms)
-            .bind(gateway.clone())
-            .bind(id.clone())
-            .execute(&mut *connection)
-            .await?;
-        }
-        if let (Some(payment), Some((is_fraud, source, note))) = (movement.payment_id, &movement.label) {
-            sqlx::query("DELETE FROM payment_labels WHERE payment_id = $1")
-                .bind(payment.to_string())
-                .execute(&mut *connection)
-                .await?;
-            sqlx::query(
-                "INSERT INTO payment_labels (payment_id, is_fraud, source, note, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(payment.to_string())
-            .bind(i64::from(*is_fraud))
-            .bind(*source)
-            .bind(note.clone())
-            .bind(movement.now_ms)
-            .execute(&mut *connection)
-            .await?;
-        }
-        if let Some(contract) = &movement.contract {
-            sqlx::query(
-                "INSERT INTO contracts (payment_id, envelope_id, status, created_at_ms, signed_at_ms)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (payment_id) DO UPDATE SET status = $3, signed_at_ms = $5",
-            )
-            .bind(contract.payment_id.to_string())
-            .bind(contract.envelope_id.clone())
-            .bind(contract.status.clone())
-            .bind(contract.created_at_ms)
-            .bind(contract.signed_at_ms)
-            .execute(&mut *connection)
-            .await?;
-        }
-        if let (Some(payment), Some((reason, conversation))) = (movement.payment_id, &movement.review_case) {
-            let opened = sqlx::query(
-                "INSERT INTO review_cases (id, payment_id, reason, conversation_id, status, created_at_ms)
-                 VALUES ($1, $2, $3, $4, 'open', $5) ON CONFLICT DO NOTHING",
-            )
-            .bind(uuid::Uuid::now_v7().to_string())
-            .bind(payment.to_string())
-            .bind(reason.clone())
-            .bind(conversation.clone())
-            .bind(movement.now_ms)
-            .execute(&mut *connection)
-            .await?;
-            if opened.rows_affected() != 1 {
-                return Err(StoreError::Conflict("review case already open"));
-            }
-        }
-        if let (Some(payment), Some((case, outcome, note))) = (movement.payment_id, &movement.review_closed) {
-            let closed = sqlx::query(
-                "UPDATE review_cases SET status = 'closed', outcome = $1, note = $2, closed_at_ms = $3
-                 WHERE id = $4 AND payment_id = $5 AND status = 'open'",
-            )
-            .bind(*outcome)
-            .bind(note.clone())
-            .bind(movement.now_ms)
-            .bind(case.clone())
-            .bind(payment.to_string())
-            .execute(&mut *connection)
-            .await?;
-            if closed.rows_affected() != 1 {
-                return Err(StoreError::Conflict("review case is not open"));
-            }
-        }
-        if let (Some(payment), true) = (movement.payment_id, movement.charges_cancelled) {
-            sqlx::query("UPDATE charges SET status = 'cancelled' WHERE payment_id = $1 AND status = 'active'")
-                .bind(payment.to_string())
-                .execute(&mut *connection)
-                .await?;
-        }
-        let written = match (movement.payment_id, movement.provider_id) {
-            (Some(payment), Some(provider)) if !movement.events.is_empty() => {
-                insert_events(connection, payment, provider, &movement.events, movement.now_ms).await?
-            }
-            _ => Vec::new(),
-        };
-        transaction.commit().await?;
-        Ok(written)
+        Ok(self.writer.write(movement_plan(movement)).await?.events)
+    }
+
+    /// A payment's intents still waiting for their effect, oldest first.
+    pub async fn pending_intents(&self, payment: PaymentId) -> Result<Vec<IntentRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, payment_id, kind, installment, created_at_ms FROM intents
+             WHERE payment_id = $1 AND status = 'pending' ORDER BY created_at_ms, id",
+        )
+        .bind(payment.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let installment: Option<i64> = row.try_get("installment")?;
+                Ok(IntentRecord {
+                    id: row.try_get("id")?,
+                    payment_id: parse_column(row, "payment_id")?,
+                    kind: parse_column(row, "kind")?,
+                    installment: installment.map(u32::try_from).transpose().map_err(StoreError::corrupt)?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                })
+            })
+            .collect()
     }
 
     pub async fn charges(&self, payment: PaymentId) -> Result<Vec<ChargeRecord>, StoreError> {
@@ -451,22 +553,20 @@ impl Store {
 
     /// Records a webhook as received. False when it was received before (a duplicate).
     pub async fn record_webhook(&self, webhook: &GatewayWebhook) -> Result<bool, StoreError> {
-        let mut transaction = self.begin_write().await?;
-        let done = sqlx::query(
-            "INSERT INTO gateway_webhooks (gateway, webhook_id, payment_id, kind, body, state, received_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (gateway, webhook_id) DO NOTHING",
-        )
-        .bind(webhook.gateway.clone())
-        .bind(webhook.webhook_id.clone())
-        .bind(webhook.payment_id.map(|id| id.to_string()))
-        .bind(webhook.kind.clone())
-        .bind(webhook.body.clone())
-        .bind(webhook.state.clone())
-        .bind(webhook.received_at_ms)
-        .execute(&mut *transaction)
-        .await?;
-        transaction.commit().await?;
-        Ok(done.rows_affected() == 1)
+        let statement = Statement::new(
+            WEBHOOK_INSERT,
+            vec![
+                webhook.gateway.as_str().into(),
+                webhook.webhook_id.as_str().into(),
+                webhook.payment_id.map(|id| id.to_string()).into(),
+                webhook.kind.as_str().into(),
+                webhook.body.as_str().into(),
+                webhook.state.as_str().into(),
+                webhook.received_at_ms.into(),
+            ],
+        );
+        let written = self.writer.write(Plan { statements: vec![statement], events: None }).await?;
+        Ok(written.rows.first() == Some(&1))
     }
 
     /// A payment's webhooks still waiting to be applied, in the order they arrived.
@@ -481,23 +581,15 @@ impl Store {
         rows.iter().map(webhook_from_row).collect()
     }
 
-    /// Payments with work left to do: approved without a live charge, a first PIX charge past its
-    /// expiry, a refund owed, a webhook pending, or a paid installment whose successor has no
-    /// charge yet.
+    /// Payments with work left to do, each part read by an index: an intent not performed, a
+    /// charge past its expiry, a refund owed, a webhook pending.
     pub async fn payments_needing_work(&self, older_than_ms: i64, limit: i64) -> Result<Vec<PaymentId>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id FROM payments p WHERE p.status = 'approved' AND p.updated_at_ms < $1
-               AND NOT EXISTS (SELECT 1 FROM contracts c WHERE c.payment_id = p.id AND c.status <> 'signed')
-             UNION SELECT c.payment_id AS id FROM charges c JOIN payments p ON p.id = c.payment_id
-                 WHERE p.status = 'awaiting_payment' AND c.status = 'active' AND c.expires_at_ms < $3
+            "SELECT payment_id AS id FROM intents WHERE status = 'pending' AND created_at_ms < $1
+             UNION SELECT payment_id AS id FROM charges WHERE status = 'active' AND expires_at_ms < $3
              UNION SELECT payment_id AS id FROM refunds WHERE status = 'requested' AND created_at_ms < $1
              UNION SELECT payment_id AS id FROM gateway_webhooks WHERE state = 'pending' AND payment_id IS NOT NULL
                  AND received_at_ms < $1
-             UNION SELECT p.id FROM payments p WHERE p.status IN ('paid', 'held_in_escrow', 'released')
-               AND (SELECT COUNT(*) FROM charges c WHERE c.payment_id = p.id)
-                   = (SELECT COUNT(*) FROM charges c WHERE c.payment_id = p.id AND c.status = 'paid')
-               AND (SELECT COUNT(*) FROM charges c WHERE c.payment_id = p.id)
-                   < (SELECT COUNT(*) FROM installments i WHERE i.payment_id = p.id)
              LIMIT $2",
         )
         .bind(older_than_ms)

@@ -189,20 +189,20 @@ impl Store {
 }
 
 /// Links a patient to a provider; linking twice is not an error.
+pub(crate) const LINK_INSERT: &str = "INSERT INTO provider_patients (provider_id, patient_id, created_at_ms)
+     VALUES ($1, $2, $3) ON CONFLICT (provider_id, patient_id) DO NOTHING";
+
 pub(crate) async fn link(
     connection: &mut sqlx::AnyConnection,
     provider: ProviderId,
     patient: PatientId,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO provider_patients (provider_id, patient_id, created_at_ms) VALUES ($1, $2, $3)
-         ON CONFLICT (provider_id, patient_id) DO NOTHING",
-    )
-    .bind(provider.to_string())
-    .bind(patient.to_string())
-    .bind(now_ms)
-    .execute(connection)
-    .await?;
+    sqlx::query(LINK_INSERT)
+        .bind(provider.to_string())
+        .bind(patient.to_string())
+        .bind(now_ms)
+        .execute(connection)
+        .await?;
     Ok(())
 }

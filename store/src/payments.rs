@@ -1,8 +1,9 @@
 //! Payments, their installments, decisions and events.
 
 use crate::database::{Store, StoreError};
-use crate::idempotency::{self, IdempotencyCompletion};
-use crate::parties::{link, parse_column};
+use crate::idempotency::{self, IdempotencyRecord};
+use crate::parties::{LINK_INSERT, parse_column};
+use crate::writer::{Plan, PlannedEvents, Statement};
 use medpay_models::{
     DecisionOutcome, Installment, PatientId, PaymentId, PaymentMethod, PaymentStatus, ProviderId, Reason, TussCode,
 };
@@ -72,15 +73,15 @@ pub struct EventRecord {
 }
 
 /// Everything the creation of a payment writes, committed at once: the payment, its installments,
-/// its first decision, its first events, the patient–provider link and the idempotent response.
+/// its first decision, its first events, the patient–provider link, the effects it asks for
+/// (intents, performed only once this is durable) and its idempotency key.
 #[derive(Debug, Clone)]
 pub struct NewPaymentWrite {
     pub payment: PaymentRecord,
     pub decision: DecisionRecord,
     pub events: Vec<NewEvent>,
-    pub idempotency: Option<IdempotencyCompletion>,
-    /// The gateway charge of the first installment, when it was made before the decision was written.
-    pub charge: Option<crate::money::ChargeRecord>,
+    pub idempotency: Option<IdempotencyRecord>,
+    pub intents: Vec<crate::money::IntentRecord>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -170,63 +171,11 @@ fn event_from_row(row: &AnyRow) -> Result<EventRecord, StoreError> {
 }
 
 impl Store {
-    /// Writes a new payment and everything that comes with it in one transaction: either all of it
-    /// is durable or none of it is.
+    /// Writes a new payment and everything that comes with it in one commit (batched with other
+    /// actors' by the writer): either all of it is durable or none of it is.
     /// Returns the events as written, with their provider numbers.
     pub async fn record_new_payment(&self, write: &NewPaymentWrite) -> Result<Vec<EventRecord>, StoreError> {
-        let payment = &write.payment;
-        let mut transaction = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO payments (id, provider_id, patient_id, tuss_code, description, amount_centavos, method,
-                 installments_count, monthly_interest_bps, total_centavos, cet_annual_bps, status, device_id, ip,
-                 created_at_ms, updated_at_ms, fee_bps, escrow)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-        )
-        .bind(payment.id.to_string())
-        .bind(payment.provider_id.to_string())
-        .bind(payment.patient_id.to_string())
-        .bind(payment.tuss_code.as_str().to_owned())
-        .bind(payment.description.clone())
-        .bind(payment.amount_centavos)
-        .bind(payment.method.as_str())
-        .bind(i64::try_from(payment.installments.len()).map_err(StoreError::corrupt)?)
-        .bind(payment.monthly_interest_bps)
-        .bind(payment.total_centavos)
-        .bind(payment.cet_annual_bps)
-        .bind(payment.status.as_str())
-        .bind(payment.device_id.clone())
-        .bind(payment.ip.clone())
-        .bind(payment.created_at_ms)
-        .bind(payment.updated_at_ms)
-        .bind(payment.fee_bps)
-        .bind(i64::from(payment.escrow))
-        .execute(&mut *transaction)
-        .await
-        .map_err(|error| StoreError::on_unique(error, "payment"))?;
-        for installment in &payment.installments {
-            sqlx::query(
-                "INSERT INTO installments (payment_id, number, due_date, amount_centavos) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(payment.id.to_string())
-            .bind(i64::from(installment.number))
-            .bind(installment.due_date.to_string())
-            .bind(installment.amount_centavos)
-            .execute(&mut *transaction)
-            .await?;
-        }
-        insert_decision(&mut transaction, &write.decision).await?;
-        if let Some(charge) = &write.charge {
-            crate::money::insert_charge(&mut transaction, charge).await?;
-        }
-        link(&mut transaction, payment.provider_id, payment.patient_id, payment.created_at_ms).await?;
-        if let Some(completion) = &write.idempotency {
-            idempotency::complete(&mut transaction, completion).await?;
-        }
-        let written =
-            insert_events(&mut transaction, payment.id, payment.provider_id, &write.events, payment.created_at_ms)
-                .await?;
-        transaction.commit().await?;
-        Ok(written)
+        Ok(self.writer.write(new_payment_plan(write)?).await?.events)
     }
 
     pub async fn payment(&self, id: PaymentId) -> Result<Option<PaymentRecord>, StoreError> {
@@ -390,84 +339,86 @@ impl Store {
     }
 }
 
-async fn insert_decision(connection: &mut sqlx::AnyConnection, decision: &DecisionRecord) -> Result<(), StoreError> {
-    sqlx::query(
+fn new_payment_plan(write: &NewPaymentWrite) -> Result<Plan, StoreError> {
+    let payment = &write.payment;
+    let mut statements = Vec::with_capacity(6 + payment.installments.len() + write.intents.len());
+    statements.push(
+        Statement::new(
+            "INSERT INTO payments (id, provider_id, patient_id, tuss_code, description, amount_centavos, method,
+                 installments_count, monthly_interest_bps, total_centavos, cet_annual_bps, status, device_id, ip,
+                 created_at_ms, updated_at_ms, fee_bps, escrow)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+            vec![
+                payment.id.to_string().into(),
+                payment.provider_id.to_string().into(),
+                payment.patient_id.to_string().into(),
+                payment.tuss_code.as_str().into(),
+                payment.description.as_str().into(),
+                payment.amount_centavos.into(),
+                payment.method.as_str().into(),
+                i64::try_from(payment.installments.len()).map_err(StoreError::corrupt)?.into(),
+                payment.monthly_interest_bps.into(),
+                payment.total_centavos.into(),
+                payment.cet_annual_bps.into(),
+                payment.status.as_str().into(),
+                payment.device_id.as_str().into(),
+                payment.ip.as_str().into(),
+                payment.created_at_ms.into(),
+                payment.updated_at_ms.into(),
+                payment.fee_bps.into(),
+                i64::from(payment.escrow).into(),
+            ],
+        )
+        .unique("payment"),
+    );
+    for installment in &payment.installments {
+        statements.push(Statement::new(
+            "INSERT INTO installments (payment_id, number, due_date, amount_centavos) VALUES ($1, $2, $3, $4)",
+            vec![
+                payment.id.to_string().into(),
+                i64::from(installment.number).into(),
+                installment.due_date.to_string().into(),
+                installment.amount_centavos.into(),
+            ],
+        ));
+    }
+    statements.push(decision_statement(&write.decision)?);
+    statements.push(link_statement(payment.provider_id, payment.patient_id, payment.created_at_ms));
+    statements.extend(write.intents.iter().map(crate::money::intent_statement));
+    if let Some(record) = &write.idempotency {
+        statements.push(idempotency::record_statement(record));
+    }
+    Ok(Plan {
+        statements,
+        events: Some(PlannedEvents {
+            payment: payment.id,
+            provider: payment.provider_id,
+            events: write.events.clone(),
+            now_ms: payment.created_at_ms,
+        }),
+    })
+}
+
+fn decision_statement(decision: &DecisionRecord) -> Result<Statement, StoreError> {
+    Ok(Statement::new(
         "INSERT INTO decisions (id, payment_id, outcome, score, reasons, rules_hit, model_version, latency_us, created_at_ms,
              features)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(decision.id.clone())
-    .bind(decision.payment_id.to_string())
-    .bind(decision.outcome.as_str())
-    .bind(i64::from(decision.score))
-    .bind(serde_json::to_string(&decision.reasons).map_err(StoreError::corrupt)?)
-    .bind(serde_json::to_string(&decision.rules_hit).map_err(StoreError::corrupt)?)
-    .bind(decision.model_version.clone())
-    .bind(decision.latency_us)
-    .bind(decision.created_at_ms)
-    .bind(decision.features.to_string())
-    .execute(connection)
-    .await?;
-    Ok(())
+        vec![
+            decision.id.as_str().into(),
+            decision.payment_id.to_string().into(),
+            decision.outcome.as_str().into(),
+            i64::from(decision.score).into(),
+            serde_json::to_string(&decision.reasons).map_err(StoreError::corrupt)?.into(),
+            serde_json::to_string(&decision.rules_hit).map_err(StoreError::corrupt)?.into(),
+            decision.model_version.as_str().into(),
+            decision.latency_us.into(),
+            decision.created_at_ms.into(),
+            decision.features.to_string().into(),
+        ],
+    ))
 }
 
-/// Writes a payment's events with the provider's next event numbers. Called last in its
-/// transaction: the UPDATE locks the provider's row until commit (PostgreSQL), so numbers are
-/// committed in order and a reader following the feed never skips one; taking them last keeps that
-/// lock short.
-pub(crate) async fn insert_events(
-    connection: &mut sqlx::AnyConnection,
-    payment: PaymentId,
-    provider: ProviderId,
-    events: &[NewEvent],
-    now_ms: i64,
-) -> Result<Vec<EventRecord>, StoreError> {
-    let count = i64::try_from(events.len()).map_err(StoreError::corrupt)?;
-    let last: i64 =
-        sqlx::query("UPDATE providers SET last_event_seq = last_event_seq + $2 WHERE id = $1 RETURNING last_event_seq")
-            .bind(provider.to_string())
-            .bind(count)
-            .fetch_one(&mut *connection)
-            .await?
-            .try_get("last_event_seq")?;
-    let mut written = Vec::with_capacity(events.len());
-    for (index, event) in events.iter().enumerate() {
-        let provider_seq = last - count + 1 + i64::try_from(index).map_err(StoreError::corrupt)?;
-        insert_event(connection, payment, provider, provider_seq, event, now_ms).await?;
-        written.push(EventRecord {
-            payment_id: payment,
-            provider_id: provider,
-            seq: event.seq,
-            provider_seq,
-            kind: event.kind.clone(),
-            data: event.data.clone(),
-            created_at_ms: now_ms,
-        });
-    }
-    Ok(written)
-}
-
-async fn insert_event(
-    connection: &mut sqlx::AnyConnection,
-    payment: PaymentId,
-    provider: ProviderId,
-    provider_seq: i64,
-    event: &NewEvent,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO events (payment_id, seq, provider_id, kind, data, created_at_ms, provider_seq)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(payment.to_string())
-    .bind(event.seq)
-    .bind(provider.to_string())
-    .bind(event.kind.clone())
-    .bind(event.data.to_string())
-    .bind(now_ms)
-    .bind(provider_seq)
-    .execute(connection)
-    .await
-    .map_err(|error| StoreError::on_unique(error, "event"))?;
-    Ok(())
+fn link_statement(provider: ProviderId, patient: PatientId, now_ms: i64) -> Statement {
+    Statement::new(LINK_INSERT, vec![provider.to_string().into(), patient.to_string().into(), now_ms.into()])
 }

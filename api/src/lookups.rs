@@ -1,0 +1,106 @@
+//! What the payment path reads about its parties, kept in memory: the store is asked once per
+//! party, not once per request. Only facts that never change are kept forever (a patient's CPF and
+//! name, a provider's CNPJ, fee and escrow choice, a provider–patient link, which are never
+//! deleted); who a key belongs to is kept for a short time, so that revoking one (when keys can be
+//! revoked) takes effect within `CREDENTIAL_CACHE_TTL_MS` on every node.
+
+use medpay_models::{PatientId, ProviderId};
+use medpay_store::{PatientRecord, ProviderRecord, Store, StoreError};
+use moka::sync::Cache;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Parties of each kind kept in memory.
+pub const PARTIES_CACHED_MAX: u64 = 200_000;
+/// Provider–patient links kept in memory.
+pub const LINKS_CACHED_MAX: u64 = 500_000;
+/// Credentials (hashes of API keys and patient tokens) kept in memory, and for how long.
+pub const CREDENTIALS_CACHED_MAX: u64 = 100_000;
+pub const CREDENTIAL_CACHE_TTL_MS: u64 = 60_000;
+
+pub struct Lookups {
+    store: Store,
+    providers: Cache<ProviderId, Arc<ProviderRecord>>,
+    patients: Cache<PatientId, Arc<PatientRecord>>,
+    links: Cache<(ProviderId, PatientId), ()>,
+    provider_keys: Cache<String, ProviderId>,
+    patient_tokens: Cache<String, PatientId>,
+}
+
+impl Lookups {
+    pub fn new(store: Store) -> Lookups {
+        fn credentials<V: Clone + Send + Sync + 'static>() -> Cache<String, V> {
+            Cache::builder()
+                .max_capacity(CREDENTIALS_CACHED_MAX)
+                .time_to_live(Duration::from_millis(CREDENTIAL_CACHE_TTL_MS))
+                .build()
+        }
+        Lookups {
+            store,
+            providers: Cache::new(PARTIES_CACHED_MAX),
+            patients: Cache::new(PARTIES_CACHED_MAX),
+            links: Cache::new(LINKS_CACHED_MAX),
+            provider_keys: credentials(),
+            patient_tokens: credentials(),
+        }
+    }
+
+    /// A provider as it was registered. Its risk settings (thresholds, fail mode, limit) change:
+    /// read those from the provider's session, never from here.
+    pub async fn provider(&self, id: ProviderId) -> Result<Option<Arc<ProviderRecord>>, StoreError> {
+        if let Some(found) = self.providers.get(&id) {
+            return Ok(Some(found));
+        }
+        let found = self.store.provider(id).await?.map(Arc::new);
+        if let Some(record) = &found {
+            self.providers.insert(id, record.clone());
+        }
+        Ok(found)
+    }
+
+    pub async fn patient(&self, id: PatientId) -> Result<Option<Arc<PatientRecord>>, StoreError> {
+        if let Some(found) = self.patients.get(&id) {
+            return Ok(Some(found));
+        }
+        let found = self.store.patient(id).await?.map(Arc::new);
+        if let Some(record) = &found {
+            self.patients.insert(id, record.clone());
+        }
+        Ok(found)
+    }
+
+    /// Whether the provider registered or charged the patient (links are never removed, so a
+    /// link seen once is kept; an absent one is asked again).
+    pub async fn is_linked(&self, provider: ProviderId, patient: PatientId) -> Result<bool, StoreError> {
+        if self.links.contains_key(&(provider, patient)) {
+            return Ok(true);
+        }
+        let linked = self.store.is_linked(provider, patient).await?;
+        if linked {
+            self.links.insert((provider, patient), ());
+        }
+        Ok(linked)
+    }
+
+    pub async fn provider_by_key_hash(&self, hash: &str) -> Result<Option<ProviderId>, StoreError> {
+        if let Some(found) = self.provider_keys.get(hash) {
+            return Ok(Some(found));
+        }
+        let found = self.store.provider_id_by_key_hash(hash).await?;
+        if let Some(id) = found {
+            self.provider_keys.insert(hash.to_owned(), id);
+        }
+        Ok(found)
+    }
+
+    pub async fn patient_by_token_hash(&self, hash: &str) -> Result<Option<PatientId>, StoreError> {
+        if let Some(found) = self.patient_tokens.get(hash) {
+            return Ok(Some(found));
+        }
+        let found = self.store.patient_id_by_token_hash(hash).await?;
+        if let Some(id) = found {
+            self.patient_tokens.insert(hash.to_owned(), id);
+        }
+        Ok(found)
+    }
+}

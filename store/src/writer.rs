@@ -1,0 +1,485 @@
+//! One writer per database: the commits of every actor, batched into one transaction and one
+//! fsync. An actor hands the writer a `Plan` (statements and the events to number) and is answered
+//! once the batch that holds it is durable. Provider event numbers are taken here, in commit order:
+//! one `UPDATE … RETURNING` per provider per batch, at its end, so the provider's row is locked
+//! (PostgreSQL) only from there to the commit, and several nodes writing the same database still
+//! number gap-free.
+//!
+//! A batch that fails as a whole (one plan's guard refused, say) is rolled back and its plans are
+//! run again one transaction each, so one bad plan fails alone.
+//!
+//! SQLite runs on its own thread through rusqlite: a batch is plain function calls there, where
+//! sqlx would hand every statement to its worker thread and back (that hand-off was most of the
+//! CPU a payment cost). PostgreSQL keeps sqlx, on one dedicated connection.
+
+use crate::database::StoreError;
+use crate::payments::{EventRecord, NewEvent};
+use medpay_models::{PaymentId, ProviderId};
+use std::collections::HashMap;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most plans committed together.
+pub const WRITE_BATCH_PLANS_MAX: usize = 512;
+/// Plans waiting for the writer before callers wait to hand theirs in.
+pub const WRITE_QUEUE_PLANS_MAX: usize = 8_192;
+/// How long SQLite waits for a lock held by another connection (a migration, an admin write).
+pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 5_000;
+/// Prepared statements the SQLite writer keeps.
+const SQLITE_STATEMENT_CACHE: usize = 128;
+
+/// A value bound to a statement. Nulls carry their type: PostgreSQL refuses an untyped one.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value {
+    Int(i64),
+    Text(String),
+    NullInt,
+    NullText,
+}
+
+impl From<i64> for Value {
+    fn from(value: i64) -> Value {
+        Value::Int(value)
+    }
+}
+
+impl From<String> for Value {
+    fn from(value: String) -> Value {
+        Value::Text(value)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(value: &str) -> Value {
+        Value::Text(value.to_owned())
+    }
+}
+
+impl From<Option<i64>> for Value {
+    fn from(value: Option<i64>) -> Value {
+        value.map_or(Value::NullInt, Value::Int)
+    }
+}
+
+impl From<Option<String>> for Value {
+    fn from(value: Option<String>) -> Value {
+        value.map_or(Value::NullText, Value::Text)
+    }
+}
+
+/// What a statement must have done for its plan to stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Any number of rows.
+    Any,
+    /// Exactly one row; else the plan fails with `Conflict(what)`.
+    One(&'static str),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Statement {
+    pub sql: &'static str,
+    pub params: Vec<Value>,
+    pub check: Check,
+    /// A unique-constraint violation fails the plan with `Conflict(what)`.
+    pub unique: Option<&'static str>,
+}
+
+impl Statement {
+    pub fn new(sql: &'static str, params: Vec<Value>) -> Statement {
+        Statement { sql, params, check: Check::Any, unique: None }
+    }
+
+    pub fn one(mut self, what: &'static str) -> Statement {
+        self.check = Check::One(what);
+        self
+    }
+
+    pub fn unique(mut self, what: &'static str) -> Statement {
+        self.unique = Some(what);
+        self
+    }
+}
+
+/// Events of one payment, numbered by the writer among their provider's.
+#[derive(Debug, Clone)]
+pub(crate) struct PlannedEvents {
+    pub payment: PaymentId,
+    pub provider: ProviderId,
+    pub events: Vec<NewEvent>,
+    pub now_ms: i64,
+}
+
+/// Everything one commit of one actor writes: all of it or none of it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Plan {
+    pub statements: Vec<Statement>,
+    pub events: Option<PlannedEvents>,
+}
+
+/// What a plan wrote: rows touched by each statement, and its events with their numbers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Written {
+    pub rows: Vec<u64>,
+    pub events: Vec<EventRecord>,
+}
+
+const EVENT_INSERT: &str = "INSERT INTO events (payment_id, seq, provider_id, kind, data, created_at_ms, provider_seq)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+const PROVIDER_SEQ_TAKE: &str =
+    "UPDATE providers SET last_event_seq = last_event_seq + $2 WHERE id = $1 RETURNING last_event_seq";
+
+/// A connection the writer drives. Each call is one statement; the SQLite one blocks its own thread.
+pub(crate) trait Connection: Send {
+    fn begin(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn commit(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn rollback(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Rows affected; a unique violation is `Conflict(unique)` when `unique` names it.
+    fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[Value],
+        unique: Option<&'static str>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// The first column of the first row, if there is a row.
+    fn query_i64(
+        &mut self,
+        sql: &'static str,
+        params: &[Value],
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+}
+
+struct Job {
+    plan: Plan,
+    reply: oneshot::Sender<Result<Written, StoreError>>,
+}
+
+/// The way in to the writer of one database.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    jobs: mpsc::Sender<Job>,
+    /// Asks the writer to finish the plans it holds and let its connection go.
+    stop: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    /// Turns true once it has.
+    stopped: tokio::sync::watch::Receiver<bool>,
+}
+
+/// The writer's side of `Writer::close`.
+struct Lifecycle {
+    stop: tokio::sync::watch::Receiver<bool>,
+    stopped: tokio::sync::watch::Sender<bool>,
+}
+
+fn lifecycle() -> (std::sync::Arc<tokio::sync::watch::Sender<bool>>, tokio::sync::watch::Receiver<bool>, Lifecycle) {
+    let (stop, stop_seen) = tokio::sync::watch::channel(false);
+    let (stopped_set, stopped) = tokio::sync::watch::channel(false);
+    (std::sync::Arc::new(stop), stopped, Lifecycle { stop: stop_seen, stopped: stopped_set })
+}
+
+impl Writer {
+    /// Hands `plan` to the writer; answers once it is durable (or refused).
+    pub async fn write(&self, plan: Plan) -> Result<Written, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job { plan, reply }).await.map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// The SQLite writer on a thread of its own, on the database file at `path`.
+    pub fn sqlite(path: &str) -> Result<Writer, StoreError> {
+        let connection = SqliteConnection::open(path)?;
+        let (jobs, queue) = mpsc::channel(WRITE_QUEUE_PLANS_MAX);
+        let (stop, stopped, lifecycle) = lifecycle();
+        std::thread::Builder::new().name("medpay-sqlite-writer".to_owned()).spawn(move || {
+            // A runtime of its own with no I/O: the thread does nothing but this database's commits.
+            match tokio::runtime::Builder::new_current_thread().build() {
+                Ok(runtime) => runtime.block_on(run(connection, queue, lifecycle)),
+                Err(error) => tracing::error!(%error, "the SQLite writer could not start"),
+            }
+        })?;
+        Ok(Writer { jobs, stop, stopped })
+    }
+
+    /// The PostgreSQL writer, on its own connection, as a task of the caller's runtime.
+    pub fn postgres(connection: sqlx::pool::PoolConnection<sqlx::Any>) -> Writer {
+        let (jobs, queue) = mpsc::channel(WRITE_QUEUE_PLANS_MAX);
+        let (stop, stopped, lifecycle) = lifecycle();
+        tokio::spawn(run(SqlxConnection { connection }, queue, lifecycle));
+        Writer { jobs, stop, stopped }
+    }
+
+    /// Commits what the writer holds, then lets its connection go (a pool closes only once every
+    /// connection is back). Plans handed in afterwards are refused.
+    pub async fn close(&self) {
+        let _ = self.stop.send(true);
+        let mut stopped = self.stopped.clone();
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+    }
+}
+
+async fn run<C: Connection>(mut connection: C, mut queue: mpsc::Receiver<Job>, mut lifecycle: Lifecycle) {
+    let mut jobs = Vec::with_capacity(WRITE_BATCH_PLANS_MAX);
+    loop {
+        let stopping = tokio::select! {
+            received = queue.recv_many(&mut jobs, WRITE_BATCH_PLANS_MAX) => Some(received),
+            _ = lifecycle.stop.wait_for(|stop| *stop) => None,
+        };
+        let received = match stopping {
+            Some(received) => received,
+            None => {
+                // Refuse new plans; commit those already handed in.
+                queue.close();
+                queue.recv_many(&mut jobs, WRITE_BATCH_PLANS_MAX).await
+            }
+        };
+        if received == 0 {
+            break;
+        }
+        let batch: Vec<Job> = std::mem::take(&mut jobs);
+        metrics::histogram!("medpay_write_batch_plans").record(batch.len() as f64);
+        commit_batch(&mut connection, batch).await;
+    }
+    drop(connection);
+    let _ = lifecycle.stopped.send(true);
+    tracing::info!("database writer stopped");
+}
+
+async fn commit_batch<C: Connection>(connection: &mut C, batch: Vec<Job>) {
+    let plans: Vec<&Plan> = batch.iter().map(|job| &job.plan).collect();
+    match write_plans(connection, &plans).await {
+        Ok(written) => {
+            for (job, written) in batch.into_iter().zip(written) {
+                let _ = job.reply.send(Ok(written));
+            }
+        }
+        Err(error) if batch.len() == 1 => {
+            if let Some(job) = batch.into_iter().next() {
+                let _ = job.reply.send(Err(error));
+            }
+        }
+        Err(error) => {
+            // One plan (or more) refused: each alone, so that only the bad ones fail.
+            tracing::debug!(%error, plans = batch.len(), "batch refused; committing its plans one by one");
+            for job in batch {
+                let result = write_plans(connection, &[&job.plan]).await.map(|mut written| written.remove(0));
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+}
+
+/// One transaction: every plan's statements, then the events numbered per provider, then commit.
+async fn write_plans<C: Connection>(connection: &mut C, plans: &[&Plan]) -> Result<Vec<Written>, StoreError> {
+    connection.begin().await?;
+    match write_in_transaction(connection, plans).await {
+        Ok(written) => match connection.commit().await {
+            Ok(()) => Ok(written),
+            Err(error) => {
+                let _ = connection.rollback().await;
+                Err(error)
+            }
+        },
+        Err(error) => {
+            if let Err(rollback) = connection.rollback().await {
+                tracing::error!(%rollback, "rollback failed");
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn write_in_transaction<C: Connection>(connection: &mut C, plans: &[&Plan]) -> Result<Vec<Written>, StoreError> {
+    let mut written = Vec::with_capacity(plans.len());
+    for plan in plans {
+        let mut rows = Vec::with_capacity(plan.statements.len());
+        for statement in &plan.statements {
+            let affected = connection.execute(statement.sql, &statement.params, statement.unique).await?;
+            if let Check::One(what) = statement.check
+                && affected != 1
+            {
+                return Err(StoreError::Conflict(what));
+            }
+            rows.push(affected);
+        }
+        written.push(Written { rows, events: Vec::new() });
+    }
+    // Provider numbers, taken last and in one statement per provider.
+    let mut counts: HashMap<ProviderId, i64> = HashMap::new();
+    for events in plans.iter().filter_map(|plan| plan.events.as_ref()) {
+        *counts.entry(events.provider).or_default() += i64::try_from(events.events.len()).unwrap_or(i64::MAX);
+    }
+    let mut next: HashMap<ProviderId, i64> = HashMap::with_capacity(counts.len());
+    for (provider, count) in counts.into_iter().filter(|(_, count)| *count > 0) {
+        let last = connection
+            .query_i64(PROVIDER_SEQ_TAKE, &[provider.to_string().into(), count.into()])
+            .await?
+            .ok_or(StoreError::Conflict("no such provider"))?;
+        next.insert(provider, last - count + 1);
+    }
+    for (plan, written) in plans.iter().zip(written.iter_mut()) {
+        let Some(planned) = &plan.events else { continue };
+        for event in &planned.events {
+            let seq = next.get_mut(&planned.provider).ok_or(StoreError::Conflict("no such provider"))?;
+            let provider_seq = *seq;
+            *seq += 1;
+            let params = [
+                planned.payment.to_string().into(),
+                event.seq.into(),
+                planned.provider.to_string().into(),
+                event.kind.as_str().into(),
+                event.data.to_string().into(),
+                planned.now_ms.into(),
+                provider_seq.into(),
+            ];
+            connection.execute(EVENT_INSERT, &params, Some("event")).await?;
+            written.events.push(EventRecord {
+                payment_id: planned.payment,
+                provider_id: planned.provider,
+                seq: event.seq,
+                provider_seq,
+                kind: event.kind.clone(),
+                data: event.data.clone(),
+                created_at_ms: planned.now_ms,
+            });
+        }
+    }
+    Ok(written)
+}
+
+/// SQLite through rusqlite, on the writer's own thread.
+struct SqliteConnection {
+    connection: rusqlite::Connection,
+    /// Our SQL (`$N`, as sqlx takes it) in SQLite's numbered form (`?N`), made once per text.
+    numbered: HashMap<&'static str, String>,
+}
+
+impl SqliteConnection {
+    fn open(path: &str) -> Result<SqliteConnection, StoreError> {
+        let connection = rusqlite::Connection::open(path)?;
+        connection.busy_timeout(std::time::Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS))?;
+        // FULL: a commit is on disk when the writer answers (a 201 survives a power cut).
+        connection.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        connection.set_prepared_statement_cache_capacity(SQLITE_STATEMENT_CACHE);
+        Ok(SqliteConnection { connection, numbered: HashMap::new() })
+    }
+
+    fn statement(&mut self, sql: &'static str) -> Result<rusqlite::CachedStatement<'_>, StoreError> {
+        let text = self.numbered.entry(sql).or_insert_with(|| sql.replace('$', "?"));
+        Ok(self.connection.prepare_cached(text)?)
+    }
+
+    fn bind(statement: &mut rusqlite::CachedStatement<'_>, params: &[Value]) -> Result<(), StoreError> {
+        for (index, value) in params.iter().enumerate() {
+            let position = index + 1;
+            match value {
+                Value::Int(number) => statement.raw_bind_parameter(position, number)?,
+                Value::Text(text) => statement.raw_bind_parameter(position, text.as_str())?,
+                Value::NullInt | Value::NullText => statement.raw_bind_parameter(position, rusqlite::types::Null)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn is_unique_violation(error: &rusqlite::Error) -> bool {
+        matches!(error, rusqlite::Error::SqliteFailure(failure, _)
+            if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+    }
+}
+
+impl Connection for SqliteConnection {
+    async fn begin(&mut self) -> Result<(), StoreError> {
+        // IMMEDIATE: the write lock at once, so a batch never fails on a lock upgrade.
+        Ok(self.connection.execute_batch("BEGIN IMMEDIATE")?)
+    }
+
+    async fn commit(&mut self) -> Result<(), StoreError> {
+        Ok(self.connection.execute_batch("COMMIT")?)
+    }
+
+    async fn rollback(&mut self) -> Result<(), StoreError> {
+        Ok(self.connection.execute_batch("ROLLBACK")?)
+    }
+
+    async fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[Value],
+        unique: Option<&'static str>,
+    ) -> Result<u64, StoreError> {
+        let mut statement = self.statement(sql)?;
+        Self::bind(&mut statement, params)?;
+        match statement.raw_execute() {
+            Ok(rows) => Ok(u64::try_from(rows).unwrap_or(u64::MAX)),
+            Err(error) => match unique {
+                Some(what) if Self::is_unique_violation(&error) => Err(StoreError::Conflict(what)),
+                _ => Err(error.into()),
+            },
+        }
+    }
+
+    async fn query_i64(&mut self, sql: &'static str, params: &[Value]) -> Result<Option<i64>, StoreError> {
+        let mut statement = self.statement(sql)?;
+        Self::bind(&mut statement, params)?;
+        let mut rows = statement.raw_query();
+        match rows.next()? {
+            Some(row) => Ok(Some(row.get(0)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// PostgreSQL (or any engine sqlx drives) on one connection of the pool, held for good.
+struct SqlxConnection {
+    connection: sqlx::pool::PoolConnection<sqlx::Any>,
+}
+
+fn bound<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    params: &'q [Value],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for value in params {
+        query = match value {
+            Value::Int(number) => query.bind(*number),
+            Value::Text(text) => query.bind(text.as_str()),
+            Value::NullInt => query.bind(None::<i64>),
+            Value::NullText => query.bind(None::<String>),
+        };
+    }
+    query
+}
+
+impl Connection for SqlxConnection {
+    async fn begin(&mut self) -> Result<(), StoreError> {
+        sqlx::query("BEGIN").execute(&mut *self.connection).await?;
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<(), StoreError> {
+        sqlx::query("COMMIT").execute(&mut *self.connection).await?;
+        Ok(())
+    }
+
+    async fn rollback(&mut self) -> Result<(), StoreError> {
+        sqlx::query("ROLLBACK").execute(&mut *self.connection).await?;
+        Ok(())
+    }
+
+    async fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[Value],
+        unique: Option<&'static str>,
+    ) -> Result<u64, StoreError> {
+        let done = bound(sqlx::query(sql), params).execute(&mut *self.connection).await;
+        match (done, unique) {
+            (Ok(done), _) => Ok(done.rows_affected()),
+            (Err(error), Some(what)) => Err(StoreError::on_unique(error, what)),
+            (Err(error), None) => Err(error.into()),
+        }
+    }
+
+    async fn query_i64(&mut self, sql: &'static str, params: &[Value]) -> Result<Option<i64>, StoreError> {
+        use sqlx::Row;
+        let row = bound(sqlx::query(sql), params).fetch_optional(&mut *self.connection).await?;
+        Ok(row.map(|row| row.try_get::<i64, _>(0)).transpose()?)
+    }
+}
