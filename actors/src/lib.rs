@@ -301,11 +301,15 @@ impl Runtime {
         let _ = self.context.outbox.send_message(outbox::OutboxMsg::Pump);
     }
 
-    /// Tells the payment's actor that a gateway webhook of it was recorded.
-    pub async fn webhook_recorded(&self, payment: PaymentId) -> Result<(), CoreError> {
+    /// Hands the payment's actor a gateway webhook of it that was just recorded.
+    pub async fn webhook_recorded(
+        &self,
+        payment: PaymentId,
+        webhook: medpay_store::GatewayWebhook,
+    ) -> Result<(), CoreError> {
         let actor = self.payments.get(payment).await?;
         actor
-            .send_message(TransactionMsg::ApplyPending)
+            .send_message(TransactionMsg::WebhookRecorded(Box::new(webhook)))
             .map_err(|_| CoreError::Unavailable(format!("transaction actor of {payment} stopped")))
     }
 

@@ -243,6 +243,7 @@ pub(crate) async fn commit(state: &mut TransactionState, mut movement: Movement)
         payment.status = status;
         payment.updated_at_ms = movement.now_ms;
     }
+    remember(state, &movement);
     if movement.intents_abandoned {
         state.intents.clear();
     }
@@ -255,6 +256,34 @@ pub(crate) async fn commit(state: &mut TransactionState, mut movement: Movement)
         }
     }
     Ok(())
+}
+
+/// The charges and refunds of a committed movement, as the actor holds them.
+fn remember(state: &mut TransactionState, movement: &Movement) {
+    if let Some(charge) = &movement.new_charge {
+        state.charges.push(charge.clone());
+    }
+    if let Some((id, at)) = &movement.charge_paid
+        && let Some(charge) = state.charges.iter_mut().find(|charge| &charge.id == id)
+    {
+        charge.status = "paid".to_owned();
+        charge.paid_at_ms = Some(*at);
+    }
+    if movement.charges_cancelled {
+        for charge in state.charges.iter_mut().filter(|charge| charge.status == "active") {
+            charge.status = "cancelled".to_owned();
+        }
+    }
+    state.refunds.extend(movement.new_refunds.iter().cloned());
+    if let Some((id, gateway_id, at)) = &movement.refund_completed
+        && let Some(refund) = state.refunds.iter_mut().find(|refund| &refund.id == id)
+    {
+        refund.status = "completed".to_owned();
+        refund.completed_at_ms = Some(*at);
+        if gateway_id.is_some() {
+            refund.gateway_id = gateway_id.clone();
+        }
+    }
 }
 
 pub(crate) fn event_for(kind: &str, data: serde_json::Value) -> NewEvent {
@@ -374,6 +403,24 @@ pub(crate) async fn perform_intents(state: &mut TransactionState) -> Result<(), 
     Ok(())
 }
 
+/// Applies a webhook just recorded for this payment; when it moved the payment on and others
+/// were waiting for it, those are applied too.
+pub(crate) async fn apply_recorded(state: &mut TransactionState, webhook: &GatewayWebhook) {
+    match apply_webhook(state, webhook).await {
+        Ok(true) if state.webhooks_waiting => {
+            if let Err(error) = apply_pending(state).await {
+                tracing::warn!(payment_id = %state.id, %error, "pending webhooks not applied");
+            }
+        }
+        Ok(true) => {}
+        Ok(false) => state.webhooks_waiting = true,
+        Err(error) => {
+            state.webhooks_waiting = true;
+            tracing::warn!(payment_id = %state.id, webhook_id = %webhook.webhook_id, %error, "webhook not applied; will retry");
+        }
+    }
+}
+
 /// Applies the payment's pending webhooks in the order they can be applied: one that has to wait
 /// for another (a chargeback before the payment it takes back) stays pending until it can.
 pub(crate) async fn apply_pending(state: &mut TransactionState) -> Result<(), CoreError> {
@@ -381,16 +428,19 @@ pub(crate) async fn apply_pending(state: &mut TransactionState) -> Result<(), Co
     loop {
         let pending = context.store.pending_webhooks(state.id).await?;
         let mut progressed = false;
+        let mut waiting = false;
         for webhook in pending {
             match apply_webhook(state, &webhook).await {
                 Ok(true) => progressed = true,
-                Ok(false) => {}
+                Ok(false) => waiting = true,
                 Err(error) => {
+                    waiting = true;
                     tracing::warn!(payment_id = %state.id, webhook_id = %webhook.webhook_id, %error, "webhook not applied; will retry");
                 }
             }
         }
         if !progressed {
+            state.webhooks_waiting = waiting;
             return Ok(());
         }
     }
@@ -416,14 +466,14 @@ async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -
     if webhook.gateway == crate::contracts::CLICKSIGN {
         return crate::contracts::apply(state, webhook).await;
     }
-    let context = state.context.clone();
     let Some(payment) = state.payment.clone() else { return Ok(false) };
     let notice = match parse_notice(webhook.body.as_bytes()) {
         Ok(notice) => notice,
         Err(error) => return mark_webhook(state, webhook, "ignored", error).await,
     };
-    let Some(charge) = context.store.charge_by_gateway_id(&notice.charge_transaction_id).await? else {
-        // The charge's own write has not committed yet (a card captured as it was made).
+    // The actor holds every charge of its payment: one it does not know is another payment's,
+    // or its own charge's commit has not happened yet (a card captured as it was made).
+    let Some(charge) = state.charges.iter().find(|c| c.gateway_id == notice.charge_transaction_id).cloned() else {
         return Ok(false);
     };
     if charge.payment_id != payment.id {
@@ -505,7 +555,7 @@ async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -
             Ok(true)
         }
         NoticeKind::RefundDone => {
-            let refunds = context.store.refunds(payment.id).await?;
+            let refunds = state.refunds.clone();
             let Some(refund) = refunds.iter().find(|r| Some(&r.id) == notice.client_code.as_ref()) else {
                 return mark_webhook(state, webhook, "ignored", "a reversal we did not ask for".into()).await;
             };
@@ -571,8 +621,7 @@ async fn take_back(
     refund_id: &str,
     settled: bool,
 ) -> Result<Option<Movement>, CoreError> {
-    let context = state.context.clone();
-    let refunds = context.store.refunds(payment.id).await?;
+    let refunds = state.refunds.clone();
     let before: i64 = refunds.iter().filter(|r| r.charge_id == charge.id).map(|r| r.amount_centavos).sum();
     if amount <= 0 || before + amount > charge.amount_centavos {
         return Ok(None);
@@ -616,7 +665,7 @@ async fn take_back(
         completed_at_ms: settled.then_some(now),
     };
     // Everything paid so far given back: refunded (charged back for a dispute); else partly.
-    let charges = context.store.charges(payment.id).await?;
+    let charges = state.charges.clone();
     let paid: i64 = charges.iter().filter(|c| c.status == "paid").map(|c| c.amount_centavos).sum();
     let returned: i64 = refunds.iter().map(|r| r.amount_centavos).sum::<i64>() + amount;
     let to = match (returned >= paid, kind) {
@@ -654,12 +703,11 @@ pub(crate) async fn refund(
     reason: &str,
     key: &str,
 ) -> Result<Vec<RefundRecord>, MoneyError> {
-    let context = state.context.clone();
     let payment = state.payment.clone().ok_or(CoreError::Invariant("no payment".into()))?;
     if amount <= 0 {
         return Err(refused("invalid_amount", "amount_centavos must be a positive number of centavos"));
     }
-    let refunds = context.store.refunds(payment.id).await?;
+    let refunds = state.refunds.clone();
     let prefix = format!("{key}-");
     let earlier: Vec<RefundRecord> = refunds.iter().filter(|r| r.id.starts_with(&prefix)).cloned().collect();
     let done: i64 = earlier.iter().map(|r| r.amount_centavos).sum();
@@ -678,7 +726,7 @@ pub(crate) async fn refund(
             format!("a payment that is {} has nothing to refund", payment.status),
         ));
     }
-    let charges = context.store.charges(payment.id).await?;
+    let charges = state.charges.clone();
     let left_of = |charge: &ChargeRecord| {
         charge.amount_centavos
             - refunds.iter().filter(|r| r.charge_id == charge.id).map(|r| r.amount_centavos).sum::<i64>()
@@ -720,10 +768,7 @@ pub(crate) async fn refund(
 pub(crate) async fn send_refunds(state: &mut TransactionState) {
     let context = state.context.clone();
     let Some(gateways) = context.gateways.clone() else { return };
-    let (Ok(refunds), Ok(charges)) = (context.store.refunds(state.id).await, context.store.charges(state.id).await)
-    else {
-        return;
-    };
+    let (refunds, charges) = (state.refunds.clone(), state.charges.clone());
     for refund in refunds.iter().filter(|r| r.status == "requested") {
         let Some(charge) = charges.iter().find(|c| c.id == refund.charge_id) else { continue };
         match gateways.celcoin.refund(&charge.gateway_id, &refund.id, refund.amount_centavos, &refund.reason).await {
@@ -746,8 +791,8 @@ pub(crate) async fn procedure(state: &mut TransactionState, performed: bool) -> 
         ));
     }
     if !performed {
-        let charges = context.store.charges(payment.id).await?;
-        let refunds = context.store.refunds(payment.id).await?;
+        let charges = state.charges.clone();
+        let refunds = state.refunds.clone();
         let paid: i64 = charges.iter().filter(|c| c.status == "paid").map(|c| c.amount_centavos).sum();
         let returned: i64 = refunds.iter().map(|r| r.amount_centavos).sum();
         let key = format!("cancel{}", payment.id.as_uuid().simple());
@@ -755,7 +800,7 @@ pub(crate) async fn procedure(state: &mut TransactionState, performed: bool) -> 
         return Ok(());
     }
     let gateways = context.gateways.clone().ok_or_else(|| CoreError::Unavailable("no gateway".into()))?;
-    for charge in context.store.charges(payment.id).await?.iter().filter(|c| c.status == "paid") {
+    for charge in state.charges.clone().iter().filter(|c| c.status == "paid") {
         gateways
             .celcoin
             .release_escrow(&charge.gateway_id)
@@ -813,7 +858,6 @@ pub(crate) async fn close_review(
     upheld: bool,
     note: String,
 ) -> Result<(), MoneyError> {
-    let context = state.context.clone();
     let payment = state.payment.clone().ok_or(CoreError::Invariant("no payment".into()))?;
     let outcome = if upheld { "upheld" } else { "rejected" };
     let now = medpay_store::now_ms();
@@ -827,8 +871,8 @@ pub(crate) async fn close_review(
         )
     {
         // Give back what is left first (idempotent under the case's id), then close the case.
-        let charges = context.store.charges(payment.id).await?;
-        let refunds = context.store.refunds(payment.id).await?;
+        let charges = state.charges.clone();
+        let refunds = state.refunds.clone();
         let paid: i64 = charges.iter().filter(|c| c.status == "paid").map(|c| c.amount_centavos).sum();
         let returned: i64 = refunds.iter().map(|r| r.amount_centavos).sum();
         if paid > returned {
@@ -872,12 +916,11 @@ pub(crate) async fn close_review(
 
 /// A first PIX charge left unpaid past its expiry expires the payment (and is no longer payable).
 async fn expire_if_due(state: &mut TransactionState) -> Result<(), CoreError> {
-    let context = state.context.clone();
     let Some(payment) = state.payment.clone().filter(|p| p.status == PaymentStatus::AwaitingPayment) else {
         return Ok(());
     };
     let now = medpay_store::now_ms();
-    let charges = context.store.charges(payment.id).await?;
+    let charges = state.charges.clone();
     let expired = charges.iter().any(|c| c.status == "active" && c.expires_at_ms.is_some_and(|at| at <= now));
     if !expired {
         return Ok(());

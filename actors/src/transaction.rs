@@ -13,7 +13,8 @@ use medpay_models::{
     Cpf, FailMode, InstallmentPlan, PatientId, PaymentId, PaymentMethod, PaymentStatus, ProviderId, Reason, TussCode,
 };
 use medpay_store::{
-    DecisionRecord, IdempotencyRecord, IntentKind, IntentRecord, NewEvent, NewPaymentWrite, PaymentRecord, RefundRecord,
+    ChargeRecord, DecisionRecord, IdempotencyRecord, IntentKind, IntentRecord, NewEvent, NewPaymentWrite,
+    PaymentRecord, RefundRecord,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::json;
@@ -90,8 +91,8 @@ pub enum TransactionMsg {
     },
     /// Money work the sweep found: charges due, refunds owed, webhooks waiting.
     Work,
-    /// A gateway webhook of this payment was recorded: apply what can be applied.
-    ApplyPending,
+    /// A gateway webhook of this payment was recorded: apply it (and what waited for it).
+    WebhookRecorded(Box<medpay_store::GatewayWebhook>),
     /// `key` names the refund (an idempotency key hashed with its caller's scope).
     Refund {
         amount_centavos: i64,
@@ -137,10 +138,27 @@ pub struct TransactionState {
     pub(crate) last_seq: i64,
     /// Effects committed and not performed yet, oldest first.
     pub(crate) intents: Vec<IntentRecord>,
+    /// The payment's charges and refunds (the actor is their only writer).
+    pub(crate) charges: Vec<ChargeRecord>,
+    pub(crate) refunds: Vec<RefundRecord>,
+    /// Some recorded webhook of this payment waits for another (read them from the store again
+    /// when the payment moves on).
+    pub(crate) webhooks_waiting: bool,
     /// A commit's outcome is unknown (the store failed): the actor stops and is rebuilt.
     pub(crate) stale: bool,
     idle: Duration,
     last_activity: Instant,
+}
+
+/// What a payment's actor reads back from the store when it starts.
+#[derive(Default)]
+struct Rebuilt {
+    payment: Option<PaymentRecord>,
+    decision: Option<DecisionRecord>,
+    last_seq: i64,
+    intents: Vec<IntentRecord>,
+    charges: Vec<ChargeRecord>,
+    refunds: Vec<RefundRecord>,
 }
 
 impl Entity for TransactionActor {
@@ -162,26 +180,31 @@ impl Actor for TransactionActor {
         myself: ActorRef<TransactionMsg>,
         args: TransactionArgs,
     ) -> Result<TransactionState, ActorProcessingErr> {
-        let (payment, decision, last_seq, intents) = if args.fresh {
-            (None, None, 0, Vec::new())
-        } else {
-            let view = args.context.store.payment_view(args.id).await?;
-            let last_seq = args.context.store.last_event_seq(args.id).await?;
-            let intents = args.context.store.pending_intents(args.id).await?;
-            match view {
-                Some((payment, decision, _)) => (Some(payment), decision, last_seq, intents),
-                None => (None, None, last_seq, intents),
+        let mut rebuilt = Rebuilt::default();
+        if !args.fresh {
+            let store = &args.context.store;
+            if let Some((payment, decision, _)) = store.payment_view(args.id).await? {
+                rebuilt.payment = Some(payment);
+                rebuilt.decision = decision;
             }
-        };
+            rebuilt.last_seq = store.last_event_seq(args.id).await?;
+            rebuilt.intents = store.pending_intents(args.id).await?;
+            rebuilt.charges = store.charges(args.id).await?;
+            rebuilt.refunds = store.refunds(args.id).await?;
+        }
         let idle = Duration::from_millis(args.context.config.idle_ms);
         myself.send_after(idle, || TransactionMsg::IdleCheck);
         Ok(TransactionState {
             id: args.id,
             context: args.context,
-            payment,
-            decision,
-            last_seq,
-            intents,
+            payment: rebuilt.payment,
+            decision: rebuilt.decision,
+            last_seq: rebuilt.last_seq,
+            intents: rebuilt.intents,
+            charges: rebuilt.charges,
+            refunds: rebuilt.refunds,
+            // A rebuilt payment may have webhooks waiting from before.
+            webhooks_waiting: !args.fresh,
             stale: false,
             idle,
             last_activity: Instant::now(),
@@ -211,9 +234,13 @@ impl Actor for TransactionActor {
                 state.last_activity = Instant::now();
                 let _ = reply.send(resume(state).await);
             }
-            TransactionMsg::Work | TransactionMsg::ApplyPending => {
+            TransactionMsg::Work => {
                 state.last_activity = Instant::now();
                 money::work(state).await;
+            }
+            TransactionMsg::WebhookRecorded(webhook) => {
+                state.last_activity = Instant::now();
+                money::apply_recorded(state, &webhook).await;
             }
             TransactionMsg::Refund { amount_centavos, reason, key, reply } => {
                 state.last_activity = Instant::now();

@@ -217,7 +217,7 @@ pub async fn celcoin_webhook(
     tracing::info!(webhook_id = %notice.id, kind = %webhook.kind, payment_id = ?payment, duplicate = !fresh, "Celcoin webhook received");
     if let (true, Some(payment)) = (fresh, payment) {
         // Recorded durably: the sweep applies it if this poke is lost.
-        let _ = state.runtime.webhook_recorded(payment).await;
+        let _ = state.runtime.webhook_recorded(payment, webhook).await;
     }
     Ok(StatusCode::OK)
 }
@@ -250,7 +250,7 @@ pub async fn clicksign_webhook(
     let fresh = state.store.record_webhook(&webhook).await?;
     tracing::info!(envelope_id = %notice.envelope_id, event = %notice.event, payment_id = ?payment, duplicate = !fresh, "ClickSign webhook received");
     if let (true, Some(payment)) = (fresh, payment) {
-        let _ = state.runtime.webhook_recorded(payment).await;
+        let _ = state.runtime.webhook_recorded(payment, webhook).await;
     }
     Ok(StatusCode::OK)
 }
