@@ -93,6 +93,17 @@ impl Actor for PatientSessionActor {
             PatientMsg::Features { request, reply } => {
                 state.last_activity = Instant::now();
                 let _ = reply.send(state.history.snapshot(&request));
+                // Counted from now, not from its commit: a burst of payments in flight at once
+                // sees itself. An attempt that never commits stays counted (velocity of attempts).
+                state.history.observe(PatientEvent {
+                    payment_id: request.payment_id,
+                    provider_id: request.provider_id,
+                    at_ms: request.at_ms,
+                    amount_centavos: request.amount_centavos,
+                    declined: false,
+                    device_hash: request.device_hash,
+                    ip_hash: request.ip_hash,
+                });
             }
             PatientMsg::PaymentRecorded(event) => {
                 state.last_activity = Instant::now();

@@ -141,7 +141,7 @@ impl<E: Entity> Actor for EntitySupervisor<E> {
             SupervisorMsg::GetOrStart { id, fresh, reply } => {
                 let existing = state.live_map().get(&id).cloned();
                 let result = match existing {
-                    Some(actor) if actor.get_status() == ActorStatus::Running => Ok(actor),
+                    Some(actor) if accepts_messages(actor.get_status()) => Ok(actor),
                     _ => state.spawn(&myself, id, fresh).await,
                 };
                 // The caller may have timed out and gone: nothing to do then.
@@ -187,6 +187,14 @@ impl<E: Entity> Actor for EntitySupervisor<E> {
         }
         Ok(())
     }
+}
+
+/// Whether an actor takes messages: a running one, and one just spawned whose status is not
+/// `Running` yet (its mailbox is open). Treating the latter as gone started a second actor for the
+/// same entity when two callers asked for it at once: two owners, and a burst of one patient's
+/// payments that did not see each other.
+fn accepts_messages(status: ActorStatus) -> bool {
+    matches!(status, ActorStatus::Unstarted | ActorStatus::Starting | ActorStatus::Running | ActorStatus::Upgrading)
 }
 
 /// The way in to one kind of entity actor.
@@ -245,7 +253,7 @@ impl<E: Entity> Registry<E> {
     /// The running actor of `id`, if there is one; never starts one.
     pub fn live(&self, id: E::Id) -> Option<ActorRef<E::Msg>> {
         let live = self.live.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        live.get(&id).filter(|actor| actor.get_status() == ActorStatus::Running).cloned()
+        live.get(&id).filter(|actor| accepts_messages(actor.get_status())).cloned()
     }
 
     pub fn is_live(&self, id: E::Id) -> bool {

@@ -289,3 +289,34 @@ async fn a_slow_subscriber_is_dropped_and_the_others_get_everything() {
     assert_eq!(held, crate::SUBSCRIBER_BUFFER);
     runtime.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A burst of payments from one patient, all in flight at once, is counted by each of them: the
+/// patient's session counts a payment when its features are asked for, not when it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_payments_in_flight_counts_towards_velocity() {
+    let store = store().await;
+    let provider_id = provider(&store, FailMode::Open).await;
+    let patient_id = patient(&store).await;
+    let runtime = Arc::new(runtime(store.clone(), Arc::new(rules()), RuntimeConfig::default()).await);
+    let burst = 8;
+    let submitted: Vec<_> = (0..burst)
+        .map(|_| {
+            let runtime = runtime.clone();
+            tokio::spawn(async move { runtime.submit(payment(provider_id, patient_id, 10_000)).await })
+        })
+        .collect();
+    let mut counted = Vec::new();
+    let mut reviewed = 0;
+    for handle in submitted {
+        let created = handle.await.unwrap().unwrap();
+        counted.push(created.decision.features["patient_payments_1h"].as_f64().unwrap());
+        reviewed += usize::from(created.decision.outcome == DecisionOutcome::Review);
+    }
+    // One session for the patient, however many asked for it at once.
+    assert_eq!(runtime.patients().stats().await.unwrap().started, 1);
+    counted.sort_by(f64::total_cmp);
+    // Each saw the ones before it: 0, 1, …, 7 earlier payments in the hour.
+    assert_eq!(counted, (0..burst).map(f64::from).collect::<Vec<_>>());
+    // The rules send the sixth payment in an hour to review: so three of the eight.
+    assert_eq!(reviewed, 3);
+}

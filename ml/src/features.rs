@@ -158,8 +158,10 @@ impl PatientHistory {
         PatientHistory { events: VecDeque::new(), first_payment_at_ms, providers }
     }
 
+    /// Counts a payment (once: seen again, only its outcome is updated).
     pub fn observe(&mut self, event: PatientEvent) {
-        if self.events.iter().rev().any(|known| known.payment_id == event.payment_id) {
+        if let Some(known) = self.events.iter_mut().rev().find(|known| known.payment_id == event.payment_id) {
+            known.declined = event.declined;
             return;
         }
         if self.events.len() >= PATIENT_EVENTS_MAX {
@@ -184,10 +186,9 @@ impl PatientHistory {
         let mut ips: Vec<&str> = vec![request.ip_hash.as_str()];
         let mut device_seen = false;
         for event in &self.events {
-            let age = now - event.at_ms;
-            if age < 0 {
-                continue;
-            }
+            // An event stamped after this request is another payment in flight beside it (stamped
+            // earlier, counted later): it counts as now, never as the future.
+            let age = (now - event.at_ms).max(0);
             device_seen |= event.device_hash == request.device_hash;
             snapshot.payments_7d += 1.0;
             snapshot.amount_7d_centavos += event.amount_centavos as f64;
