@@ -73,6 +73,10 @@ fn refused(code: &'static str, message: impl Into<String>) -> MoneyError {
     MoneyError::Refused { code, message: message.into() }
 }
 
+fn key_reused() -> MoneyError {
+    refused("idempotency_key_reused", "this Idempotency-Key was used for another refund")
+}
+
 fn gateway_method(method: PaymentMethod) -> ChargeMethod {
     match method {
         PaymentMethod::Pix => ChargeMethod::Pix,
@@ -260,6 +264,14 @@ pub(crate) async fn commit(state: &mut TransactionState, mut movement: Movement)
 
 /// The charges and refunds of a committed movement, as the actor holds them.
 fn remember(state: &mut TransactionState, movement: &Movement) {
+    for posting in &movement.postings {
+        state.escrow_released |= posting.kind() == "escrow_release";
+        for entry in posting.entries() {
+            if matches!(entry.account, Account::ProviderEscrow(_)) {
+                state.escrow_balance_centavos += entry.amount.centavos();
+            }
+        }
+    }
     if let Some(charge) = &movement.new_charge {
         state.charges.push(charge.clone());
     }
@@ -495,8 +507,9 @@ async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -
                 .await;
             }
             let first = payment.status == PaymentStatus::AwaitingPayment;
-            let held = payment.escrow
-                && matches!(payment.status, PaymentStatus::AwaitingPayment | PaymentStatus::HeldInEscrow);
+            // Into escrow until the procedure releases it (a later installment too, while the
+            // escrow was not released).
+            let held = payment.escrow && !state.escrow_released;
             let split = split_of(&payment, charge.amount_centavos)?;
             let posting = charge_posting(payment.id, payment.provider_id, split, held).map_err(ledger)?;
             let mut shown = payment.clone();
@@ -596,7 +609,9 @@ async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -
                 if notice.kind == NoticeKind::Med { ("med", "med") } else { ("chargeback", "chargeback") };
             let refund_id =
                 format!("{kind}-{}", notice.reversal_id.clone().unwrap_or_else(|| webhook.webhook_id.clone()));
-            let movement = take_back(state, &payment, &charge, notice.amount_centavos, kind, &refund_id, true).await?;
+            let refunds = state.refunds.clone();
+            let movement =
+                take_back(state, &payment, &refunds, &charge, notice.amount_centavos, kind, &refund_id, true).await?;
             let Some(mut movement) = movement else {
                 return mark_webhook(state, webhook, "ignored", "more than is left of the charge".into()).await;
             };
@@ -609,25 +624,28 @@ async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -
     }
 }
 
-/// The movement that gives `amount` of `charge` back: the provider's and the platform's parts
+/// The movement that gives `amount` of `charge` back (after `refunds`): the provider's and the platform's parts
 /// in proportion, from escrow when still held. `settled`: the money already left (a chargeback),
 /// so the refund is completed at once.
+#[allow(clippy::too_many_arguments)]
 async fn take_back(
     state: &TransactionState,
     payment: &PaymentRecord,
+    refunds: &[RefundRecord],
     charge: &ChargeRecord,
     amount: i64,
     kind: &str,
     refund_id: &str,
     settled: bool,
 ) -> Result<Option<Movement>, CoreError> {
-    let refunds = state.refunds.clone();
     let before: i64 = refunds.iter().filter(|r| r.charge_id == charge.id).map(|r| r.amount_centavos).sum();
     if amount <= 0 || before + amount > charge.amount_centavos {
         return Ok(None);
     }
     let split = split_of(payment, charge.amount_centavos)?;
-    let held = payment.escrow && payment.status == PaymentStatus::HeldInEscrow;
+    // From the escrow while any of it is held (whatever the status says: a partial refund leaves
+    // the rest held), else from what the provider has available.
+    let held = state.escrow_held_centavos() > 0;
     let mut postings = vec![
         refund_posting(
             payment.id,
@@ -711,11 +729,13 @@ pub(crate) async fn refund(
     let prefix = format!("{key}-");
     let earlier: Vec<RefundRecord> = refunds.iter().filter(|r| r.id.starts_with(&prefix)).cloned().collect();
     let done: i64 = earlier.iter().map(|r| r.amount_centavos).sum();
-    if done > amount || (!earlier.is_empty() && earlier.iter().any(|r| r.reason != reason)) {
-        return Err(refused("idempotency_key_reused", "this Idempotency-Key was used for another refund"));
-    }
-    if done == amount {
-        return Ok(earlier);
+    // A key names one refund: the same again returns it; any other amount or reason is refused
+    // (a refund's pieces are committed together, so there is never half of one to finish).
+    if !earlier.is_empty() {
+        if done == amount && earlier.iter().all(|r| r.reason == reason) {
+            return Ok(earlier);
+        }
+        return Err(key_reused());
     }
     if !matches!(
         payment.status,
@@ -739,26 +759,41 @@ pub(crate) async fn refund(
             format!("{left} centavos asked, {refundable} centavos paid and not yet refunded"),
         ));
     }
-    let mut made = earlier;
+    // Newest charge first, one piece per charge, all in one commit.
+    let mut shown = payment.clone();
+    let mut so_far = refunds.clone();
+    let mut whole = Movement::default();
     for charge in charges.iter().rev().filter(|c| c.status == "paid") {
         let piece = left.min(left_of(charge));
         if piece <= 0 {
             continue;
         }
-        let refund_id = format!("{key}-{}", made.len() + 1);
-        let payment_now = state.payment.clone().ok_or(CoreError::Invariant("no payment".into()))?;
-        let Some(mut movement) = take_back(state, &payment_now, charge, piece, kind, &refund_id, false).await? else {
+        let refund_id = format!("{key}-{}", whole.new_refunds.len() + 1);
+        let Some(mut movement) = take_back(state, &shown, &so_far, charge, piece, kind, &refund_id, false).await?
+        else {
             break;
         };
-        if let Some(refund) = movement.new_refunds.first_mut() {
+        for refund in &mut movement.new_refunds {
             refund.reason = reason.to_owned();
-            made.push(refund.clone());
         }
-        commit(state, movement).await?;
+        so_far.extend(movement.new_refunds.iter().cloned());
+        shown.status = movement.new_status.unwrap_or(shown.status);
+        whole.new_status = movement.new_status;
+        whole.now_ms = movement.now_ms;
+        whole.postings.extend(movement.postings);
+        whole.new_refunds.extend(movement.new_refunds);
+        whole.events.extend(movement.events);
         left -= piece;
         if left == 0 {
             break;
         }
+    }
+    let made = whole.new_refunds.clone();
+    match commit(state, whole).await {
+        Ok(()) => {}
+        // The key's refund ids are taken by a refund of another payment.
+        Err(CoreError::Store(StoreError::Conflict("refund"))) => return Err(key_reused()),
+        Err(error) => return Err(error.into()),
     }
     send_refunds(state).await;
     Ok(made)
@@ -784,7 +819,10 @@ pub(crate) async fn send_refunds(state: &mut TransactionState) {
 pub(crate) async fn procedure(state: &mut TransactionState, performed: bool) -> Result<(), MoneyError> {
     let context = state.context.clone();
     let payment = state.payment.clone().ok_or(CoreError::Invariant("no payment".into()))?;
-    if payment.status != PaymentStatus::HeldInEscrow {
+    // Held in escrow, or partly refunded with the rest still held.
+    let held_now = payment.status == PaymentStatus::HeldInEscrow
+        || (payment.status == PaymentStatus::PartiallyRefunded && state.escrow_held_centavos() > 0);
+    if !held_now {
         return Err(refused(
             "payment_not_held",
             format!("only a payment held in escrow awaits its procedure; this one is {}", payment.status),
@@ -807,7 +845,7 @@ pub(crate) async fn procedure(state: &mut TransactionState, performed: bool) -> 
             .await
             .map_err(|error| CoreError::Unavailable(format!("Celcoin escrow release: {error}")))?;
     }
-    let held = -context.store.payment_ledger(payment.id).await?.escrow;
+    let held = state.escrow_held_centavos();
     let mut postings = Vec::new();
     if held > 0 {
         postings.push(release_posting(payment.id, payment.provider_id, Money::from_centavos(held)).map_err(ledger)?);

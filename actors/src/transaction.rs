@@ -141,6 +141,10 @@ pub struct TransactionState {
     /// The payment's charges and refunds (the actor is their only writer).
     pub(crate) charges: Vec<ChargeRecord>,
     pub(crate) refunds: Vec<RefundRecord>,
+    /// The sum of the payment's entries on its provider's escrow account (negative: money held),
+    /// and whether the escrow was released once.
+    pub(crate) escrow_balance_centavos: i64,
+    pub(crate) escrow_released: bool,
     /// Some recorded webhook of this payment waits for another (read them from the store again
     /// when the payment moves on).
     pub(crate) webhooks_waiting: bool,
@@ -159,6 +163,15 @@ struct Rebuilt {
     intents: Vec<IntentRecord>,
     charges: Vec<ChargeRecord>,
     refunds: Vec<RefundRecord>,
+    escrow_balance_centavos: i64,
+    escrow_released: bool,
+}
+
+impl TransactionState {
+    /// What the escrow holds of this payment now.
+    pub(crate) fn escrow_held_centavos(&self) -> i64 {
+        -self.escrow_balance_centavos
+    }
 }
 
 impl Entity for TransactionActor {
@@ -191,6 +204,8 @@ impl Actor for TransactionActor {
             rebuilt.intents = store.pending_intents(args.id).await?;
             rebuilt.charges = store.charges(args.id).await?;
             rebuilt.refunds = store.refunds(args.id).await?;
+            rebuilt.escrow_balance_centavos = store.payment_ledger(args.id).await?.escrow;
+            rebuilt.escrow_released = store.escrow_released(args.id).await?;
         }
         let idle = Duration::from_millis(args.context.config.idle_ms);
         myself.send_after(idle, || TransactionMsg::IdleCheck);
@@ -203,6 +218,8 @@ impl Actor for TransactionActor {
             intents: rebuilt.intents,
             charges: rebuilt.charges,
             refunds: rebuilt.refunds,
+            escrow_balance_centavos: rebuilt.escrow_balance_centavos,
+            escrow_released: rebuilt.escrow_released,
             // A rebuilt payment may have webhooks waiting from before.
             webhooks_waiting: !args.fresh,
             stale: false,

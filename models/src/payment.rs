@@ -68,7 +68,8 @@ impl PaymentStatus {
             Paid => &[HeldInEscrow, Refunded, PartiallyRefunded, ChargedBack],
             HeldInEscrow => &[Released, Refunded, PartiallyRefunded, ChargedBack],
             Released => &[Refunded, PartiallyRefunded, ChargedBack],
-            PartiallyRefunded => &[PartiallyRefunded, Refunded, ChargedBack],
+            // What a partial refund left in escrow is still released after the procedure.
+            PartiallyRefunded => &[PartiallyRefunded, Refunded, ChargedBack, Released],
             Declined | Refunded | ChargedBack | Cancelled | Expired => &[],
         }
     }
@@ -318,7 +319,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(allowed, 28);
+        assert_eq!(allowed, 29);
     }
 
     #[test]

@@ -600,6 +600,17 @@ impl Store {
         rows.iter().map(|row| parse_column(row, "id")).collect()
     }
 
+    /// Whether the payment's escrow was released (once is all there is).
+    pub async fn escrow_released(&self, payment: PaymentId) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM ledger_entries WHERE payment_id = $1 AND kind = 'escrow_release' LIMIT 1",
+        )
+        .bind(payment.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// A payment's ledger, summed by account family.
     pub async fn payment_ledger(&self, payment: PaymentId) -> Result<PaymentLedger, StoreError> {
         let rows = sqlx::query(

@@ -8,6 +8,7 @@ mod events;
 mod lifecycle;
 mod money;
 mod payments;
+mod refunds;
 mod risk;
 mod support;
 mod training;

@@ -10,14 +10,14 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-async fn payment(app: &TestApp, provider: &Provider, id: &str) -> Value {
+pub(crate) async fn payment(app: &TestApp, provider: &Provider, id: &str) -> Value {
     let (status, body) = app.request(Method::GET, &format!("/v1/payments/{id}"), Some(&provider.key), None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body
 }
 
 /// Polls the payment until `done` holds (or fails after 30 s, showing the payment).
-async fn wait_for(app: &TestApp, provider: &Provider, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_for(app: &TestApp, provider: &Provider, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
     for _ in 0..600 {
         last = payment(app, provider, id).await;
@@ -29,13 +29,13 @@ async fn wait_for(app: &TestApp, provider: &Provider, id: &str, done: impl Fn(&V
     panic!("payment {id} never got there: {last}");
 }
 
-async fn sandbox(app: &TestApp, path: &str, body: Value) -> (StatusCode, Value) {
+pub(crate) async fn sandbox(app: &TestApp, path: &str, body: Value) -> (StatusCode, Value) {
     let response = app.client.post(format!("{}{path}", app.celcoin)).json(&body).send().await.unwrap();
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn balance(app: &TestApp, provider: &Provider) -> (i64, i64) {
+pub(crate) async fn balance(app: &TestApp, provider: &Provider) -> (i64, i64) {
     let (status, body) = app.request(Method::GET, "/v1/providers/me/balance", Some(&provider.key), None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     (body["available_centavos"].as_i64().unwrap(), body["held_centavos"].as_i64().unwrap())
@@ -47,14 +47,14 @@ async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> (StatusCod
 }
 
 /// The provider says the procedure was `performed` or `cancelled`; it must be taken.
-async fn procedure(app: &TestApp, provider: &Provider, id: &str, outcome: &str) {
+pub(crate) async fn procedure(app: &TestApp, provider: &Provider, id: &str, outcome: &str) {
     let path = format!("/v1/payments/{id}/procedure");
     let (status, body) =
         app.request(Method::POST, &path, Some(&provider.key), Some(&json!({"outcome": outcome})), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-async fn admin_get(app: &TestApp, path: &str) -> Value {
+pub(crate) async fn admin_get(app: &TestApp, path: &str) -> Value {
     let (status, body) = app.request(Method::GET, path, Some(&app.admin), None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body
