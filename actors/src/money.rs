@@ -494,17 +494,30 @@ async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -
     let hook = Some((webhook.gateway.clone(), webhook.webhook_id.clone(), "applied", String::new()));
     match notice.kind {
         NoticeKind::Paid => {
-            if charge.status != "active" {
-                return mark_webhook(state, webhook, "ignored", format!("charge already {}", charge.status)).await;
-            }
-            if notice.amount_centavos != charge.amount_centavos {
-                return mark_webhook(
-                    state,
-                    webhook,
-                    "ignored",
-                    format!("paid {} centavos for a charge of {}", notice.amount_centavos, charge.amount_centavos),
-                )
-                .await;
+            let unexpected = match (charge.status.as_str(), notice.amount_centavos == charge.amount_centavos) {
+                ("active", true) => None,
+                ("active", false) => {
+                    Some(format!("paid {} centavos for a charge of {}", notice.amount_centavos, charge.amount_centavos))
+                }
+                (status, _) => Some(format!("paid {} centavos for a charge already {status}", notice.amount_centavos)),
+            };
+            if let Some(note) = unexpected {
+                // The money arrived: kept in suspense with a case, never dropped.
+                let mut movement = Movement { webhook: hook, ..Movement::default() };
+                let amount = notice.amount_centavos;
+                if amount > 0 {
+                    suspend(
+                        state,
+                        &mut movement,
+                        &payment,
+                        Account::GatewayClearing,
+                        Account::Suspense,
+                        amount,
+                        &note,
+                    )?;
+                }
+                commit(state, movement).await?;
+                return Ok(true);
             }
             let first = payment.status == PaymentStatus::AwaitingPayment;
             // Into escrow until the procedure releases it (a later installment too, while the
@@ -609,12 +622,28 @@ async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -
                 if notice.kind == NoticeKind::Med { ("med", "med") } else { ("chargeback", "chargeback") };
             let refund_id =
                 format!("{kind}-{}", notice.reversal_id.clone().unwrap_or_else(|| webhook.webhook_id.clone()));
+            if notice.amount_centavos <= 0 {
+                return mark_webhook(state, webhook, "ignored", "a take-back of no money".into()).await;
+            }
+            // The bank took the money whatever our state says: what is left of the charge is given
+            // back as usual, anything beyond it (after a partial refund, say) goes to suspense.
             let refunds = state.refunds.clone();
-            let movement =
-                take_back(state, &payment, &refunds, &charge, notice.amount_centavos, kind, &refund_id, true).await?;
-            let Some(mut movement) = movement else {
-                return mark_webhook(state, webhook, "ignored", "more than is left of the charge".into()).await;
+            let before: i64 = refunds.iter().filter(|r| r.charge_id == charge.id).map(|r| r.amount_centavos).sum();
+            let taken = notice.amount_centavos.min(charge.amount_centavos - before).max(0);
+            let mut movement = match taken {
+                0 => Movement::default(),
+                _ => take_back(state, &payment, &refunds, &charge, taken, kind, &refund_id, true).await?.ok_or_else(
+                    || CoreError::Invariant(format!("{taken} centavos of charge {} not taken back", charge.id)),
+                )?,
             };
+            let excess = notice.amount_centavos - taken;
+            if excess > 0 {
+                let note = format!(
+                    "{kind} of {} centavos, {excess} beyond what was left of the charge",
+                    notice.amount_centavos
+                );
+                suspend(state, &mut movement, &payment, Account::Suspense, Account::GatewayClearing, excess, &note)?;
+            }
             movement.webhook = hook;
             movement.label = Some((true, source, format!("{kind} of {} centavos", notice.amount_centavos)));
             commit(state, movement).await?;
@@ -622,6 +651,31 @@ async fn apply_webhook(state: &mut TransactionState, webhook: &GatewayWebhook) -
             Ok(true)
         }
     }
+}
+
+/// Adds to `movement` the posting of `amount` between suspense and the gateway's clearing account
+/// (`debit` gets it), the event that tells the provider and a case for a person.
+fn suspend(
+    state: &TransactionState,
+    movement: &mut Movement,
+    payment: &PaymentRecord,
+    debit: Account,
+    credit: Account,
+    amount: i64,
+    note: &str,
+) -> Result<(), CoreError> {
+    let kind = if credit == Account::Suspense { "unexpected_in" } else { "unexpected_out" };
+    movement
+        .postings
+        .push(Posting::transfer(Some(payment.id), kind, debit, credit, Money::from_centavos(amount)).map_err(ledger)?);
+    movement.case = Some("unexpected_money");
+    let direction = if credit == Account::Suspense { "received" } else { "taken" };
+    movement.events.push(event(
+        "payment.unexpected_money",
+        payment_event(state, payment, None, json!({"unexpected": {direction: amount, "note": note}})),
+    ));
+    tracing::warn!(payment_id = %payment.id, amount_centavos = amount, direction, note, "money moved unexpectedly: in suspense, case opened");
+    Ok(())
 }
 
 /// The movement that gives `amount` of `charge` back (after `refunds`): the provider's and the platform's parts

@@ -260,6 +260,9 @@ pub struct LedgerCheck {
     /// True when every posting balances and every payment's ledger agrees with its status.
     pub ok: bool,
     pub payments_checked: u64,
+    /// Money in suspense (received and not expected, less paid out and not expected), each with a
+    /// review case open for a person.
+    pub suspense_centavos: i64,
     #[schema(value_type = Vec<Object>)]
     pub problems: Vec<LedgerProblem>,
 }
@@ -273,6 +276,7 @@ fn problem(payment: PaymentId, text: String) -> LedgerProblem {
 pub async fn check_ledger(store: &Store) -> Result<LedgerCheck, medpay_store::StoreError> {
     let mut problems = store.unbalanced_postings().await?;
     let mut checked = 0u64;
+    let mut suspense = 0i64;
     let mut after = String::new();
     loop {
         let batch = store.payments_for_check(&after, 500).await?;
@@ -287,12 +291,14 @@ pub async fn check_ledger(store: &Store) -> Result<LedgerCheck, medpay_store::St
             let returned: i64 = refunds.iter().filter(|r| r.status == "completed").map(|r| r.amount_centavos).sum();
             let owed: i64 = refunds.iter().filter(|r| r.status == "requested").map(|r| r.amount_centavos).sum();
             let refunded: i64 = returned + owed;
-            if ledger.clearing != received - returned {
+            // Money that moved unexpectedly sits in suspense beside the clearing account.
+            suspense += ledger.suspense;
+            if ledger.clearing + ledger.suspense != received - returned {
                 problems.push(problem(
                     payment,
                     format!(
-                        "gateway clearing is {} but {received} was received and {returned} returned",
-                        ledger.clearing
+                        "gateway clearing is {} (suspense {}) but {received} was received and {returned} returned",
+                        ledger.clearing, ledger.suspense
                     ),
                 ));
             }
@@ -320,7 +326,13 @@ pub async fn check_ledger(store: &Store) -> Result<LedgerCheck, medpay_store::St
                     | PaymentStatus::Cancelled
                     | PaymentStatus::Expired
             );
-            if unpaid && (received != 0 || ledger != medpay_store::PaymentLedger::default()) {
+            // Suspense beside clearing: a late PIX of a cancelled payment moved money, not the payment.
+            let expected = medpay_store::PaymentLedger {
+                clearing: ledger.clearing + ledger.suspense,
+                suspense: 0,
+                ..ledger.clone()
+            };
+            if unpaid && (received != 0 || expected != medpay_store::PaymentLedger::default()) {
                 problems.push(problem(payment, format!("{status} but the ledger moved money for it")));
             }
             if !unpaid && received == 0 {
@@ -349,7 +361,7 @@ pub async fn check_ledger(store: &Store) -> Result<LedgerCheck, medpay_store::St
             }
         }
     }
-    Ok(LedgerCheck { ok: problems.is_empty(), payments_checked: checked, problems })
+    Ok(LedgerCheck { ok: problems.is_empty(), payments_checked: checked, suspense_centavos: -suspense, problems })
 }
 
 #[utoipa::path(get, path = "/v1/ledger/check", tag = "money", security(("bearer" = [])),

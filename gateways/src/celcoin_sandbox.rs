@@ -396,9 +396,11 @@ async fn dispute(sandbox: Shared, id: String, body: Dispute, kind: NoticeKind) -
         let Some(charge) = charges.get_mut(&transaction_id) else {
             return error(StatusCode::NOT_FOUND, "cobrança não encontrada");
         };
+        // The payer's side disputes what was paid: a refund made meanwhile does not lower what its
+        // bank may take back (the two can overlap, and then more comes back than is left).
         let left = charge.paid - charge.returned;
         let amount = body.amount_centavos.unwrap_or(left);
-        if charge.status != "PAID" || amount <= 0 || amount > left {
+        if charge.status != "PAID" || amount <= 0 || amount > charge.paid {
             return error(StatusCode::CONFLICT, "nada a devolver desta cobrança");
         }
         charge.returned += amount;

@@ -22,6 +22,10 @@ pub enum Account {
     ProviderEscrow(ProviderId),
     /// Money owed back to patients (refunds, MED claims) until the gateway returns it.
     PatientRefunds,
+    /// Money the bank moved that the payment's state did not expect (a PIX paid after its charge
+    /// was cancelled, a wrong amount, a chargeback beyond what was left): kept here, never
+    /// dropped, until a person resolves the case opened with it.
+    Suspense,
 }
 
 impl fmt::Display for Account {
@@ -30,6 +34,7 @@ impl fmt::Display for Account {
             Account::GatewayClearing => formatter.write_str("gateway_clearing"),
             Account::PlatformFees => formatter.write_str("platform_fees"),
             Account::PatientRefunds => formatter.write_str("patient_refunds"),
+            Account::Suspense => formatter.write_str("suspense"),
             Account::ProviderAvailable(id) => write!(formatter, "provider_available:{id}"),
             Account::ProviderEscrow(id) => write!(formatter, "provider_escrow:{id}"),
         }
@@ -45,6 +50,7 @@ impl FromStr for Account {
                 "gateway_clearing" => Ok(Account::GatewayClearing),
                 "platform_fees" => Ok(Account::PlatformFees),
                 "patient_refunds" => Ok(Account::PatientRefunds),
+                "suspense" => Ok(Account::Suspense),
                 _ => Err(unknown()),
             },
             Some((kind, id)) => {

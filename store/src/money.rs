@@ -176,6 +176,9 @@ pub struct Movement {
     pub contract: Option<ContractRecord>,
     /// (reason, conversation id): open a review case for the payment (at most one open per reason).
     pub review_case: Option<(String, Option<String>)>,
+    /// A case for a person about the payment (at most one open per reason; one open already is
+    /// enough): money that moved unexpectedly.
+    pub case: Option<&'static str>,
     /// (case id, outcome, note): close an open review case of the payment.
     pub review_closed: Option<(String, &'static str, String)>,
     /// Charges no longer payable (the payment was cancelled).
@@ -207,6 +210,7 @@ pub struct PaymentLedger {
     pub available: i64,
     pub escrow: i64,
     pub patient_refunds: i64,
+    pub suspense: i64,
 }
 
 pub(crate) const CHARGE_COLUMNS: &str = "id, payment_id, installment, method, gateway_id, amount_centavos, status, br_code, \
@@ -410,6 +414,13 @@ fn movement_plan(movement: &Movement) -> Plan {
             )
             .one("review case already open"),
         );
+    }
+    if let (Some(payment), Some(reason)) = (&payment_text, movement.case) {
+        statements.push(Statement::new(
+            "INSERT INTO review_cases (id, payment_id, reason, status, created_at_ms)
+             VALUES ($1, $2, $3, 'open', $4) ON CONFLICT DO NOTHING",
+            vec![uuid::Uuid::now_v7().to_string().into(), payment.as_str().into(), reason.into(), now.clone()],
+        ));
     }
     if let (Some(payment), Some((case, outcome, note))) = (&payment_text, &movement.review_closed) {
         statements.push(
@@ -630,6 +641,7 @@ impl Store {
                 Account::ProviderAvailable(_) => ledger.available += total,
                 Account::ProviderEscrow(_) => ledger.escrow += total,
                 Account::PatientRefunds => ledger.patient_refunds += total,
+                Account::Suspense => ledger.suspense += total,
             }
         }
         Ok(ledger)

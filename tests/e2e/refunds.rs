@@ -79,3 +79,38 @@ async fn a_refund_key_names_one_refund_of_one_payment(engine: Engine) {
     app.stop().await;
 }
 on_both_engines!(a_refund_key_names_one_refund_of_one_payment);
+
+async fn a_chargeback_after_a_partial_refund_is_posted_and_its_excess_held_in_suspense(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let provider = app.provider(json!({"fee_bps": 500})).await;
+    let id = paid(&app, &provider, 100_000, "paid").await;
+    let (status, body) = refund(&app, &provider, &id, 30_000, &new_key()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // The payer's bank takes all of it back anyway.
+    let payment = crate::money::payment(&app, &provider, &id).await;
+    let charge = payment["charge"]["id"].as_str().unwrap();
+    let (status, _) =
+        sandbox(&app, &format!("/sandbox/charges/{charge}/chargeback"), json!({"amount_centavos": 100_000})).await;
+    assert!(status.is_success(), "{status}");
+    wait_for(&app, &provider, &id, |payment| payment["status"] == "charged_back").await;
+    // What was left (700,00) came back from the provider and the fee; the 300,00 beyond it, taken
+    // from money already refunded, is in suspense with a case for a person.
+    let mut check = Value::Null;
+    for _ in 0..100 {
+        check = admin_get(&app, "/v1/ledger/check").await;
+        if check["suspense_centavos"] == -30_000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!((check["ok"].as_bool(), check["suspense_centavos"].as_i64()), (Some(true), Some(-30_000)), "{check}");
+    let (_, reviews) = app.request(Method::GET, "/v1/reviews", Some(&app.analyst), None, None).await;
+    let case = reviews["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["payment"]["id"] == id && c["reason"] == "unexpected_money");
+    assert!(case, "{reviews}");
+    app.stop().await;
+}
+on_both_engines!(a_chargeback_after_a_partial_refund_is_posted_and_its_excess_held_in_suspense);
