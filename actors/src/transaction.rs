@@ -500,7 +500,8 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
     let committed = context.store.record_new_payment(&write).await?;
     state.last_seq += 2;
     state.payment = Some(write.payment.clone());
-    state.decision = Some(write.decision.clone());
+    // Its features are for training and for the caller; the events show the decision without them.
+    state.decision = Some(DecisionRecord { features: serde_json::Value::Null, ..write.decision.clone() });
     state.intents = write.intents.clone();
     announce(&context, &write.payment, write.decision.outcome, committed);
     metrics::counter!("medpay_decisions_total", "outcome" => write.decision.outcome.as_str()).increment(1);

@@ -239,7 +239,7 @@ async fn run<C: Connection>(mut connection: C, mut queue: mpsc::Receiver<Job>, m
     }
     drop(connection);
     let _ = lifecycle.stopped.send(true);
-    tracing::info!("database writer stopped");
+    tracing::debug!("database writer stopped");
 }
 
 async fn commit_batch<C: Connection>(connection: &mut C, batch: Vec<Job>) {
