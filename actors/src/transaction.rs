@@ -167,6 +167,22 @@ struct Rebuilt {
     escrow_released: bool,
 }
 
+/// A payment's actor state as the store holds it.
+async fn rebuild(store: &medpay_store::Store, id: PaymentId) -> Result<Rebuilt, medpay_store::StoreError> {
+    let mut rebuilt = Rebuilt::default();
+    if let Some((payment, decision, _)) = store.payment_view(id).await? {
+        rebuilt.payment = Some(payment);
+        rebuilt.decision = decision;
+    }
+    rebuilt.last_seq = store.last_event_seq(id).await?;
+    rebuilt.intents = store.pending_intents(id).await?;
+    rebuilt.charges = store.charges(id).await?;
+    rebuilt.refunds = store.refunds(id).await?;
+    rebuilt.escrow_balance_centavos = store.payment_ledger(id).await?.escrow;
+    rebuilt.escrow_released = store.escrow_released(id).await?;
+    Ok(rebuilt)
+}
+
 impl TransactionState {
     /// What the escrow holds of this payment now.
     pub(crate) fn escrow_held_centavos(&self) -> i64 {
@@ -193,20 +209,9 @@ impl Actor for TransactionActor {
         myself: ActorRef<TransactionMsg>,
         args: TransactionArgs,
     ) -> Result<TransactionState, ActorProcessingErr> {
-        let mut rebuilt = Rebuilt::default();
-        if !args.fresh {
-            let store = &args.context.store;
-            if let Some((payment, decision, _)) = store.payment_view(args.id).await? {
-                rebuilt.payment = Some(payment);
-                rebuilt.decision = decision;
-            }
-            rebuilt.last_seq = store.last_event_seq(args.id).await?;
-            rebuilt.intents = store.pending_intents(args.id).await?;
-            rebuilt.charges = store.charges(args.id).await?;
-            rebuilt.refunds = store.refunds(args.id).await?;
-            rebuilt.escrow_balance_centavos = store.payment_ledger(args.id).await?.escrow;
-            rebuilt.escrow_released = store.escrow_released(args.id).await?;
-        }
+        // Boxed: the reads' futures would otherwise stay reserved in every idle actor's task.
+        let rebuilt =
+            if args.fresh { Rebuilt::default() } else { Box::pin(rebuild(&args.context.store, args.id)).await? };
         let idle = Duration::from_millis(args.context.config.idle_ms);
         myself.send_after(idle, || TransactionMsg::IdleCheck);
         Ok(TransactionState {
@@ -234,49 +239,51 @@ impl Actor for TransactionActor {
         message: TransactionMsg,
         state: &mut TransactionState,
     ) -> Result<(), ActorProcessingErr> {
+        // Each piece of work is boxed: an actor's task is as large as the largest future it may
+        // await, and a hundred thousand idle payments would each carry a charge's worth of it.
         match message {
             TransactionMsg::Decide { mut payment, reply } => {
                 state.last_activity = Instant::now();
                 let claim = payment.claim.take();
-                let result = decide(state, *payment).await;
+                let result = Box::pin(decide(state, *payment)).await;
                 let follow_up = matches!(&result, Ok(created) if created.payment.status == PaymentStatus::Approved);
                 let _ = reply.send(result);
                 drop(claim);
                 if follow_up {
                     // No charge yet: a contract to sign first, or the gateway did not answer in time.
-                    money::work(state).await;
+                    Box::pin(money::work(state)).await;
                 }
             }
             TransactionMsg::Resume { reply } => {
                 state.last_activity = Instant::now();
-                let _ = reply.send(resume(state).await);
+                let _ = reply.send(Box::pin(resume(state)).await);
             }
             TransactionMsg::Work => {
                 state.last_activity = Instant::now();
-                money::work(state).await;
+                Box::pin(money::work(state)).await;
             }
             TransactionMsg::WebhookRecorded(webhook) => {
                 state.last_activity = Instant::now();
-                money::apply_recorded(state, &webhook).await;
+                Box::pin(money::apply_recorded(state, &webhook)).await;
             }
             TransactionMsg::Refund { amount_centavos, reason, key, reply } => {
                 state.last_activity = Instant::now();
-                let _ = reply.send(money::refund(state, amount_centavos, "refund", &reason, &key).await);
+                let _ = reply.send(Box::pin(money::refund(state, amount_centavos, "refund", &reason, &key)).await);
             }
             TransactionMsg::Dispute { conversation_id, reply } => {
                 state.last_activity = Instant::now();
-                let _ = reply.send(money::dispute(state, conversation_id).await);
+                let _ = reply.send(Box::pin(money::dispute(state, conversation_id)).await);
             }
             TransactionMsg::CloseReview { case_id, upheld, note, reply } => {
                 state.last_activity = Instant::now();
-                let result = money::close_review(state, case_id, upheld, note).await;
+                let result = Box::pin(money::close_review(state, case_id, upheld, note)).await;
                 let _ = reply.send(result.and_then(|()| {
                     state.payment.clone().ok_or(MoneyError::Core(CoreError::Invariant("no payment".into())))
                 }));
             }
             TransactionMsg::Procedure { performed, reply } => {
                 state.last_activity = Instant::now();
-                let result = money::procedure(state, performed).await;
+                let result = Box::pin(money::procedure(state, performed)).await;
                 let _ = reply.send(result.and_then(|()| {
                     state.payment.clone().ok_or(MoneyError::Core(CoreError::Invariant("no payment".into())))
                 }));
