@@ -9,7 +9,9 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 /// Most connections the pool opens. SQLite serialises writers anyway; PostgreSQL's default server
 /// limit is 100 and several nodes share it.
 pub const POOL_CONNECTIONS_MAX_SQLITE: u32 = 8;
-pub const POOL_CONNECTIONS_MAX_POSTGRES: u32 = 16;
+pub const POOL_CONNECTIONS_MAX_POSTGRES: u32 = 20;
+/// Connections of the pool the PostgreSQL writer holds, each committing its own batches.
+pub const POSTGRES_WRITER_LANES: usize = 4;
 /// How long a request waits for a pooled connection before failing.
 pub const POOL_ACQUIRE_TIMEOUT_MS: u64 = 3_000;
 
@@ -94,7 +96,13 @@ impl Store {
         migrate(&pool, engine).await?;
         let writer = match engine {
             Engine::Sqlite => crate::writer::Writer::sqlite(sqlite_path(&url)?)?,
-            Engine::Postgres => crate::writer::Writer::postgres(pool.acquire().await?),
+            Engine::Postgres => {
+                let mut lanes = Vec::with_capacity(POSTGRES_WRITER_LANES);
+                for _ in 0..POSTGRES_WRITER_LANES {
+                    lanes.push(pool.acquire().await?);
+                }
+                crate::writer::Writer::postgres(lanes)
+            }
         };
         Ok(Store { pool, engine, writer })
     }

@@ -156,38 +156,46 @@ struct Job {
 /// The way in to the writer of one database.
 #[derive(Clone)]
 pub(crate) struct Writer {
-    jobs: mpsc::Sender<Job>,
-    /// Asks the writer to finish the plans it holds and let its connection go.
+    /// One queue per lane (a lane is one connection committing its own batches).
+    lanes: std::sync::Arc<[mpsc::Sender<Job>]>,
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Asks the lanes to finish the plans they hold and let their connections go.
     stop: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
-    /// Turns true once it has.
-    stopped: tokio::sync::watch::Receiver<bool>,
+    /// How many lanes have.
+    stopped: tokio::sync::watch::Receiver<usize>,
 }
 
-/// The writer's side of `Writer::close`.
+/// A lane's side of `Writer::close`.
+#[derive(Clone)]
 struct Lifecycle {
     stop: tokio::sync::watch::Receiver<bool>,
-    stopped: tokio::sync::watch::Sender<bool>,
-}
-
-fn lifecycle() -> (std::sync::Arc<tokio::sync::watch::Sender<bool>>, tokio::sync::watch::Receiver<bool>, Lifecycle) {
-    let (stop, stop_seen) = tokio::sync::watch::channel(false);
-    let (stopped_set, stopped) = tokio::sync::watch::channel(false);
-    (std::sync::Arc::new(stop), stopped, Lifecycle { stop: stop_seen, stopped: stopped_set })
+    stopped: std::sync::Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 impl Writer {
+    fn with_lanes(lanes: Vec<mpsc::Sender<Job>>) -> (Writer, Lifecycle) {
+        let (stop, stop_seen) = tokio::sync::watch::channel(false);
+        let (stopped_set, stopped) = tokio::sync::watch::channel(0);
+        let lifecycle = Lifecycle { stop: stop_seen, stopped: std::sync::Arc::new(stopped_set) };
+        let writer =
+            Writer { lanes: lanes.into(), next: std::sync::Arc::default(), stop: std::sync::Arc::new(stop), stopped };
+        (writer, lifecycle)
+    }
+
     /// Hands `plan` to the writer; answers once it is durable (or refused).
     pub async fn write(&self, plan: Plan) -> Result<Written, StoreError> {
+        let lane = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.lanes.len();
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job { plan, reply }).await.map_err(|_| StoreError::WriterStopped)?;
+        self.lanes[lane].send(Job { plan, reply }).await.map_err(|_| StoreError::WriterStopped)?;
         answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
-    /// The SQLite writer on a thread of its own, on the database file at `path`.
+    /// The SQLite writer on a thread of its own, on the database file at `path` (one lane:
+    /// SQLite has one writer at a time anyway).
     pub fn sqlite(path: &str) -> Result<Writer, StoreError> {
         let connection = SqliteConnection::open(path)?;
         let (jobs, queue) = mpsc::channel(WRITE_QUEUE_PLANS_MAX);
-        let (stop, stopped, lifecycle) = lifecycle();
+        let (writer, lifecycle) = Writer::with_lanes(vec![jobs]);
         std::thread::Builder::new().name("medpay-sqlite-writer".to_owned()).spawn(move || {
             // A runtime of its own with no I/O: the thread does nothing but this database's commits.
             match tokio::runtime::Builder::new_current_thread().build() {
@@ -195,23 +203,34 @@ impl Writer {
                 Err(error) => tracing::error!(%error, "the SQLite writer could not start"),
             }
         })?;
-        Ok(Writer { jobs, stop, stopped })
+        Ok(writer)
     }
 
-    /// The PostgreSQL writer, on its own connection, as a task of the caller's runtime.
-    pub fn postgres(connection: sqlx::pool::PoolConnection<sqlx::Any>) -> Writer {
-        let (jobs, queue) = mpsc::channel(WRITE_QUEUE_PLANS_MAX);
-        let (stop, stopped, lifecycle) = lifecycle();
-        tokio::spawn(run(SqlxConnection { connection }, queue, lifecycle));
-        Writer { jobs, stop, stopped }
+    /// The PostgreSQL writer: one lane per connection, as tasks of the caller's runtime. Each lane
+    /// batches its own commits; PostgreSQL groups the lanes' fsyncs, and the provider rows locked
+    /// at the end of each batch keep event numbers in commit order across lanes.
+    pub fn postgres(connections: Vec<sqlx::pool::PoolConnection<sqlx::Any>>) -> Writer {
+        let mut lanes = Vec::with_capacity(connections.len());
+        let mut queues = Vec::with_capacity(connections.len());
+        for _ in &connections {
+            let (jobs, queue) = mpsc::channel(WRITE_QUEUE_PLANS_MAX / connections.len().max(1));
+            lanes.push(jobs);
+            queues.push(queue);
+        }
+        let (writer, lifecycle) = Writer::with_lanes(lanes);
+        for (connection, queue) in connections.into_iter().zip(queues) {
+            tokio::spawn(run(SqlxConnection { connection }, queue, lifecycle.clone()));
+        }
+        writer
     }
 
-    /// Commits what the writer holds, then lets its connection go (a pool closes only once every
-    /// connection is back). Plans handed in afterwards are refused.
+    /// Commits what the lanes hold, then lets their connections go (a pool closes only once
+    /// every connection is back). Plans handed in afterwards are refused.
     pub async fn close(&self) {
         let _ = self.stop.send(true);
+        let lanes = self.lanes.len();
         let mut stopped = self.stopped.clone();
-        let _ = stopped.wait_for(|stopped| *stopped).await;
+        let _ = stopped.wait_for(|stopped| *stopped >= lanes).await;
     }
 }
 
@@ -238,7 +257,7 @@ async fn run<C: Connection>(mut connection: C, mut queue: mpsc::Receiver<Job>, m
         commit_batch(&mut connection, batch).await;
     }
     drop(connection);
-    let _ = lifecycle.stopped.send(true);
+    lifecycle.stopped.send_modify(|stopped| *stopped += 1);
     tracing::debug!("database writer stopped");
 }
 
@@ -306,8 +325,11 @@ async fn write_in_transaction<C: Connection>(connection: &mut C, plans: &[&Plan]
     for events in plans.iter().filter_map(|plan| plan.events.as_ref()) {
         *counts.entry(events.provider).or_default() += i64::try_from(events.events.len()).unwrap_or(i64::MAX);
     }
+    // In one order everywhere: lanes locking two providers never wait on each other in a cycle.
+    let mut counts: Vec<(ProviderId, i64)> = counts.into_iter().filter(|(_, count)| *count > 0).collect();
+    counts.sort_unstable_by_key(|(provider, _)| provider.as_uuid());
     let mut next: HashMap<ProviderId, i64> = HashMap::with_capacity(counts.len());
-    for (provider, count) in counts.into_iter().filter(|(_, count)| *count > 0) {
+    for (provider, count) in counts {
         let last = connection
             .query_i64(PROVIDER_SEQ_TAKE, &[provider.to_string().into(), count.into()])
             .await?
