@@ -11,7 +11,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use medpay_actors::money::{CELCOIN, MoneyError};
-use medpay_gateways::celcoin::{CelcoinClient, StatementItem, centavos_of, parse_notice};
+use medpay_gateways::celcoin::{CelcoinClient, StatementItem, parse_notice};
 use medpay_models::{PaymentId, PaymentStatus};
 use medpay_store::{ChargeRecord, GatewayWebhook, LedgerProblem, Store};
 use serde::{Deserialize, Serialize};
@@ -415,7 +415,7 @@ pub async fn reconcile(store: &Store, celcoin: &CelcoinClient) -> anyhow::Result
             if item.client_request_id != charge.id {
                 differences.push(differ(format!("Celcoin holds it as {}", item.client_request_id)));
             }
-            let paid_there = centavos_of(item.paid_amount).unwrap_or(-1);
+            let paid_there = item.paid_amount.0;
             let paid_here = if charge.status == "paid" { charge.amount_centavos } else { 0 };
             if paid_there != paid_here {
                 differences.push(differ(format!("paid {paid_there} at Celcoin, {paid_here} here")));
@@ -431,7 +431,7 @@ pub async fn reconcile(store: &Store, celcoin: &CelcoinClient) -> anyhow::Result
                 .filter(|r| r.charge_id == charge.id && r.status == "completed")
                 .map(|r| r.amount_centavos)
                 .sum();
-            let returned_there = centavos_of(item.refunded_amount).unwrap_or(-1);
+            let returned_there = item.refunded_amount.0;
             if returned_there != returned_here {
                 differences.push(differ(format!("{returned_there} returned at Celcoin, {returned_here} here")));
             }
@@ -443,8 +443,8 @@ pub async fn reconcile(store: &Store, celcoin: &CelcoinClient) -> anyhow::Result
                 charge_id: None,
                 gateway_id: Some(gateway_id.clone()),
                 difference: format!(
-                    "charge {} at Celcoin ({} paid), unknown to our ledger",
-                    item.client_request_id, item.paid_amount
+                    "charge {} at Celcoin ({} centavos paid), unknown to our ledger",
+                    item.client_request_id, item.paid_amount.0
                 ),
             });
         }

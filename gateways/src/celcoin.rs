@@ -85,9 +85,9 @@ pub struct Charge {
 pub struct StatementItem {
     pub transaction_id: String,
     pub client_request_id: String,
-    pub amount: f64,
-    pub paid_amount: f64,
-    pub refunded_amount: f64,
+    pub amount: Reais,
+    pub paid_amount: Reais,
+    pub refunded_amount: Reais,
     pub status: String,
     pub escrow: bool,
     pub escrow_released: bool,
@@ -131,14 +131,47 @@ impl NoticeKind {
     }
 }
 
-/// Reais as Celcoin writes them (a JSON number with two decimals) to centavos, exactly.
-pub fn centavos_of(reais: f64) -> Option<i64> {
-    if !reais.is_finite() || !(0.0..=1e12).contains(&reais) {
+/// Most reais an amount may have (ten billion): anything above is not a payment.
+const REAIS_MAX: i64 = 10_000_000_000;
+
+/// Reais as Celcoin writes them (a JSON number, or a string, with at most two decimals) to
+/// centavos, exactly: read from the number's decimal text, never multiplied as a float. A third
+/// decimal, an exponent, a sign or anything else is not an amount.
+pub fn centavos_of(value: &serde_json::Value) -> Option<i64> {
+    // serde_json writes a number back in the shortest form that reads as the same double, which
+    // for amounts of up to 15 digits is the decimal that was sent.
+    let text = match value {
+        serde_json::Value::Number(number) => number.to_string(),
+        serde_json::Value::String(text) => text.clone(),
+        _ => return None,
+    };
+    let (whole, fraction) = text.split_once('.').unwrap_or((text.as_str(), ""));
+    let digits = |part: &str| part.bytes().all(|byte| byte.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || fraction.len() > 2 || !digits(fraction) {
         return None;
     }
-    // Every two-decimal amount below 10^12 reais is within half a centavo of its f64.
-    let centavos = (reais * 100.0).round();
-    Some(centavos as i64)
+    let whole: i64 = whole.parse().ok().filter(|reais| *reais <= REAIS_MAX)?;
+    let fraction: i64 = format!("{fraction:0<2}").parse().ok()?;
+    whole.checked_mul(100)?.checked_add(fraction)
+}
+
+/// An amount of reais in Celcoin's JSON, held as integer centavos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reais(pub i64);
+
+impl Serialize for Reais {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        reais_of(self.0).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Reais {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Reais, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        centavos_of(&value)
+            .map(Reais)
+            .ok_or_else(|| serde::de::Error::custom(format!("{value} is not an amount of reais")))
+    }
 }
 
 /// Centavos as a JSON number of reais with two decimals.
@@ -159,7 +192,7 @@ pub fn parse_notice(body: &[u8]) -> Result<Notice, String> {
         Some("MED_RETURN") => NoticeKind::Med,
         other => return Err(format!("unknown TransactionType {other:?}")),
     };
-    let amount = value.pointer("/RequestBody/Amount").and_then(|v| v.as_f64()).ok_or("no RequestBody.Amount")?;
+    let amount = value.pointer("/RequestBody/Amount").ok_or("no RequestBody.Amount")?;
     let amount_centavos = centavos_of(amount).filter(|c| *c > 0).ok_or("RequestBody.Amount is not an amount")?;
     let charge = match kind {
         NoticeKind::Paid => text("/RequestBody/TransactionId"),
@@ -462,7 +495,6 @@ fn parse_charge(body: &serde_json::Value) -> Result<Charge, CelcoinError> {
     let amount = body
         .pointer("/amount/original")
         .or_else(|| body.get("amount"))
-        .and_then(|v| v.as_f64())
         .and_then(centavos_of)
         .ok_or_else(|| protocol("amount"))?;
     let method = match text("/paymentMethod").as_deref() {
@@ -494,11 +526,30 @@ mod tests {
     #[test]
     fn amounts_round_trip_through_reais() {
         for centavos in [1, 99, 100, 150_000, 94_560, 123_456_789, 99_999_999_999] {
-            let reais = reais_of(centavos).as_f64().unwrap();
-            assert_eq!(centavos_of(reais), Some(centavos));
+            assert_eq!(centavos_of(&reais_of(centavos)), Some(centavos));
         }
-        assert_eq!(centavos_of(f64::NAN), None);
-        assert_eq!(centavos_of(-1.0), None);
+        assert_eq!(centavos_of(&json!("1500.1")), Some(150_010));
+        assert_eq!(centavos_of(&json!(1500)), Some(150_000));
+    }
+
+    /// Through a float, 150.005 became 15 001 centavos and 0.1 + 0.2 became 30: neither is an
+    /// amount Celcoin writes, and neither is taken.
+    #[test]
+    fn amounts_that_are_not_centavos_are_refused() {
+        for value in [
+            json!(150.005),
+            json!(0.1 + 0.2),
+            json!(-1),
+            json!(-0.5),
+            json!(1e21),
+            json!("12,50"),
+            json!(null),
+            json!(""),
+        ] {
+            assert_eq!(centavos_of(&value), None, "{value}");
+        }
+        assert!(serde_json::from_value::<Reais>(json!(10.001)).is_err());
+        assert_eq!(serde_json::to_value(Reais(1_050)).unwrap(), json!(10.5));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! (`PUT /sandbox/faults`): time-outs (the request is carried out and the answer withheld), 5xx
 //! (nothing is done), duplicate, delayed and so out-of-order webhooks.
 
-use crate::celcoin::{NoticeKind, StatementItem, centavos_of, reais_of};
+use crate::celcoin::{NoticeKind, Reais, StatementItem, centavos_of, reais_of};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -211,7 +211,7 @@ async fn token() -> Json<serde_json::Value> {
 }
 
 fn amount_of(body: &serde_json::Value) -> Option<i64> {
-    body.get("amount").and_then(|v| v.as_f64()).and_then(centavos_of).filter(|c| *c > 0)
+    body.get("amount").and_then(centavos_of).filter(|c| *c > 0)
 }
 
 fn boleto_for(number: u64, amount: i64, due: &str) -> Result<(String, String), String> {
@@ -538,9 +538,9 @@ async fn statement(State(sandbox): State<Shared>, headers: HeaderMap, Query(page
             .map(|charge| StatementItem {
                 transaction_id: charge.transaction_id.clone(),
                 client_request_id: charge.client_request_id.clone(),
-                amount: reais_of(charge.amount).as_f64().unwrap_or_default(),
-                paid_amount: reais_of(charge.paid).as_f64().unwrap_or_default(),
-                refunded_amount: reais_of(charge.returned).as_f64().unwrap_or_default(),
+                amount: Reais(charge.amount),
+                paid_amount: Reais(charge.paid),
+                refunded_amount: Reais(charge.returned),
                 status: charge.status.to_owned(),
                 escrow: charge.escrow,
                 escrow_released: charge.escrow_released,
@@ -708,7 +708,7 @@ mod tests {
         control.put(format!("{base}/sandbox/faults")).json(&json!({})).send().await.unwrap();
         let statement = client.statement().await.unwrap();
         assert_eq!(statement.len(), 1);
-        assert_eq!(centavos_of(statement[0].refunded_amount), Some(50_000));
+        assert_eq!(statement[0].refunded_amount, Reais(50_000));
         assert!(client.refund(&charge.transaction_id, "r-2", 100_001, "too much").await.is_err());
     }
 }
