@@ -48,59 +48,46 @@ impl Lookups {
     /// A provider as it was registered. Its risk settings (thresholds, fail mode, limit) change:
     /// read those from the provider's session, never from here.
     pub async fn provider(&self, id: ProviderId) -> Result<Option<Arc<ProviderRecord>>, StoreError> {
-        if let Some(found) = self.providers.get(&id) {
-            return Ok(Some(found));
-        }
-        let found = self.store.provider(id).await?.map(Arc::new);
-        if let Some(record) = &found {
-            self.providers.insert(id, record.clone());
-        }
-        Ok(found)
+        through(&self.providers, id, async { Ok(self.store.provider(id).await?.map(Arc::new)) }).await
     }
 
     pub async fn patient(&self, id: PatientId) -> Result<Option<Arc<PatientRecord>>, StoreError> {
-        if let Some(found) = self.patients.get(&id) {
-            return Ok(Some(found));
-        }
-        let found = self.store.patient(id).await?.map(Arc::new);
-        if let Some(record) = &found {
-            self.patients.insert(id, record.clone());
-        }
-        Ok(found)
+        through(&self.patients, id, async { Ok(self.store.patient(id).await?.map(Arc::new)) }).await
     }
 
     /// Whether the provider registered or charged the patient (links are never removed, so a
     /// link seen once is kept; an absent one is asked again).
     pub async fn is_linked(&self, provider: ProviderId, patient: PatientId) -> Result<bool, StoreError> {
-        if self.links.contains_key(&(provider, patient)) {
-            return Ok(true);
-        }
-        let linked = self.store.is_linked(provider, patient).await?;
-        if linked {
-            self.links.insert((provider, patient), ());
-        }
-        Ok(linked)
+        let linked = self.store.is_linked(provider, patient);
+        let found = through(&self.links, (provider, patient), async { Ok(linked.await?.then_some(())) }).await?;
+        Ok(found.is_some())
     }
 
     pub async fn provider_by_key_hash(&self, hash: &str) -> Result<Option<ProviderId>, StoreError> {
-        if let Some(found) = self.provider_keys.get(hash) {
-            return Ok(Some(found));
-        }
-        let found = self.store.provider_id_by_key_hash(hash).await?;
-        if let Some(id) = found {
-            self.provider_keys.insert(hash.to_owned(), id);
-        }
-        Ok(found)
+        through(&self.provider_keys, hash.to_owned(), self.store.provider_id_by_key_hash(hash)).await
     }
 
     pub async fn patient_by_token_hash(&self, hash: &str) -> Result<Option<PatientId>, StoreError> {
-        if let Some(found) = self.patient_tokens.get(hash) {
-            return Ok(Some(found));
-        }
-        let found = self.store.patient_id_by_token_hash(hash).await?;
-        if let Some(id) = found {
-            self.patient_tokens.insert(hash.to_owned(), id);
-        }
-        Ok(found)
+        through(&self.patient_tokens, hash.to_owned(), self.store.patient_id_by_token_hash(hash)).await
     }
+}
+
+/// The cached value of `key`, or what `read` finds (kept when found; an absence is never kept).
+async fn through<K, V>(
+    cache: &Cache<K, V>,
+    key: K,
+    read: impl Future<Output = Result<Option<V>, StoreError>>,
+) -> Result<Option<V>, StoreError>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    if let Some(found) = cache.get(&key) {
+        return Ok(Some(found));
+    }
+    let found = read.await?;
+    if let Some(value) = &found {
+        cache.insert(key, value.clone());
+    }
+    Ok(found)
 }
