@@ -121,10 +121,8 @@ impl ClickSignClient {
                 .request(method.clone(), format!("{}{path}", self.base))
                 .header("Authorization", &self.token)
                 .header("Content-Type", "application/vnd.api+json")
-                .header("Accept", "application/vnd.api+json")
-                .body(body.to_string())
-                .send()
-                .await;
+                .header("Accept", "application/vnd.api+json");
+            let sent = if body.is_null() { sent } else { sent.body(body.to_string()) }.send().await;
             match sent {
                 Ok(response) if response.status().is_success() => {
                     self.breaker.succeeded();
@@ -159,10 +157,32 @@ impl ClickSignClient {
             .ok_or_else(|| ClickSignError::Rejected("answer without data.id".to_owned()))
     }
 
+    /// The envelope already sent for signature (running or closed) under `name`, if there is
+    /// one: ClickSign's creates are not idempotent, so our own name for the envelope is how a
+    /// retry after a lost answer or a crash finds the one sent before.
+    pub async fn sent_envelope(&self, name: &str) -> Result<Option<String>, ClickSignError> {
+        let query: String = form_urlencoded::Serializer::new(String::new()).append_pair("filter[name]", name).finish();
+        let found =
+            self.call(reqwest::Method::GET, &format!("/api/v3/envelopes?{query}"), serde_json::Value::Null).await?;
+        let envelopes = found.get("data").and_then(|data| data.as_array()).cloned().unwrap_or_default();
+        Ok(envelopes
+            .iter()
+            .filter(|envelope| envelope.pointer("/attributes/name").and_then(|v| v.as_str()) == Some(name))
+            .find(|envelope| {
+                matches!(envelope.pointer("/attributes/status").and_then(|v| v.as_str()), Some("running" | "closed"))
+            })
+            .and_then(|envelope| envelope.get("id").and_then(|v| v.as_str()).map(str::to_owned)))
+    }
+
     /// Envelope, document, signer, requirements, activation, notification. Returns the envelope id.
+    /// An envelope sent before under the request's name is returned instead of sending another
+    /// (a draft left by an interrupted attempt was never sent to anyone and is left to expire).
     pub async fn send_contract(&self, request: &ContractRequest) -> Result<String, ClickSignError> {
         if request.document.len() > DOCUMENT_BYTES_MAX {
             return Err(ClickSignError::Rejected("contract document too large".to_owned()));
+        }
+        if let Some(sent) = self.sent_envelope(&request.name).await? {
+            return Ok(sent);
         }
         let post = reqwest::Method::POST;
         let envelope = self
@@ -229,6 +249,7 @@ impl ClickSignClient {
 
 #[derive(Debug, Clone, Default)]
 struct Envelope {
+    name: String,
     status: String,
     documents: Vec<String>,
     signers: Vec<String>,
@@ -303,15 +324,46 @@ async fn create_envelope(State(sandbox): State<Shared>, headers: HeaderMap, body
         Err((status, detail)) => return fail(status, &detail),
     };
     let id = uuid_like();
+    let name = value.pointer("/data/attributes/name").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
     sandbox
         .envelopes
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(id.clone(), Envelope { status: "draft".to_owned(), ..Envelope::default() });
+        .insert(id.clone(), Envelope { name: name.clone(), status: "draft".to_owned(), ..Envelope::default() });
     let mut attributes = value.pointer("/data/attributes").cloned().unwrap_or_default();
     attributes["status"] = json!("draft");
     created("envelopes", &id, attributes)
 }
+
+#[derive(serde::Deserialize)]
+struct EnvelopeFilter {
+    #[serde(rename = "filter[name]")]
+    name: Option<String>,
+}
+
+/// `GET /api/v3/envelopes?filter[name]=…`: the envelopes of that name (JSON:API, one page).
+async fn list_envelopes(
+    State(sandbox): State<Shared>,
+    headers: HeaderMap,
+    axum::extract::Query(filter): axum::extract::Query<EnvelopeFilter>,
+) -> Response {
+    if let Some(response) = refused(&sandbox, &headers) {
+        return response;
+    }
+    let envelopes = sandbox.envelopes.lock().unwrap_or_else(|p| p.into_inner());
+    let data: Vec<serde_json::Value> = envelopes
+        .iter()
+        .filter(|(_, envelope)| filter.name.as_ref().is_none_or(|name| &envelope.name == name))
+        .take(ENVELOPES_PAGE_MAX)
+        .map(|(id, envelope)| {
+            json!({"id": id, "type": "envelopes", "attributes": {"name": envelope.name, "status": envelope.status}})
+        })
+        .collect();
+    (StatusCode::OK, Json(json!({"data": data, "meta": {"record_count": data.len()}}))).into_response()
+}
+
+/// Envelopes one list answer of the sandbox holds.
+const ENVELOPES_PAGE_MAX: usize = 20;
 
 fn uuid_like() -> String {
     let bytes: [u8; 16] = rand::random();
@@ -500,7 +552,7 @@ pub fn sandbox_router(token: &str, secret: &str, webhook_url: Option<String>) ->
         http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default(),
     });
     axum::Router::new()
-        .route("/api/v3/envelopes", post(create_envelope))
+        .route("/api/v3/envelopes", post(create_envelope).get(list_envelopes))
         .route("/api/v3/envelopes/{id}", patch(update_envelope))
         .route("/api/v3/envelopes/{id}/documents", post(add_document))
         .route("/api/v3/envelopes/{id}/signers", post(add_signer))
@@ -576,6 +628,10 @@ mod tests {
         let retrying = ClickSignClient::new(&format!("http://{address}"), "tok", patient).unwrap();
         let envelope = retrying.send_contract(&request).await.unwrap();
         control.put(format!("http://{address}/sandbox/faults")).json(&json!({})).send().await.unwrap();
+        // Sent again under the same name (a retry after a crash): the same envelope, not a second.
+        assert_eq!(retrying.send_contract(&request).await.unwrap(), envelope);
+        let other = ContractRequest { name: "Outro contrato".into(), ..request.clone() };
+        assert_ne!(retrying.send_contract(&other).await.unwrap(), envelope);
         let signed = control.post(format!("http://{address}/sandbox/envelopes/{envelope}/sign")).send().await.unwrap();
         assert_eq!(signed.status(), 204);
         let again = control.post(format!("http://{address}/sandbox/envelopes/{envelope}/sign")).send().await.unwrap();
