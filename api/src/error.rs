@@ -102,6 +102,12 @@ impl From<medpay_actors::CoreError> for ApiError {
         match error {
             CoreError::Timeout(_) | CoreError::Crashed(_) | CoreError::Unavailable(_) => ApiError::unavailable(error),
             CoreError::AlreadyExists => ApiError::conflict("payment_exists", "the payment exists already"),
+            // Another node committed a payment under the same key first (nodes that share no
+            // Redis for their in-flight claims): nothing of this one was written.
+            CoreError::Store(medpay_store::StoreError::Conflict("idempotency key")) => ApiError::conflict(
+                "idempotency_key_in_use",
+                "a request with this Idempotency-Key was committed meanwhile; retry to get its answer",
+            ),
             CoreError::Store(_) | CoreError::Invariant(_) => ApiError::internal(error),
         }
     }
