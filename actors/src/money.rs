@@ -304,34 +304,29 @@ pub(crate) fn event_for(kind: &str, data: serde_json::Value) -> NewEvent {
 
 use event_for as event;
 
-/// What the first charge's caller has at hand, and whether an answer waits for it.
+/// What the first charge's caller has at hand.
 pub(crate) struct FirstCharge {
     pub card_token: Option<String>,
     pub debtor: Option<Debtor>,
-    /// True when a request waits: the gateway is given the charge budget, and the payment's
-    /// started idempotency key is completed with the answer whatever the gateway did.
-    pub answer: bool,
 }
 
-/// Performs the payment's first charge if its intent is pending, and returns the answer of the
-/// request that created the payment: with the charge when the gateway answered in time, else
-/// without it (the sweep charges later under the same id).
+/// For a request that waits for it: performs the payment's first charge if its intent is pending
+/// (giving the gateway the charge budget), and returns the answer of the request that created the
+/// payment — with the charge when the gateway answered in time, else without it (the sweep
+/// charges later under the same id) — its started idempotency key completed with that answer.
 pub(crate) async fn first_charge(state: &mut TransactionState, first: FirstCharge) -> Result<String, CoreError> {
     let intent =
         state.intents.iter().find(|intent| intent.kind == IntentKind::Charge && intent.installment == Some(1)).cloned();
     if let Some(intent) = intent {
         let budget = state.context.gateways.as_ref().map(|g| Duration::from_millis(g.config.charge_budget_ms));
-        let budget = budget.filter(|_| first.answer);
         if let Some(body) = perform_charge(state, &intent, first.card_token, first.debtor, budget).await? {
             return Ok(body);
         }
     }
     let payment = state.payment.clone().ok_or_else(|| CoreError::Invariant("no payment".into()))?;
     let body = (state.context.render)(&payment, state.decision.as_ref(), None).to_string();
-    if first.answer {
-        let completion = IdempotencyCompletion { payment_id: payment.id, status: 201, body: body.clone() };
-        commit(state, Movement { idempotency: Some(completion), ..Movement::default() }).await?;
-    }
+    let completion = IdempotencyCompletion { payment_id: payment.id, status: 201, body: body.clone() };
+    commit(state, Movement { idempotency: Some(completion), ..Movement::default() }).await?;
     Ok(body)
 }
 

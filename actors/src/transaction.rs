@@ -520,7 +520,7 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
     let body = if charge_first {
         let debtor =
             request.patient_name.clone().map(|name| money::Debtor { name, cpf: request.cpf.as_str().to_owned() });
-        let first = money::FirstCharge { card_token: request.card_fingerprint.clone(), debtor, answer: true };
+        let first = money::FirstCharge { card_token: request.card_fingerprint.clone(), debtor };
         money::first_charge(state, first).await?
     } else {
         body
@@ -536,7 +536,7 @@ async fn resume(state: &mut TransactionState) -> Result<(), CoreError> {
     if state.payment.is_none() {
         return Err(CoreError::Invariant(format!("payment {} is not in the store", state.id)));
     }
-    money::first_charge(state, money::FirstCharge { card_token: None, debtor: None, answer: true }).await?;
+    money::first_charge(state, money::FirstCharge { card_token: None, debtor: None }).await?;
     Ok(())
 }
 

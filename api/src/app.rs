@@ -220,10 +220,11 @@ where
     Fut: std::future::Future<Output = anyhow::Result<Arc<dyn RiskScorer>>>,
 {
     let store = Store::connect(&config.database_url).await?;
-    let (limiter, in_flight) = match &config.redis_url {
-        Some(url) => (RateLimiter::redis(url).await?, medpay_store::InFlight::redis(url).await?),
-        None => (RateLimiter::in_process(), medpay_store::InFlight::in_process()),
+    let limiter = match &config.redis_url {
+        Some(url) => RateLimiter::redis(url).await?,
+        None => RateLimiter::in_process(),
     };
+    let in_flight = limiter.connection().map_or_else(medpay_store::InFlight::in_process, medpay_store::InFlight::redis);
     let rules = Arc::new(RuleBook::default());
     let lists = Arc::new(Lists::new(
         store.list_entries().await?.into_iter().map(|entry| (entry.list, entry.kind, entry.value_hash)),

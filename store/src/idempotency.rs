@@ -208,15 +208,9 @@ impl InFlight {
         InFlight::InProcess(Mutex::new(HashMap::new()))
     }
 
-    pub async fn redis(url: &str) -> Result<InFlight, ClaimError> {
-        let client = redis::Client::open(url)?;
-        let manager = tokio::time::timeout(
-            std::time::Duration::from_millis(IN_FLIGHT_REDIS_TIMEOUT_MS * 10),
-            ConnectionManager::new(client),
-        )
-        .await
-        .map_err(|_| ClaimError::Timeout)??;
-        Ok(InFlight::Redis(manager))
+    /// Claims in Redis, on a connection shared with the rate limiter (`RateLimiter::connection`).
+    pub fn redis(manager: ConnectionManager) -> InFlight {
+        InFlight::Redis(manager)
     }
 
     /// Claims the key; `None` when a request with it is running.

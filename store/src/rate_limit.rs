@@ -79,6 +79,15 @@ impl RateLimiter {
         Ok(RateLimiter::Redis(manager, redis::Script::new(GCRA_SCRIPT)))
     }
 
+    /// The limiter's Redis connection, for what else the node keeps in Redis (one connection, not
+    /// one per use).
+    pub fn connection(&self) -> Option<ConnectionManager> {
+        match self {
+            RateLimiter::InProcess(_) => None,
+            RateLimiter::Redis(manager, _) => Some(manager.clone()),
+        }
+    }
+
     /// Counts one request in `bucket` against `limit` per `period_ms`.
     pub async fn hit(
         &self,

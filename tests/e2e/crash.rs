@@ -50,6 +50,13 @@ async fn spawn(
     panic!("{arguments:?} did not say where it listens");
 }
 
+/// POSTs `body` and reads the 201's JSON.
+async fn created(client: &reqwest::Client, url: &str, token: &str, body: &Value) -> Value {
+    let response = client.post(url).bearer_auth(token).json(body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.json().await.unwrap()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -149,30 +156,12 @@ async fn sigkill_while_card_payments_are_charged_leaves_no_charge_without_a_paym
     let mut server = node.start().await;
 
     let provider = json!({"name": "Hospital Central", "cnpj": unique_cnpj(), "fee_bps": 300, "escrow": false, "score_fail_mode": "open"});
-    let provider: Value = client
-        .post(format!("{base}/v1/providers"))
-        .bearer_auth(ADMIN)
-        .json(&provider)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let provider = created(&client, &format!("{base}/v1/providers"), ADMIN, &provider).await;
     let api_key = provider["api_key"].as_str().unwrap().to_owned();
     let mut patients = Vec::new();
     for index in 0..CLIENTS * PAYMENTS_PER_CLIENT / 3 {
         let patient = json!({"name": format!("Paciente {index}"), "cpf": unique_cpf(), "email": "p@example.com", "phone": "+55 11 98888-7777"});
-        let created: Value = client
-            .post(format!("{base}/v1/patients"))
-            .bearer_auth(&api_key)
-            .json(&patient)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created = created(&client, &format!("{base}/v1/patients"), &api_key, &patient).await;
         patients.push(created["id"].as_str().unwrap().to_owned());
     }
 
