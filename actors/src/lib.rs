@@ -3,11 +3,13 @@
 
 pub mod chat;
 mod contracts;
+pub mod lifecycle;
 pub mod money;
 pub mod outbox;
 mod patient;
 mod provider;
 pub mod registry;
+pub mod simulation;
 mod transaction;
 
 #[cfg(test)]

@@ -156,7 +156,7 @@ async fn own_payments(
             charge: charge.map(|charge| ChargeFacts {
                 installment: charge.installment,
                 amount_centavos: charge.amount_centavos,
-                status: charge.status,
+                status: charge.status.as_str().to_owned(),
                 br_code: charge.br_code,
                 linha_digitavel: charge.linha_digitavel,
                 due_date: charge.due_date,

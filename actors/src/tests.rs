@@ -320,3 +320,50 @@ async fn a_burst_of_payments_in_flight_counts_towards_velocity() {
     // The rules send the sixth payment in an hour to review: so three of the eight.
     assert_eq!(reviewed, 3);
 }
+
+/// The seeded simulation of payments' money (see `simulation.rs`), short: a few hundred payments
+/// through every path with gateway faults and crashes at step boundaries. Its seed is printed;
+/// `MEDPAY_SIM_SEED` replays one.
+#[test]
+fn simulation_short() {
+    let seed = std::env::var("MEDPAY_SIM_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or(20_261_201);
+    println!("simulation seed {seed}");
+    let report = crate::simulation::run(crate::simulation::SimConfig::new(seed, 400))
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    println!("{report:#?}");
+    // It went where it was meant to: crashes at every kind of boundary, every money path.
+    for boundary in [
+        "before_open",
+        "after_open_commit",
+        "after_charge_call",
+        "after_charge_commit",
+        "before_answer",
+        "after_webhook_record",
+        "after_webhook_commit",
+        "after_refund_commit",
+        "after_refund_call",
+        "after_procedure_commit",
+    ] {
+        assert!(report.crashed_at.get(boundary).copied().unwrap_or(0) > 0, "no crash at {boundary}: {report:#?}");
+    }
+    for path in [
+        "approved",
+        "in_review",
+        "declined",
+        "charged",
+        "paid",
+        "refund",
+        "chargeback",
+        "med",
+        "suspense",
+        "procedure_performed",
+        "escrow_released_at_gateway",
+        "review_upheld",
+        "contract_sent",
+        "resumed",
+        "replayed",
+        "duplicate_webhook",
+    ] {
+        assert!(report.paths.get(path).copied().unwrap_or(0) > 0, "path {path} never taken: {report:#?}");
+    }
+}

@@ -2,6 +2,7 @@
 //! features from the patient's and the provider's sessions, scores within a time budget, records
 //! the decision and the events, and tells the sessions.
 
+use crate::lifecycle::{self, Book};
 use crate::money::{self, MoneyError};
 use crate::patient::PatientMsg;
 use crate::provider::{ProviderMsg, ProviderProfile};
@@ -13,8 +14,7 @@ use medpay_models::{
     Cpf, FailMode, InstallmentPlan, PatientId, PaymentId, PaymentMethod, PaymentStatus, ProviderId, Reason, TussCode,
 };
 use medpay_store::{
-    ChargeRecord, DecisionRecord, IdempotencyRecord, IntentKind, IntentRecord, NewEvent, NewPaymentWrite,
-    PaymentRecord, RefundRecord,
+    DecisionRecord, IdempotencyRecord, IntentKind, NewPaymentWrite, PaymentRecord, RefundKind, RefundRecord,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::json;
@@ -132,19 +132,10 @@ pub struct TransactionArgs {
 pub struct TransactionState {
     pub(crate) id: PaymentId,
     pub(crate) context: Arc<Context>,
-    pub(crate) payment: Option<PaymentRecord>,
-    /// The payment's decision (made once, at creation), shown in its later events.
-    pub(crate) decision: Option<DecisionRecord>,
+    /// The payment, its charges, refunds, contract, escrow and pending intents (the actor is
+    /// their only writer); none before the payment is decided.
+    pub(crate) book: Option<Book>,
     pub(crate) last_seq: i64,
-    /// Effects committed and not performed yet, oldest first.
-    pub(crate) intents: Vec<IntentRecord>,
-    /// The payment's charges and refunds (the actor is their only writer).
-    pub(crate) charges: Vec<ChargeRecord>,
-    pub(crate) refunds: Vec<RefundRecord>,
-    /// The sum of the payment's entries on its provider's escrow account (negative: money held),
-    /// and whether the escrow was released once.
-    pub(crate) escrow_balance_centavos: i64,
-    pub(crate) escrow_released: bool,
     /// Some recorded webhook of this payment waits for another (read them from the store again
     /// when the payment moves on).
     pub(crate) webhooks_waiting: bool,
@@ -154,39 +145,28 @@ pub struct TransactionState {
     last_activity: Instant,
 }
 
-/// What a payment's actor reads back from the store when it starts.
-#[derive(Default)]
-struct Rebuilt {
-    payment: Option<PaymentRecord>,
-    decision: Option<DecisionRecord>,
-    last_seq: i64,
-    intents: Vec<IntentRecord>,
-    charges: Vec<ChargeRecord>,
-    refunds: Vec<RefundRecord>,
-    escrow_balance_centavos: i64,
-    escrow_released: bool,
-}
-
-/// A payment's actor state as the store holds it.
-async fn rebuild(store: &medpay_store::Store, id: PaymentId) -> Result<Rebuilt, medpay_store::StoreError> {
-    let mut rebuilt = Rebuilt::default();
-    if let Some((payment, decision, _)) = store.payment_view(id).await? {
-        rebuilt.payment = Some(payment);
-        rebuilt.decision = decision;
-    }
-    rebuilt.last_seq = store.last_event_seq(id).await?;
-    rebuilt.intents = store.pending_intents(id).await?;
-    rebuilt.charges = store.charges(id).await?;
-    rebuilt.refunds = store.refunds(id).await?;
-    rebuilt.escrow_balance_centavos = store.payment_ledger(id).await?.escrow;
-    rebuilt.escrow_released = store.escrow_released(id).await?;
-    Ok(rebuilt)
+/// A payment's book and last event number as the store holds them (no book: not decided yet).
+async fn rebuild(store: &medpay_store::Store, id: PaymentId) -> Result<(Option<Book>, i64), medpay_store::StoreError> {
+    let last_seq = store.last_event_seq(id).await?;
+    let Some((payment, decision, _)) = store.payment_view(id).await? else { return Ok((None, last_seq)) };
+    let book = Book {
+        payment,
+        // Its features are for training; the events show the decision without them.
+        decision: decision.map(|decision| DecisionRecord { features: serde_json::Value::Null, ..decision }),
+        charges: store.charges(id).await?,
+        refunds: store.refunds(id).await?,
+        intents: store.pending_intents(id).await?,
+        contract: store.contract(id).await?,
+        escrow_balance_centavos: store.payment_ledger(id).await?.escrow,
+        escrow_released: store.escrow_released(id).await?,
+    };
+    Ok((Some(book), last_seq))
 }
 
 impl TransactionState {
-    /// What the escrow holds of this payment now.
-    pub(crate) fn escrow_held_centavos(&self) -> i64 {
-        -self.escrow_balance_centavos
+    /// The payment as its actor holds it.
+    pub(crate) fn payment(&self) -> Option<PaymentRecord> {
+        self.book.as_ref().map(|book| book.payment.clone())
     }
 }
 
@@ -210,21 +190,15 @@ impl Actor for TransactionActor {
         args: TransactionArgs,
     ) -> Result<TransactionState, ActorProcessingErr> {
         // Boxed: the reads' futures would otherwise stay reserved in every idle actor's task.
-        let rebuilt =
-            if args.fresh { Rebuilt::default() } else { Box::pin(rebuild(&args.context.store, args.id)).await? };
+        let (book, last_seq) =
+            if args.fresh { (None, 0) } else { Box::pin(rebuild(&args.context.store, args.id)).await? };
         let idle = Duration::from_millis(args.context.config.idle_ms);
         myself.send_after(idle, || TransactionMsg::IdleCheck);
         Ok(TransactionState {
             id: args.id,
             context: args.context,
-            payment: rebuilt.payment,
-            decision: rebuilt.decision,
-            last_seq: rebuilt.last_seq,
-            intents: rebuilt.intents,
-            charges: rebuilt.charges,
-            refunds: rebuilt.refunds,
-            escrow_balance_centavos: rebuilt.escrow_balance_centavos,
-            escrow_released: rebuilt.escrow_released,
+            book,
+            last_seq,
             // A rebuilt payment may have webhooks waiting from before.
             webhooks_waiting: !args.fresh,
             stale: false,
@@ -268,7 +242,8 @@ impl Actor for TransactionActor {
             }
             TransactionMsg::Refund { amount_centavos, reason, key, reply } => {
                 state.last_activity = Instant::now();
-                let _ = reply.send(Box::pin(money::refund(state, amount_centavos, "refund", &reason, &key)).await);
+                let _ = reply
+                    .send(Box::pin(money::refund(state, amount_centavos, RefundKind::Refund, &reason, &key)).await);
             }
             TransactionMsg::Dispute { conversation_id, reply } => {
                 state.last_activity = Instant::now();
@@ -277,20 +252,22 @@ impl Actor for TransactionActor {
             TransactionMsg::CloseReview { case_id, upheld, note, reply } => {
                 state.last_activity = Instant::now();
                 let result = Box::pin(money::close_review(state, case_id, upheld, note)).await;
-                let _ = reply.send(result.and_then(|()| {
-                    state.payment.clone().ok_or(MoneyError::Core(CoreError::Invariant("no payment".into())))
-                }));
+                let _ =
+                    reply.send(result.and_then(|()| {
+                        state.payment().ok_or(MoneyError::Core(CoreError::Invariant("no payment".into())))
+                    }));
             }
             TransactionMsg::Procedure { performed, reply } => {
                 state.last_activity = Instant::now();
                 let result = Box::pin(money::procedure(state, performed)).await;
-                let _ = reply.send(result.and_then(|()| {
-                    state.payment.clone().ok_or(MoneyError::Core(CoreError::Invariant("no payment".into())))
-                }));
+                let _ =
+                    reply.send(result.and_then(|()| {
+                        state.payment().ok_or(MoneyError::Core(CoreError::Invariant("no payment".into())))
+                    }));
             }
             TransactionMsg::Get { reply } => {
                 state.last_activity = Instant::now();
-                let _ = reply.send(state.payment.clone());
+                let _ = reply.send(state.payment());
             }
             TransactionMsg::IdleCheck => {
                 crate::passivate_or_wait(&myself, state.last_activity, state.idle, || TransactionMsg::IdleCheck)
@@ -403,27 +380,8 @@ fn request_facts(request: &NewPayment) -> RequestFacts {
     }
 }
 
-/// The event type of a status: `payment.approved`, `payment.review`, `payment.declined`, ….
-pub fn event_type(status: PaymentStatus) -> &'static str {
-    match status {
-        PaymentStatus::Requested => "payment.requested",
-        PaymentStatus::Approved => "payment.approved",
-        PaymentStatus::InReview => "payment.review",
-        PaymentStatus::Declined => "payment.declined",
-        PaymentStatus::AwaitingPayment => "payment.awaiting_payment",
-        PaymentStatus::Paid => "payment.paid",
-        PaymentStatus::HeldInEscrow => "payment.held",
-        PaymentStatus::Released => "payment.released",
-        PaymentStatus::Refunded => "payment.refunded",
-        PaymentStatus::PartiallyRefunded => "payment.partially_refunded",
-        PaymentStatus::ChargedBack => "payment.charged_back",
-        PaymentStatus::Cancelled => "payment.cancelled",
-        PaymentStatus::Expired => "payment.expired",
-    }
-}
-
 async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Created, CoreError> {
-    if state.payment.is_some() {
+    if state.book.is_some() {
         return Err(CoreError::AlreadyExists);
     }
     if request.id != state.id {
@@ -471,29 +429,13 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
     // The effect an approval asks for is written with it and performed only once it is durable:
     // the first charge (before the answer, so that it carries the BR Code or the boleto), or the
     // contract to sign first (after the answer).
-    let approved = status == PaymentStatus::Approved && context.gateways.is_some();
-    let intent = match (approved, money::needs_contract(&context, &payment)) {
-        (true, false) => Some(IntentRecord::charge(payment.id, 1, request.created_at_ms)),
-        (true, true) => Some(IntentRecord::contract(payment.id, request.created_at_ms)),
-        (false, _) => None,
-    };
+    let intent =
+        lifecycle::opening_intent(&payment, context.gateways.is_some(), money::needs_contract(&context, &payment));
     let charge_first = intent.as_ref().is_some_and(|intent| intent.kind == IntentKind::Charge);
-    let view = (context.render)(&payment, Some(&decision), None);
-    // The payment as it was requested: the same fields, before its decision.
-    let mut requested = view.clone();
-    if let Some(fields) = requested.as_object_mut() {
-        fields.insert("status".to_owned(), json!(PaymentStatus::Requested.as_str()));
-        fields.insert("decision".to_owned(), serde_json::Value::Null);
+    let (mut events, body) = lifecycle::opening_events(&*context.render, &payment, &decision);
+    for (seq, event) in (state.last_seq + 1..).zip(events.iter_mut()) {
+        event.seq = seq;
     }
-    let events = vec![
-        NewEvent {
-            seq: state.last_seq + 1,
-            kind: "payment.requested".to_owned(),
-            data: json!({ "payment": requested }),
-        },
-        NewEvent { seq: state.last_seq + 2, kind: event_type(status).to_owned(), data: json!({ "payment": view }) },
-    ];
-    let body = view.to_string();
     let idempotency = request.idempotency.as_ref().map(|target| IdempotencyRecord {
         scope: target.scope.clone(),
         key: target.key.clone(),
@@ -506,10 +448,9 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
     let write = NewPaymentWrite { payment, decision, events, idempotency, intents: intent.into_iter().collect() };
     let committed = context.store.record_new_payment(&write).await?;
     state.last_seq += 2;
-    state.payment = Some(write.payment.clone());
     // Its features are for training and for the caller; the events show the decision without them.
-    state.decision = Some(DecisionRecord { features: serde_json::Value::Null, ..write.decision.clone() });
-    state.intents = write.intents.clone();
+    let shown = DecisionRecord { features: serde_json::Value::Null, ..write.decision.clone() };
+    state.book = Some(Book::opened(write.payment.clone(), Some(shown), write.intents.clone()));
     announce(&context, &write.payment, write.decision.outcome, committed);
     metrics::counter!("medpay_decisions_total", "outcome" => write.decision.outcome.as_str()).increment(1);
     tracing::info!(
@@ -526,14 +467,14 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
         body
     };
     metrics::histogram!("medpay_decision_seconds").record(started.elapsed().as_secs_f64());
-    let payment = state.payment.clone().ok_or_else(|| CoreError::Invariant("no payment after its commit".into()))?;
+    let payment = state.payment().ok_or_else(|| CoreError::Invariant("no payment after its commit".into()))?;
     Ok(Created { payment, decision: write.decision, body })
 }
 
 /// Finishes the answer of the request that created this payment: its first charge, if still owed,
 /// then the key completed with the payment as it stands.
 async fn resume(state: &mut TransactionState) -> Result<(), CoreError> {
-    if state.payment.is_none() {
+    if state.book.is_none() {
         return Err(CoreError::Invariant(format!("payment {} is not in the store", state.id)));
     }
     money::first_charge(state, money::FirstCharge { card_token: None, debtor: None }).await?;

@@ -263,7 +263,7 @@ impl ChargeView {
             installment: charge.installment,
             method: charge.method.as_str().to_owned(),
             amount_centavos: charge.amount_centavos,
-            status: charge.status.clone(),
+            status: charge.status.as_str().to_owned(),
             pix_br_code: charge.br_code.clone(),
             pix_expires_at: charge.expires_at_ms.map(timestamp),
             boleto_linha_digitavel: charge.linha_digitavel.clone(),

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use medpay_actors::money::{CELCOIN, MoneyError};
 use medpay_gateways::celcoin::{CelcoinClient, StatementItem, parse_notice};
 use medpay_models::{PaymentId, PaymentStatus};
-use medpay_store::{ChargeRecord, GatewayWebhook, LedgerProblem, Store};
+use medpay_store::{ChargeRecord, ChargeStatus, GatewayWebhook, LedgerProblem, RefundStatus, Store};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use utoipa::ToSchema;
@@ -80,10 +80,10 @@ impl RefundView {
         RefundView {
             id: record.id.clone(),
             charge_id: record.charge_id.clone(),
-            kind: record.kind.clone(),
+            kind: record.kind.as_str().to_owned(),
             amount_centavos: record.amount_centavos,
             reason: record.reason.clone(),
-            status: record.status.clone(),
+            status: record.status.as_str().to_owned(),
             created_at: timestamp(record.created_at_ms),
         }
     }
@@ -287,9 +287,12 @@ pub async fn check_ledger(store: &Store) -> Result<LedgerCheck, medpay_store::St
             let ledger = store.payment_ledger(payment).await?;
             let charges = store.charges(payment).await?;
             let refunds = store.refunds(payment).await?;
-            let received: i64 = charges.iter().filter(|c| c.status == "paid").map(|c| c.amount_centavos).sum();
-            let returned: i64 = refunds.iter().filter(|r| r.status == "completed").map(|r| r.amount_centavos).sum();
-            let owed: i64 = refunds.iter().filter(|r| r.status == "requested").map(|r| r.amount_centavos).sum();
+            let received: i64 =
+                charges.iter().filter(|c| c.status == ChargeStatus::Paid).map(|c| c.amount_centavos).sum();
+            let returned: i64 =
+                refunds.iter().filter(|r| r.status == RefundStatus::Completed).map(|r| r.amount_centavos).sum();
+            let owed: i64 =
+                refunds.iter().filter(|r| r.status == RefundStatus::Requested).map(|r| r.amount_centavos).sum();
             let refunded: i64 = returned + owed;
             // Money that moved unexpectedly sits in suspense beside the clearing account.
             suspense += ledger.suspense;
@@ -416,7 +419,7 @@ pub async fn reconcile(store: &Store, celcoin: &CelcoinClient) -> anyhow::Result
                 differences.push(differ(format!("Celcoin holds it as {}", item.client_request_id)));
             }
             let paid_there = item.paid_amount.0;
-            let paid_here = if charge.status == "paid" { charge.amount_centavos } else { 0 };
+            let paid_here = if charge.status == ChargeStatus::Paid { charge.amount_centavos } else { 0 };
             if paid_there != paid_here {
                 differences.push(differ(format!("paid {paid_there} at Celcoin, {paid_here} here")));
             }
@@ -428,7 +431,7 @@ pub async fn reconcile(store: &Store, celcoin: &CelcoinClient) -> anyhow::Result
             };
             let returned_here: i64 = refunds
                 .iter()
-                .filter(|r| r.charge_id == charge.id && r.status == "completed")
+                .filter(|r| r.charge_id == charge.id && r.status == RefundStatus::Completed)
                 .map(|r| r.amount_centavos)
                 .sum();
             let returned_there = item.refunded_amount.0;

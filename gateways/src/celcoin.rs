@@ -430,6 +430,11 @@ impl CelcoinClient {
         self.read(&format!("/v5/charge/external/{client_request_id}")).await
     }
 
+    /// The charge made under our client request id, if one was (a charge whose answer was lost).
+    pub async fn charge_made(&self, client_request_id: &str) -> Result<Option<Charge>, CelcoinError> {
+        self.find_charge(client_request_id).await?.as_ref().map(parse_charge).transpose()
+    }
+
     /// Asks Celcoin to send `amount` of a paid charge back to the payer (PIX devolução).
     /// `client_code` is ours, unique per refund: asking twice refunds once.
     pub async fn refund(

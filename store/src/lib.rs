@@ -22,8 +22,8 @@ pub use idempotency::{
     InFlight, StoredKey,
 };
 pub use money::{
-    ChargeRecord, ContractRecord, GatewayWebhook, IntentKind, IntentRecord, LedgerProblem, Movement, PaymentLedger,
-    RefundRecord,
+    ChargeRecord, ChargeStatus, ContractRecord, ContractStatus, GatewayWebhook, IntentKind, IntentRecord,
+    LedgerProblem, Movement, PaymentLedger, RefundKind, RefundRecord, RefundStatus,
 };
 pub use parties::{PatientRecord, ProviderRecord};
 pub use payments::{

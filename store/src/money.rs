@@ -12,6 +12,72 @@ use medpay_models::{Account, PaymentId, PaymentMethod, PaymentStatus, Posting, P
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+/// An enum stored as one of a fixed set of words (a column with a CHECK of those words).
+macro_rules! word_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $word:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $word),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(text: &str) -> Result<$name, String> {
+                match text {
+                    $($word => Ok($name::$variant),)+
+                    other => Err(format!(concat!("unknown ", stringify!($name), " {:?}"), other)),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+word_enum!(
+    /// Where a gateway charge stands.
+    ChargeStatus { Active => "active", Paid => "paid", Cancelled => "cancelled" }
+);
+word_enum!(
+    /// Where a refund stands: owed to the patient, or returned by the gateway.
+    RefundStatus { Requested => "requested", Completed => "completed" }
+);
+word_enum!(
+    /// Why money went back: asked for, a cancelled procedure, or taken by the payer's side.
+    RefundKind { Refund => "refund", Cancellation => "cancellation", Chargeback => "chargeback", Med => "med" }
+);
+word_enum!(
+    /// Where an installment contract stands at the signing service.
+    ContractStatus { Sent => "sent", Signed => "signed", Refused => "refused" }
+);
+word_enum!(
+    /// What an intent asks a gateway for.
+    IntentKind {
+        /// The charge of an installment (Celcoin), under the intent's id as our client request id.
+        Charge => "charge",
+        /// The installment contract sent for signature (ClickSign).
+        Contract => "contract",
+        /// The escrow of the payment's paid charges released to the provider (Celcoin).
+        Release => "release",
+    }
+);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargeRecord {
     /// Our client request id at the gateway: `<payment id>-<installment>`.
@@ -22,8 +88,7 @@ pub struct ChargeRecord {
     /// The gateway's transaction id.
     pub gateway_id: String,
     pub amount_centavos: i64,
-    /// `active`, `paid` or `cancelled`.
-    pub status: String,
+    pub status: ChargeStatus,
     pub br_code: Option<String>,
     pub linha_digitavel: Option<String>,
     pub barcode: Option<String>,
@@ -45,12 +110,10 @@ pub struct RefundRecord {
     pub id: String,
     pub payment_id: PaymentId,
     pub charge_id: String,
-    /// `refund`, `cancellation`, `chargeback` or `med`.
-    pub kind: String,
+    pub kind: RefundKind,
     pub amount_centavos: i64,
     pub reason: String,
-    /// `requested` (owed to the patient) or `completed` (the gateway returned it).
-    pub status: String,
+    pub status: RefundStatus,
     pub gateway_id: Option<String>,
     pub created_at_ms: i64,
     pub completed_at_ms: Option<i64>,
@@ -71,39 +134,9 @@ pub struct GatewayWebhook {
 pub struct ContractRecord {
     pub payment_id: PaymentId,
     pub envelope_id: String,
-    /// `sent`, `signed` or `refused`.
-    pub status: String,
+    pub status: ContractStatus,
     pub created_at_ms: i64,
     pub signed_at_ms: Option<i64>,
-}
-
-/// What an intent asks a gateway for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IntentKind {
-    /// The charge of an installment (Celcoin), under the intent's id as our client request id.
-    Charge,
-    /// The installment contract sent for signature (ClickSign).
-    Contract,
-}
-
-impl IntentKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IntentKind::Charge => "charge",
-            IntentKind::Contract => "contract",
-        }
-    }
-}
-
-impl std::str::FromStr for IntentKind {
-    type Err = String;
-    fn from_str(text: &str) -> Result<IntentKind, String> {
-        match text {
-            "charge" => Ok(IntentKind::Charge),
-            "contract" => Ok(IntentKind::Contract),
-            other => Err(format!("unknown intent kind {other:?}")),
-        }
-    }
 }
 
 /// An external effect written down before it is performed (see migration 0007).
@@ -124,6 +157,17 @@ impl IntentRecord {
             payment_id: payment,
             kind: IntentKind::Charge,
             installment: Some(installment),
+            created_at_ms: now_ms,
+        }
+    }
+
+    /// The escrow release of a payment (every paid charge's, at Celcoin).
+    pub fn release(payment: PaymentId, now_ms: i64) -> IntentRecord {
+        IntentRecord {
+            id: format!("{payment}-release"),
+            payment_id: payment,
+            kind: IntentKind::Release,
+            installment: None,
             created_at_ms: now_ms,
         }
     }
@@ -166,6 +210,10 @@ pub struct Movement {
     pub new_charge: Option<ChargeRecord>,
     /// (charge id, paid at).
     pub charge_paid: Option<(String, i64)>,
+    /// (charge id, at): money arrived for a charge that was not ours to collect as it came (a
+    /// wrong amount, a charge cancelled or paid already); it is in suspense, and the charge
+    /// remembers that it received money (so that a take-back of it is known to leave suspense).
+    pub charge_received: Option<(String, i64)>,
     pub new_refunds: Vec<RefundRecord>,
     /// (refund id, gateway id, completed at).
     pub refund_completed: Option<(String, Option<String>, i64)>,
@@ -188,7 +236,6 @@ pub struct Movement {
     /// Intents whose effect this step records (their ids), or that it gives up (the payment
     /// was cancelled before their effect).
     pub intents_done: Vec<String>,
-    pub intents_abandoned: bool,
     /// The answer of the payment's started idempotency key, complete with this step.
     pub idempotency: Option<IdempotencyCompletion>,
     pub now_ms: i64,
@@ -227,7 +274,7 @@ pub(crate) fn charge_from_row(row: &AnyRow) -> Result<ChargeRecord, StoreError> 
         method: parse_column(row, "method")?,
         gateway_id: row.try_get("gateway_id")?,
         amount_centavos: row.try_get("amount_centavos")?,
-        status: row.try_get("status")?,
+        status: parse_column(row, "status")?,
         br_code: row.try_get("br_code")?,
         linha_digitavel: row.try_get("linha_digitavel")?,
         barcode: row.try_get("barcode")?,
@@ -243,10 +290,10 @@ fn refund_from_row(row: &AnyRow) -> Result<RefundRecord, StoreError> {
         id: row.try_get("id")?,
         payment_id: parse_column(row, "payment_id")?,
         charge_id: row.try_get("charge_id")?,
-        kind: row.try_get("kind")?,
+        kind: parse_column(row, "kind")?,
         amount_centavos: row.try_get("amount_centavos")?,
         reason: row.try_get("reason")?,
-        status: row.try_get("status")?,
+        status: parse_column(row, "status")?,
         gateway_id: row.try_get("gateway_id")?,
         created_at_ms: row.try_get("created_at_ms")?,
         completed_at_ms: row.try_get("completed_at_ms")?,
@@ -357,6 +404,12 @@ fn movement_plan(movement: &Movement) -> Plan {
             .one("charge is not active"),
         );
     }
+    if let Some((charge, at)) = &movement.charge_received {
+        statements.push(Statement::new(
+            "UPDATE charges SET paid_at_ms = COALESCE(paid_at_ms, $1) WHERE id = $2",
+            vec![(*at).into(), charge.as_str().into()],
+        ));
+    }
     statements.extend(movement.new_refunds.iter().map(refund_statement));
     if let Some((refund, gateway_id, at)) = &movement.refund_completed {
         statements.push(
@@ -454,12 +507,6 @@ fn movement_plan(movement: &Movement) -> Plan {
             .one("intent is not pending"),
         );
     }
-    if let (Some(payment), true) = (&payment_text, movement.intents_abandoned) {
-        statements.push(Statement::new(
-            "UPDATE intents SET status = 'abandoned', done_at_ms = $1 WHERE payment_id = $2 AND status = 'pending'",
-            vec![now.clone(), payment.as_str().into()],
-        ));
-    }
     statements.extend(movement.idempotency.iter().map(completion_statement));
     let events = match (movement.payment_id, movement.provider_id) {
         (Some(payment), Some(provider)) if !movement.events.is_empty() => {
@@ -546,7 +593,7 @@ impl Store {
             Ok(ContractRecord {
                 payment_id: parse_column(&row, "payment_id")?,
                 envelope_id: row.try_get("envelope_id")?,
-                status: row.try_get("status")?,
+                status: parse_column(&row, "status")?,
                 created_at_ms: row.try_get("created_at_ms")?,
                 signed_at_ms: row.try_get("signed_at_ms")?,
             })
