@@ -13,7 +13,7 @@ WORK=$(mktemp -d)
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 cd "$WORK"
 MEDPAY_BIND=127.0.0.1:18181 MEDPAY_ADMIN_TOKEN=bench-admin RUST_LOG=warn MEDPAY_SCORING_HOUR=14 \
-  MEDPAY_PAYMENTS_PER_PATIENT_PER_MINUTE=1000 DATABASE_URL="${DATABASE_URL:-sqlite://data/medpay.db}" \
+  MEDPAY_PAYMENTS_PER_PATIENT_PER_MINUTE=1000 MEDPAY_REQUESTS_PER_KEY_PER_MINUTE=100000000 DATABASE_URL="${DATABASE_URL:-sqlite://data/medpay.db}" \
   "$BIN" serve > medpay.log 2>&1 &
 MP=$!
 trap 'kill $MP 2>/dev/null || true' EXIT

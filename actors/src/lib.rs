@@ -57,6 +57,11 @@ pub struct RuntimeConfig {
     pub decide_timeout_ms: u64,
     /// An entity actor with no message for this long stops (its state is in the store).
     pub idle_ms: u64,
+    /// A payment's actor with nothing owed (no intent pending, no refund to send, no webhook
+    /// waiting) stops after this much quiet: most payments then wait days for a PIX or a boleto,
+    /// and a resident ractor actor costs about 8 KB before any state (docs/PERFORMANCE.md). The
+    /// next message for it (a webhook, a refund, the sweep) starts it again from the store.
+    pub payment_rest_ms: u64,
     /// The fail mode when the provider's own cannot be read.
     pub default_fail_mode: FailMode,
     /// Pins the hour of day (São Paulo) the model sees, for tests and demos whose outcome must not
@@ -72,6 +77,7 @@ impl Default for RuntimeConfig {
             feature_call_timeout_ms: 200,
             decide_timeout_ms: 5_000,
             idle_ms: 5 * 60 * 1_000,
+            payment_rest_ms: 2_000,
             default_fail_mode: FailMode::Open,
             scoring_hour: None,
             webhooks: outbox::WebhookConfig::default(),

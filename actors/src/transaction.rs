@@ -192,7 +192,7 @@ impl Actor for TransactionActor {
         // Boxed: the reads' futures would otherwise stay reserved in every idle actor's task.
         let (book, last_seq) =
             if args.fresh { (None, 0) } else { Box::pin(rebuild(&args.context.store, args.id)).await? };
-        let idle = Duration::from_millis(args.context.config.idle_ms);
+        let idle = Duration::from_millis(args.context.config.payment_rest_ms.min(args.context.config.idle_ms));
         myself.send_after(idle, || TransactionMsg::IdleCheck);
         Ok(TransactionState {
             id: args.id,
@@ -270,7 +270,15 @@ impl Actor for TransactionActor {
                 let _ = reply.send(state.payment());
             }
             TransactionMsg::IdleCheck => {
-                crate::passivate_or_wait(&myself, state.last_activity, state.idle, || TransactionMsg::IdleCheck)
+                // At rest when nothing is owed; else it stays for the sweep to drive (or until idle).
+                let owed =
+                    state.webhooks_waiting || state.book.as_ref().is_some_and(|book| !lifecycle::owed(book).is_empty());
+                let idle = Duration::from_millis(state.context.config.idle_ms);
+                if owed && state.last_activity.elapsed() < idle {
+                    myself.send_after(state.idle, || TransactionMsg::IdleCheck);
+                } else {
+                    crate::passivate_or_wait(&myself, state.last_activity, state.idle, || TransactionMsg::IdleCheck)
+                }
             }
         }
         if state.stale {

@@ -231,9 +231,28 @@ pub struct ProviderSnapshot {
 pub struct ProviderHistory {
     amounts: HashMap<String, VecDeque<i64>>,
     outcomes: VecDeque<(i64, DecisionOutcome)>,
+    /// How many of `outcomes` are reviews and declines, kept as they come and go (a busy
+    /// provider's day is tens of thousands of decisions: never counted again per payment).
+    reviews: usize,
+    declines: usize,
 }
 
 impl ProviderHistory {
+    fn count(&mut self, outcome: DecisionOutcome, up: bool) {
+        let counter = match outcome {
+            DecisionOutcome::Review => &mut self.reviews,
+            DecisionOutcome::Decline => &mut self.declines,
+            DecisionOutcome::Approve => return,
+        };
+        *counter = if up { *counter + 1 } else { counter.saturating_sub(1) };
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((_, outcome)) = self.outcomes.pop_front() {
+            self.count(outcome, false);
+        }
+    }
+
     pub fn observe(&mut self, tuss_code: &str, amount_centavos: i64, at_ms: i64, outcome: DecisionOutcome) {
         if self.amounts.len() < PROCEDURES_MAX || self.amounts.contains_key(tuss_code) {
             let amounts = self.amounts.entry(tuss_code.to_owned()).or_default();
@@ -243,9 +262,10 @@ impl ProviderHistory {
             amounts.push_back(amount_centavos);
         }
         if self.outcomes.len() >= PROVIDER_OUTCOMES_MAX {
-            self.outcomes.pop_front();
+            self.forget_oldest();
         }
         self.outcomes.push_back((at_ms, outcome));
+        self.count(outcome, true);
     }
 
     /// The provider's usual amount for a procedure: the median of its recent amounts.
@@ -264,19 +284,17 @@ impl ProviderHistory {
     pub fn snapshot(&mut self, request: &RequestFacts) -> ProviderSnapshot {
         let now = request.at_ms;
         while self.outcomes.front().is_some_and(|(at, _)| *at < now - DAY_MS) {
-            self.outcomes.pop_front();
+            self.forget_oldest();
         }
         let total = self.outcomes.len() as f64;
-        let count =
-            |wanted: DecisionOutcome| self.outcomes.iter().filter(|(_, outcome)| *outcome == wanted).count() as f64;
-        let rate = |wanted| if total > 0.0 { count(wanted) / total } else { 0.0 };
+        let rate = |count: usize| if total > 0.0 { count as f64 / total } else { 0.0 };
         ProviderSnapshot {
             amount_to_procedure_median: self
                 .procedure_median(&request.tuss_code)
                 .filter(|median| *median > 0.0)
                 .map_or(1.0, |median| request.amount_centavos as f64 / median),
-            review_rate_24h: rate(DecisionOutcome::Review),
-            decline_rate_24h: rate(DecisionOutcome::Decline),
+            review_rate_24h: rate(self.reviews),
+            decline_rate_24h: rate(self.declines),
         }
     }
 }
@@ -459,6 +477,11 @@ mod tests {
         let mut other_code = request(PatientId::new(), provider, DAY_MS + 1, 115_000, "d");
         other_code.tuss_code = "40301010".to_owned();
         assert_eq!(history.snapshot(&other_code).amount_to_procedure_median, 1.0, "no history: neutral");
+        // A day later the review and the decline have left the window with the others, and the
+        // rates are those of what came since.
+        history.observe("10101012", 10_000, 2 * DAY_MS + 10, DecisionOutcome::Review);
+        let later = history.snapshot(&request(PatientId::new(), provider, 2 * DAY_MS + 20, 10_000, "d"));
+        assert_eq!((later.review_rate_24h, later.decline_rate_24h), (1.0, 0.0));
     }
 
     #[test]
