@@ -4,7 +4,7 @@
 # charged at the in-process Celcoin sandbox before the answer), for longer, so that the first pass
 # over the patients (their sessions start, Receita is asked once per CPF) weighs less.
 # Prints throughput, latency, the server's CPU and bytes written per payment, and its RSS.
-# usage: benches/steady.sh [seconds] [path/to/medpay]   (DATABASE_URL picks PostgreSQL)
+# usage: benches/steady.sh [seconds] [path/to/medpay]   (DATABASE_URL picks PostgreSQL; PATIENTS, default 5000)
 set -euo pipefail
 SECONDS_RUN=${1:-60}
 BIN=$(realpath "${2:-target/release/medpay}")
@@ -18,7 +18,7 @@ MEDPAY_BIND=127.0.0.1:18181 MEDPAY_ADMIN_TOKEN=bench-admin RUST_LOG=warn MEDPAY_
 MP=$!
 trap 'kill $MP 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf localhost:18181/healthz >/dev/null && break; sleep 0.2; done
-python3 "$SHARED/setup_medpay.py" http://127.0.0.1:18181 bench-admin 5000 "$WORK/patients.txt"
+python3 "$SHARED/setup_medpay.py" http://127.0.0.1:18181 bench-admin "${PATIENTS:-5000}" "$WORK/patients.txt"
 c0=$(awk '{print $14+$15}' /proc/$MP/stat); w0=$(awk '$1=="write_bytes:"{print $2}' /proc/$MP/io)
 PAY_PATIENTS="$WORK/patients.txt" wrk -t1 -c64 -d"${SECONDS_RUN}"s --latency -s "$SHARED/pay.lua" http://127.0.0.1:18181 > wrk.txt
 c1=$(awk '{print $14+$15}' /proc/$MP/stat); w1=$(awk '$1=="write_bytes:"{print $2}' /proc/$MP/io)

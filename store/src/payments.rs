@@ -322,7 +322,7 @@ impl Store {
 
     /// The number of the provider's latest event (0 when it has none).
     pub async fn provider_last_event_seq(&self, provider: ProviderId) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT last_event_seq FROM providers WHERE id = $1")
+        let row = sqlx::query("SELECT last_event_seq FROM provider_event_counters WHERE provider_id = $1")
             .bind(provider.to_string())
             .fetch_optional(&self.pool)
             .await?;

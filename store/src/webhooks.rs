@@ -108,7 +108,10 @@ impl Store {
     /// Registers an endpoint; it receives the provider's events from now on.
     pub async fn insert_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<WebhookEndpoint, StoreError> {
         let mut transaction = self.begin_write().await?;
-        let cursor: i64 = sqlx::query("SELECT last_event_seq FROM providers WHERE id = $1")
+        let cursor: i64 = sqlx::query(
+            "SELECT COALESCE((SELECT last_event_seq FROM provider_event_counters WHERE provider_id = $1), 0) AS last_event_seq
+             FROM providers WHERE id = $1",
+        )
             .bind(endpoint.provider_id.to_string())
             .fetch_one(&mut *transaction)
             .await?
