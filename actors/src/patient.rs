@@ -78,7 +78,7 @@ impl Actor for PatientSessionActor {
                 ip_hash: list_hash(&payment.ip),
             });
         }
-        let idle = Duration::from_millis(args.context.config.idle_ms);
+        let idle = Duration::from_millis(args.context.config.patient_idle_ms.min(args.context.config.idle_ms));
         myself.send_after(idle, || PatientMsg::IdleCheck);
         Ok(PatientState { id: args.id, context: args.context, history, idle, last_activity: Instant::now() })
     }

@@ -140,6 +140,7 @@ impl Config {
                 score_budget_ms: parsed("MEDPAY_SCORE_BUDGET_MS", defaults.score_budget_ms)?,
                 idle_ms: parsed("MEDPAY_ACTOR_IDLE_MS", defaults.idle_ms)?,
                 payment_rest_ms: parsed("MEDPAY_PAYMENT_REST_MS", defaults.payment_rest_ms)?,
+                patient_idle_ms: parsed("MEDPAY_PATIENT_IDLE_MS", defaults.patient_idle_ms)?,
                 scoring_hour: match optional("MEDPAY_SCORING_HOUR") {
                     Some(raw) => Some(raw.trim().parse::<u32>().ok().filter(|hour| *hour < 24).ok_or_else(|| {
                         ConfigError { name: "MEDPAY_SCORING_HOUR", message: "an hour from 0 to 23".to_owned() }
