@@ -1026,14 +1026,25 @@ pub fn dispute(book: &Book, conversation_id: &str, now_ms: i64, view: &View) -> 
     }
 }
 
-/// An analyst closes a review case of this payment, in one commit. Upheld: the charge was not
-/// the patient's — an unpaid payment is cancelled (its charges and intents with it), a paid one
-/// refunded in full, and it is labelled fraud. Rejected: the charge stands, labelled legitimate.
+/// What approving a payment in review sets going: the charge (when a gateway moves money) or
+/// the contract to sign first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Approval {
+    pub charging: bool,
+    pub contract: bool,
+}
+
+/// An analyst closes a review case of this payment, in one commit. Upheld: the suspicion stands —
+/// a payment in review is declined, an unpaid one cancelled (its charges with it), a paid one
+/// refunded in full; labelled fraud. Rejected: the charge is the patient's — a payment in review is
+/// approved and goes on as an approved payment does (its first charge or contract is asked for in
+/// the same commit); labelled legitimate.
 pub fn close_review(
     book: &Book,
     case_id: &str,
     upheld: bool,
     note: &str,
+    approval: Approval,
     now_ms: i64,
     view: &View,
 ) -> Result<Movement, Fault> {
@@ -1055,17 +1066,28 @@ pub fn close_review(
             movement = *refunding;
         }
     }
-    let cancel = upheld && matches!(payment.status, PaymentStatus::Approved | PaymentStatus::AwaitingPayment);
-    if cancel {
-        shown.status = PaymentStatus::Cancelled;
-        movement.new_status = Some(PaymentStatus::Cancelled);
-        movement.charges_cancelled = true;
+    let ended = match (upheld, payment.status) {
+        (true, PaymentStatus::Approved | PaymentStatus::AwaitingPayment) => Some(PaymentStatus::Cancelled),
+        (true, PaymentStatus::InReview) => Some(PaymentStatus::Declined),
+        (false, PaymentStatus::InReview) => Some(PaymentStatus::Approved),
+        _ => None,
+    };
+    if let Some(to) = ended {
+        shown.status = to;
+        movement.new_status = Some(to);
+        movement.charges_cancelled = to == PaymentStatus::Cancelled;
+        if to == PaymentStatus::Approved {
+            movement.new_intents.extend(
+                opening_intent(&shown, approval.charging, approval.contract)
+                    .map(|intent| IntentRecord { created_at_ms: now_ms, ..intent }),
+            );
+        }
     }
     let data =
         book.event_data(view, &shown, None, json!({"review": {"case_id": case_id, "outcome": outcome, "note": note}}));
     movement.events.push(event("payment.review_closed", data.clone()));
-    if cancel {
-        movement.events.push(event(event_type(PaymentStatus::Cancelled), data));
+    if let Some(to) = ended {
+        movement.events.push(event(event_type(to), data));
     }
     movement.review_closed = Some((case_id.to_owned(), outcome, note.to_owned()));
     movement.label = Some((upheld, "analyst", format!("review case {outcome}: {note}")));

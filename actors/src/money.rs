@@ -451,8 +451,13 @@ pub(crate) async fn close_review(
     upheld: bool,
     note: String,
 ) -> Result<(), MoneyError> {
+    let current = book(state)?;
+    let approval = lifecycle::Approval {
+        charging: state.context.gateways.is_some(),
+        contract: needs_contract(&state.context, &current.payment),
+    };
     let movement =
-        lifecycle::close_review(book(state)?, &case_id, upheld, &note, medpay_store::now_ms(), &*view(state))?;
+        lifecycle::close_review(current, &case_id, upheld, &note, approval, medpay_store::now_ms(), &*view(state))?;
     let outcome = if upheld { "upheld" } else { "rejected" };
     match commit(state, movement).await {
         Ok(()) => tracing::info!(payment_id = %state.id, outcome, "review case closed"),

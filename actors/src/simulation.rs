@@ -864,7 +864,10 @@ impl World {
         let Some(id) = self.pick(&open) else { return Ok(()) };
         let case_id = self.stored.open_cases[&id].clone();
         let upheld = self.chance(500);
-        let movement = lifecycle::close_review(self.book(id)?, &case_id, upheld, "sim", self.now_ms, &view)?;
+        let book = self.book(id)?;
+        let contract = book.payment.installments.len() > 1 && book.payment.amount_centavos >= 300_000;
+        let approval = lifecycle::Approval { charging: true, contract };
+        let movement = lifecycle::close_review(book, &case_id, upheld, "sim", approval, self.now_ms, &view)?;
         if self.commit(id, movement)? {
             self.path(if upheld { "review_upheld" } else { "review_rejected" });
             self.boundary("after_review_commit")?;

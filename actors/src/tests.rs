@@ -326,12 +326,17 @@ async fn a_burst_of_payments_in_flight_counts_towards_velocity() {
 /// `MEDPAY_SIM_SEED` replays one.
 #[test]
 fn simulation_short() {
-    let seed = std::env::var("MEDPAY_SIM_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or(20_261_201);
+    const SEED: u64 = 20_261_201;
+    let seed = std::env::var("MEDPAY_SIM_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or(SEED);
     println!("simulation seed {seed}");
     let report = crate::simulation::run(crate::simulation::SimConfig::new(seed, 400))
         .unwrap_or_else(|failure| panic!("{failure}"));
     println!("{report:#?}");
-    // It went where it was meant to: crashes at every kind of boundary, every money path.
+    // It went where it was meant to: crashes at every kind of boundary, every money path (checked
+    // for the default seed; a seed replayed by hand may leave a rare path out).
+    if seed != SEED {
+        return;
+    }
     for boundary in [
         "before_open",
         "after_open_commit",

@@ -319,8 +319,10 @@ pub async fn reviews(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloseReview {
-    /// `upheld` (the charge was not the patient's: an unpaid payment is cancelled, a paid one
-    /// refunded in full, labelled fraud) or `rejected` (the charge stands, labelled legitimate).
+    /// `upheld` (the suspicion stands: a payment in review is declined, an unpaid one cancelled, a
+    /// paid one refunded in full; labelled fraud) or `rejected` (the charge is the patient's: a
+    /// payment in review is approved and charged as any approved payment; labelled legitimate).
+    /// `decline` and `approve` say the same of a payment in review.
     pub outcome: String,
     /// What the analyst found, 1 to 500 characters.
     pub note: String,
@@ -341,9 +343,14 @@ pub async fn close_review(
     let Path(id) = id.map_err(rejection)?;
     let Json(body) = body.map_err(rejection)?;
     let upheld = match body.outcome.as_str() {
-        "upheld" => true,
-        "rejected" => false,
-        _ => return Err(ApiError::bad_request("invalid_outcome", "outcome is `upheld` or `rejected`")),
+        "upheld" | "decline" => true,
+        "rejected" | "approve" => false,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_outcome",
+                "outcome is `upheld` or `rejected` (`decline` or `approve` for a payment in review)",
+            ));
+        }
     };
     let note = body.note.trim();
     if note.is_empty() || note.chars().count() > 500 {

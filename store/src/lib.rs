@@ -28,7 +28,7 @@ pub use money::{
 pub use parties::{PatientRecord, ProviderRecord};
 pub use payments::{
     DecisionRecord, EVENTS_PAGE_MAX, EventRecord, NewEvent, NewPaymentWrite, PAYMENTS_PAGE_MAX, PaymentFilter,
-    PaymentRecord,
+    PaymentRecord, REVIEW_REASON_DECISION,
 };
 pub use rate_limit::{RateDecision, RateLimitError, RateLimiter};
 pub use risk::{

@@ -10,6 +10,9 @@ use medpay_models::{
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+/// The reason of the review case a payment sent to review by its decision opens.
+pub const REVIEW_REASON_DECISION: &str = "decision_review";
+
 /// Most payments one list call returns.
 pub const PAYMENTS_PAGE_MAX: i64 = 200;
 /// Most events one call returns.
@@ -174,6 +177,8 @@ impl Store {
     /// Writes a new payment and everything that comes with it in one commit (batched with other
     /// actors' by the writer): either all of it is durable or none of it is.
     /// Returns the events as written, with their provider numbers.
+    /// Writes a new payment with its decision, events, installments, idempotency key and intents
+    /// (and, sent to review, its case for the analysts) in one commit.
     pub async fn record_new_payment(&self, write: &NewPaymentWrite) -> Result<Vec<EventRecord>, StoreError> {
         Ok(self.writer.write(new_payment_plan(write)?).await?.events)
     }
@@ -385,6 +390,18 @@ fn new_payment_plan(write: &NewPaymentWrite) -> Result<Plan, StoreError> {
     statements.push(decision_statement(&write.decision)?);
     statements.push(link_statement(payment.provider_id, payment.patient_id, payment.created_at_ms));
     statements.extend(write.intents.iter().map(crate::money::intent_statement));
+    // Sent to review by its decision: a case in the analysts' queue, in the same commit.
+    if payment.status == PaymentStatus::InReview {
+        statements.push(Statement::new(
+            "INSERT INTO review_cases (id, payment_id, reason, status, created_at_ms) VALUES ($1, $2, $3, 'open', $4)",
+            vec![
+                uuid::Uuid::now_v7().to_string().into(),
+                payment.id.to_string().into(),
+                REVIEW_REASON_DECISION.into(),
+                payment.created_at_ms.into(),
+            ],
+        ));
+    }
     if let Some(record) = &write.idempotency {
         statements.push(idempotency::record_statement(record));
     }

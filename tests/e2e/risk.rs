@@ -289,3 +289,117 @@ async fn provider_thresholds_change_the_next_decision(engine: Engine) {
     app.stop().await;
 }
 on_both_engines!(provider_thresholds_change_the_next_decision);
+
+/// A payment sent to review by its decision is a case in the analysts' queue (in the same commit);
+/// an analyst approves it — and it goes on as an approved payment does: charged at Celcoin, its
+/// BR Code shown, the approval an event — or declines it; each decision is a label.
+async fn an_analyst_approves_or_declines_a_payment_in_review(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let analyst = app.analyst.clone();
+    let provider = app.provider(json!({})).await;
+    let (status, rule) = app
+        .request(
+            Method::POST,
+            "/v1/rules",
+            Some(&analyst),
+            Some(&json!({"name": "big_consultation", "source": "review if amount_centavos > 30000"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{rule}");
+    let (first, second) = (app.patient(&provider).await, app.patient(&provider).await);
+    let approved = pay(&app, &provider, &payment_body(&provider, &first, 40_000)).await;
+    let declined = pay(&app, &provider, &payment_body(&provider, &second, 41_000)).await;
+    for created in [&approved, &declined] {
+        assert_eq!(created["status"], "in_review", "{created}");
+        assert!(created["charge"].is_null(), "nothing is charged while in review: {created}");
+    }
+    let (status, queue) = app.request(Method::GET, "/v1/reviews", Some(&analyst), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{queue}");
+    let case_of = |payment: &Value| -> String {
+        queue["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|case| case["payment"]["id"] == payment["id"])
+            .unwrap_or_else(|| panic!("no case for {payment}: {queue}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (approve_case, decline_case) = (case_of(&approved), case_of(&declined));
+    assert!(queue["data"].as_array().unwrap().iter().all(|case| case["reason"] == "decision_review"), "{queue}");
+
+    let (status, error) = app
+        .request(
+            Method::POST,
+            &format!("/v1/reviews/{approve_case}"),
+            Some(&analyst),
+            Some(&json!({"outcome": "maybe", "note": "x"})),
+            None,
+        )
+        .await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_outcome")));
+    let (status, after) = app
+        .request(
+            Method::POST,
+            &format!("/v1/reviews/{approve_case}"),
+            Some(&analyst),
+            Some(&json!({"outcome": "approve", "note": "called the patient: it is theirs"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    // Approved, then charged by the actor right after its commit (the sandbox answers at once).
+    let mut payment = after;
+    for _ in 0..100 {
+        if payment["status"] == "awaiting_payment" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let path = format!("/v1/payments/{}", approved["id"].as_str().unwrap());
+        payment = app.request(Method::GET, &path, Some(&provider.key), None, None).await.1;
+    }
+    assert_eq!(payment["status"], "awaiting_payment", "{payment}");
+    assert!(payment["charge"]["pix_br_code"].as_str().is_some_and(|code| code.starts_with("000201")), "{payment}");
+
+    let (status, after) = app
+        .request(
+            Method::POST,
+            &format!("/v1/reviews/{decline_case}"),
+            Some(&analyst),
+            Some(&json!({"outcome": "decline", "note": "stolen card reported"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(after["status"], "declined", "{after}");
+    assert!(after["charge"].is_null(), "{after}");
+    // Deciding a closed case again changes nothing.
+    let (status, error) = app
+        .request(
+            Method::POST,
+            &format!("/v1/reviews/{decline_case}"),
+            Some(&analyst),
+            Some(&json!({"outcome": "approve", "note": "changed my mind"})),
+            None,
+        )
+        .await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("review_case_closed")));
+    let (_, queue) = app.request(Method::GET, "/v1/reviews", Some(&analyst), None, None).await;
+    assert!(
+        queue["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|case| case["payment"]["id"] != approved["id"] && case["payment"]["id"] != declined["id"]),
+        "{queue}"
+    );
+    // The events tell the provider: approved after review, then awaiting payment.
+    let path = format!("/v1/payments/{}/events", approved["id"].as_str().unwrap());
+    let (_, events) = app.request(Method::GET, &path, Some(&provider.key), None, None).await;
+    let kinds: Vec<&str> = events["data"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(kinds.ends_with(&["payment.review_closed", "payment.approved", "payment.awaiting_payment"]), "{kinds:?}");
+    app.stop().await;
+}
+on_both_engines!(an_analyst_approves_or_declines_a_payment_in_review);
