@@ -73,6 +73,7 @@ fn main() {
             max_amount_centavos: 10_000_000,
             review_score_min: 200,
             decline_score_min: 460,
+            review_time_limit_hours: medpay_store::REVIEW_TIME_LIMIT_HOURS_DEFAULT,
             created_at_ms: medpay_store::now_ms(),
         };
         store.insert_provider(&record, "bench-chat-key").await.unwrap();

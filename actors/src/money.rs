@@ -8,7 +8,7 @@ use crate::lifecycle::{self, Applied, Book, Effect, Fault, RefundPlan};
 use crate::transaction::TransactionState;
 use crate::{Context, CoreError};
 use medpay_gateways::celcoin::CelcoinClient;
-use medpay_models::PaymentId;
+use medpay_models::{PaymentId, PaymentStatus};
 use medpay_store::{
     GatewayWebhook, IntentKind, IntentRecord, Movement, PaymentRecord, RefundKind, RefundRecord, StoreError,
 };
@@ -474,6 +474,40 @@ pub(crate) async fn close_review(
     Ok(())
 }
 
+/// A payment its decision sent to review waited longer than its provider's review time limit:
+/// the provider's fail mode decides it (open approves, closed declines), as its case says. No
+/// label: nobody looked at it.
+pub(crate) async fn close_overdue_review(
+    state: &mut TransactionState,
+    case_id: String,
+    fail_mode: medpay_models::FailMode,
+    hours: u32,
+) -> Result<(), MoneyError> {
+    let current = book(state)?;
+    if current.payment.status != PaymentStatus::InReview {
+        return Ok(());
+    }
+    let approve = fail_mode == medpay_models::FailMode::Open;
+    let approval = lifecycle::Approval {
+        charging: state.context.gateways.is_some(),
+        contract: needs_contract(&state.context, &current.payment),
+    };
+    let note = format!("not decided within {hours} h: resolved by the provider's fail mode ({})", fail_mode.as_str());
+    let mut movement =
+        lifecycle::close_review(current, &case_id, !approve, &note, approval, medpay_store::now_ms(), &*view(state))?;
+    movement.label = None;
+    match commit(state, movement).await {
+        Ok(()) => {
+            tracing::warn!(payment_id = %state.id, %case_id, hours, approve, "review not decided in time; the fail mode decided it")
+        }
+        // Closed meanwhile by an analyst.
+        Err(CoreError::Store(StoreError::Conflict(_))) => return Ok(()),
+        Err(error) => return Err(error.into()),
+    }
+    perform_or_log(state).await;
+    Ok(())
+}
+
 /// A first PIX charge left unpaid past its expiry expires the payment.
 async fn expire_if_due(state: &mut TransactionState) -> Result<(), CoreError> {
     let Some(movement) = lifecycle::expire(book(state)?, medpay_store::now_ms(), &*view(state)) else { return Ok(()) };
@@ -523,6 +557,17 @@ pub(crate) fn spawn_sweep(
                 if let Ok(actor) = payments.get(id).await {
                     let _ = actor.send_message(crate::TransactionMsg::Work);
                 }
+            }
+            match context.store.overdue_review_cases(medpay_store::now_ms(), 200).await {
+                Ok(cases) => {
+                    for (case_id, payment, fail_mode, hours) in cases {
+                        if let Ok(actor) = payments.get(payment).await {
+                            let _ =
+                                actor.send_message(crate::TransactionMsg::ReviewOverdue { case_id, fail_mode, hours });
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "overdue reviews could not be read"),
             }
         }
     });

@@ -83,6 +83,7 @@ async fn provider(store: &Store, fail_mode: FailMode) -> ProviderId {
         max_amount_centavos: 10_000_000,
         review_score_min: 200,
         decline_score_min: 460,
+        review_time_limit_hours: medpay_store::REVIEW_TIME_LIMIT_HOURS_DEFAULT,
         created_at_ms: medpay_store::now_ms(),
     };
     store.insert_provider(&record, &uuid::Uuid::new_v4().to_string()).await.unwrap();

@@ -112,6 +112,12 @@ pub enum TransactionMsg {
         note: String,
         reply: RpcReplyPort<Result<PaymentRecord, MoneyError>>,
     },
+    /// The payment's review case waited longer than its provider allows: its fail mode decides.
+    ReviewOverdue {
+        case_id: String,
+        fail_mode: FailMode,
+        hours: u32,
+    },
     /// The provider confirms (true) or cancels (false) the procedure of a payment held in escrow.
     Procedure {
         performed: bool,
@@ -256,6 +262,12 @@ impl Actor for TransactionActor {
                     reply.send(result.and_then(|()| {
                         state.payment().ok_or(MoneyError::Core(CoreError::Invariant("no payment".into())))
                     }));
+            }
+            TransactionMsg::ReviewOverdue { case_id, fail_mode, hours } => {
+                state.last_activity = Instant::now();
+                if let Err(error) = Box::pin(money::close_overdue_review(state, case_id, fail_mode, hours)).await {
+                    tracing::warn!(payment_id = %state.id, %error, "overdue review not resolved yet; will retry");
+                }
             }
             TransactionMsg::Procedure { performed, reply } => {
                 state.last_activity = Instant::now();

@@ -106,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(risk::list_lists, risk::add_list_entry))
         .routes(routes!(risk::remove_list_entry))
         .routes(routes!(risk::label_payment))
+        .routes(routes!(risk::list_labels))
         .routes(routes!(events::feed))
         .routes(routes!(events::stream))
         .routes(routes!(events::websocket))

@@ -33,6 +33,14 @@ pub struct CreateProvider {
     /// Model scores at or above this are declined.
     #[serde(default = "default_decline_score")]
     pub decline_score_min: u16,
+    /// Hours (0 to 720) a payment sent to review waits for an analyst; then `score_fail_mode`
+    /// resolves it (open approves, closed declines). Default 24.
+    #[serde(default = "default_review_time_limit")]
+    pub review_time_limit_hours: u32,
+}
+
+fn default_review_time_limit() -> u32 {
+    medpay_store::REVIEW_TIME_LIMIT_HOURS_DEFAULT
 }
 
 /// The default thresholds, read off the bundled model's evaluation (ml/models/default.report.txt).
@@ -63,6 +71,7 @@ pub struct ProviderView {
     pub max_amount_centavos: i64,
     pub review_score_min: u16,
     pub decline_score_min: u16,
+    pub review_time_limit_hours: u32,
     pub created_at: String,
     /// Shown once, at creation. Send it as `Authorization: Bearer <api_key>`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +90,7 @@ impl ProviderView {
             max_amount_centavos: record.max_amount_centavos,
             review_score_min: record.review_score_min,
             decline_score_min: record.decline_score_min,
+            review_time_limit_hours: record.review_time_limit_hours,
             created_at: timestamp(record.created_at_ms),
             api_key,
         }

@@ -96,6 +96,7 @@ pub async fn create_provider(
         max_amount_centavos: body.max_amount_centavos,
         review_score_min: body.review_score_min,
         decline_score_min: body.decline_score_min,
+        review_time_limit_hours: review_time_limit(body.review_time_limit_hours)?,
         created_at_ms: medpay_store::now_ms(),
     };
     let api_key = new_secret(PROVIDER_KEY_PREFIX);
@@ -224,9 +225,20 @@ pub async fn balance(
     Ok(Json(Balance { available_centavos: -available, held_centavos: -held, pending_centavos: pending.centavos() }))
 }
 
+fn review_time_limit(hours: u32) -> Result<u32, ApiError> {
+    (hours <= medpay_store::REVIEW_TIME_LIMIT_HOURS_MAX).then_some(hours).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_review_time_limit",
+            format!("review_time_limit_hours must be between 0 and {}", medpay_store::REVIEW_TIME_LIMIT_HOURS_MAX),
+        )
+    })
+}
+
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProviderRisk {
+    /// Hours (0 to 720) a payment sent to review waits for an analyst before the fail mode decides.
+    pub review_time_limit_hours: Option<u32>,
     pub review_score_min: Option<u16>,
     pub decline_score_min: Option<u16>,
     /// `open` or `closed`.
@@ -263,6 +275,9 @@ pub async fn update_provider_risk(
             ));
         }
         record.max_amount_centavos = max;
+    }
+    if let Some(hours) = body.review_time_limit_hours {
+        record.review_time_limit_hours = review_time_limit(hours)?;
     }
     record.review_score_min = body.review_score_min.unwrap_or(record.review_score_min);
     record.decline_score_min = body.decline_score_min.unwrap_or(record.decline_score_min);

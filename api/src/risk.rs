@@ -5,15 +5,15 @@ use crate::dto::timestamp;
 use crate::error::{ApiError, ErrorBody, rejection};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use medpay_ml::dsl::RuleAction;
 use medpay_ml::{Features, NamedRule, list_hash, scorer::apply_rules};
 use medpay_models::{Cpf, ListKind, ListType, PaymentId};
 use medpay_store::{ListEntry, RuleRecord, StoreError};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 const RULE_NAME_LENGTH_MAX: usize = 64;
 const LIST_VALUE_LENGTH_MAX: usize = 128;
@@ -372,4 +372,56 @@ pub async fn label_payment(
     state.store.payment(id).await?.ok_or_else(not_found)?;
     state.store.label_payment(id, body.is_fraud, "analyst", &body.note, medpay_store::now_ms()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct LabelQuery {
+    /// Only labels of this source: `analyst`, `chargeback` or `med`.
+    pub source: Option<String>,
+    /// Page size, 1–500 (default 100).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LabelView {
+    pub payment_id: String,
+    pub is_fraud: bool,
+    /// `analyst` (a review decision or a label set by hand), `chargeback` or `med`.
+    pub source: String,
+    pub note: String,
+    pub labelled_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LabelList {
+    pub data: Vec<LabelView>,
+}
+
+#[utoipa::path(get, path = "/v1/labels", tag = "risk", security(("bearer" = [])), params(LabelQuery),
+    responses((status = 200, body = LabelList, description = "what training learns from, newest first, with its source"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list_labels(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<Query<LabelQuery>, QueryRejection>,
+) -> Result<Json<LabelList>, ApiError> {
+    principal.require_analyst()?;
+    let Query(query) = query.map_err(rejection)?;
+    if let Some(source) = query.source.as_deref()
+        && !["analyst", "chargeback", "med"].contains(&source)
+    {
+        return Err(ApiError::bad_request("invalid_source", "source is analyst, chargeback or med"));
+    }
+    let labels = state.store.labels(query.source.as_deref(), query.limit.unwrap_or(100)).await?;
+    let data = labels
+        .into_iter()
+        .map(|(payment, is_fraud, source, note, at)| LabelView {
+            payment_id: payment.to_string(),
+            is_fraud,
+            source,
+            note,
+            labelled_at: timestamp(at),
+        })
+        .collect();
+    Ok(Json(LabelList { data }))
 }

@@ -224,4 +224,37 @@ impl Store {
             })
             .collect()
     }
+
+    /// Open cases of payments their decision sent to review that waited longer than their
+    /// provider's review time limit, oldest first: (case, payment, the provider's fail mode, its
+    /// limit in hours).
+    pub async fn overdue_review_cases(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, medpay_models::PaymentId, medpay_models::FailMode, u32)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.id AS id, c.payment_id AS payment_id, v.score_fail_mode AS fail_mode,
+                    v.review_time_limit_hours AS hours
+             FROM review_cases c JOIN payments p ON p.id = c.payment_id JOIN providers v ON v.id = p.provider_id
+             WHERE c.status = 'open' AND c.reason = $1 AND c.created_at_ms <= $2 - v.review_time_limit_hours * 3600000
+             ORDER BY c.created_at_ms LIMIT $3",
+        )
+        .bind(crate::payments::REVIEW_REASON_DECISION)
+        .bind(now_ms)
+        .bind(limit.clamp(1, 500))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let hours: i64 = row.try_get("hours")?;
+                Ok((
+                    row.try_get("id")?,
+                    parse_column(row, "payment_id")?,
+                    parse_column(row, "fail_mode")?,
+                    u32::try_from(hours).map_err(StoreError::corrupt)?,
+                ))
+            })
+            .collect()
+    }
 }

@@ -18,8 +18,15 @@ pub struct ProviderRecord {
     pub review_score_min: u16,
     /// Model scores at or above this are declined.
     pub decline_score_min: u16,
+    /// Hours a payment sent to review waits for an analyst before its fail mode resolves it.
+    pub review_time_limit_hours: u32,
     pub created_at_ms: i64,
 }
+
+/// Hours a payment in review waits for an analyst unless its provider says otherwise.
+pub const REVIEW_TIME_LIMIT_HOURS_DEFAULT: u32 = 24;
+/// The longest a provider may let a payment wait in review (30 days).
+pub const REVIEW_TIME_LIMIT_HOURS_MAX: u32 = 720;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatientRecord {
@@ -39,7 +46,7 @@ where
     raw.parse::<T>().map_err(|error| StoreError::corrupt(format!("{column}: {error}")))
 }
 
-const PROVIDER_COLUMNS: &str = "id, name, cnpj, fee_bps, escrow, score_fail_mode, max_amount_centavos, review_score_min, decline_score_min, created_at_ms";
+const PROVIDER_COLUMNS: &str = "id, name, cnpj, fee_bps, escrow, score_fail_mode, max_amount_centavos, review_score_min, decline_score_min, review_time_limit_hours, created_at_ms";
 
 fn provider_from_row(row: &AnyRow) -> Result<ProviderRecord, StoreError> {
     let fee_bps: i64 = row.try_get("fee_bps")?;
@@ -57,6 +64,13 @@ fn provider_from_row(row: &AnyRow) -> Result<ProviderRecord, StoreError> {
         max_amount_centavos: row.try_get("max_amount_centavos")?,
         review_score_min: score_column(row, "review_score_min")?,
         decline_score_min: score_column(row, "decline_score_min")?,
+        review_time_limit_hours: {
+            let hours: i64 = row.try_get("review_time_limit_hours")?;
+            u32::try_from(hours)
+                .ok()
+                .filter(|hours| *hours <= REVIEW_TIME_LIMIT_HOURS_MAX)
+                .ok_or_else(|| StoreError::corrupt("review_time_limit_hours"))?
+        },
         created_at_ms: row.try_get("created_at_ms")?,
     })
 }
@@ -82,8 +96,8 @@ impl Store {
     pub async fn insert_provider(&self, provider: &ProviderRecord, api_key_hash: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO providers (id, name, cnpj, fee_bps, escrow, score_fail_mode, max_amount_centavos, api_key_hash,
-                 created_at_ms, review_score_min, decline_score_min)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 created_at_ms, review_score_min, decline_score_min, review_time_limit_hours)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(provider.id.to_string())
         .bind(provider.name.clone())
@@ -96,6 +110,7 @@ impl Store {
         .bind(provider.created_at_ms)
         .bind(i64::from(provider.review_score_min))
         .bind(i64::from(provider.decline_score_min))
+        .bind(i64::from(provider.review_time_limit_hours))
         .execute(&self.pool)
         .await
         .map_err(|error| StoreError::on_unique(error, "provider"))?;
@@ -111,7 +126,8 @@ impl Store {
     /// Changes a provider's risk settings; false when there is no such provider.
     pub async fn update_provider_risk(&self, provider: &ProviderRecord) -> Result<bool, StoreError> {
         let updated = sqlx::query(
-            "UPDATE providers SET score_fail_mode = $2, max_amount_centavos = $3, review_score_min = $4, decline_score_min = $5
+            "UPDATE providers SET score_fail_mode = $2, max_amount_centavos = $3, review_score_min = $4, decline_score_min = $5,
+                 review_time_limit_hours = $6
              WHERE id = $1",
         )
         .bind(provider.id.to_string())
@@ -119,6 +135,7 @@ impl Store {
         .bind(provider.max_amount_centavos)
         .bind(i64::from(provider.review_score_min))
         .bind(i64::from(provider.decline_score_min))
+        .bind(i64::from(provider.review_time_limit_hours))
         .execute(&self.pool)
         .await?
         .rows_affected();

@@ -212,6 +212,35 @@ impl Store {
         Ok(())
     }
 
+    /// Labels, newest first, optionally of one source (`analyst`, `chargeback`, `med`):
+    /// (payment, is fraud, source, note, at).
+    pub async fn labels(
+        &self,
+        source: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(PaymentId, bool, String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT payment_id, is_fraud, source, note, created_at_ms FROM payment_labels
+             WHERE ($1 = '' OR source = $1) ORDER BY created_at_ms DESC, payment_id LIMIT $2",
+        )
+        .bind(source.unwrap_or_default().to_owned())
+        .bind(limit.clamp(1, 500))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let fraud: i64 = row.try_get("is_fraud")?;
+                Ok((
+                    crate::parties::parse_column(row, "payment_id")?,
+                    fraud == 1,
+                    row.try_get("source")?,
+                    row.try_get("note")?,
+                    row.try_get("created_at_ms")?,
+                ))
+            })
+            .collect()
+    }
+
     /// The most recent scored payments (their latest decision), newest first.
     pub async fn scored_payments(&self, limit: i64) -> Result<Vec<ScoredPayment>, StoreError> {
         let rows = sqlx::query(

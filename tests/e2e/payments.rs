@@ -481,6 +481,7 @@ async fn openapi_describes_every_endpoint(engine: Engine) {
         ("/v1/chat/ws", "get"),
         ("/v1/reviews", "get"),
         ("/v1/reviews/{id}", "post"),
+        ("/v1/labels", "get"),
         ("/dashboard", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),

@@ -395,6 +395,16 @@ async fn an_analyst_approves_or_declines_a_payment_in_review(engine: Engine) {
             .all(|case| case["payment"]["id"] != approved["id"] && case["payment"]["id"] != declined["id"]),
         "{queue}"
     );
+    // Each decision is a label from an analyst: the approved one legitimate, the declined fraud.
+    let (status, error) = app.request(Method::GET, "/v1/labels?source=robot", Some(&analyst), None, None).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_source")));
+    let (_, labels) = app.request(Method::GET, "/v1/labels?source=analyst", Some(&analyst), None, None).await;
+    let label_of = |payment: &Value| {
+        labels["data"].as_array().unwrap().iter().find(|label| label["payment_id"] == payment["id"]).cloned()
+    };
+    assert_eq!(label_of(&approved).map(|label| label["is_fraud"].clone()), Some(json!(false)), "{labels}");
+    assert_eq!(label_of(&declined).map(|label| label["is_fraud"].clone()), Some(json!(true)), "{labels}");
+    assert!(label_of(&declined).unwrap()["note"].as_str().unwrap().contains("stolen card reported"));
     // The events tell the provider: approved after review, then awaiting payment.
     let path = format!("/v1/payments/{}/events", approved["id"].as_str().unwrap());
     let (_, events) = app.request(Method::GET, &path, Some(&provider.key), None, None).await;
@@ -403,3 +413,103 @@ async fn an_analyst_approves_or_declines_a_payment_in_review(engine: Engine) {
     app.stop().await;
 }
 on_both_engines!(an_analyst_approves_or_declines_a_payment_in_review);
+
+/// A payment left in review past its provider's review time limit is decided by the provider's
+/// fail mode, and its case says so: open approves (and it is charged), closed declines. Nobody
+/// looked at it, so it is no label.
+async fn a_review_past_its_time_limit_is_decided_by_the_fail_mode(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let analyst = app.analyst.clone();
+    let (status, _) = app
+        .request(
+            Method::POST,
+            "/v1/rules",
+            Some(&analyst),
+            Some(&json!({"name": "big_consultation", "source": "review if amount_centavos > 30000"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Kept in review until an analyst decides (24 h by default).
+    let patient_provider = app.provider(json!({})).await;
+    let (_, unchanged) = app
+        .request(
+            Method::PATCH,
+            &format!("/v1/providers/{}", patient_provider.id),
+            Some(&analyst),
+            Some(&json!({})),
+            None,
+        )
+        .await;
+    assert_eq!(unchanged["review_time_limit_hours"], 24, "{unchanged}");
+    let open = app.provider(json!({"score_fail_mode": "open", "review_time_limit_hours": 0})).await;
+    let closed = app.provider(json!({"score_fail_mode": "closed"})).await;
+    let (status, error) = app
+        .request(
+            Method::PATCH,
+            &format!("/v1/providers/{}", closed.id),
+            Some(&analyst),
+            Some(&json!({"review_time_limit_hours": 721})),
+            None,
+        )
+        .await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_review_time_limit")));
+    let (status, updated) = app
+        .request(
+            Method::PATCH,
+            &format!("/v1/providers/{}", closed.id),
+            Some(&analyst),
+            Some(&json!({"review_time_limit_hours": 0})),
+            None,
+        )
+        .await;
+    assert_eq!((status, updated["review_time_limit_hours"].as_u64()), (StatusCode::OK, Some(0)), "{updated}");
+
+    let waiting =
+        pay(&app, &patient_provider, &payment_body(&patient_provider, &app.patient(&patient_provider).await, 40_000))
+            .await;
+    let approved = pay(&app, &open, &payment_body(&open, &app.patient(&open).await, 40_000)).await;
+    let declined = pay(&app, &closed, &payment_body(&closed, &app.patient(&closed).await, 40_000)).await;
+    let status_of = |payment: Value, key: String| {
+        let app = &app;
+        async move {
+            let path = format!("/v1/payments/{}", payment["id"].as_str().unwrap());
+            app.request(Method::GET, &path, Some(&key), None, None).await.1
+        }
+    };
+    let mut last = (Value::Null, Value::Null);
+    for _ in 0..100 {
+        last = (
+            status_of(approved.clone(), open.key.clone()).await,
+            status_of(declined.clone(), closed.key.clone()).await,
+        );
+        if last.0["status"] == "awaiting_payment" && last.1["status"] == "declined" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.0["status"], "awaiting_payment", "open: approved by the fail mode, then charged: {}", last.0);
+    assert!(last.0["charge"]["pix_br_code"].is_string(), "{}", last.0);
+    assert_eq!(last.1["status"], "declined", "closed: declined by the fail mode: {}", last.1);
+    assert_eq!(status_of(waiting.clone(), patient_provider.key.clone()).await["status"], "in_review");
+    // The case's closing event names the fail mode.
+    let path = format!("/v1/payments/{}/events", declined["id"].as_str().unwrap());
+    let (_, events) = app.request(Method::GET, &path, Some(&closed.key), None, None).await;
+    let closing = events["data"].as_array().unwrap().iter().find(|e| e["type"] == "payment.review_closed").unwrap();
+    assert!(closing["data"]["review"]["note"].as_str().unwrap().contains("fail mode (closed)"), "{closing}");
+    // Nobody looked at them: no label.
+    let (_, labels) = app.request(Method::GET, "/v1/labels", Some(&analyst), None, None).await;
+    assert!(
+        labels["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|label| label["payment_id"] != approved["id"] && label["payment_id"] != declined["id"]),
+        "{labels}"
+    );
+    let (_, queue) = app.request(Method::GET, "/v1/reviews", Some(&analyst), None, None).await;
+    let open_cases: Vec<&Value> = queue["data"].as_array().unwrap().iter().map(|case| &case["payment"]["id"]).collect();
+    assert!(open_cases.contains(&&waiting["id"]) && !open_cases.contains(&&declined["id"]), "{queue}");
+    app.stop().await;
+}
+on_both_engines!(a_review_past_its_time_limit_is_decided_by_the_fail_mode);
