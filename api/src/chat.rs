@@ -285,18 +285,55 @@ pub struct ReviewCaseList {
     pub data: Vec<ReviewCaseView>,
 }
 
-#[utoipa::path(get, path = "/v1/reviews", tag = "risk", security(("bearer" = [])), params(ListQuery),
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReviewQuery {
+    /// Only cases of this provider's payments.
+    pub provider_id: Option<String>,
+    /// Only cases of this reason: `decision_review`, `patient_disputed`, `unexpected_money`.
+    pub reason: Option<String>,
+    /// Only cases open for at least this many minutes.
+    pub older_than_minutes: Option<i64>,
+    /// Page size, 1–200 (default 50).
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/reviews", tag = "risk", security(("bearer" = [])), params(ReviewQuery),
     responses((status = 200, body = ReviewCaseList, description = "open review cases, oldest first, with the transcript that opened them"),
         (status = 403, body = ErrorBody)))]
 pub async fn reviews(
     State(state): State<AppState>,
     principal: Principal,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    query: Result<Query<ReviewQuery>, QueryRejection>,
 ) -> Result<Json<ReviewCaseList>, ApiError> {
     principal.require_analyst()?;
     let Query(query) = query.map_err(rejection)?;
+    let provider = match query.provider_id.as_deref() {
+        Some(raw) => Some(
+            raw.parse::<medpay_models::ProviderId>()
+                .map_err(|_| ApiError::bad_request("invalid_provider_id", "provider_id is a provider's id (a UUID)"))?,
+        ),
+        None => None,
+    };
+    if let Some(reason) = query.reason.as_deref()
+        && !["decision_review", "patient_disputed", "unexpected_money"].contains(&reason)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_reason",
+            "reason is decision_review, patient_disputed or unexpected_money",
+        ));
+    }
+    let before = match query.older_than_minutes {
+        Some(minutes) if !(0..=525_600).contains(&minutes) => {
+            return Err(ApiError::bad_request("invalid_age", "older_than_minutes is 0 to 525600 (a year)"));
+        }
+        Some(minutes) => Some(medpay_store::now_ms() - minutes * 60_000),
+        None => None,
+    };
     let mut data = Vec::new();
-    for case in state.store.open_review_cases(query.limit.unwrap_or(50)).await? {
+    let cases =
+        state.store.open_review_cases(provider, query.reason.as_deref(), before, query.limit.unwrap_or(50)).await?;
+    for case in cases {
         let Some(payment) = state.store.payment(case.payment_id).await? else { continue };
         let conversation = match &case.conversation_id {
             Some(id) => match state.store.conversation(id).await? {

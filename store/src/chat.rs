@@ -202,12 +202,26 @@ impl Store {
         .transpose()
     }
 
-    /// Open review cases, oldest first.
-    pub async fn open_review_cases(&self, limit: i64) -> Result<Vec<ReviewCase>, StoreError> {
+    /// Open review cases, oldest first, optionally of one provider, of one reason, and opened
+    /// at or before `opened_before_ms`.
+    pub async fn open_review_cases(
+        &self,
+        provider: Option<medpay_models::ProviderId>,
+        reason: Option<&str>,
+        opened_before_ms: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<ReviewCase>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, payment_id, reason, conversation_id, status, created_at_ms FROM review_cases
-             WHERE status = 'open' ORDER BY created_at_ms LIMIT $1",
+            "SELECT c.id AS id, c.payment_id AS payment_id, c.reason AS reason, c.conversation_id AS conversation_id,
+                    c.status AS status, c.created_at_ms AS created_at_ms
+             FROM review_cases c JOIN payments p ON p.id = c.payment_id
+             WHERE c.status = 'open' AND ($1 = '' OR p.provider_id = $1) AND ($2 = '' OR c.reason = $2)
+               AND c.created_at_ms <= $3
+             ORDER BY c.created_at_ms, c.id LIMIT $4",
         )
+        .bind(provider.map(|id| id.to_string()).unwrap_or_default())
+        .bind(reason.unwrap_or_default().to_owned())
+        .bind(opened_before_ms.unwrap_or(i64::MAX))
         .bind(limit.clamp(1, 200))
         .fetch_all(&self.pool)
         .await?;

@@ -328,6 +328,33 @@ async fn an_analyst_approves_or_declines_a_payment_in_review(engine: Engine) {
             .to_owned()
     };
     let (approve_case, decline_case) = (case_of(&approved), case_of(&declined));
+    // The queue filters: by provider, by reason, by age; oldest first.
+    let ids = |queue: &Value| -> Vec<String> {
+        queue["data"].as_array().unwrap().iter().map(|case| case["id"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(ids(&queue), vec![approve_case.clone(), decline_case.clone()], "oldest first: {queue}");
+    let other = app.provider(json!({})).await;
+    for (query, expected) in [
+        (format!("provider_id={}", provider.id), 2),
+        (format!("provider_id={}", other.id), 0),
+        ("reason=decision_review".to_owned(), 2),
+        ("reason=patient_disputed".to_owned(), 0),
+        ("older_than_minutes=0".to_owned(), 2),
+        ("older_than_minutes=60".to_owned(), 0),
+    ] {
+        let (status, filtered) =
+            app.request(Method::GET, &format!("/v1/reviews?{query}"), Some(&analyst), None, None).await;
+        assert_eq!((status, ids(&filtered).len()), (StatusCode::OK, expected), "{query}: {filtered}");
+    }
+    for (query, code) in [
+        ("reason=whatever", "invalid_reason"),
+        ("provider_id=nope", "invalid_provider_id"),
+        ("older_than_minutes=-1", "invalid_age"),
+    ] {
+        let (status, error) =
+            app.request(Method::GET, &format!("/v1/reviews?{query}"), Some(&analyst), None, None).await;
+        assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{query}");
+    }
     assert!(queue["data"].as_array().unwrap().iter().all(|case| case["reason"] == "decision_review"), "{queue}");
 
     let (status, error) = app
