@@ -369,6 +369,17 @@ impl Runtime {
             .await?
     }
 
+    /// Hot-swaps the scorer's model: decisions started after this use `model`, those running
+    /// finish with theirs. False when the scorer has no model (a test's).
+    pub fn swap_model(&self, model: medpay_ml::ModelArtefact) -> bool {
+        self.context.scorer.swap_model(model)
+    }
+
+    /// The version of the model deciding payments now.
+    pub fn model_version(&self) -> Option<String> {
+        self.context.scorer.model_version()
+    }
+
     pub fn gateways(&self) -> Option<&money::Gateways> {
         self.context.gateways.as_ref()
     }

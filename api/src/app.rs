@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::dto::PaymentView;
 use crate::state::AppState;
-use crate::{chat, events, money, ops, parties, payments, risk};
+use crate::{chat, events, models, money, ops, parties, payments, risk};
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
@@ -107,6 +107,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(risk::remove_list_entry))
         .routes(routes!(risk::label_payment))
         .routes(routes!(risk::list_labels))
+        .routes(routes!(models::list_models, models::register_model))
+        .routes(routes!(models::set_alias))
+        .routes(routes!(models::rollback))
+        .routes(routes!(models::alias_history))
         .routes(routes!(events::feed))
         .routes(routes!(events::stream))
         .routes(routes!(events::websocket))
@@ -206,7 +210,9 @@ pub fn load_model(path: Option<&std::path::Path>) -> anyhow::Result<ModelArtefac
 /// Connects the store, starts the actors and serves on `config.bind` (port 0 picks a free port).
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     start_with(config, |parts| async move {
-        let model = load_model(parts.model_path.as_deref())?;
+        let loaded = load_model(parts.model_path.as_deref())?;
+        let source = if parts.model_path.is_some() { "file" } else { "bundled" };
+        let model = crate::models::champion_at_start(&parts.store, loaded, source).await?;
         tracing::info!(model = %model.version, kind = model.kind().as_str(), "model loaded");
         let scorer: Arc<dyn RiskScorer> = Arc::new(ModelScorer::new(model, parts.rules, parts.lists));
         Ok(scorer)

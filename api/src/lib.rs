@@ -8,6 +8,7 @@ pub mod dto;
 pub mod error;
 mod events;
 mod lookups;
+pub mod models;
 pub mod money;
 mod ops;
 mod parties;

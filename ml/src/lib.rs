@@ -46,6 +46,17 @@ pub enum ScoringError {
 #[async_trait]
 pub trait RiskScorer: Send + Sync + 'static {
     async fn score(&self, input: &ScoringInput) -> Result<Assessment, ScoringError>;
+
+    /// Puts `model` in force from the next call, while calls already running finish with the
+    /// model they started with; false when this scorer has no model to swap.
+    fn swap_model(&self, _model: ModelArtefact) -> bool {
+        false
+    }
+
+    /// The version of the model in force, if the scorer has one.
+    fn model_version(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Hash of a listed value (CPF, device id, IP, card fingerprint): lists never hold values in clear.

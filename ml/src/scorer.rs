@@ -234,4 +234,13 @@ impl RiskScorer for ModelScorer {
     async fn score(&self, input: &ScoringInput) -> Result<Assessment, ScoringError> {
         Ok(self.assess(input))
     }
+
+    fn swap_model(&self, model: ModelArtefact) -> bool {
+        ModelScorer::swap_model(self, model);
+        true
+    }
+
+    fn model_version(&self) -> Option<String> {
+        Some(self.model().version.clone())
+    }
 }

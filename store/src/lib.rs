@@ -7,6 +7,7 @@
 mod chat;
 mod database;
 mod idempotency;
+mod models;
 mod money;
 mod parties;
 mod payments;
@@ -21,6 +22,7 @@ pub use idempotency::{
     Claim, ClaimError, IDEMPOTENCY_KEY_LENGTH_MAX, IDEMPOTENCY_RETENTION_MS, IdempotencyCompletion, IdempotencyRecord,
     InFlight, StoredKey,
 };
+pub use models::{AliasMove, MODEL_ALIASES, ModelVersionRecord};
 pub use money::{
     ChargeRecord, ChargeStatus, ContractRecord, ContractStatus, GatewayWebhook, IntentKind, IntentRecord,
     LedgerProblem, Movement, PaymentLedger, RefundKind, RefundRecord, RefundStatus,

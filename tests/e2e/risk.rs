@@ -540,3 +540,126 @@ async fn a_review_past_its_time_limit_is_decided_by_the_fail_mode(engine: Engine
     app.stop().await;
 }
 on_both_engines!(a_review_past_its_time_limit_is_decided_by_the_fail_mode);
+
+/// Models are data: the bundled model is the first champion in the registry; an analyst registers
+/// another artefact, promotes it while payments keep coming (none fails, each decision names the
+/// model that made it, and the ones after the move name the new champion), rolls it back, and the
+/// history shows every move with who and why.
+async fn a_model_is_registered_promoted_under_load_and_rolled_back(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let analyst = app.analyst.clone();
+    let (status, models) = app.request(Method::GET, "/v1/models", Some(&analyst), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{models}");
+    let first = models["data"].as_array().unwrap();
+    assert_eq!(first.len(), 1, "{models}");
+    assert_eq!(first[0]["aliases"], json!(["champion"]));
+    assert_eq!(first[0]["lineage"]["source"], "bundled");
+    let (bundled_id, bundled_version) =
+        (first[0]["id"].as_str().unwrap().to_owned(), first[0]["version"].as_str().unwrap().to_owned());
+    assert_eq!(models["in_force"], json!(bundled_version));
+
+    let provider = app.provider(json!({})).await;
+    let (status, _) = app.request(Method::GET, "/v1/models", Some(&provider.key), None, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "providers do not see models");
+    let (status, error) =
+        app.request(Method::POST, "/v1/models", Some(&analyst), Some(&json!({"artefact": {"format": 1}})), None).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_model")), "{error}");
+    let tree: Value = serde_json::from_str(include_str!("../../ml/models/tree.json")).unwrap();
+    let report: Value = serde_json::from_str(include_str!("../../ml/models/tree.report.json")).unwrap();
+    let body = json!({"artefact": tree, "report": report});
+    let (status, registered) = app.request(Method::POST, "/v1/models", Some(&analyst), Some(&body), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{registered}");
+    let (status, again) = app.request(Method::POST, "/v1/models", Some(&analyst), Some(&body), None).await;
+    assert_eq!((status, &again["id"]), (StatusCode::OK, &registered["id"]), "the same artefact is one version");
+    let (tree_id, tree_version) =
+        (registered["id"].as_str().unwrap().to_owned(), registered["version"].as_str().unwrap().to_owned());
+    assert_ne!(tree_version, bundled_version);
+    assert!(registered["report"].is_object());
+
+    // Payments keep coming while the champion moves.
+    let patients: Vec<_> = {
+        let mut patients = Vec::new();
+        for _ in 0..4 {
+            patients.push(app.patient(&provider).await);
+        }
+        patients
+    };
+    let load = async {
+        let mut decided = Vec::new();
+        for round in 0..15 {
+            let patient = &patients[round % patients.len()];
+            let created = pay(&app, &provider, &payment_body(&provider, patient, 9_000 + round as i64)).await;
+            decided.push(created["decision"]["model_version"].as_str().unwrap().to_owned());
+        }
+        decided
+    };
+    let promote = json!({"version_id": tree_id, "reason": "better PR-AUC on the last month"});
+    let promotion = async {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        app.request(Method::POST, "/v1/models/aliases/champion", Some(&analyst), Some(&promote), None).await
+    };
+    let (decided, (status, moved)) = tokio::join!(load, promotion);
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(
+        (moved["from_version"].as_str(), moved["to_version"].as_str()),
+        (Some(bundled_id.as_str()), Some(tree_id.as_str()))
+    );
+    assert!(decided.iter().all(|version| *version == bundled_version || *version == tree_version), "{decided:?}");
+    let after = pay(&app, &provider, &payment_body(&provider, &patients[0], 9_500)).await;
+    assert_eq!(after["decision"]["model_version"], json!(tree_version), "the next decision is the new champion's");
+    let (_, models) = app.request(Method::GET, "/v1/models", Some(&analyst), None, None).await;
+    assert_eq!(models["in_force"], json!(tree_version));
+
+    let (status, error) = app
+        .request(
+            Method::POST,
+            "/v1/models/aliases/champion/rollback",
+            Some(&analyst),
+            Some(&json!({"reason": ""})),
+            None,
+        )
+        .await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_reason")));
+    let (status, rolled) = app
+        .request(
+            Method::POST,
+            "/v1/models/aliases/champion/rollback",
+            Some(&analyst),
+            Some(&json!({"reason": "more reviews than expected"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rolled}");
+    assert_eq!(rolled["to_version"], json!(bundled_id));
+    let back = pay(&app, &provider, &payment_body(&provider, &patients[1], 9_600)).await;
+    assert_eq!(back["decision"]["model_version"], json!(bundled_version), "rolled back: {back}");
+
+    let (_, history) = app.request(Method::GET, "/v1/models/aliases/history", Some(&analyst), None, None).await;
+    let moves: Vec<(&str, &str, &str)> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["to_version"].as_str().unwrap(), m["moved_by"].as_str().unwrap(), m["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        moves,
+        vec![
+            (bundled_id.as_str(), "analyst", "more reviews than expected"),
+            (tree_id.as_str(), "analyst", "better PR-AUC on the last month"),
+            (bundled_id.as_str(), "system", "first start"),
+        ],
+        "{history}"
+    );
+    let (status, error) = app
+        .request(
+            Method::POST,
+            "/v1/models/aliases/champion",
+            Some(&analyst),
+            Some(&json!({"version_id": "nope", "reason": "x"})),
+            None,
+        )
+        .await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("model_not_found")));
+    app.stop().await;
+}
+on_both_engines!(a_model_is_registered_promoted_under_load_and_rolled_back);

@@ -1,0 +1,321 @@
+//! The model registry over HTTP, for risk analysts: register a trained artefact, list versions
+//! with their lineage, move the `champion` (hot-swapped into the running scorer: the next
+//! decision uses it, none fails) or the `challenger`, roll the champion back, read every move.
+
+use crate::auth::Principal;
+use crate::dto::timestamp;
+use crate::error::{ApiError, ErrorBody, rejection};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use medpay_ml::ModelArtefact;
+use medpay_ml::features::{FEATURE_NAMES, FEATURE_SCHEMA};
+use medpay_store::{AliasMove, ModelVersionRecord, StoreError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The longest reason or note kept with a move or a version.
+const REASON_LENGTH_MAX: usize = 500;
+
+/// A registry record of `model` (its id: the SHA-256 of its canonical JSON, so the same model
+/// registered twice is one version).
+pub fn model_record(
+    model: &ModelArtefact,
+    source: &str,
+    report: Option<serde_json::Value>,
+    created_by: &str,
+    now_ms: i64,
+) -> ModelVersionRecord {
+    let artefact = model.to_json();
+    ModelVersionRecord {
+        id: medpay_store::sha256_hex(artefact.as_bytes()),
+        version: model.version.clone(),
+        kind: model.kind().as_str().to_owned(),
+        lineage: serde_json::json!({
+            "source": source,
+            "feature_schema": model.feature_schema,
+            "trained_at": model.trained_at,
+            "training_rows": model.training_rows,
+            "training_positives": model.training_positives,
+            "code_version": env!("CARGO_PKG_VERSION"),
+        }),
+        artefact,
+        report,
+        created_by: created_by.to_owned(),
+        created_at_ms: now_ms,
+    }
+}
+
+/// The champion the service starts with: the registry's, when it has one (models are data); else
+/// `loaded` (the bundled model or `MEDPAY_MODEL`), registered and made champion.
+pub async fn champion_at_start(
+    store: &medpay_store::Store,
+    loaded: ModelArtefact,
+    source: &str,
+) -> anyhow::Result<ModelArtefact> {
+    let now = medpay_store::now_ms();
+    let record = model_record(&loaded, source, None, "system", now);
+    store.register_model(&record).await?;
+    match store.model_alias("champion").await? {
+        Some(id) if id == record.id => Ok(loaded),
+        Some(id) => {
+            let champion = store
+                .model_version(&id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the champion {id} is not in the registry"))?;
+            let model = ModelArtefact::from_json(&champion.artefact)?;
+            model.require_schema(FEATURE_SCHEMA, &FEATURE_NAMES)?;
+            tracing::info!(model = %model.version, id = %id, "champion read from the model registry");
+            Ok(model)
+        }
+        None => {
+            store.move_model_alias("champion", &record.id, Some(None), "system", "first start", now).await?;
+            Ok(loaded)
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelVersionView {
+    /// SHA-256 of the artefact.
+    pub id: String,
+    /// The artefact's name, as each decision records it (`decision.model_version`).
+    pub version: String,
+    pub kind: String,
+    /// What it was trained on and with what code.
+    #[schema(value_type = Object)]
+    pub lineage: serde_json::Value,
+    #[schema(value_type = Option<Object>)]
+    pub report: Option<serde_json::Value>,
+    /// The aliases pointing at it.
+    pub aliases: Vec<String>,
+    pub created_by: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    pub data: Vec<ModelVersionView>,
+    /// The version deciding payments in this process now.
+    pub in_force: Option<String>,
+}
+
+async fn view(state: &AppState, record: ModelVersionRecord) -> Result<ModelVersionView, ApiError> {
+    let mut aliases = Vec::new();
+    for alias in medpay_store::MODEL_ALIASES {
+        if state.store.model_alias(alias).await?.as_deref() == Some(record.id.as_str()) {
+            aliases.push(alias.to_owned());
+        }
+    }
+    Ok(ModelVersionView {
+        id: record.id,
+        version: record.version,
+        kind: record.kind,
+        lineage: record.lineage,
+        report: record.report,
+        aliases,
+        created_by: record.created_by,
+        created_at: timestamp(record.created_at_ms),
+    })
+}
+
+fn who(principal: Principal) -> &'static str {
+    match principal {
+        Principal::Admin => "admin",
+        _ => "analyst",
+    }
+}
+
+#[utoipa::path(get, path = "/v1/models", tag = "models", security(("bearer" = [])),
+    responses((status = 200, body = ModelList, description = "registered versions, newest first, with their aliases"),
+        (status = 403, body = ErrorBody)))]
+pub async fn list_models(State(state): State<AppState>, principal: Principal) -> Result<Json<ModelList>, ApiError> {
+    principal.require_analyst()?;
+    let mut data = Vec::new();
+    for record in state.store.model_versions(100).await? {
+        data.push(view(&state, record).await?);
+    }
+    Ok(Json(ModelList { data, in_force: state.runtime.model_version() }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterModel {
+    /// The artefact as `medpay model train` writes it.
+    #[schema(value_type = Object)]
+    pub artefact: serde_json::Value,
+    /// Its evaluation report (`*.report.json`), if there is one.
+    #[schema(value_type = Option<Object>)]
+    pub report: Option<serde_json::Value>,
+}
+
+#[utoipa::path(post, path = "/v1/models", tag = "models", request_body = RegisterModel, security(("bearer" = [])),
+    responses((status = 201, body = ModelVersionView, description = "registered"),
+        (status = 200, body = ModelVersionView, description = "the same artefact was registered already"),
+        (status = 400, body = ErrorBody, description = "`invalid_model`: not an artefact, or trained on another feature schema"),
+        (status = 403, body = ErrorBody)))]
+pub async fn register_model(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<Json<RegisterModel>, JsonRejection>,
+) -> Result<(StatusCode, Json<ModelVersionView>), ApiError> {
+    principal.require_analyst()?;
+    let Json(body) = body.map_err(rejection)?;
+    let model = ModelArtefact::from_json(&body.artefact.to_string())
+        .map_err(|error| ApiError::bad_request("invalid_model", error.to_string()))?;
+    model
+        .require_schema(FEATURE_SCHEMA, &FEATURE_NAMES)
+        .map_err(|error| ApiError::bad_request("invalid_model", error.to_string()))?;
+    let record = model_record(&model, "upload", body.report, who(principal), medpay_store::now_ms());
+    let created = state.store.register_model(&record).await?;
+    let stored = state
+        .store
+        .model_version(&record.id)
+        .await?
+        .ok_or_else(|| ApiError::internal("a registered model vanished"))?;
+    tracing::info!(id = %record.id, model = %record.version, created, "model version registered");
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(view(&state, stored).await?)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveAlias {
+    /// The registered version (its id) the alias is to point at.
+    pub version_id: String,
+    /// Why, 1 to 500 characters; kept with the move.
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AliasMoveView {
+    pub alias: String,
+    pub from_version: Option<String>,
+    pub to_version: String,
+    pub moved_by: String,
+    pub reason: String,
+    pub moved_at: String,
+}
+
+impl From<AliasMove> for AliasMoveView {
+    fn from(moved: AliasMove) -> Self {
+        AliasMoveView {
+            alias: moved.alias,
+            from_version: moved.from_version,
+            to_version: moved.to_version,
+            moved_by: moved.moved_by,
+            reason: moved.reason,
+            moved_at: timestamp(moved.moved_at_ms),
+        }
+    }
+}
+
+fn reason(text: &str) -> Result<&str, ApiError> {
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > REASON_LENGTH_MAX {
+        return Err(ApiError::bad_request("invalid_reason", "reason needs 1 to 500 characters"));
+    }
+    Ok(text)
+}
+
+/// Moves `alias` to `to` (expecting it at `expect`), hot-swapping the champion's model.
+async fn move_alias(
+    state: &AppState,
+    principal: Principal,
+    alias: &str,
+    to: &str,
+    expect: Option<Option<&str>>,
+    why: &str,
+) -> Result<AliasMoveView, ApiError> {
+    let record = state
+        .store
+        .model_version(to)
+        .await?
+        .ok_or_else(|| ApiError::not_found("model_not_found", "no such model version"))?;
+    // Parsed and checked before the move: a champion that cannot score is never recorded as one.
+    let model = ModelArtefact::from_json(&record.artefact).map_err(ApiError::internal)?;
+    model.require_schema(FEATURE_SCHEMA, &FEATURE_NAMES).map_err(ApiError::internal)?;
+    let moved = match state.store.move_model_alias(alias, to, expect, who(principal), why, medpay_store::now_ms()).await
+    {
+        Ok(moved) => moved,
+        Err(StoreError::Conflict(what)) => return Err(ApiError::conflict("alias_moved", what)),
+        Err(error) => return Err(error.into()),
+    };
+    if alias == "champion" {
+        let version = model.version.clone();
+        if !state.runtime.swap_model(model) {
+            return Err(ApiError::internal("this scorer has no model to swap"));
+        }
+        tracing::warn!(alias, id = %to, model = %version, by = who(principal), reason = why, "champion moved; in force from the next decision");
+    } else {
+        tracing::info!(alias, id = %to, by = who(principal), reason = why, "model alias moved");
+    }
+    Ok(moved.into())
+}
+
+#[utoipa::path(post, path = "/v1/models/aliases/{alias}", tag = "models", request_body = MoveAlias, security(("bearer" = [])),
+    params(("alias" = String, Path, description = "`champion` or `challenger`")),
+    responses((status = 200, body = AliasMoveView, description = "moved; a new champion decides from the next payment"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`alias_moved`: moved by someone else meanwhile")))]
+pub async fn set_alias(
+    State(state): State<AppState>,
+    principal: Principal,
+    alias: Result<Path<String>, PathRejection>,
+    body: Result<Json<MoveAlias>, JsonRejection>,
+) -> Result<Json<AliasMoveView>, ApiError> {
+    principal.require_analyst()?;
+    let Path(alias) = alias.map_err(rejection)?;
+    if !medpay_store::MODEL_ALIASES.contains(&alias.as_str()) {
+        return Err(ApiError::not_found("alias_not_found", "the aliases are champion and challenger"));
+    }
+    let Json(body) = body.map_err(rejection)?;
+    let why = reason(&body.reason)?;
+    Ok(Json(move_alias(&state, principal, &alias, &body.version_id, None, why).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// Why, 1 to 500 characters.
+    pub reason: String,
+}
+
+#[utoipa::path(post, path = "/v1/models/aliases/champion/rollback", tag = "models", request_body = Rollback, security(("bearer" = [])),
+    responses((status = 200, body = AliasMoveView, description = "the champion is the version it was before its last move"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`nothing_to_roll_back`, or `alias_moved` meanwhile")))]
+pub async fn rollback(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<Json<Rollback>, JsonRejection>,
+) -> Result<Json<AliasMoveView>, ApiError> {
+    principal.require_analyst()?;
+    let Json(body) = body.map_err(rejection)?;
+    let why = reason(&body.reason)?;
+    let last = state.store.model_alias_history(500).await?.into_iter().find(|moved| moved.alias == "champion");
+    let Some((current, previous)) = last.and_then(|moved| moved.from_version.map(|from| (moved.to_version, from)))
+    else {
+        return Err(ApiError::conflict("nothing_to_roll_back", "the champion has not moved since it was first set"));
+    };
+    Ok(Json(move_alias(&state, principal, "champion", &previous, Some(Some(&current)), why).await?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AliasHistory {
+    pub data: Vec<AliasMoveView>,
+}
+
+#[utoipa::path(get, path = "/v1/models/aliases/history", tag = "models", security(("bearer" = [])),
+    responses((status = 200, body = AliasHistory, description = "every move of every alias, newest first"),
+        (status = 403, body = ErrorBody)))]
+pub async fn alias_history(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<AliasHistory>, ApiError> {
+    principal.require_analyst()?;
+    let data = state.store.model_alias_history(500).await?.into_iter().map(AliasMoveView::from).collect();
+    Ok(Json(AliasHistory { data }))
+}

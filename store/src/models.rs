@@ -1,0 +1,189 @@
+//! The model registry (migration 0011): immutable model versions named by their content hash, and
+//! the aliases that point at them, every move recorded.
+
+use crate::database::{Store, StoreError};
+use sqlx::Row;
+
+/// A registered model version (its artefact kept as the JSON text it was registered with).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelVersionRecord {
+    pub id: String,
+    pub version: String,
+    pub kind: String,
+    pub artefact: String,
+    pub lineage: serde_json::Value,
+    pub report: Option<serde_json::Value>,
+    pub created_by: String,
+    pub created_at_ms: i64,
+}
+
+/// One move of an alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasMove {
+    pub alias: String,
+    pub from_version: Option<String>,
+    pub to_version: String,
+    pub moved_by: String,
+    pub reason: String,
+    pub moved_at_ms: i64,
+}
+
+/// The aliases a registry has.
+pub const MODEL_ALIASES: [&str; 2] = ["champion", "challenger"];
+
+fn version_from_row(row: &sqlx::any::AnyRow, with_artefact: bool) -> Result<ModelVersionRecord, StoreError> {
+    let lineage: String = row.try_get("lineage")?;
+    let report: Option<String> = row.try_get("report")?;
+    Ok(ModelVersionRecord {
+        id: row.try_get("id")?,
+        version: row.try_get("version")?,
+        kind: row.try_get("kind")?,
+        artefact: if with_artefact { row.try_get("artefact")? } else { String::new() },
+        lineage: serde_json::from_str(&lineage).map_err(StoreError::corrupt)?,
+        report: report.map(|text| serde_json::from_str(&text)).transpose().map_err(StoreError::corrupt)?,
+        created_by: row.try_get("created_by")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+impl Store {
+    /// Registers a version; false when one with the same content is registered already (it is
+    /// kept as it was: versions never change).
+    pub async fn register_model(&self, model: &ModelVersionRecord) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO model_versions (id, version, kind, artefact, lineage, report, created_by, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(model.id.clone())
+        .bind(model.version.clone())
+        .bind(model.kind.clone())
+        .bind(model.artefact.clone())
+        .bind(model.lineage.to_string())
+        .bind(model.report.as_ref().map(|report| report.to_string()))
+        .bind(model.created_by.clone())
+        .bind(model.created_at_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// A version with its artefact.
+    pub async fn model_version(&self, id: &str) -> Result<Option<ModelVersionRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, version, kind, artefact, lineage, report, created_by, created_at_ms FROM model_versions WHERE id = $1",
+        )
+        .bind(id.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(|row| version_from_row(row, true)).transpose()
+    }
+
+    /// Versions, newest first, without their artefacts.
+    pub async fn model_versions(&self, limit: i64) -> Result<Vec<ModelVersionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, version, kind, lineage, report, created_by, created_at_ms FROM model_versions
+             ORDER BY created_at_ms DESC, id LIMIT $1",
+        )
+        .bind(limit.clamp(1, 500))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| version_from_row(row, false)).collect()
+    }
+
+    /// The version an alias points at.
+    pub async fn model_alias(&self, alias: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT version_id FROM model_aliases WHERE alias = $1")
+            .bind(alias.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get("version_id")).transpose()?)
+    }
+
+    /// Points `alias` at `to`, recording the move, in one transaction. `expect`: the version the
+    /// alias must point at now (`None`: any); else `Conflict("alias moved meanwhile")`. A version
+    /// that is not registered is `Conflict("no such model version")`.
+    pub async fn move_model_alias(
+        &self,
+        alias: &str,
+        to: &str,
+        expect: Option<Option<&str>>,
+        moved_by: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<AliasMove, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        let known = sqlx::query("SELECT 1 AS one FROM model_versions WHERE id = $1")
+            .bind(to.to_owned())
+            .fetch_optional(&mut *transaction)
+            .await?;
+        if known.is_none() {
+            return Err(StoreError::Conflict("no such model version"));
+        }
+        let current: Option<String> = sqlx::query("SELECT version_id FROM model_aliases WHERE alias = $1")
+            .bind(alias.to_owned())
+            .fetch_optional(&mut *transaction)
+            .await?
+            .map(|row| row.try_get("version_id"))
+            .transpose()?;
+        if let Some(expected) = expect
+            && expected != current.as_deref()
+        {
+            return Err(StoreError::Conflict("alias moved meanwhile"));
+        }
+        sqlx::query(
+            "INSERT INTO model_aliases (alias, version_id, moved_at_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (alias) DO UPDATE SET version_id = $2, moved_at_ms = $3",
+        )
+        .bind(alias.to_owned())
+        .bind(to.to_owned())
+        .bind(now_ms)
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::query(
+            "INSERT INTO model_alias_moves (id, alias, from_version, to_version, moved_by, reason, moved_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(alias.to_owned())
+        .bind(current.clone())
+        .bind(to.to_owned())
+        .bind(moved_by.to_owned())
+        .bind(reason.to_owned())
+        .bind(now_ms)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(AliasMove {
+            alias: alias.to_owned(),
+            from_version: current,
+            to_version: to.to_owned(),
+            moved_by: moved_by.to_owned(),
+            reason: reason.to_owned(),
+            moved_at_ms: now_ms,
+        })
+    }
+
+    /// Moves of the aliases, newest first.
+    pub async fn model_alias_history(&self, limit: i64) -> Result<Vec<AliasMove>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT alias, from_version, to_version, moved_by, reason, moved_at_ms FROM model_alias_moves
+             ORDER BY moved_at_ms DESC, id DESC LIMIT $1",
+        )
+        .bind(limit.clamp(1, 500))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AliasMove {
+                    alias: row.try_get("alias")?,
+                    from_version: row.try_get("from_version")?,
+                    to_version: row.try_get("to_version")?,
+                    moved_by: row.try_get("moved_by")?,
+                    reason: row.try_get("reason")?,
+                    moved_at_ms: row.try_get("moved_at_ms")?,
+                })
+            })
+            .collect()
+    }
+}
