@@ -181,3 +181,35 @@ async fn committed_events_are_delivered_after_a_sigkill(engine: Engine) {
     database.drop_database().await;
 }
 on_both_engines!(committed_events_are_delivered_after_a_sigkill);
+
+/// Models are data: a champion promoted over HTTP is still the champion after a SIGKILL and a
+/// restart (the registry's champion is loaded, not the bundled model).
+async fn the_promoted_champion_survives_a_restart(engine: Engine) {
+    let database = TestDatabase::create(engine).await;
+    let data_dir = std::env::temp_dir().join(format!("medpay-models-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let client = crate::support::client();
+    let (mut child, base) = start(&database.url, &data_dir).await;
+    let tree: Value = serde_json::from_str(include_str!("../../ml/models/tree.json")).unwrap();
+    let (status, _, registered) =
+        post(&client, format!("{base}/v1/models"), ADMIN, &json!({"artefact": tree}), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{registered}");
+    let registered: Value = serde_json::from_str(&registered).unwrap();
+    let promote = json!({"version_id": registered["id"], "reason": "tree wins on the hold-out"});
+    let (status, _, moved) = post(&client, format!("{base}/v1/models/aliases/champion"), ADMIN, &promote, None).await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let (mut child, base) = start(&database.url, &data_dir).await;
+    let models: Value =
+        client.get(format!("{base}/v1/models")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(models["in_force"], registered["version"], "{models}");
+    let champion = models["data"].as_array().unwrap().iter().find(|m| m["aliases"] == json!(["champion"])).unwrap();
+    assert_eq!(champion["id"], registered["id"]);
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
+    database.drop_database().await;
+}
+on_both_engines!(the_promoted_champion_survives_a_restart);
