@@ -1,6 +1,7 @@
 //! The scoring step for one payment, in memory: patient and provider feature snapshots from their
 //! histories, device sightings, feature assembly, the model, the analysts' rules and the lists,
-//! and the explanation. For each model kind, with criterion and as a latency distribution.
+//! and the explanation. For each model kind (and with a challenger scoring in shadow), with
+//! criterion and as a latency distribution.
 //!
 //! `cargo bench --bench scoring`
 
@@ -103,7 +104,8 @@ fn score(state: &mut State, scorer: &ModelScorer) -> u16 {
         },
         policy: ProviderPolicy { max_amount_centavos: 10_000_000, review_score_min: 200, decline_score_min: 460 },
     };
-    scorer.assess(&input).score
+    let assessment = scorer.assess(&input);
+    assessment.score + assessment.shadow.map_or(0, |shadow| shadow.score / 1_000)
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
@@ -112,13 +114,16 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
+    let tree = include_str!("../ml/models/tree.json");
     let kinds = [
-        ("logistic (default.json)", medpay_ml::DEFAULT_MODEL_JSON),
-        ("tree (tree.json)", include_str!("../ml/models/tree.json")),
+        ("logistic (default.json)", medpay_ml::DEFAULT_MODEL_JSON, None),
+        ("tree (tree.json)", tree, None),
+        ("tree champion, logistic challenger in shadow", tree, Some(medpay_ml::DEFAULT_MODEL_JSON)),
     ];
     let mut summaries = Vec::new();
-    for (name, json) in kinds {
+    for (name, json, challenger) in kinds {
         let scorer = scorer(json);
+        scorer.set_challenger(challenger.map(|json| ModelArtefact::from_json(json).unwrap()));
         let mut state = state();
         criterion.bench_function(&format!("scoring step, {name}"), |bencher| {
             bencher.iter(|| black_box(score(&mut state, &scorer)))

@@ -375,6 +375,11 @@ impl Runtime {
         self.context.scorer.swap_model(model)
     }
 
+    /// Puts a challenger in shadow beside the champion (or takes it out).
+    pub fn set_challenger(&self, model: Option<medpay_ml::ModelArtefact>) -> bool {
+        self.context.scorer.set_challenger(model)
+    }
+
     /// The version of the model deciding payments now.
     pub fn model_version(&self) -> Option<String> {
         self.context.scorer.model_version()

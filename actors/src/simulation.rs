@@ -426,6 +426,7 @@ impl World {
             latency_us: 0,
             created_at_ms: self.now_ms,
             features: serde_json::Value::Null,
+            shadow: None,
         };
         let contract = payment.installments.len() > 1 && payment.amount_centavos >= 300_000;
         let intent = lifecycle::opening_intent(&payment, true, contract);

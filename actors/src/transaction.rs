@@ -314,6 +314,7 @@ fn fallback(mode: FailMode, code: &str, message: &str, message_pt: &str) -> Asse
         rules_hit: Vec::new(),
         model_version: FALLBACK_MODEL_VERSION.to_owned(),
         features: None,
+        shadow: None,
     }
 }
 
@@ -445,6 +446,7 @@ async fn decide(state: &mut TransactionState, request: NewPayment) -> Result<Cre
         latency_us,
         created_at_ms: request.created_at_ms,
         features: assessment.features.map_or_else(|| json!({}), |features| features.to_json()),
+        shadow: assessment.shadow.map(|shadow| (shadow.model_version, shadow.score)),
     };
     // The effect an approval asks for is written with it and performed only once it is durable:
     // the first charge (before the answer, so that it carries the BR Code or the boleto), or the

@@ -111,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(models::set_alias))
         .routes(routes!(models::rollback))
         .routes(routes!(models::alias_history))
+        .routes(routes!(models::shadow))
         .routes(routes!(events::feed))
         .routes(routes!(events::stream))
         .routes(routes!(events::websocket))
@@ -214,7 +215,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         let source = if parts.model_path.is_some() { "file" } else { "bundled" };
         let model = crate::models::champion_at_start(&parts.store, loaded, source).await?;
         tracing::info!(model = %model.version, kind = model.kind().as_str(), "model loaded");
-        let scorer: Arc<dyn RiskScorer> = Arc::new(ModelScorer::new(model, parts.rules, parts.lists));
+        let challenger = crate::models::challenger_at_start(&parts.store).await?;
+        let scorer = ModelScorer::new(model, parts.rules, parts.lists);
+        scorer.set_challenger(challenger);
+        let scorer: Arc<dyn RiskScorer> = Arc::new(scorer);
         Ok(scorer)
     })
     .await

@@ -48,6 +48,17 @@ pub fn model_record(
     }
 }
 
+/// The challenger the service starts with, if the registry names one.
+pub async fn challenger_at_start(store: &medpay_store::Store) -> anyhow::Result<Option<ModelArtefact>> {
+    let Some(id) = store.model_alias("challenger").await? else { return Ok(None) };
+    let record =
+        store.model_version(&id).await?.ok_or_else(|| anyhow::anyhow!("the challenger {id} is not in the registry"))?;
+    let model = ModelArtefact::from_json(&record.artefact)?;
+    model.require_schema(FEATURE_SCHEMA, &FEATURE_NAMES)?;
+    tracing::info!(model = %model.version, id = %id, "challenger read from the model registry; it scores in shadow");
+    Ok(Some(model))
+}
+
 /// The champion the service starts with: the registry's, when it has one (models are data); else
 /// `loaded` (the bundled model or `MEDPAY_MODEL`), registered and made champion.
 pub async fn champion_at_start(
@@ -250,7 +261,11 @@ async fn move_alias(
         }
         tracing::warn!(alias, id = %to, model = %version, by = who(principal), reason = why, "champion moved; in force from the next decision");
     } else {
-        tracing::info!(alias, id = %to, by = who(principal), reason = why, "model alias moved");
+        let version = model.version.clone();
+        if !state.runtime.set_challenger(Some(model)) {
+            return Err(ApiError::internal("this scorer has no model to swap"));
+        }
+        tracing::info!(alias, id = %to, model = %version, by = who(principal), reason = why, "challenger moved; it scores every payment in shadow");
     }
     Ok(moved.into())
 }
@@ -318,4 +333,62 @@ pub async fn alias_history(
     principal.require_analyst()?;
     let data = state.store.model_alias_history(500).await?.into_iter().map(AliasMoveView::from).collect();
     Ok(Json(AliasHistory { data }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShadowComparison {
+    /// The challenger's version of the decisions compared (the latest first seen).
+    pub challenger: Option<String>,
+    /// Decisions of the last `limit` with a shadow score.
+    pub decisions: u64,
+    /// Of those, how many the two models would decide differently at their provider's thresholds
+    /// (the score alone: approve, review or decline).
+    pub disagreements: u64,
+    /// The mean absolute difference of the two scores (0–1000).
+    pub mean_score_difference: f64,
+    /// Labelled decisions among them, and the frauds each model's score would have sent to
+    /// review or decline.
+    pub labelled: u64,
+    pub frauds: u64,
+    pub frauds_caught_by_champion: u64,
+    pub frauds_caught_by_challenger: u64,
+}
+
+#[utoipa::path(get, path = "/v1/models/shadow", tag = "models", security(("bearer" = [])),
+    responses((status = 200, body = ShadowComparison, description = "the champion and the challenger on the same recent payments"),
+        (status = 403, body = ErrorBody)))]
+pub async fn shadow(State(state): State<AppState>, principal: Principal) -> Result<Json<ShadowComparison>, ApiError> {
+    principal.require_analyst()?;
+    let rows = state.store.shadow_scores(10_000).await?;
+    let band = |score: u16, review: u16, decline: u16| u8::from(score >= review) + u8::from(score >= decline);
+    let mut comparison = ShadowComparison {
+        challenger: rows.first().map(|row| row.challenger.clone()),
+        decisions: 0,
+        disagreements: 0,
+        mean_score_difference: 0.0,
+        labelled: 0,
+        frauds: 0,
+        frauds_caught_by_champion: 0,
+        frauds_caught_by_challenger: 0,
+    };
+    let mut difference = 0.0;
+    for row in &rows {
+        comparison.decisions += 1;
+        let (champion, challenger) =
+            (band(row.score, row.review_min, row.decline_min), band(row.shadow_score, row.review_min, row.decline_min));
+        comparison.disagreements += u64::from(champion != challenger);
+        difference += (f64::from(row.score) - f64::from(row.shadow_score)).abs();
+        if let Some(fraud) = row.is_fraud {
+            comparison.labelled += 1;
+            if fraud {
+                comparison.frauds += 1;
+                comparison.frauds_caught_by_champion += u64::from(champion > 0);
+                comparison.frauds_caught_by_challenger += u64::from(challenger > 0);
+            }
+        }
+    }
+    if comparison.decisions > 0 {
+        comparison.mean_score_difference = difference / comparison.decisions as f64;
+    }
+    Ok(Json(comparison))
 }

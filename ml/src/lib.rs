@@ -33,6 +33,15 @@ pub struct Assessment {
     pub model_version: String,
     /// The features scored, kept with the decision for backtests and training.
     pub features: Option<Features>,
+    /// The challenger's score of the same features, when one scores in shadow.
+    pub shadow: Option<Shadow>,
+}
+
+/// A challenger's score of a payment, kept beside the decision (it decides nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shadow {
+    pub model_version: String,
+    pub score: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +65,11 @@ pub trait RiskScorer: Send + Sync + 'static {
     /// The version of the model in force, if the scorer has one.
     fn model_version(&self) -> Option<String> {
         None
+    }
+
+    /// Puts `model` (or none) in shadow: it scores every call beside the model in force.
+    fn set_challenger(&self, _model: Option<ModelArtefact>) -> bool {
+        false
     }
 }
 

@@ -5,7 +5,7 @@ use crate::dsl::{Rule, RuleAction, RuleError};
 use crate::explain::top_factors;
 use crate::features::{FEATURE_NAMES, Features};
 use crate::model::{ModelArtefact, to_score};
-use crate::{Assessment, RiskScorer, ScoringError};
+use crate::{Assessment, RiskScorer, ScoringError, Shadow};
 use async_trait::async_trait;
 use medpay_models::{DecisionOutcome, ListKind, ListType, PaymentId, Reason};
 use std::collections::HashSet;
@@ -130,6 +130,8 @@ pub fn apply_rules<'a>(rules: &'a [NamedRule], variables: &[f64]) -> (Vec<&'a Na
 
 pub struct ModelScorer {
     model: RwLock<Arc<ModelArtefact>>,
+    /// Scores in shadow beside `model`, deciding nothing.
+    challenger: RwLock<Option<Arc<ModelArtefact>>>,
     rules: Arc<RuleBook>,
     lists: Arc<Lists>,
 }
@@ -140,7 +142,7 @@ fn reason(code: &str, message: String, message_pt: &str) -> Reason {
 
 impl ModelScorer {
     pub fn new(model: ModelArtefact, rules: Arc<RuleBook>, lists: Arc<Lists>) -> ModelScorer {
-        ModelScorer { model: RwLock::new(Arc::new(model)), rules, lists }
+        ModelScorer { model: RwLock::new(Arc::new(model)), challenger: RwLock::new(None), rules, lists }
     }
 
     pub fn model(&self) -> Arc<ModelArtefact> {
@@ -150,6 +152,15 @@ impl ModelScorer {
     /// Hot-swaps the model; requests in flight finish with the one they started with.
     pub fn swap_model(&self, model: ModelArtefact) {
         *self.model.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(model);
+    }
+
+    /// Puts a challenger in shadow (or takes it out).
+    pub fn set_challenger(&self, model: Option<ModelArtefact>) {
+        *self.challenger.write().unwrap_or_else(|p| p.into_inner()) = model.map(Arc::new);
+    }
+
+    fn challenger(&self) -> Option<Arc<ModelArtefact>> {
+        self.challenger.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The whole decision, synchronously: what `score` runs.
@@ -225,6 +236,10 @@ impl ModelScorer {
             rules_hit,
             model_version: model.version.clone(),
             features: Some(input.features),
+            shadow: self.challenger().map(|challenger| Shadow {
+                model_version: challenger.version.clone(),
+                score: to_score(challenger.predict(features)),
+            }),
         }
     }
 }
@@ -242,5 +257,10 @@ impl RiskScorer for ModelScorer {
 
     fn model_version(&self) -> Option<String> {
         Some(self.model().version.clone())
+    }
+
+    fn set_challenger(&self, model: Option<ModelArtefact>) -> bool {
+        ModelScorer::set_challenger(self, model);
+        true
     }
 }

@@ -28,6 +28,17 @@ pub struct AliasMove {
     pub moved_at_ms: i64,
 }
 
+/// A decision scored in shadow too, with its provider's thresholds and its label if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowScore {
+    pub challenger: String,
+    pub score: u16,
+    pub shadow_score: u16,
+    pub review_min: u16,
+    pub decline_min: u16,
+    pub is_fraud: Option<bool>,
+}
+
 /// The aliases a registry has.
 pub const MODEL_ALIASES: [&str; 2] = ["champion", "challenger"];
 
@@ -182,6 +193,37 @@ impl Store {
                     moved_by: row.try_get("moved_by")?,
                     reason: row.try_get("reason")?,
                     moved_at_ms: row.try_get("moved_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The latest `limit` decisions with a shadow score, newest first.
+    pub async fn shadow_scores(&self, limit: i64) -> Result<Vec<ShadowScore>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.shadow_model_version AS challenger, d.score AS score, d.shadow_score AS shadow_score,
+                    v.review_score_min AS review_min, v.decline_score_min AS decline_min, l.is_fraud AS is_fraud
+             FROM decisions d JOIN payments p ON p.id = d.payment_id JOIN providers v ON v.id = p.provider_id
+             LEFT JOIN payment_labels l ON l.payment_id = d.payment_id
+             WHERE d.shadow_score IS NOT NULL ORDER BY d.created_at_ms DESC, d.id DESC LIMIT $1",
+        )
+        .bind(limit.clamp(1, 100_000))
+        .fetch_all(&self.pool)
+        .await?;
+        let score = |row: &sqlx::any::AnyRow, column: &str| -> Result<u16, StoreError> {
+            let value: i64 = row.try_get(column)?;
+            u16::try_from(value).map_err(StoreError::corrupt)
+        };
+        rows.iter()
+            .map(|row| {
+                let fraud: Option<i64> = row.try_get("is_fraud")?;
+                Ok(ShadowScore {
+                    challenger: row.try_get("challenger")?,
+                    score: score(row, "score")?,
+                    shadow_score: score(row, "shadow_score")?,
+                    review_min: score(row, "review_min")?,
+                    decline_min: score(row, "decline_min")?,
+                    is_fraud: fraud.map(|fraud| fraud == 1),
                 })
             })
             .collect()

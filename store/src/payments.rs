@@ -54,6 +54,8 @@ pub struct DecisionRecord {
     pub created_at_ms: i64,
     /// The features scored (JSON object), or `{}` when scoring could not run.
     pub features: serde_json::Value,
+    /// The challenger's version and score of the same payment (it decided nothing).
+    pub shadow: Option<(String, u16)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +141,14 @@ fn decision_from_row(row: &AnyRow) -> Result<DecisionRecord, StoreError> {
         model_version: row.try_get("model_version")?,
         latency_us: row.try_get("latency_us")?,
         created_at_ms: row.try_get("created_at_ms")?,
+        shadow: {
+            let version: Option<String> = row.try_get("shadow_model_version")?;
+            let score: Option<i64> = row.try_get("shadow_score")?;
+            match (version, score) {
+                (Some(version), Some(score)) => Some((version, u16::try_from(score).map_err(StoreError::corrupt)?)),
+                _ => None,
+            }
+        },
     })
 }
 
@@ -218,7 +228,8 @@ impl Store {
         .await?;
         payment.installments = rows.iter().map(installment_from_row).collect::<Result<_, _>>()?;
         let decision = sqlx::query(
-            "SELECT id, payment_id, outcome, score, reasons, rules_hit, model_version, latency_us, created_at_ms, features
+            "SELECT id, payment_id, outcome, score, reasons, rules_hit, model_version, latency_us, created_at_ms, features,
+                    shadow_model_version, shadow_score
              FROM decisions WHERE payment_id = $1 ORDER BY created_at_ms DESC, id DESC LIMIT 1",
         )
         .bind(id.to_string())
@@ -255,7 +266,8 @@ impl Store {
     /// The most recent decision of a payment.
     pub async fn latest_decision(&self, id: PaymentId) -> Result<Option<DecisionRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, payment_id, outcome, score, reasons, rules_hit, model_version, latency_us, created_at_ms, features
+            "SELECT id, payment_id, outcome, score, reasons, rules_hit, model_version, latency_us, created_at_ms, features,
+                    shadow_model_version, shadow_score
              FROM decisions WHERE payment_id = $1 ORDER BY created_at_ms DESC, id DESC LIMIT 1",
         )
         .bind(id.to_string())
@@ -419,8 +431,8 @@ fn new_payment_plan(write: &NewPaymentWrite) -> Result<Plan, StoreError> {
 fn decision_statement(decision: &DecisionRecord) -> Result<Statement, StoreError> {
     Ok(Statement::new(
         "INSERT INTO decisions (id, payment_id, outcome, score, reasons, rules_hit, model_version, latency_us, created_at_ms,
-             features)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             features, shadow_model_version, shadow_score)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         vec![
             decision.id.as_str().into(),
             decision.payment_id.to_string().into(),
@@ -432,6 +444,8 @@ fn decision_statement(decision: &DecisionRecord) -> Result<Statement, StoreError
             decision.latency_us.into(),
             decision.created_at_ms.into(),
             decision.features.to_string().into(),
+            decision.shadow.as_ref().map(|(version, _)| version.clone()).into(),
+            decision.shadow.as_ref().map(|(_, score)| i64::from(*score)).into(),
         ],
     ))
 }

@@ -28,6 +28,7 @@ impl RiskScorer for GatedScorer {
             rules_hit: Vec::new(),
             model_version: "gated-test".to_owned(),
             features: None,
+            shadow: None,
         })
     }
 }
