@@ -380,6 +380,11 @@ impl Runtime {
         self.context.scorer.set_challenger(model)
     }
 
+    /// Lets the challenger decide `share_bps` of the payments (by their id).
+    pub fn set_canary(&self, share_bps: u32) -> bool {
+        self.context.scorer.set_canary(share_bps)
+    }
+
     /// The version of the model deciding payments now.
     pub fn model_version(&self) -> Option<String> {
         self.context.scorer.model_version()

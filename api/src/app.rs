@@ -112,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(models::rollback))
         .routes(routes!(models::alias_history))
         .routes(routes!(models::shadow))
+        .routes(routes!(models::set_canary))
         .routes(routes!(events::feed))
         .routes(routes!(events::stream))
         .routes(routes!(events::websocket))
@@ -218,6 +219,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         let challenger = crate::models::challenger_at_start(&parts.store).await?;
         let scorer = ModelScorer::new(model, parts.rules, parts.lists);
         scorer.set_challenger(challenger);
+        scorer.set_canary(parts.store.model_canary().await?);
         let scorer: Arc<dyn RiskScorer> = Arc::new(scorer);
         Ok(scorer)
     })

@@ -109,8 +109,10 @@ pub struct ModelVersionView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelList {
     pub data: Vec<ModelVersionView>,
-    /// The version deciding payments in this process now.
+    /// The champion's version, deciding payments in this process now (but the canary share).
     pub in_force: Option<String>,
+    /// The share of payments, in basis points, the challenger decides.
+    pub canary_bps: u32,
 }
 
 async fn view(state: &AppState, record: ModelVersionRecord) -> Result<ModelVersionView, ApiError> {
@@ -148,7 +150,7 @@ pub async fn list_models(State(state): State<AppState>, principal: Principal) ->
     for record in state.store.model_versions(100).await? {
         data.push(view(&state, record).await?);
     }
-    Ok(Json(ModelList { data, in_force: state.runtime.model_version() }))
+    Ok(Json(ModelList { data, in_force: state.runtime.model_version(), canary_bps: state.store.model_canary().await? }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -391,4 +393,41 @@ pub async fn shadow(State(state): State<AppState>, principal: Principal) -> Resu
         comparison.mean_score_difference = difference / comparison.decisions as f64;
     }
     Ok(Json(comparison))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetCanary {
+    /// The share of live payments the challenger decides, 0 to 10 000 basis points (by a hash
+    /// of the payment id); the champion scores those in shadow.
+    pub share_bps: u32,
+    /// Why, 1 to 500 characters.
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CanaryView {
+    pub share_bps: u32,
+}
+
+#[utoipa::path(put, path = "/v1/models/canary", tag = "models", request_body = SetCanary, security(("bearer" = [])),
+    responses((status = 200, body = CanaryView, description = "in force from the next payment"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn set_canary(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<Json<SetCanary>, JsonRejection>,
+) -> Result<Json<CanaryView>, ApiError> {
+    principal.require_analyst()?;
+    let Json(body) = body.map_err(rejection)?;
+    let why = reason(&body.reason)?;
+    if body.share_bps > 10_000 {
+        return Err(ApiError::bad_request("invalid_share", "share_bps is 0 to 10000"));
+    }
+    state.store.set_model_canary(body.share_bps, who(principal), why, medpay_store::now_ms()).await?;
+    if !state.runtime.set_canary(body.share_bps) {
+        return Err(ApiError::internal("this scorer has no canary"));
+    }
+    tracing::warn!(share_bps = body.share_bps, by = who(principal), reason = why, "canary share changed");
+    Ok(Json(CanaryView { share_bps: body.share_bps }))
 }

@@ -71,6 +71,11 @@ pub trait RiskScorer: Send + Sync + 'static {
     fn set_challenger(&self, _model: Option<ModelArtefact>) -> bool {
         false
     }
+
+    /// Lets the challenger decide this share of payments (basis points, by payment id).
+    fn set_canary(&self, _share_bps: u32) -> bool {
+        false
+    }
 }
 
 /// Hash of a listed value (CPF, device id, IP, card fingerprint): lists never hold values in clear.

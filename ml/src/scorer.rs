@@ -130,8 +130,11 @@ pub fn apply_rules<'a>(rules: &'a [NamedRule], variables: &[f64]) -> (Vec<&'a Na
 
 pub struct ModelScorer {
     model: RwLock<Arc<ModelArtefact>>,
-    /// Scores in shadow beside `model`, deciding nothing.
+    /// Scores in shadow beside `model`, deciding nothing, except for the canary share.
     challenger: RwLock<Option<Arc<ModelArtefact>>>,
+    /// The share of payments (in basis points, by their id) the challenger decides, the champion
+    /// then scoring in shadow.
+    canary_bps: std::sync::atomic::AtomicU32,
     rules: Arc<RuleBook>,
     lists: Arc<Lists>,
 }
@@ -142,7 +145,13 @@ fn reason(code: &str, message: String, message_pt: &str) -> Reason {
 
 impl ModelScorer {
     pub fn new(model: ModelArtefact, rules: Arc<RuleBook>, lists: Arc<Lists>) -> ModelScorer {
-        ModelScorer { model: RwLock::new(Arc::new(model)), challenger: RwLock::new(None), rules, lists }
+        ModelScorer {
+            model: RwLock::new(Arc::new(model)),
+            challenger: RwLock::new(None),
+            canary_bps: std::sync::atomic::AtomicU32::new(0),
+            rules,
+            lists,
+        }
     }
 
     pub fn model(&self) -> Arc<ModelArtefact> {
@@ -163,9 +172,26 @@ impl ModelScorer {
         self.challenger.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The share of payments (0 to 10 000 basis points) the challenger decides.
+    pub fn set_canary(&self, share_bps: u32) {
+        self.canary_bps.store(share_bps.min(10_000), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether `payment` falls in the canary share: by its id, so a payment asked again (a
+    /// retry) always lands on the same side.
+    fn in_canary(&self, payment: &medpay_models::PaymentId) -> bool {
+        let share = u128::from(self.canary_bps.load(std::sync::atomic::Ordering::Relaxed));
+        share > 0 && payment.as_uuid().as_u128() % 10_000 < share
+    }
+
     /// The whole decision, synchronously: what `score` runs.
     pub fn assess(&self, input: &ScoringInput) -> Assessment {
-        let model = self.model();
+        // The champion decides and the challenger scores in shadow, or the other way round for
+        // the canary share.
+        let (model, shadow) = match self.challenger() {
+            Some(challenger) if self.in_canary(&input.payment_id) => (challenger, Some(self.model())),
+            challenger => (self.model(), challenger),
+        };
         let features = input.features.as_slice();
         let probability = model.predict(features);
         let score = to_score(probability);
@@ -236,10 +262,8 @@ impl ModelScorer {
             rules_hit,
             model_version: model.version.clone(),
             features: Some(input.features),
-            shadow: self.challenger().map(|challenger| Shadow {
-                model_version: challenger.version.clone(),
-                score: to_score(challenger.predict(features)),
-            }),
+            shadow: shadow
+                .map(|other| Shadow { model_version: other.version.clone(), score: to_score(other.predict(features)) }),
         }
     }
 }
@@ -262,5 +286,29 @@ impl RiskScorer for ModelScorer {
     fn set_challenger(&self, model: Option<ModelArtefact>) -> bool {
         ModelScorer::set_challenger(self, model);
         true
+    }
+
+    fn set_canary(&self, share_bps: u32) -> bool {
+        ModelScorer::set_canary(self, share_bps);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_canary_share_is_chosen_by_payment_id() {
+        let model = ModelArtefact::from_json(crate::DEFAULT_MODEL_JSON).unwrap();
+        let scorer = ModelScorer::new(model, Arc::new(RuleBook::default()), Arc::new(Lists::default()));
+        let ids: Vec<medpay_models::PaymentId> = (0..4_000).map(|_| medpay_models::PaymentId::new()).collect();
+        assert!(ids.iter().all(|id| !scorer.in_canary(id)), "no share, no canary");
+        scorer.set_canary(2_500);
+        let inside = ids.iter().filter(|id| scorer.in_canary(id)).count();
+        assert!((800..1_200).contains(&inside), "about a quarter: {inside} of 4000");
+        assert!(ids.iter().all(|id| scorer.in_canary(id) == scorer.in_canary(id)), "the same side every time");
+        scorer.set_canary(20_000);
+        assert!(ids.iter().all(|id| scorer.in_canary(id)), "capped at everything");
     }
 }

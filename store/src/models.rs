@@ -228,4 +228,34 @@ impl Store {
             })
             .collect()
     }
+
+    /// Records a new canary share (the latest change is the one in force).
+    pub async fn set_model_canary(
+        &self,
+        share_bps: u32,
+        set_by: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO model_canary_changes (id, share_bps, set_by, reason, set_at_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(i64::from(share_bps))
+        .bind(set_by.to_owned())
+        .bind(reason.to_owned())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The canary share in force (0 when never set).
+    pub async fn model_canary(&self) -> Result<u32, StoreError> {
+        let row = sqlx::query("SELECT share_bps FROM model_canary_changes ORDER BY set_at_ms DESC, id DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        let share: Option<i64> = row.map(|row| row.try_get("share_bps")).transpose()?;
+        u32::try_from(share.unwrap_or(0)).map_err(StoreError::corrupt)
+    }
 }

@@ -488,6 +488,7 @@ async fn openapi_describes_every_endpoint(engine: Engine) {
         ("/v1/models/aliases/champion/rollback", "post"),
         ("/v1/models/aliases/history", "get"),
         ("/v1/models/shadow", "get"),
+        ("/v1/models/canary", "put"),
         ("/dashboard", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
