@@ -92,6 +92,35 @@ pub fn run_training(command: &TrainCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `medpay model train --from-store`: a training run per kind on the store at `DATABASE_URL`,
+/// each registered as a model version (an analyst promotes it), with a progress bar.
+pub async fn train_from_store(kinds: &[medpay_ml::ModelKind], holdout: f64) -> anyhow::Result<()> {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| medpay_api::config::DEFAULT_DATABASE_URL.to_owned());
+    let store = medpay_store::Store::connect(&url).await?;
+    for kind in kinds {
+        let mut run = medpay_api::training::new_run(*kind, "cli");
+        store.insert_training_run(&run).await?;
+        let bar = progress(u64::try_from(run.stages).unwrap_or(5));
+        let shown = bar.clone();
+        let result = medpay_api::training::run_training(&store, &mut run, *kind, holdout, &move |run| {
+            shown.set_position(u64::try_from(run.stages_done).unwrap_or(0));
+            shown.set_message(run.stage.clone());
+        })
+        .await;
+        bar.finish_and_clear();
+        let model_id = result?;
+        println!(
+            "{} model trained on {} labelled decisions ({} fraud): run {}, registered as {model_id}",
+            kind.as_str(),
+            run.rows_used.unwrap_or(0),
+            run.positives.unwrap_or(0),
+            run.id
+        );
+    }
+    store.close().await;
+    Ok(())
+}
+
 /// `medpay reconcile`: Celcoin's statement against the ledger; exit status 1 on any difference.
 pub async fn reconcile() -> anyhow::Result<()> {
     let config = medpay_api::Config::from_env()?;

@@ -122,13 +122,18 @@ enum ChatbotCommand {
 
 #[derive(Subcommand)]
 enum ModelCommand {
-    /// Train on a labelled CSV: every numeric column but the label and time is a feature.
+    /// Train on a labelled CSV (every numeric column but the label and time is a feature), or with
+    /// --from-store on the features recorded with each decision and the labels in the store at
+    /// DATABASE_URL, registering what it makes as a model version (not promoted).
     Train {
-        #[arg(long)]
-        csv: PathBuf,
+        #[arg(long, required_unless_present = "from_store")]
+        csv: Option<PathBuf>,
         /// The label column (0/1, true/false, yes/no).
-        #[arg(long)]
-        label: String,
+        #[arg(long, required_unless_present = "from_store")]
+        label: Option<String>,
+        /// Train on the store's labelled decisions instead of a CSV.
+        #[arg(long, conflicts_with_all = ["csv", "label", "time_column"])]
+        from_store: bool,
         /// Split by this column (a number or a date) instead of row order.
         #[arg(long)]
         time_column: Option<String>,
@@ -258,14 +263,20 @@ async fn main() -> anyhow::Result<()> {
             let options = medpay_ml::simulate::SimulationOptions { seed, payments, days, ..Default::default() };
             commands::run_simulation(&options, &out)
         }
-        Command::Model { command: ModelCommand::Train { csv, label, time_column, holdout, kind, out } } => {
-            let kinds = kind
+        Command::Model { command: ModelCommand::Train { csv, label, from_store, time_column, holdout, kind, out } } => {
+            let kinds: Vec<medpay_ml::ModelKind> = kind
                 .into_iter()
                 .map(|kind| match kind {
                     Kind::Logistic => medpay_ml::ModelKind::Logistic,
                     Kind::Tree => medpay_ml::ModelKind::Tree,
                 })
                 .collect();
+            if from_store {
+                return commands::train_from_store(&kinds, holdout).await;
+            }
+            let (Some(csv), Some(label)) = (csv, label) else {
+                anyhow::bail!("--csv and --label are needed (or --from-store)");
+            };
             let command = commands::TrainCommand { csv, label, time_column, holdout, kinds, out };
             // Training is CPU-bound: off the async runtime's workers.
             tokio::task::spawn_blocking(move || commands::run_training(&command)).await?

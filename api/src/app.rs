@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::dto::PaymentView;
 use crate::state::AppState;
-use crate::{chat, events, models, money, ops, parties, payments, risk};
+use crate::{chat, events, models, money, ops, parties, payments, risk, training};
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
@@ -113,6 +113,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(models::alias_history))
         .routes(routes!(models::shadow))
         .routes(routes!(models::set_canary))
+        .routes(routes!(training::start_training))
+        .routes(routes!(training::training_run))
         .routes(routes!(events::feed))
         .routes(routes!(events::stream))
         .routes(routes!(events::websocket))

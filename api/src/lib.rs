@@ -15,6 +15,7 @@ mod parties;
 pub mod payments;
 mod risk;
 pub mod state;
+pub mod training;
 
 pub use app::{ScorerParts, Server, load_model, router, start, start_with};
 pub use config::{Config, Limits, MoneySettings};

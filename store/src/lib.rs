@@ -22,7 +22,7 @@ pub use idempotency::{
     Claim, ClaimError, IDEMPOTENCY_KEY_LENGTH_MAX, IDEMPOTENCY_RETENTION_MS, IdempotencyCompletion, IdempotencyRecord,
     InFlight, StoredKey,
 };
-pub use models::{AliasMove, MODEL_ALIASES, ModelVersionRecord, ShadowScore};
+pub use models::{AliasMove, MODEL_ALIASES, ModelVersionRecord, ShadowScore, TrainingExample, TrainingRun};
 pub use money::{
     ChargeRecord, ChargeStatus, ContractRecord, ContractStatus, GatewayWebhook, IntentKind, IntentRecord,
     LedgerProblem, Movement, PaymentLedger, RefundKind, RefundRecord, RefundStatus,

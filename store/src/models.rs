@@ -39,6 +39,35 @@ pub struct ShadowScore {
     pub is_fraud: Option<bool>,
 }
 
+/// A labelled decision as training reads it: the features serving scored, and the label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingExample {
+    pub features: serde_json::Value,
+    pub is_fraud: bool,
+    pub created_at_ms: i64,
+    pub labelled_at_ms: i64,
+}
+
+/// A training run's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrainingRun {
+    pub id: String,
+    pub kind: String,
+    /// `running`, `done` or `failed`.
+    pub status: String,
+    pub stage: String,
+    pub stages_done: i64,
+    pub stages: i64,
+    pub rows_used: Option<i64>,
+    pub positives: Option<i64>,
+    pub label_cutoff_ms: Option<i64>,
+    pub model_id: Option<String>,
+    pub error: Option<String>,
+    pub started_by: String,
+    pub created_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+}
+
 /// The aliases a registry has.
 pub const MODEL_ALIASES: [&str; 2] = ["champion", "challenger"];
 
@@ -257,5 +286,106 @@ impl Store {
             .await?;
         let share: Option<i64> = row.map(|row| row.try_get("share_bps")).transpose()?;
         u32::try_from(share.unwrap_or(0)).map_err(StoreError::corrupt)
+    }
+
+    /// Labelled decisions (each payment's latest decision with features), oldest first, at most
+    /// `limit` (the newest ones when there are more).
+    pub async fn training_examples(&self, limit: i64) -> Result<Vec<TrainingExample>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.features AS features, l.is_fraud AS is_fraud, d.created_at_ms AS created_at_ms,
+                    l.created_at_ms AS labelled_at_ms
+             FROM decisions d JOIN payment_labels l ON l.payment_id = d.payment_id
+             WHERE d.created_at_ms = (SELECT MAX(created_at_ms) FROM decisions x WHERE x.payment_id = d.payment_id)
+             ORDER BY d.created_at_ms DESC, d.id DESC LIMIT $1",
+        )
+        .bind(limit.clamp(1, 1_000_000))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut examples = rows
+            .iter()
+            .map(|row| {
+                let features: String = row.try_get("features")?;
+                let fraud: i64 = row.try_get("is_fraud")?;
+                Ok(TrainingExample {
+                    features: serde_json::from_str(&features).map_err(StoreError::corrupt)?,
+                    is_fraud: fraud == 1,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                    labelled_at_ms: row.try_get("labelled_at_ms")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        examples.reverse();
+        Ok(examples)
+    }
+
+    pub async fn insert_training_run(&self, run: &TrainingRun) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO training_runs (id, kind, status, stage, stages_done, stages, started_by, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(run.id.clone())
+        .bind(run.kind.clone())
+        .bind(run.status.clone())
+        .bind(run.stage.clone())
+        .bind(run.stages_done)
+        .bind(run.stages)
+        .bind(run.started_by.clone())
+        .bind(run.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Writes a run's progress or result (every column but its id, kind, starter and start).
+    pub async fn update_training_run(&self, run: &TrainingRun) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE training_runs SET status = $2, stage = $3, stages_done = $4, stages = $5, rows_used = $6,
+                 positives = $7, label_cutoff_ms = $8, model_id = $9, error = $10, finished_at_ms = $11
+             WHERE id = $1",
+        )
+        .bind(run.id.clone())
+        .bind(run.status.clone())
+        .bind(run.stage.clone())
+        .bind(run.stages_done)
+        .bind(run.stages)
+        .bind(run.rows_used)
+        .bind(run.positives)
+        .bind(run.label_cutoff_ms)
+        .bind(run.model_id.clone())
+        .bind(run.error.clone())
+        .bind(run.finished_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn training_run(&self, id: &str) -> Result<Option<TrainingRun>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, kind, status, stage, stages_done, stages, rows_used, positives, label_cutoff_ms, model_id, error,
+                    started_by, created_at_ms, finished_at_ms
+             FROM training_runs WHERE id = $1",
+        )
+        .bind(id.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(TrainingRun {
+                id: row.try_get("id")?,
+                kind: row.try_get("kind")?,
+                status: row.try_get("status")?,
+                stage: row.try_get("stage")?,
+                stages_done: row.try_get("stages_done")?,
+                stages: row.try_get("stages")?,
+                rows_used: row.try_get("rows_used")?,
+                positives: row.try_get("positives")?,
+                label_cutoff_ms: row.try_get("label_cutoff_ms")?,
+                model_id: row.try_get("model_id")?,
+                error: row.try_get("error")?,
+                started_by: row.try_get("started_by")?,
+                created_at_ms: row.try_get("created_at_ms")?,
+                finished_at_ms: row.try_get("finished_at_ms")?,
+            })
+        })
+        .transpose()
     }
 }

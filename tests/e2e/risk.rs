@@ -663,3 +663,83 @@ async fn a_model_is_registered_promoted_under_load_and_rolled_back(engine: Engin
     app.stop().await;
 }
 on_both_engines!(a_model_is_registered_promoted_under_load_and_rolled_back);
+
+/// Training from the store: the features recorded with each decision and the labels; the run goes
+/// on in the background, its progress and result readable, and what it made is a registered
+/// version with its lineage and report, ready to promote. A run with nothing to learn from fails
+/// and says why.
+async fn a_training_run_from_the_store_registers_a_candidate(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let analyst = app.analyst.clone();
+    let wait = |id: String| {
+        let (app, analyst) = (&app, analyst.clone());
+        async move {
+            let mut run = Value::Null;
+            for _ in 0..300 {
+                run = app
+                    .request(Method::GET, &format!("/v1/models/training-runs/{id}"), Some(&analyst), None, None)
+                    .await
+                    .1;
+                if run["status"] != "running" {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            run
+        }
+    };
+    let start = json!({"kind": "logistic"});
+    let (status, empty) =
+        app.request(Method::POST, "/v1/models/training-runs", Some(&analyst), Some(&start), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{empty}");
+    let failed = wait(empty["id"].as_str().unwrap().to_owned()).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["error"].as_str().unwrap().starts_with("no labelled decisions"), "{failed}");
+    let (status, error) = app
+        .request(Method::POST, "/v1/models/training-runs", Some(&analyst), Some(&json!({"kind": "forest"})), None)
+        .await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_kind")));
+
+    let provider = app.provider(json!({})).await;
+    for index in 0..48 {
+        let patient = app.patient(&provider).await;
+        let fraud = index % 4 == 0;
+        let amount = if fraud { 180_000 + index * 1_000 } else { 20_000 + index * 100 };
+        let created = pay(&app, &provider, &payment_body(&provider, &patient, amount)).await;
+        let path = format!("/v1/payments/{}/label", created["id"].as_str().unwrap());
+        let (status, _) = app
+            .request(Method::POST, &path, Some(&analyst), Some(&json!({"is_fraud": fraud, "note": "seen"})), None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    let (status, started) = app
+        .request(
+            Method::POST,
+            "/v1/models/training-runs",
+            Some(&analyst),
+            Some(&json!({"kind": "logistic", "holdout": 0.25})),
+            None,
+        )
+        .await;
+    assert_eq!((status, started["status"].as_str()), (StatusCode::ACCEPTED, Some("running")), "{started}");
+    let done = wait(started["id"].as_str().unwrap().to_owned()).await;
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!((done["rows_used"].as_i64(), done["positives"].as_i64()), (Some(48), Some(12)), "{done}");
+    assert_eq!(done["stages_done"], done["stages"]);
+    let model_id = done["model_id"].as_str().unwrap().to_owned();
+    let (_, models) = app.request(Method::GET, "/v1/models", Some(&analyst), None, None).await;
+    let candidate = models["data"].as_array().unwrap().iter().find(|m| m["id"] == json!(model_id)).unwrap().clone();
+    assert_eq!(candidate["lineage"]["source"], "store", "{candidate}");
+    assert_eq!(candidate["lineage"]["training_run"], done["id"]);
+    assert_eq!(candidate["lineage"]["labelled_rows"], 48);
+    assert_eq!(candidate["report"]["holdout"]["rows"], 12, "{candidate}");
+    assert!(candidate["aliases"].as_array().unwrap().is_empty(), "a candidate, not promoted");
+    let promote = json!({"version_id": model_id, "reason": "trained on our own labels"});
+    let (status, _) =
+        app.request(Method::POST, "/v1/models/aliases/champion", Some(&analyst), Some(&promote), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let next = pay(&app, &provider, &payment_body(&provider, &app.patient(&provider).await, 21_000)).await;
+    assert_eq!(next["decision"]["model_version"], candidate["version"], "{next}");
+    app.stop().await;
+}
+on_both_engines!(a_training_run_from_the_store_registers_a_candidate);

@@ -1,0 +1,264 @@
+//! Training from the store: the features recorded with each decision (what serving scored, so
+//! training cannot skew from it) joined with the labels, split in time order, fitted off the
+//! async workers, evaluated on the later part, and registered as a model version with its lineage
+//! and report. A run is started over HTTP (in the background: `POST /v1/models/training-runs`,
+//! its progress at `GET /v1/models/training-runs/{id}`) or by `medpay model train --from-store`.
+
+use crate::auth::Principal;
+use crate::dto::timestamp;
+use crate::error::{ApiError, ErrorBody, rejection};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use medpay_ml::features::{FEATURE_NAMES, Features};
+use medpay_ml::model::ModelKind;
+use medpay_ml::train::{Dataset, TrainOptions, fit, report};
+use medpay_store::{Store, TrainingRun};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The most labelled decisions a run reads (the newest, when there are more).
+pub const TRAINING_EXAMPLES_MAX: i64 = 500_000;
+/// The later share of the labelled decisions kept out of training to evaluate on, by default.
+pub const TRAINING_HOLDOUT_DEFAULT: f64 = 0.2;
+/// A run's stages: read, split, fit, evaluate, register.
+const STAGES: i64 = 5;
+
+/// A new run's record, before it starts.
+pub fn new_run(kind: ModelKind, started_by: &str) -> TrainingRun {
+    TrainingRun {
+        id: uuid::Uuid::now_v7().to_string(),
+        kind: kind.as_str().to_owned(),
+        status: "running".to_owned(),
+        stage: "queued".to_owned(),
+        stages_done: 0,
+        stages: STAGES,
+        rows_used: None,
+        positives: None,
+        label_cutoff_ms: None,
+        model_id: None,
+        error: None,
+        started_by: started_by.to_owned(),
+        created_at_ms: medpay_store::now_ms(),
+        finished_at_ms: None,
+    }
+}
+
+/// Runs `run` to its end, writing its progress to the store after every stage (and telling
+/// `progress`); a failure is written to the run and returned.
+pub async fn run_training(
+    store: &Store,
+    run: &mut TrainingRun,
+    kind: ModelKind,
+    holdout: f64,
+    progress: &(dyn Fn(&TrainingRun) + Send + Sync),
+) -> anyhow::Result<String> {
+    match train(store, run, kind, holdout, progress).await {
+        Ok(model_id) => Ok(model_id),
+        Err(error) => {
+            run.status = "failed".to_owned();
+            run.error = Some(error.to_string());
+            run.finished_at_ms = Some(medpay_store::now_ms());
+            store.update_training_run(run).await?;
+            progress(run);
+            tracing::warn!(run_id = %run.id, %error, "training run failed");
+            Err(error)
+        }
+    }
+}
+
+async fn stage(
+    store: &Store,
+    run: &mut TrainingRun,
+    name: &str,
+    progress: &(dyn Fn(&TrainingRun) + Send + Sync),
+) -> anyhow::Result<()> {
+    run.stage = name.to_owned();
+    store.update_training_run(run).await?;
+    progress(run);
+    Ok(())
+}
+
+async fn train(
+    store: &Store,
+    run: &mut TrainingRun,
+    kind: ModelKind,
+    holdout: f64,
+    progress: &(dyn Fn(&TrainingRun) + Send + Sync),
+) -> anyhow::Result<String> {
+    stage(store, run, "reading the labelled decisions", progress).await?;
+    let examples = store.training_examples(TRAINING_EXAMPLES_MAX).await?;
+    let mut data = Dataset {
+        names: FEATURE_NAMES.iter().map(|name| (*name).to_owned()).collect(),
+        rows: Vec::with_capacity(examples.len()),
+        labels: Vec::with_capacity(examples.len()),
+        ignored: Vec::new(),
+    };
+    let mut cutoff = 0;
+    for example in &examples {
+        // A decision made without scoring (a fail-mode fallback) has no features to learn from.
+        let Some(features) = Features::from_json(&example.features) else { continue };
+        data.rows.push(features.as_slice().to_vec());
+        data.labels.push(example.is_fraud);
+        cutoff = cutoff.max(example.labelled_at_ms);
+    }
+    if data.rows.is_empty() {
+        anyhow::bail!(
+            "no labelled decisions to learn from yet: review decisions, chargebacks, MED claims and \
+             POST /v1/payments/{{id}}/label make labels"
+        );
+    }
+    run.rows_used = Some(i64::try_from(data.rows.len())?);
+    run.positives = Some(i64::try_from(data.positives())?);
+    run.label_cutoff_ms = Some(cutoff);
+    run.stages_done = 1;
+    stage(store, run, "splitting in time order", progress).await?;
+    let (training, test) = data.split(holdout)?;
+    run.stages_done = 2;
+    stage(store, run, &format!("fitting the {} model on {} rows", kind.as_str(), training.rows.len()), progress)
+        .await?;
+    let now = chrono::Utc::now();
+    let options = TrainOptions {
+        version_tag: format!("{}-{}", now.format("%Y%m%dT%H%M%SZ"), &run.id[run.id.len() - 6..]),
+        trained_at: now.to_rfc3339(),
+        ..TrainOptions::default()
+    };
+    let (model, evaluation) = tokio::task::spawn_blocking(move || {
+        let model = fit(&training, kind, &options)?;
+        let evaluation = report(&model, &training, &test);
+        Ok::<_, medpay_ml::train::TrainError>((model, evaluation))
+    })
+    .await??;
+    run.stages_done = 4;
+    stage(store, run, "registering the model", progress).await?;
+    let mut record = crate::models::model_record(
+        &model,
+        "store",
+        Some(serde_json::to_value(&evaluation)?),
+        &run.started_by,
+        medpay_store::now_ms(),
+    );
+    if let Some(lineage) = record.lineage.as_object_mut() {
+        lineage.insert("training_run".to_owned(), serde_json::json!(run.id));
+        lineage.insert("label_cutoff".to_owned(), serde_json::json!(timestamp(cutoff)));
+        lineage.insert("labelled_rows".to_owned(), serde_json::json!(data.rows.len()));
+        lineage.insert("holdout".to_owned(), serde_json::json!(holdout));
+    }
+    store.register_model(&record).await?;
+    run.stages_done = STAGES;
+    run.status = "done".to_owned();
+    run.stage = "done".to_owned();
+    run.model_id = Some(record.id.clone());
+    run.finished_at_ms = Some(medpay_store::now_ms());
+    store.update_training_run(run).await?;
+    progress(run);
+    tracing::info!(run_id = %run.id, model_id = %record.id, model = %model.version, rows = data.rows.len(), "training run done");
+    Ok(record.id)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartTraining {
+    /// `logistic` or `tree`.
+    pub kind: String,
+    /// The later share of the labelled decisions to evaluate on, 0.05 to 0.5 (default 0.2).
+    pub holdout: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrainingRunView {
+    pub id: String,
+    pub kind: String,
+    /// `running`, `done` or `failed`.
+    pub status: String,
+    pub stage: String,
+    pub stages_done: i64,
+    pub stages: i64,
+    pub rows_used: Option<i64>,
+    pub positives: Option<i64>,
+    /// The newest label it learned from.
+    pub label_cutoff: Option<String>,
+    /// The model version it registered.
+    pub model_id: Option<String>,
+    pub error: Option<String>,
+    pub started_by: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+}
+
+impl From<TrainingRun> for TrainingRunView {
+    fn from(run: TrainingRun) -> Self {
+        TrainingRunView {
+            id: run.id,
+            kind: run.kind,
+            status: run.status,
+            stage: run.stage,
+            stages_done: run.stages_done,
+            stages: run.stages,
+            rows_used: run.rows_used,
+            positives: run.positives,
+            label_cutoff: run.label_cutoff_ms.filter(|at| *at > 0).map(timestamp),
+            model_id: run.model_id,
+            error: run.error,
+            started_by: run.started_by,
+            started_at: timestamp(run.created_at_ms),
+            finished_at: run.finished_at_ms.map(timestamp),
+        }
+    }
+}
+
+fn kind_of(raw: &str) -> Result<ModelKind, ApiError> {
+    match raw {
+        "logistic" => Ok(ModelKind::Logistic),
+        "tree" => Ok(ModelKind::Tree),
+        _ => Err(ApiError::bad_request("invalid_kind", "kind is logistic or tree")),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/models/training-runs", tag = "models", request_body = StartTraining, security(("bearer" = [])),
+    responses((status = 202, body = TrainingRunView, description = "started in the background; follow it at its URL"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn start_training(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<Json<StartTraining>, JsonRejection>,
+) -> Result<(StatusCode, Json<TrainingRunView>), ApiError> {
+    principal.require_analyst()?;
+    let Json(body) = body.map_err(rejection)?;
+    let kind = kind_of(&body.kind)?;
+    let holdout = body.holdout.unwrap_or(TRAINING_HOLDOUT_DEFAULT);
+    if !(0.05..=0.5).contains(&holdout) {
+        return Err(ApiError::bad_request("invalid_holdout", "holdout is 0.05 to 0.5"));
+    }
+    let by = if matches!(principal, Principal::Admin) { "admin" } else { "analyst" };
+    let mut run = new_run(kind, by);
+    state.store.insert_training_run(&run).await?;
+    let view = TrainingRunView::from(run.clone());
+    let store = state.store.clone();
+    tracing::info!(run_id = %run.id, kind = kind.as_str(), holdout, "training run started");
+    tokio::spawn(async move {
+        let _ = run_training(&store, &mut run, kind, holdout, &|_| {}).await;
+    });
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+#[utoipa::path(get, path = "/v1/models/training-runs/{id}", tag = "models", security(("bearer" = [])),
+    params(("id" = String, Path, description = "training run id")),
+    responses((status = 200, body = TrainingRunView, description = "its progress, or its result"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn training_run(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<TrainingRunView>, ApiError> {
+    principal.require_analyst()?;
+    let Path(id) = id.map_err(rejection)?;
+    let run = state
+        .store
+        .training_run(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("training_run_not_found", "no such training run"))?;
+    Ok(Json(run.into()))
+}
