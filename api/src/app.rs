@@ -125,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::dashboard))
+        .routes(routes!(ops::console))
         .routes(routes!(parties::balance))
         .routes(routes!(parties::update_provider_risk))
         .routes(routes!(money::create_refund, money::list_refunds))

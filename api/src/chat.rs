@@ -277,7 +277,22 @@ pub struct ReviewCaseView {
     pub payment: PaymentSummary,
     /// The chat in which the patient disputed the payment.
     pub conversation: Option<ConversationView>,
+    /// What decided the payment: its score, model, reasons and the features scored.
+    pub decision: Option<CaseDecision>,
     pub created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CaseDecision {
+    pub outcome: String,
+    pub score: u16,
+    pub model_version: String,
+    /// The reasons, in the analyst's words.
+    pub reasons: Vec<String>,
+    pub rules_hit: Vec<String>,
+    /// The features the model scored (name → value).
+    #[schema(value_type = Object)]
+    pub features: serde_json::Value,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -334,7 +349,15 @@ pub async fn reviews(
     let cases =
         state.store.open_review_cases(provider, query.reason.as_deref(), before, query.limit.unwrap_or(50)).await?;
     for case in cases {
-        let Some(payment) = state.store.payment(case.payment_id).await? else { continue };
+        let Some((payment, decision, _)) = state.store.payment_view(case.payment_id).await? else { continue };
+        let decision = decision.map(|decision| CaseDecision {
+            outcome: decision.outcome.as_str().to_owned(),
+            score: decision.score,
+            model_version: decision.model_version,
+            reasons: decision.reasons.into_iter().map(|reason| reason.message).collect(),
+            rules_hit: decision.rules_hit,
+            features: decision.features,
+        });
         let conversation = match &case.conversation_id {
             Some(id) => match state.store.conversation(id).await? {
                 Some(record) => Some(conversation_view(&state, record).await?),
@@ -347,6 +370,7 @@ pub async fn reviews(
             reason: case.reason,
             payment: PaymentSummary::new(&payment),
             conversation,
+            decision,
             created_at: timestamp(case.created_at_ms),
         });
     }

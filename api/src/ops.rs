@@ -34,13 +34,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 
 const DASHBOARD_HTML: &str = include_str!("../static/dashboard.html");
 
-#[utoipa::path(get, path = "/dashboard", tag = "operations",
-    responses((status = 200, content_type = "text/html", description = "the providers' dashboard (Portuguese), signed in with the provider's API key")))]
-pub async fn dashboard() -> Response {
-    let mut response = DASHBOARD_HTML.into_response();
+/// A page of ours: HTML that talks only to this origin, nothing inline runs but its own script.
+fn page(html: &'static str) -> Response {
+    let mut response = html.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    // The page only talks to this origin; nothing inline runs but its own script.
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -49,4 +47,18 @@ pub async fn dashboard() -> Response {
     );
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     response
+}
+
+#[utoipa::path(get, path = "/dashboard", tag = "operations",
+    responses((status = 200, content_type = "text/html", description = "the providers' dashboard (Portuguese), signed in with the provider's API key")))]
+pub async fn dashboard() -> Response {
+    page(DASHBOARD_HTML)
+}
+
+const CONSOLE_HTML: &str = include_str!("../static/console.html");
+
+#[utoipa::path(get, path = "/console", tag = "operations",
+    responses((status = 200, content_type = "text/html", description = "the risk analysts' console (Portuguese): the review queue, the models, shadow comparison and promotion history, signed in with an analyst's token")))]
+pub async fn console() -> Response {
+    page(CONSOLE_HTML)
 }

@@ -230,3 +230,103 @@ fn base64_decode(text: &str) -> Vec<u8> {
     }
     out
 }
+
+/// The analysts' console in a real browser: an analyst signs in, sees a payment in review with
+/// its reasons, approves it by clicking, sees the models, and promotes one by clicking — the next
+/// payment's decision names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analyst_approves_a_case_and_promotes_a_model_in_the_console() {
+    let app = TestApp::spawn(Engine::Sqlite).await;
+    let clinic = app.provider(json!({"name": "Clínica Boa Vista"})).await;
+    let rule = json!({"name": "big_consultation", "source": "review if amount_centavos > 30000"});
+    let (status, _) = app.request(Method::POST, "/v1/rules", Some(&app.analyst), Some(&rule), None).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let patient = app.patient(&clinic).await;
+    let (status, in_review) = app
+        .request(
+            Method::POST,
+            "/v1/payments",
+            Some(&clinic.key),
+            Some(&payment_body(&clinic, &patient, 45_600)),
+            Some(&new_key()),
+        )
+        .await;
+    assert_eq!((status, in_review["status"].as_str()), (StatusCode::CREATED, Some("in_review")), "{in_review}");
+    let tree: Value = serde_json::from_str(include_str!("../../ml/models/tree.json")).unwrap();
+    let (status, registered) =
+        app.request(Method::POST, "/v1/models", Some(&app.analyst), Some(&json!({"artefact": tree})), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{registered}");
+    let tree_version = registered["version"].as_str().unwrap().to_owned();
+
+    let mut browser = Browser::launch().await;
+    browser.call("Page.navigate", json!({"url": format!("{}/console", app.base)})).await;
+    browser.wait_for_text("token de analista").await;
+    // Its script has run (the form is handled by it, not submitted as a plain form).
+    for _ in 0..200 {
+        if browser.evaluate("document.body.dataset.ready").await == json!("yes") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sign_in = format!(
+        "document.getElementById('token').value = {}; document.querySelector('#login-form button').click(); true",
+        serde_json::to_string(&app.analyst).unwrap()
+    );
+    browser.evaluate(&sign_in).await;
+    let page = browser.wait_for_text("R$\u{a0}456,00").await;
+    assert!(page.contains("decisão: em análise"), "{page}");
+    assert!(page.contains("rule big_consultation matched"), "the case shows its reasons: {page}");
+    let row = format!("document.querySelector('tr[data-payment=\"{}\"]')", in_review["id"].as_str().unwrap());
+    let clicked =
+        browser.evaluate(&format!("{row}.querySelector('button[data-outcome=\"approve\"]').click(); true")).await;
+    assert_eq!(clicked, true);
+    browser.wait_for_text("Nenhum caso aberto.").await;
+    let path = format!("/v1/payments/{}", in_review["id"].as_str().unwrap());
+    let mut approved = Value::Null;
+    for _ in 0..100 {
+        approved = app.request(Method::GET, &path, Some(&clinic.key), None, None).await.1;
+        if approved["status"] == "awaiting_payment" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(approved["status"], "awaiting_payment", "approved in the console, then charged: {approved}");
+
+    // Promote the tree by clicking.
+    browser.wait_for_text(&tree_version).await;
+    let model_row = format!("document.querySelector('tr[data-model=\"{}\"]')", registered["id"].as_str().unwrap());
+    let clicked =
+        browser.evaluate(&format!("{model_row}.querySelector('button[data-alias=\"champion\"]').click(); true")).await;
+    assert_eq!(clicked, true);
+    browser.wait_for_text("Promover pelo console").await;
+    let in_force = browser.evaluate("document.getElementById('in-force').textContent").await;
+    assert_eq!(in_force, json!(tree_version));
+    let other = app.patient(&clinic).await;
+    let (status, next) = app
+        .request(
+            Method::POST,
+            "/v1/payments",
+            Some(&clinic.key),
+            Some(&payment_body(&clinic, &other, 12_300)),
+            Some(&new_key()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        next["decision"]["model_version"],
+        json!(tree_version),
+        "the next decision names the promoted model: {next}"
+    );
+    if let Ok(path) = std::env::var("MEDPAY_CONSOLE_SCREENSHOT") {
+        browser
+            .call(
+                "Emulation.setDeviceMetricsOverride",
+                json!({"width": 1100, "height": 800, "deviceScaleFactor": 1, "mobile": false}),
+            )
+            .await;
+        let shot = browser.call("Page.captureScreenshot", json!({"format": "png"})).await;
+        std::fs::write(path, base64_decode(shot["data"].as_str().unwrap())).unwrap();
+    }
+    browser.close().await;
+    app.stop().await;
+}

@@ -492,6 +492,7 @@ async fn openapi_describes_every_endpoint(engine: Engine) {
         ("/v1/models/training-runs", "post"),
         ("/v1/models/training-runs/{id}", "get"),
         ("/dashboard", "get"),
+        ("/console", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
