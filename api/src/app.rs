@@ -113,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(models::alias_history))
         .routes(routes!(models::shadow))
         .routes(routes!(models::set_canary))
+        .routes(routes!(models::drift))
         .routes(routes!(training::start_training))
         .routes(routes!(training::training_run))
         .routes(routes!(events::feed))

@@ -431,3 +431,100 @@ pub async fn set_canary(
     tracing::warn!(share_bps = body.share_bps, by = who(principal), reason = why, "canary share changed");
     Ok(Json(CanaryView { share_bps: body.share_bps }))
 }
+
+/// How far back "live" goes for drift.
+pub const DRIFT_WINDOW_MS: i64 = 24 * 60 * 60 * 1_000;
+/// The most live decisions drift reads.
+const DRIFT_DECISIONS_MAX: i64 = 20_000;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DriftQuery {
+    /// Only this provider's payments.
+    pub provider_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DriftValue {
+    pub name: String,
+    pub psi: f64,
+    /// `stable` (< 0.1), `watch` (0.1–0.25) or `shift` (≥ 0.25).
+    pub level: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DriftReport {
+    /// The champion's version, whose training reference this is.
+    pub model_version: String,
+    pub reference_rows: u64,
+    /// Decisions of the last 24 hours compared.
+    pub live_rows: u64,
+    pub score: Option<DriftValue>,
+    /// Every feature, the most drifted first.
+    pub features: Vec<DriftValue>,
+}
+
+#[utoipa::path(get, path = "/v1/models/drift", tag = "models", security(("bearer" = [])), params(DriftQuery),
+    responses((status = 200, body = DriftReport, description = "PSI of each feature and of the score, the last 24 h against the champion's training"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`no_reference`: the champion was not trained from the store")))]
+pub async fn drift(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<axum::extract::Query<DriftQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<DriftReport>, ApiError> {
+    use medpay_ml::drift::{Reference, level};
+    principal.require_analyst()?;
+    let axum::extract::Query(query) = query.map_err(rejection)?;
+    let provider = match query.provider_id.as_deref() {
+        Some(raw) => Some(
+            raw.parse::<medpay_models::ProviderId>()
+                .map_err(|_| ApiError::bad_request("invalid_provider_id", "provider_id is a provider's id (a UUID)"))?,
+        ),
+        None => None,
+    };
+    let champion = state
+        .store
+        .model_alias("champion")
+        .await?
+        .ok_or_else(|| ApiError::conflict("no_reference", "there is no champion"))?;
+    let record = state.store.model_version(&champion).await?.ok_or_else(|| ApiError::internal("champion vanished"))?;
+    let reference = record.report.as_ref().and_then(|report| report.get("reference")).cloned().ok_or_else(|| {
+        ApiError::conflict(
+            "no_reference",
+            "the champion has no training reference: drift is measured for models trained from the store",
+        )
+    })?;
+    let live =
+        state.store.recent_decisions(medpay_store::now_ms() - DRIFT_WINDOW_MS, provider, DRIFT_DECISIONS_MAX).await?;
+    let rows: Vec<medpay_ml::Features> =
+        live.iter().filter_map(|(features, _)| medpay_ml::Features::from_json(features)).collect();
+    let value = |name: &str, cut: &serde_json::Value, values: &[f64]| -> Option<DriftValue> {
+        let cut: Reference = serde_json::from_value(cut.clone()).ok()?;
+        let psi = cut.psi(values)?;
+        Some(DriftValue { name: name.to_owned(), psi, level: level(psi).to_owned() })
+    };
+    let mut features = Vec::new();
+    for (column, name) in FEATURE_NAMES.iter().enumerate() {
+        let Some(cut) = reference.pointer(&format!("/features/{name}")) else { continue };
+        let values: Vec<f64> = rows.iter().map(|features| features.as_slice()[column]).collect();
+        if let Some(drifted) = value(name, cut, &values) {
+            features.push(drifted);
+        }
+    }
+    features.sort_by(|a, b| b.psi.total_cmp(&a.psi));
+    let scores: Vec<f64> = live.iter().map(|(_, score)| f64::from(*score)).collect();
+    let score = reference.get("score").and_then(|cut| value("score", cut, &scores));
+    if provider.is_none() {
+        for drifted in features.iter().chain(score.iter()) {
+            metrics::gauge!("medpay_drift_psi", "value" => drifted.name.clone()).set(drifted.psi);
+        }
+    }
+    Ok(Json(DriftReport {
+        model_version: record.version,
+        reference_rows: reference.get("rows").and_then(|rows| rows.as_u64()).unwrap_or(0),
+        live_rows: live.len() as u64,
+        score,
+        features,
+    }))
+}

@@ -12,6 +12,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use medpay_ml::drift::Reference;
 use medpay_ml::features::{FEATURE_NAMES, Features};
 use medpay_ml::model::ModelKind;
 use medpay_ml::train::{Dataset, TrainOptions, fit, report};
@@ -125,21 +126,35 @@ async fn train(
         trained_at: now.to_rfc3339(),
         ..TrainOptions::default()
     };
-    let (model, evaluation) = tokio::task::spawn_blocking(move || {
+    let (model, evaluation, reference) = tokio::task::spawn_blocking(move || {
         let model = fit(&training, kind, &options)?;
         let evaluation = report(&model, &training, &test);
-        Ok::<_, medpay_ml::train::TrainError>((model, evaluation))
+        // What drift is measured against: each feature's and the score's deciles in training.
+        let mut features = serde_json::Map::new();
+        for (column, name) in training.names.iter().enumerate() {
+            let values: Vec<f64> = training.rows.iter().map(|row| row[column]).collect();
+            if let Some(cut) = Reference::of(&values) {
+                features.insert(name.clone(), serde_json::json!(cut));
+            }
+        }
+        let scores: Vec<f64> =
+            training.rows.iter().map(|row| f64::from(medpay_ml::model::to_score(model.predict(row)))).collect();
+        let reference = serde_json::json!({
+            "rows": training.rows.len(),
+            "features": features,
+            "score": Reference::of(&scores),
+        });
+        Ok::<_, medpay_ml::train::TrainError>((model, evaluation, reference))
     })
     .await??;
     run.stages_done = 4;
     stage(store, run, "registering the model", progress).await?;
-    let mut record = crate::models::model_record(
-        &model,
-        "store",
-        Some(serde_json::to_value(&evaluation)?),
-        &run.started_by,
-        medpay_store::now_ms(),
-    );
+    let mut report_json = serde_json::to_value(&evaluation)?;
+    if let Some(fields) = report_json.as_object_mut() {
+        fields.insert("reference".to_owned(), reference);
+    }
+    let mut record =
+        crate::models::model_record(&model, "store", Some(report_json), &run.started_by, medpay_store::now_ms());
     if let Some(lineage) = record.lineage.as_object_mut() {
         lineage.insert("training_run".to_owned(), serde_json::json!(run.id));
         lineage.insert("label_cutoff".to_owned(), serde_json::json!(timestamp(cutoff)));

@@ -388,4 +388,34 @@ impl Store {
         })
         .transpose()
     }
+
+    /// Decisions made since `since_ms` (optionally of one provider's payments): their features
+    /// and score, newest first, at most `limit`.
+    pub async fn recent_decisions(
+        &self,
+        since_ms: i64,
+        provider: Option<medpay_models::ProviderId>,
+        limit: i64,
+    ) -> Result<Vec<(serde_json::Value, u16)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.features AS features, d.score AS score FROM decisions d JOIN payments p ON p.id = d.payment_id
+             WHERE d.created_at_ms >= $1 AND ($2 = '' OR p.provider_id = $2)
+             ORDER BY d.created_at_ms DESC, d.id DESC LIMIT $3",
+        )
+        .bind(since_ms)
+        .bind(provider.map(|id| id.to_string()).unwrap_or_default())
+        .bind(limit.clamp(1, 100_000))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let features: String = row.try_get("features")?;
+                let score: i64 = row.try_get("score")?;
+                Ok((
+                    serde_json::from_str(&features).map_err(StoreError::corrupt)?,
+                    u16::try_from(score).map_err(StoreError::corrupt)?,
+                ))
+            })
+            .collect()
+    }
 }

@@ -274,6 +274,8 @@ async fn an_analyst_approves_a_case_and_promotes_a_model_in_the_console() {
     );
     browser.evaluate(&sign_in).await;
     let page = browser.wait_for_text("R$\u{a0}456,00").await;
+    // The bundled model carries no training reference to measure drift against.
+    browser.wait_for_text("Sem referência de treino").await;
     assert!(page.contains("decisão: em análise"), "{page}");
     assert!(page.contains("rule big_consultation matched"), "the case shows its reasons: {page}");
     let row = format!("document.querySelector('tr[data-payment=\"{}\"]')", in_review["id"].as_str().unwrap());

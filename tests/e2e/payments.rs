@@ -489,6 +489,7 @@ async fn openapi_describes_every_endpoint(engine: Engine) {
         ("/v1/models/aliases/history", "get"),
         ("/v1/models/shadow", "get"),
         ("/v1/models/canary", "put"),
+        ("/v1/models/drift", "get"),
         ("/v1/models/training-runs", "post"),
         ("/v1/models/training-runs/{id}", "get"),
         ("/dashboard", "get"),
