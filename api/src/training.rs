@@ -120,15 +120,29 @@ async fn train(
     run.stages_done = 2;
     stage(store, run, &format!("fitting the {} model on {} rows", kind.as_str(), training.rows.len()), progress)
         .await?;
+    // The champion, evaluated on the same hold-out beside the candidate.
+    let champion = match store.model_alias("champion").await? {
+        Some(id) => store
+            .model_version(&id)
+            .await?
+            .and_then(|record| medpay_ml::ModelArtefact::from_json(&record.artefact).ok())
+            .filter(|model| model.require_schema(medpay_ml::FEATURE_SCHEMA, &FEATURE_NAMES).is_ok()),
+        None => None,
+    };
     let now = chrono::Utc::now();
     let options = TrainOptions {
         version_tag: format!("{}-{}", now.format("%Y%m%dT%H%M%SZ"), &run.id[run.id.len() - 6..]),
         trained_at: now.to_rfc3339(),
         ..TrainOptions::default()
     };
-    let (model, evaluation, reference) = tokio::task::spawn_blocking(move || {
+    let (model, evaluation, reference, beside) = tokio::task::spawn_blocking(move || {
         let model = fit(&training, kind, &options)?;
         let evaluation = report(&model, &training, &test);
+        let beside = serde_json::json!({
+            "thresholds": {"review_score_min": crate::DEFAULT_REVIEW_SCORE_MIN, "decline_score_min": crate::DEFAULT_DECLINE_SCORE_MIN},
+            "candidate": side(&model, &test),
+            "champion": champion.as_ref().map(|champion| side(champion, &test)),
+        });
         // What drift is measured against: each feature's and the score's deciles in training.
         let mut features = serde_json::Map::new();
         for (column, name) in training.names.iter().enumerate() {
@@ -144,7 +158,7 @@ async fn train(
             "features": features,
             "score": Reference::of(&scores),
         });
-        Ok::<_, medpay_ml::train::TrainError>((model, evaluation, reference))
+        Ok::<_, medpay_ml::train::TrainError>((model, evaluation, reference, beside))
     })
     .await??;
     run.stages_done = 4;
@@ -152,6 +166,7 @@ async fn train(
     let mut report_json = serde_json::to_value(&evaluation)?;
     if let Some(fields) = report_json.as_object_mut() {
         fields.insert("reference".to_owned(), reference);
+        fields.insert("beside_champion".to_owned(), beside);
     }
     let mut record =
         crate::models::model_record(&model, "store", Some(report_json), &run.started_by, medpay_store::now_ms());
@@ -171,6 +186,34 @@ async fn train(
     progress(run);
     tracing::info!(run_id = %run.id, model_id = %record.id, model = %model.version, rows = data.rows.len(), "training run done");
     Ok(record.id)
+}
+
+/// A model's numbers on a hold-out, with the expected loss in reais at the default thresholds: the
+/// amounts of fraud it would let through (score under review) plus the amounts of good payments it
+/// would decline (score at or above decline).
+fn side(model: &medpay_ml::ModelArtefact, test: &Dataset) -> serde_json::Value {
+    let evaluation = medpay_ml::train::evaluate(model, test);
+    let (mut let_through, mut declined) = (0f64, 0f64);
+    for (row, fraud) in test.rows.iter().zip(&test.labels) {
+        let score = medpay_ml::model::to_score(model.predict(row));
+        // Column 0 is the amount in centavos (FEATURE_NAMES).
+        let amount = row[0];
+        if *fraud && score < crate::DEFAULT_REVIEW_SCORE_MIN {
+            let_through += amount;
+        } else if !*fraud && score >= crate::DEFAULT_DECLINE_SCORE_MIN {
+            declined += amount;
+        }
+    }
+    serde_json::json!({
+        "model_version": model.version,
+        "roc_auc": evaluation.roc_auc,
+        "pr_auc": evaluation.pr_auc,
+        "recall_at_fpr_0_1_percent": evaluation.recall_at_fpr_0_1_percent,
+        "recall_at_fpr_1_percent": evaluation.recall_at_fpr_1_percent,
+        "fraud_let_through_centavos": let_through.round() as i64,
+        "good_declined_centavos": declined.round() as i64,
+        "expected_loss_centavos": (let_through + declined).round() as i64,
+    })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -733,6 +733,18 @@ async fn a_training_run_from_the_store_registers_a_candidate(engine: Engine) {
     assert_eq!(candidate["lineage"]["training_run"], done["id"]);
     assert_eq!(candidate["lineage"]["labelled_rows"], 48);
     assert_eq!(candidate["report"]["holdout"]["rows"], 12, "{candidate}");
+    // Beside the champion on the same hold-out, with the expected loss in reais.
+    let beside = &candidate["report"]["beside_champion"];
+    assert_eq!(beside["champion"]["model_version"], models["in_force"], "{beside}");
+    for side in [&beside["candidate"], &beside["champion"]] {
+        let (through, declined, loss) = (
+            side["fraud_let_through_centavos"].as_i64().unwrap(),
+            side["good_declined_centavos"].as_i64().unwrap(),
+            side["expected_loss_centavos"].as_i64().unwrap(),
+        );
+        assert_eq!(through + declined, loss, "{side}");
+        assert!(side["pr_auc"].is_number(), "{side}");
+    }
     assert!(candidate["aliases"].as_array().unwrap().is_empty(), "a candidate, not promoted");
     let promote = json!({"version_id": model_id, "reason": "trained on our own labels"});
     let (status, _) =
