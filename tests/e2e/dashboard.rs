@@ -2,7 +2,7 @@
 //! over the DevTools protocol. A payment created through the API appears on the open page
 //! without a reload.
 
-use crate::support::{Engine, TestApp, new_key, payment_body};
+use crate::support::{Engine, TestApp, new_key, payment_body, payment_once, review_above};
 use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -238,9 +238,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 async fn an_analyst_approves_a_case_and_promotes_a_model_in_the_console() {
     let app = TestApp::spawn(Engine::Sqlite).await;
     let clinic = app.provider(json!({"name": "Clínica Boa Vista"})).await;
-    let rule = json!({"name": "big_consultation", "source": "review if amount_centavos > 30000"});
-    let (status, _) = app.request(Method::POST, "/v1/rules", Some(&app.analyst), Some(&rule), None).await;
-    assert_eq!(status, StatusCode::CREATED);
+    review_above(&app, 30_000).await;
     let patient = app.patient(&clinic).await;
     let (status, in_review) = app
         .request(
@@ -283,15 +281,7 @@ async fn an_analyst_approves_a_case_and_promotes_a_model_in_the_console() {
         browser.evaluate(&format!("{row}.querySelector('button[data-outcome=\"approve\"]').click(); true")).await;
     assert_eq!(clicked, true);
     browser.wait_for_text("Nenhum caso aberto.").await;
-    let path = format!("/v1/payments/{}", in_review["id"].as_str().unwrap());
-    let mut approved = Value::Null;
-    for _ in 0..100 {
-        approved = app.request(Method::GET, &path, Some(&clinic.key), None, None).await.1;
-        if approved["status"] == "awaiting_payment" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let approved = payment_once(&app, &clinic.key, &in_review, "awaiting_payment").await;
     assert_eq!(approved["status"], "awaiting_payment", "approved in the console, then charged: {approved}");
 
     // Promote the tree by clicking.

@@ -2,7 +2,7 @@
 //! change the next decision without a restart, backtests count labelled fraud.
 
 use crate::on_both_engines;
-use crate::support::{Engine, Patient, Provider, TestApp, pay, payment_body};
+use crate::support::{Engine, Patient, Provider, TestApp, pay, payment_body, payment_once, review_above};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -297,16 +297,7 @@ async fn an_analyst_approves_or_declines_a_payment_in_review(engine: Engine) {
     let app = TestApp::spawn(engine).await;
     let analyst = app.analyst.clone();
     let provider = app.provider(json!({})).await;
-    let (status, rule) = app
-        .request(
-            Method::POST,
-            "/v1/rules",
-            Some(&analyst),
-            Some(&json!({"name": "big_consultation", "source": "review if amount_centavos > 30000"})),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{rule}");
+    review_above(&app, 30_000).await;
     let (first, second) = (app.patient(&provider).await, app.patient(&provider).await);
     let approved = pay(&app, &provider, &payment_body(&provider, &first, 40_000)).await;
     let declined = pay(&app, &provider, &payment_body(&provider, &second, 41_000)).await;
@@ -377,16 +368,9 @@ async fn an_analyst_approves_or_declines_a_payment_in_review(engine: Engine) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(after["id"], approved["id"]);
     // Approved, then charged by the actor right after its commit (the sandbox answers at once).
-    let mut payment = after;
-    for _ in 0..100 {
-        if payment["status"] == "awaiting_payment" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let path = format!("/v1/payments/{}", approved["id"].as_str().unwrap());
-        payment = app.request(Method::GET, &path, Some(&provider.key), None, None).await.1;
-    }
+    let payment = payment_once(&app, &provider.key, &approved, "awaiting_payment").await;
     assert_eq!(payment["status"], "awaiting_payment", "{payment}");
     assert!(payment["charge"]["pix_br_code"].as_str().is_some_and(|code| code.starts_with("000201")), "{payment}");
 
@@ -447,16 +431,7 @@ on_both_engines!(an_analyst_approves_or_declines_a_payment_in_review);
 async fn a_review_past_its_time_limit_is_decided_by_the_fail_mode(engine: Engine) {
     let app = TestApp::spawn(engine).await;
     let analyst = app.analyst.clone();
-    let (status, _) = app
-        .request(
-            Method::POST,
-            "/v1/rules",
-            Some(&analyst),
-            Some(&json!({"name": "big_consultation", "source": "review if amount_centavos > 30000"})),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    review_above(&app, 30_000).await;
     // Kept in review until an analyst decides (24 h by default).
     let patient_provider = app.provider(json!({})).await;
     let (_, unchanged) = app

@@ -250,6 +250,28 @@ pub async fn pay(app: &TestApp, provider: &Provider, body: &Value) -> Value {
     created
 }
 
+/// An analysts' rule that sends every payment above `centavos` to review.
+pub async fn review_above(app: &TestApp, centavos: i64) {
+    let rule = json!({"name": "big_consultation", "source": format!("review if amount_centavos > {centavos}")});
+    let (status, created) = app.request(Method::POST, "/v1/rules", Some(&app.analyst), Some(&rule), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+}
+
+/// The payment as its provider reads it, once it reached `status` (what follows a commit, such as
+/// the charge after an approval, happens just after the answer); the last read when it did not.
+pub async fn payment_once(app: &TestApp, key: &str, payment: &Value, status: &str) -> Value {
+    let path = format!("/v1/payments/{}", payment["id"].as_str().unwrap());
+    let mut read = Value::Null;
+    for _ in 0..100 {
+        read = app.request(Method::GET, &path, Some(key), None, None).await.1;
+        if read["status"] == status {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    read
+}
+
 pub fn payment_body(provider: &Provider, patient: &Patient, amount_centavos: i64) -> Value {
     json!({
         "patient_id": patient.id,
