@@ -237,6 +237,11 @@ where
     Fut: std::future::Future<Output = anyhow::Result<Arc<dyn RiskScorer>>>,
 {
     let store = Store::connect(&config.database_url).await?;
+    let now = medpay_store::now_ms();
+    let interrupted = store.fail_interrupted_training_runs(now, now - crate::training::TRAINING_RUN_STALE_MS).await?;
+    if interrupted > 0 {
+        tracing::warn!(interrupted, "training runs left running by a stopped process marked failed");
+    }
     let limiter = match &config.redis_url {
         Some(url) => RateLimiter::redis(url).await?,
         None => RateLimiter::in_process(),

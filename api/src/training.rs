@@ -24,6 +24,8 @@ use utoipa::ToSchema;
 pub const TRAINING_EXAMPLES_MAX: i64 = 500_000;
 /// The later share of the labelled decisions kept out of training to evaluate on, by default.
 pub const TRAINING_HOLDOUT_DEFAULT: f64 = 0.2;
+/// A run still `running` after this long was left by a process that stopped.
+pub const TRAINING_RUN_STALE_MS: i64 = 60 * 60 * 1_000;
 /// A run's stages: read, split, fit, evaluate, register.
 const STAGES: i64 = 5;
 
@@ -277,7 +279,8 @@ fn kind_of(raw: &str) -> Result<ModelKind, ApiError> {
 
 #[utoipa::path(post, path = "/v1/models/training-runs", tag = "models", request_body = StartTraining, security(("bearer" = [])),
     responses((status = 202, body = TrainingRunView, description = "started in the background; follow it at its URL"),
-        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`training_run_running`: one at a time")))]
 pub async fn start_training(
     State(state): State<AppState>,
     principal: Principal,
@@ -289,6 +292,10 @@ pub async fn start_training(
     let holdout = body.holdout.unwrap_or(TRAINING_HOLDOUT_DEFAULT);
     if !(0.05..=0.5).contains(&holdout) {
         return Err(ApiError::bad_request("invalid_holdout", "holdout is 0.05 to 0.5"));
+    }
+    // One at a time: a run takes a core for as long as it fits.
+    if state.store.running_training_runs(medpay_store::now_ms() - TRAINING_RUN_STALE_MS).await? > 0 {
+        return Err(ApiError::conflict("training_run_running", "a training run is running; wait for it to finish"));
     }
     let by = if matches!(principal, Principal::Admin) { "admin" } else { "analyst" };
     let mut run = new_run(kind, by);

@@ -418,4 +418,30 @@ impl Store {
             })
             .collect()
     }
+
+    /// Runs still `running` that started before `stale_before_ms`: a process that stopped left them
+    /// (no run lasts that long). Failed, saying so; returns how many. By age, not by "every running
+    /// run", so that a node starting does not fail another node's run.
+    pub async fn fail_interrupted_training_runs(&self, now_ms: i64, stale_before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE training_runs SET status = 'failed', error = 'interrupted: the service stopped during the run',
+                 finished_at_ms = $1
+             WHERE status = 'running' AND created_at_ms < $2",
+        )
+        .bind(now_ms)
+        .bind(stale_before_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// How many training runs started since `since_ms` are running.
+    pub async fn running_training_runs(&self, since_ms: i64) -> Result<i64, StoreError> {
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM training_runs WHERE status = 'running' AND created_at_ms >= $1")
+                .bind(since_ms)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.try_get("n")?)
+    }
 }

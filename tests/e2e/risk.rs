@@ -697,6 +697,17 @@ async fn a_training_run_from_the_store_registers_a_candidate(engine: Engine) {
         )
         .await;
     assert_eq!((status, started["status"].as_str()), (StatusCode::ACCEPTED, Some("running")), "{started}");
+    // One at a time (this second one may come after the first finished: then it runs too).
+    let (status, second) = app
+        .request(Method::POST, "/v1/models/training-runs", Some(&analyst), Some(&json!({"kind": "logistic"})), None)
+        .await;
+    match status {
+        StatusCode::CONFLICT => assert_eq!(second["error"]["code"], "training_run_running", "{second}"),
+        StatusCode::ACCEPTED => {
+            wait(second["id"].as_str().unwrap().to_owned()).await;
+        }
+        other => panic!("{other}: {second}"),
+    }
     let done = wait(started["id"].as_str().unwrap().to_owned()).await;
     assert_eq!(done["status"], "done", "{done}");
     assert_eq!((done["rows_used"].as_i64(), done["positives"].as_i64()), (Some(48), Some(12)), "{done}");
