@@ -284,6 +284,17 @@ async fn an_analyst_approves_a_case_and_promotes_a_model_in_the_console() {
     let approved = payment_once(&app, &clinic.key, &in_review, "awaiting_payment").await;
     assert_eq!(approved["status"], "awaiting_payment", "approved in the console, then charged: {approved}");
 
+    // A rule: tested against recent payments first, then saved, by clicking.
+    let typed = "document.getElementById('rule-name').value = 'very_big'; \
+                 document.getElementById('rule-source').value = 'review if amount_centavos > 40000'; \
+                 document.getElementById('rule-test').click(); true";
+    browser.evaluate(typed).await;
+    let tested = browser.wait_for_text("casariam").await;
+    assert!(tested.contains("Nos últimos 1 pagamentos: 1 casariam (review)"), "{tested}");
+    browser.evaluate("document.getElementById('rule-save').click(); true").await;
+    browser.wait_for_text("Regra salva").await;
+    let (_, rules) = app.request(Method::GET, "/v1/rules", Some(&app.analyst), None, None).await;
+    assert!(rules["data"].as_array().unwrap().iter().any(|rule| rule["name"] == "very_big"), "{rules}");
     // Promote the tree by clicking.
     browser.wait_for_text(&tree_version).await;
     let model_row = format!("document.querySelector('tr[data-model=\"{}\"]')", registered["id"].as_str().unwrap());
