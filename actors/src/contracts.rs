@@ -1,6 +1,6 @@
 //! Installment contracts: a plan of at least `contract_min_centavos` in more than one installment
 //! is charged only after the patient signs, through ClickSign, a contract that states the schedule
-//! and the CET. The contract's steps are in `lifecycle.rs`; this is its text.
+//! and the CET. The contract's steps are in `lifecycle/contracts.rs`; this is its text.
 
 use medpay_store::PaymentRecord;
 

@@ -1,4 +1,4 @@
-//! The shell around a payment's lifecycle (`lifecycle.rs`), run by its transaction actor (its
+//! The shell around a payment's lifecycle (`lifecycle/`), run by its transaction actor (its
 //! only writer): it commits each step the lifecycle computes, then performs the effects the book
 //! owes — charges, contracts, escrow releases, refunds — under our own ids, and commits their
 //! answers. A crash between any two of these leaves a pending intent or a requested refund that

@@ -1,4 +1,4 @@
-//! A seeded, deterministic simulation of payments' money: the pure lifecycle (`lifecycle.rs`)
+//! A seeded, deterministic simulation of payments' money: the pure lifecycle (`lifecycle/`)
 //! driven through every path — approval, review, decline; PIX, boleto, card; installments;
 //! escrow and its release; partial and full refunds; chargebacks and MED claims, also after
 //! partial refunds; late and wrong payments; contracts — by clients that retry with their
