@@ -115,14 +115,20 @@ pub struct ModelList {
     pub canary_bps: u32,
 }
 
-async fn view(state: &AppState, record: ModelVersionRecord) -> Result<ModelVersionView, ApiError> {
-    let mut aliases = Vec::new();
+/// Where each alias points now: (alias, version id), read once for a whole listing.
+async fn alias_targets(state: &AppState) -> Result<Vec<(&'static str, String)>, ApiError> {
+    let mut targets = Vec::new();
     for alias in medpay_store::MODEL_ALIASES {
-        if state.store.model_alias(alias).await?.as_deref() == Some(record.id.as_str()) {
-            aliases.push(alias.to_owned());
+        if let Some(id) = state.store.model_alias(alias).await? {
+            targets.push((alias, id));
         }
     }
-    Ok(ModelVersionView {
+    Ok(targets)
+}
+
+fn view(record: ModelVersionRecord, targets: &[(&'static str, String)]) -> ModelVersionView {
+    let aliases = targets.iter().filter(|(_, id)| *id == record.id).map(|(alias, _)| (*alias).to_owned()).collect();
+    ModelVersionView {
         id: record.id,
         version: record.version,
         kind: record.kind,
@@ -131,7 +137,7 @@ async fn view(state: &AppState, record: ModelVersionRecord) -> Result<ModelVersi
         aliases,
         created_by: record.created_by,
         created_at: timestamp(record.created_at_ms),
-    })
+    }
 }
 
 fn who(principal: Principal) -> &'static str {
@@ -146,10 +152,8 @@ fn who(principal: Principal) -> &'static str {
         (status = 403, body = ErrorBody)))]
 pub async fn list_models(State(state): State<AppState>, principal: Principal) -> Result<Json<ModelList>, ApiError> {
     principal.require_analyst()?;
-    let mut data = Vec::new();
-    for record in state.store.model_versions(100).await? {
-        data.push(view(&state, record).await?);
-    }
+    let targets = alias_targets(&state).await?;
+    let data = state.store.model_versions(100).await?.into_iter().map(|record| view(record, &targets)).collect();
     Ok(Json(ModelList { data, in_force: state.runtime.model_version(), canary_bps: state.store.model_canary().await? }))
 }
 
@@ -190,7 +194,7 @@ pub async fn register_model(
         .ok_or_else(|| ApiError::internal("a registered model vanished"))?;
     tracing::info!(id = %record.id, model = %record.version, created, "model version registered");
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(view(&state, stored).await?)))
+    Ok((status, Json(view(stored, &alias_targets(&state).await?))))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
