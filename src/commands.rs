@@ -130,10 +130,7 @@ pub async fn reconcile() -> anyhow::Result<()> {
         .clone()
         .ok_or_else(|| anyhow::anyhow!("CELCOIN_URL is not set: there is no Celcoin to reconcile with"))?;
     let store = medpay_store::Store::connect(&config.database_url).await?;
-    let policy = medpay_gateways::resilience::Policy {
-        timeout_ms: money.gateway_timeout_ms,
-        ..medpay_gateways::resilience::Policy::default()
-    };
+    let policy = money.policy();
     let celcoin = medpay_gateways::celcoin::CelcoinClient::new(
         &url,
         &money.celcoin_client_id,

@@ -385,10 +385,7 @@ async fn start_gateways(
             format!("http://{address}")
         }
     };
-    let policy = medpay_gateways::resilience::Policy {
-        timeout_ms: money.gateway_timeout_ms,
-        ..medpay_gateways::resilience::Policy::default()
-    };
+    let policy = money.policy();
     let celcoin = celcoin::CelcoinClient::new(
         &celcoin_url,
         &money.celcoin_client_id,

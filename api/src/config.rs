@@ -43,7 +43,21 @@ pub struct MoneySettings {
     pub clicksign_webhook_secret: String,
     /// Time-out of one gateway call (retries and the breaker come on top).
     pub gateway_timeout_ms: u64,
+    /// How long the circuit stays open after five gateway calls in a row failed (calls fail at
+    /// once meanwhile; the sweep performs what they owed once it closes).
+    pub gateway_breaker_open_ms: u64,
     pub runtime: medpay_actors::money::MoneyConfig,
+}
+
+impl MoneySettings {
+    /// The retry and breaker policy of every gateway client.
+    pub fn policy(&self) -> medpay_gateways::resilience::Policy {
+        medpay_gateways::resilience::Policy {
+            timeout_ms: self.gateway_timeout_ms,
+            breaker_open_ms: self.gateway_breaker_open_ms,
+            ..medpay_gateways::resilience::Policy::default()
+        }
+    }
 }
 
 impl Default for MoneySettings {
@@ -59,6 +73,7 @@ impl Default for MoneySettings {
             clicksign_token: crate::auth::new_secret("cst"),
             clicksign_webhook_secret: crate::auth::new_secret("css"),
             gateway_timeout_ms: 2_000,
+            gateway_breaker_open_ms: medpay_gateways::resilience::Policy::default().breaker_open_ms,
             runtime: medpay_actors::money::MoneyConfig::default(),
         }
     }
@@ -169,6 +184,10 @@ impl Config {
                     clicksign_webhook_secret: optional("CLICKSIGN_WEBHOOK_SECRET")
                         .unwrap_or(defaults.clicksign_webhook_secret),
                     gateway_timeout_ms: parsed("MEDPAY_GATEWAY_TIMEOUT_MS", defaults.gateway_timeout_ms)?,
+                    gateway_breaker_open_ms: parsed(
+                        "MEDPAY_GATEWAY_BREAKER_OPEN_MS",
+                        defaults.gateway_breaker_open_ms,
+                    )?,
                     runtime: medpay_actors::money::MoneyConfig {
                         contract_min_centavos: parsed(
                             "MEDPAY_CONTRACT_MIN_CENTAVOS",

@@ -256,6 +256,9 @@ async fn a_thousand_payments_through_every_fault_end_clean(engine: Engine) {
     const PAYMENTS: usize = 1_000;
     let app = TestApp::spawn_with(engine, |config| {
         config.money.gateway_timeout_ms = 300;
+        // Five failures in a row open the breaker; on a loaded machine (time-outs on top of the
+        // injected faults) 30 s of it outlasted the test's wait for a charge.
+        config.money.gateway_breaker_open_ms = 1_000;
         config.limits.payments_per_patient_per_minute = 1_000;
     })
     .await;

@@ -86,6 +86,16 @@ pub fn config(database_url: &str) -> Config {
     }
 }
 
+/// The service's warnings and errors, printed with a failing test's output (nextest shows a
+/// test's output only when it fails): a test that times out waiting says why the service did not
+/// get there. `MEDPAY_TEST_LOG` (an `EnvFilter`) asks for more.
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MEDPAY_TEST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Several apps in one test: the first installs it, the others find it there.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
 pub struct TestApp {
     pub base: String,
     /// The app's Receita Federal sandbox.
@@ -149,6 +159,7 @@ impl TestApp {
 
     /// Another node on an existing database.
     pub async fn on_database(url: &str, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        init_logs();
         let mut config = config(url);
         adjust(&mut config);
         let analyst = config.analyst_token.clone().unwrap_or_default();
