@@ -115,10 +115,13 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     let tree = include_str!("../ml/models/tree.json");
+    let boosted = include_str!("../ml/models/boosted.json");
     let kinds = [
         ("logistic (default.json)", medpay_ml::DEFAULT_MODEL_JSON, None),
         ("tree (tree.json)", tree, None),
+        ("boosted (boosted.json)", boosted, None),
         ("tree champion, logistic challenger in shadow", tree, Some(medpay_ml::DEFAULT_MODEL_JSON)),
+        ("boosted champion, logistic challenger in shadow", boosted, Some(medpay_ml::DEFAULT_MODEL_JSON)),
     ];
     let mut summaries = Vec::new();
     for (name, json, challenger) in kinds {

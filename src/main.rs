@@ -152,6 +152,8 @@ enum ModelCommand {
 enum Kind {
     Logistic,
     Tree,
+    /// Gradient-boosted trees.
+    Boosted,
 }
 
 fn init_telemetry() {
@@ -269,6 +271,7 @@ async fn main() -> anyhow::Result<()> {
                 .map(|kind| match kind {
                     Kind::Logistic => medpay_ml::ModelKind::Logistic,
                     Kind::Tree => medpay_ml::ModelKind::Tree,
+                    Kind::Boosted => medpay_ml::ModelKind::Boosted,
                 })
                 .collect();
             if from_store {

@@ -114,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(models::shadow))
         .routes(routes!(models::set_canary))
         .routes(routes!(models::drift))
+        .routes(routes!(models::plot))
         .routes(routes!(training::start_training))
         .routes(routes!(training::training_run))
         .routes(routes!(events::feed))

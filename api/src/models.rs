@@ -297,6 +297,48 @@ pub async fn set_alias(
     Ok(Json(move_alias(&state, principal, &alias, &body.version_id, None, why).await?))
 }
 
+#[utoipa::path(get, path = "/v1/models/{id}/plots/{plot}", tag = "models", security(("bearer" = [])),
+    params(("id" = String, Path, description = "the version's id"),
+        ("plot" = String, Path, description = "`roc.svg`, `precision-recall.svg`, `calibration.svg` or `scores.svg`")),
+    responses((status = 200, content_type = "image/svg+xml", body = String,
+            description = "the plot of the version's hold-out evaluation, with the champion on the same hold-out when its report has it"),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "`model_not_found`, `plot_not_found`, or `no_curves`: its report keeps none (registered without one, or before they were kept)")))]
+pub async fn plot(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    principal.require_analyst()?;
+    let Path((id, file)) = path.map_err(rejection)?;
+    let Some(plot) = crate::plots::Plot::parse(&file) else {
+        return Err(ApiError::not_found(
+            "plot_not_found",
+            "the plots are roc.svg, precision-recall.svg, calibration.svg and scores.svg",
+        ));
+    };
+    let record = state
+        .store
+        .model_version(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("model_not_found", "no model version has this id"))?;
+    let report = record.report.unwrap_or(serde_json::Value::Null);
+    if !crate::plots::drawable(plot, &record.version, &report) {
+        return Err(ApiError::not_found("no_curves", "this version's report keeps no curves to draw"));
+    }
+    // Drawing takes about a millisecond: not worth a blocking thread.
+    let svg = crate::plots::draw(plot, &record.version, &report).map_err(ApiError::internal)?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "image/svg+xml"),
+            (axum::http::header::CACHE_CONTROL, "private, max-age=300"),
+        ],
+        svg,
+    )
+        .into_response())
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rollback {

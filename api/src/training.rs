@@ -100,11 +100,14 @@ async fn train(
         ignored: Vec::new(),
     };
     let mut cutoff = 0;
+    // Each row's provider thresholds (review, decline): where the model would send it today.
+    let mut thresholds: Vec<(u16, u16)> = Vec::with_capacity(examples.len());
     for example in &examples {
         // A decision made without scoring (a fail-mode fallback) has no features to learn from.
         let Some(features) = Features::from_json(&example.features) else { continue };
         data.rows.push(features.as_slice().to_vec());
         data.labels.push(example.is_fraud);
+        thresholds.push((example.review_min, example.decline_min));
         cutoff = cutoff.max(example.labelled_at_ms);
     }
     if data.rows.is_empty() {
@@ -137,13 +140,15 @@ async fn train(
         trained_at: now.to_rfc3339(),
         ..TrainOptions::default()
     };
+    // The hold-out is the newest rows: the tail of the thresholds.
+    let test_thresholds = thresholds.split_off(training.rows.len());
     let (model, evaluation, reference, beside) = tokio::task::spawn_blocking(move || {
         let model = fit(&training, kind, &options)?;
         let evaluation = report(&model, &training, &test);
         let beside = serde_json::json!({
-            "thresholds": {"review_score_min": crate::DEFAULT_REVIEW_SCORE_MIN, "decline_score_min": crate::DEFAULT_DECLINE_SCORE_MIN},
-            "candidate": side(&model, &test),
-            "champion": champion.as_ref().map(|champion| side(champion, &test)),
+            "thresholds": "each hold-out payment at its provider's review and decline thresholds",
+            "candidate": side(&model, &test, &test_thresholds),
+            "champion": champion.as_ref().map(|champion| side(champion, &test, &test_thresholds)),
         });
         // What drift is measured against: each feature's and the score's deciles in training.
         let mut features = serde_json::Map::new();
@@ -190,38 +195,48 @@ async fn train(
     Ok(record.id)
 }
 
-/// A model's numbers on a hold-out, with the expected loss in reais at the default thresholds: the
-/// amounts of fraud it would let through (score under review) plus the amounts of good payments it
-/// would decline (score at or above decline).
-fn side(model: &medpay_ml::ModelArtefact, test: &Dataset) -> serde_json::Value {
+/// A model's numbers on a hold-out: precision and recall when each payment is judged at its own
+/// provider's thresholds (review and decline), the expected loss in reais at them (the amounts of
+/// fraud let through, scored under review, plus the amounts of good payments declined), and the
+/// curves, so that the champion can be drawn beside the candidate on the same payments.
+fn side(model: &medpay_ml::ModelArtefact, test: &Dataset, thresholds: &[(u16, u16)]) -> serde_json::Value {
     let evaluation = medpay_ml::train::evaluate(model, test);
+    let scores: Vec<u16> = test.rows.iter().map(|row| medpay_ml::model::to_score(model.predict(row))).collect();
     let (mut let_through, mut declined) = (0f64, 0f64);
-    for (row, fraud) in test.rows.iter().zip(&test.labels) {
-        let score = medpay_ml::model::to_score(model.predict(row));
+    for ((row, fraud), (score, (review, decline))) in
+        test.rows.iter().zip(&test.labels).zip(scores.iter().zip(thresholds))
+    {
         // Column 0 is the amount in centavos (FEATURE_NAMES).
         let amount = row[0];
-        if *fraud && score < crate::DEFAULT_REVIEW_SCORE_MIN {
+        if *fraud && score < review {
             let_through += amount;
-        } else if !*fraud && score >= crate::DEFAULT_DECLINE_SCORE_MIN {
+        } else if !*fraud && score >= decline {
             declined += amount;
         }
     }
+    let reviews: Vec<u16> = thresholds.iter().map(|(review, _)| *review).collect();
+    let declines: Vec<u16> = thresholds.iter().map(|(_, decline)| *decline).collect();
     serde_json::json!({
         "model_version": model.version,
         "roc_auc": evaluation.roc_auc,
         "pr_auc": evaluation.pr_auc,
         "recall_at_fpr_0_1_percent": evaluation.recall_at_fpr_0_1_percent,
         "recall_at_fpr_1_percent": evaluation.recall_at_fpr_1_percent,
+        "at_review_thresholds": medpay_ml::metrics::at_thresholds(&scores, &reviews, &test.labels),
+        "at_decline_thresholds": medpay_ml::metrics::at_thresholds(&scores, &declines, &test.labels),
         "fraud_let_through_centavos": let_through.round() as i64,
         "good_declined_centavos": declined.round() as i64,
         "expected_loss_centavos": (let_through + declined).round() as i64,
+        "brier_score": evaluation.brier_score,
+        "calibration": evaluation.calibration,
+        "curves": evaluation.curves,
     })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartTraining {
-    /// `logistic` or `tree`.
+    /// `logistic`, `tree` or `boosted` (gradient-boosted trees).
     pub kind: String,
     /// The later share of the labelled decisions to evaluate on, 0.05 to 0.5 (default 0.2).
     pub holdout: Option<f64>,
@@ -270,11 +285,7 @@ impl From<TrainingRun> for TrainingRunView {
 }
 
 fn kind_of(raw: &str) -> Result<ModelKind, ApiError> {
-    match raw {
-        "logistic" => Ok(ModelKind::Logistic),
-        "tree" => Ok(ModelKind::Tree),
-        _ => Err(ApiError::bad_request("invalid_kind", "kind is logistic or tree")),
-    }
+    ModelKind::parse(raw).ok_or_else(|| ApiError::bad_request("invalid_kind", "kind is logistic, tree or boosted"))
 }
 
 #[utoipa::path(post, path = "/v1/models/training-runs", tag = "models", request_body = StartTraining, security(("bearer" = [])),

@@ -2,6 +2,7 @@
 //! training and evaluation, the analysts' rule language, lists, explanations, the synthetic
 //! payment generator, and the `RiskScorer` seam the payment's actor calls.
 
+pub mod boost;
 pub mod drift;
 pub mod dsl;
 pub mod explain;

@@ -148,6 +148,98 @@ pub fn calibration(probabilities: &[f64], labels: &[bool], bins: usize) -> Vec<C
         .collect()
 }
 
+/// Points of a curve, each `[x, y]`, in the order they are drawn.
+pub type Curve = Vec<[f64; 2]>;
+
+/// The curves a report is drawn from: ROC (false-positive rate, recall), precision–recall
+/// (recall, precision), and the score distribution of each class.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Curves {
+    pub roc: Curve,
+    pub precision_recall: Curve,
+    /// Rows per score bin of `SCORE_BINS` equal bins of [0, 1], by label.
+    pub scores_fraud: Vec<usize>,
+    pub scores_legitimate: Vec<usize>,
+}
+
+/// Bins of the score distribution.
+pub const SCORE_BINS: usize = 20;
+/// Most points kept of a curve: enough to draw, small enough to store with every model.
+pub const CURVE_POINTS_MAX: usize = 200;
+
+/// Keeps at most `max` points, evenly by index, always the first and the last.
+fn thin(points: Curve, max: usize) -> Curve {
+    if points.len() <= max || max < 2 {
+        return points;
+    }
+    let last = points.len() - 1;
+    (0..max).map(|k| points[k * last / (max - 1)]).collect()
+}
+
+/// The ROC and precision–recall curves over the distinct thresholds (highest first), and the
+/// score histogram by label. Empty curves when a class is missing.
+pub fn curves(scores: &[f64], labels: &[bool]) -> Curves {
+    let positives = labels.iter().filter(|label| **label).count();
+    let negatives = labels.len() - positives;
+    let mut histogram = (vec![0usize; SCORE_BINS], vec![0usize; SCORE_BINS]);
+    for (score, label) in scores.iter().zip(labels) {
+        let bin = ((score.clamp(0.0, 1.0) * SCORE_BINS as f64) as usize).min(SCORE_BINS - 1);
+        if *label { histogram.0[bin] += 1 } else { histogram.1[bin] += 1 }
+    }
+    let (mut roc, mut precision_recall) = (vec![[0.0, 0.0]], Vec::new());
+    if positives > 0 && negatives > 0 {
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+        let (mut true_positives, mut false_positives, mut index) = (0usize, 0usize, 0);
+        while index < order.len() {
+            let threshold = scores[order[index]];
+            while index < order.len() && scores[order[index]] == threshold {
+                if labels[order[index]] {
+                    true_positives += 1
+                } else {
+                    false_positives += 1
+                }
+                index += 1;
+            }
+            let recall = true_positives as f64 / positives as f64;
+            roc.push([false_positives as f64 / negatives as f64, recall]);
+            precision_recall.push([recall, true_positives as f64 / (true_positives + false_positives) as f64]);
+        }
+    } else {
+        roc.clear();
+    }
+    Curves {
+        roc: thin(roc, CURVE_POINTS_MAX),
+        precision_recall: thin(precision_recall, CURVE_POINTS_MAX),
+        scores_fraud: histogram.0,
+        scores_legitimate: histogram.1,
+    }
+}
+
+/// Precision and recall when payments at or above a per-payment threshold are flagged (each
+/// payment judged by its own provider's threshold).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AtThresholds {
+    pub flagged: usize,
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
+}
+
+pub fn at_thresholds(scores: &[u16], thresholds: &[u16], labels: &[bool]) -> AtThresholds {
+    let (mut flagged, mut caught, mut positives) = (0usize, 0usize, 0usize);
+    for ((score, threshold), label) in scores.iter().zip(thresholds).zip(labels) {
+        let hit = score >= threshold;
+        flagged += usize::from(hit);
+        caught += usize::from(hit && *label);
+        positives += usize::from(*label);
+    }
+    AtThresholds {
+        flagged,
+        precision: (flagged > 0).then(|| caught as f64 / flagged as f64),
+        recall: (positives > 0).then(|| caught as f64 / positives as f64),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +283,34 @@ mod tests {
         assert_eq!(recall_at_fpr(&SCORES, &LABELS, 0.25), Some(1.0));
         let matrix = confusion(&SCORES, &LABELS, 0.7);
         assert_eq!(matrix, Confusion { true_positives: 2, false_positives: 1, true_negatives: 3, false_negatives: 0 });
+    }
+
+    #[test]
+    fn curves_by_hand() {
+        let curves = curves(&SCORES, &LABELS);
+        // Thresholds 0.9 (TP), 0.8 (FP), 0.7 (TP), 0.6, 0.55, 0.1 (FPs).
+        assert_eq!(
+            curves.roc,
+            vec![[0.0, 0.0], [0.0, 0.5], [0.25, 0.5], [0.25, 1.0], [0.5, 1.0], [0.75, 1.0], [1.0, 1.0]]
+        );
+        assert_eq!(curves.precision_recall[0], [0.5, 1.0]);
+        assert_eq!(curves.precision_recall[2], [1.0, 2.0 / 3.0]);
+        assert_eq!(curves.scores_fraud.iter().sum::<usize>(), 2);
+        assert_eq!(curves.scores_legitimate[2], 1, "0.1 falls in the third of 20 bins");
+        assert!(super::curves(&[0.5], &[true]).roc.is_empty(), "one class: no curve");
+        let long: Vec<f64> = (0..10_000).map(|i| i as f64 / 10_000.0).collect();
+        let labels: Vec<bool> = (0..10_000).map(|i| i % 7 == 0).collect();
+        let thinned = super::curves(&long, &labels);
+        assert_eq!(thinned.roc.len(), CURVE_POINTS_MAX);
+        assert_eq!(thinned.roc.last(), Some(&[1.0, 1.0]));
+    }
+
+    #[test]
+    fn precision_and_recall_at_each_payments_own_threshold() {
+        // Scores 900 (fraud), 300 (fraud), 300 (legitimate) against thresholds 800, 200, 400.
+        let at = at_thresholds(&[900, 300, 300], &[800, 200, 400], &[true, true, false]);
+        assert_eq!(at, AtThresholds { flagged: 2, precision: Some(1.0), recall: Some(1.0) });
+        let none = at_thresholds(&[100], &[200], &[false]);
+        assert_eq!((none.flagged, none.precision, none.recall), (0, None, None));
     }
 }

@@ -12,15 +12,32 @@ pub const ARTEFACT_FORMAT: u32 = 1;
 pub enum ModelKind {
     Logistic,
     Tree,
+    /// Gradient-boosted trees (`boost.rs`).
+    Boosted,
 }
 
 impl ModelKind {
+    pub const ALL: [ModelKind; 3] = [ModelKind::Logistic, ModelKind::Tree, ModelKind::Boosted];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ModelKind::Logistic => "logistic",
             ModelKind::Tree => "tree",
+            ModelKind::Boosted => "boosted",
         }
     }
+
+    pub fn parse(raw: &str) -> Option<ModelKind> {
+        ModelKind::ALL.into_iter().find(|kind| kind.as_str() == raw)
+    }
+}
+
+/// Platt scaling of a model's log-odds: P = σ(a·z + b). Applied after the model when it made
+/// the probabilities truer on rows the model was not fitted on (`train::calibrate`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Platt {
+    pub a: f64,
+    pub b: f64,
 }
 
 /// A node of a flat binary tree: `feature < threshold` goes left. `value` is the share of fraud
@@ -47,6 +64,15 @@ pub enum ModelBody {
     Tree {
         nodes: Vec<TreeNode>,
     },
+    /// P(fraud) = σ(base + Σ over trees of the leaf reached).
+    Boosted {
+        base: f64,
+        trees: Vec<Vec<crate::boost::BoostNode>>,
+        /// The trees packed for scoring (`from_json` and training fill it in; empty: the trees are
+        /// walked as they are).
+        #[serde(skip)]
+        packed: crate::boost::Packed,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +91,9 @@ pub struct ModelArtefact {
     pub trained_at: String,
     pub training_rows: usize,
     pub training_positives: usize,
+    /// Absent in artefacts written before calibration existed, and when it did not help.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Platt>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -84,23 +113,31 @@ impl ModelArtefact {
         match self.body {
             ModelBody::Logistic { .. } => ModelKind::Logistic,
             ModelBody::Tree { .. } => ModelKind::Tree,
+            ModelBody::Boosted { .. } => ModelKind::Boosted,
         }
     }
 
     /// Parses an artefact and checks that it is whole.
     pub fn from_json(text: &str) -> Result<ModelArtefact, ModelError> {
-        let artefact: ModelArtefact =
+        let mut artefact: ModelArtefact =
             serde_json::from_str(text).map_err(|error| ModelError::Format(error.to_string()))?;
         if artefact.format != ARTEFACT_FORMAT {
             return Err(ModelError::Version { found: artefact.format });
         }
         artefact.validate()?;
+        if let ModelBody::Boosted { trees, packed, .. } = &mut artefact.body {
+            *packed = crate::boost::Packed::of(trees);
+        }
         Ok(artefact)
     }
 
     pub fn to_json(&self) -> String {
-        // Plain structs of numbers and strings always serialise.
-        serde_json::to_string_pretty(self).unwrap_or_default()
+        // Plain structs of numbers and strings always serialise. Boosted trees are thousands of
+        // nodes: indented, they took twice the bytes in every file and registry row.
+        match self.body {
+            ModelBody::Boosted { .. } => serde_json::to_string(self).unwrap_or_default(),
+            _ => serde_json::to_string_pretty(self).unwrap_or_default(),
+        }
     }
 
     /// Refuses a model trained on another schema than the one the service computes.
@@ -149,6 +186,35 @@ impl ModelArtefact {
                     }
                 }
             }
+            ModelBody::Boosted { base, trees, .. } => {
+                if !base.is_finite() || trees.is_empty() {
+                    return Err(ModelError::Inconsistent("boosted trees need a finite base and a tree".into()));
+                }
+                for (number, nodes) in trees.iter().enumerate() {
+                    if nodes.is_empty() {
+                        return Err(ModelError::Inconsistent(format!("boosted tree {number} has no root")));
+                    }
+                    for (index, node) in nodes.iter().enumerate() {
+                        let children_ok = node.feature.is_none_or(|feature| {
+                            feature < width
+                                && node.left > index
+                                && node.right > index
+                                && node.left < nodes.len()
+                                && node.right < nodes.len()
+                        });
+                        if !children_ok || !node.value.is_finite() || !node.threshold.is_finite() {
+                            return Err(ModelError::Inconsistent(format!(
+                                "boosted tree {number} node {index} points outside the tree or is not finite"
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(Platt { a, b }) = self.calibration
+            && !(a.is_finite() && b.is_finite() && a > 0.0)
+        {
+            return Err(ModelError::Inconsistent("calibration needs a finite positive slope".into()));
         }
         Ok(())
     }
@@ -158,8 +224,17 @@ impl ModelArtefact {
         if value.is_finite() { value } else { self.means[index] }
     }
 
-    /// P(fraud) for one feature vector.
+    /// P(fraud) for one feature vector, calibrated when the artefact carries a calibration.
     pub fn predict(&self, x: &[f64]) -> f64 {
+        let raw = self.predict_raw(x);
+        match self.calibration {
+            Some(Platt { a, b }) => sigmoid(a * logit(raw) + b),
+            None => raw,
+        }
+    }
+
+    /// The model's own P(fraud), before calibration.
+    pub fn predict_raw(&self, x: &[f64]) -> f64 {
         match &self.body {
             ModelBody::Logistic { intercept, weights } => {
                 let mut logit = *intercept;
@@ -169,6 +244,22 @@ impl ModelArtefact {
                 sigmoid(logit)
             }
             ModelBody::Tree { nodes } => nodes[self.leaf(nodes, x)].value,
+            ModelBody::Boosted { base, trees, packed } => {
+                let width = self.feature_names.len();
+                let whole = x.len() >= width && x[..width].iter().all(|value| value.is_finite());
+                let margin = if !packed.is_empty() && whole {
+                    base + packed.sum(x)
+                } else if !packed.is_empty() {
+                    let filled: Vec<f64> = (0..width).map(|index| self.input(x, index)).collect();
+                    base + packed.sum(&filled)
+                } else {
+                    base + trees
+                        .iter()
+                        .map(|nodes| nodes[crate::boost::leaf(nodes, |feature| self.input(x, feature))].value)
+                        .sum::<f64>()
+                };
+                sigmoid(margin)
+            }
         }
     }
 
@@ -204,6 +295,27 @@ impl ModelArtefact {
                     index = next;
                 }
             }
+            ModelBody::Boosted { packed, .. }
+                if !packed.is_empty() && x.len() >= parts.len() && x[..parts.len()].iter().all(|v| v.is_finite()) =>
+            {
+                packed.contributions(x, &mut parts);
+            }
+            ModelBody::Boosted { trees, .. } => {
+                // Per tree as for one tree, on the log-odds scale: exact, since each path's steps
+                // add up to its leaf minus its root.
+                for nodes in trees {
+                    let mut index = 0;
+                    while let Some(feature) = nodes[index].feature {
+                        let next = if self.input(x, feature) < nodes[index].threshold {
+                            nodes[index].left
+                        } else {
+                            nodes[index].right
+                        };
+                        parts[feature] += nodes[next].value - nodes[index].value;
+                        index = next;
+                    }
+                }
+            }
         }
         parts
     }
@@ -213,8 +325,15 @@ impl ModelArtefact {
         match &self.body {
             ModelBody::Logistic { intercept, .. } => *intercept,
             ModelBody::Tree { nodes } => nodes[0].value,
+            ModelBody::Boosted { base, trees, .. } => base + trees.iter().map(|nodes| nodes[0].value).sum::<f64>(),
         }
     }
+}
+
+/// The log-odds of a probability, finite at 0 and 1.
+pub fn logit(probability: f64) -> f64 {
+    let p = probability.clamp(1e-12, 1.0 - 1e-12);
+    (p / (1.0 - p)).ln()
 }
 
 pub fn sigmoid(z: f64) -> f64 {
@@ -244,6 +363,30 @@ mod tests {
             trained_at: "now".into(),
             training_rows: 10,
             training_positives: 2,
+            calibration: None,
+        }
+    }
+
+    fn boosted() -> ModelArtefact {
+        use crate::boost::BoostNode;
+        let split = |feature, threshold, value, cover| BoostNode {
+            feature: Some(feature),
+            threshold,
+            left: 1,
+            right: 2,
+            value,
+            cover,
+        };
+        let leaf = |value, cover| BoostNode { feature: None, threshold: 0.0, left: 0, right: 0, value, cover };
+        let trees = vec![
+            vec![split(0, 5.0, 0.1, 4.0), leaf(-0.5, 3.0), leaf(1.9, 1.0)],
+            vec![split(1, 0.5, 0.0, 2.0), leaf(-0.25, 1.0), leaf(0.25, 1.0)],
+        ];
+        ModelArtefact {
+            body: ModelBody::Boosted { base: -2.0, trees, packed: Default::default() },
+            means: vec![0.0, 0.0],
+            scales: vec![1.0, 1.0],
+            ..logistic()
         }
     }
 
@@ -283,8 +426,31 @@ mod tests {
     }
 
     #[test]
+    fn boosted_prediction_adds_up_trees_and_contributions_are_exact() {
+        let model = boosted();
+        // −2 + 1.9 + 0.25
+        assert!((model.predict(&[6.0, 1.0]) - sigmoid(0.15)).abs() < 1e-12);
+        // Packed (as read from JSON) it predicts the same, missing inputs at their means too.
+        let packed = ModelArtefact::from_json(&model.to_json()).unwrap();
+        for x in [[6.0, 1.0], [4.0, 0.0], [f64::NAN, 1.0], [5.0, f64::INFINITY]] {
+            assert_eq!(packed.predict(&x), model.predict(&x), "{x:?}");
+            assert_eq!(packed.contributions(&x), model.contributions(&x), "{x:?}");
+        }
+        let parts = model.contributions(&[6.0, 1.0]);
+        // Tree 1: 1.9 − 0.1 on feature 0; tree 2: 0.25 − 0 on feature 1.
+        assert!((parts[0] - 1.8).abs() < 1e-12 && (parts[1] - 0.25).abs() < 1e-12, "{parts:?}");
+        assert!((model.baseline() + parts.iter().sum::<f64>() - 0.15).abs() < 1e-12);
+        // A calibration moves the probability, never the order.
+        let calibrated = ModelArtefact { calibration: Some(Platt { a: 0.5, b: -0.2 }), ..boosted() };
+        assert!((calibrated.predict(&[6.0, 1.0]) - sigmoid(0.5 * 0.15 - 0.2)).abs() < 1e-9);
+        assert!(calibrated.predict(&[6.0, 1.0]) > calibrated.predict(&[4.0, 1.0]));
+        let bent = ModelArtefact { calibration: Some(Platt { a: -1.0, b: 0.0 }), ..boosted() };
+        assert!(matches!(ModelArtefact::from_json(&bent.to_json()), Err(ModelError::Inconsistent(_))));
+    }
+
+    #[test]
     fn artefacts_round_trip_and_are_checked() {
-        for model in [logistic(), tree()] {
+        for model in [logistic(), tree(), boosted()] {
             assert_eq!(ModelArtefact::from_json(&model.to_json()).unwrap(), model);
         }
         let mut broken = tree();

@@ -2,9 +2,10 @@
 //! feature; rows are split by time (or by order) into training and hold-out; models are fitted
 //! with linfa and evaluated on the hold-out.
 
+use crate::boost::{self, BoostOptions};
 use crate::features::{FEATURE_NAMES, FEATURE_SCHEMA};
 use crate::metrics::{self, Confusion};
-use crate::model::{ARTEFACT_FORMAT, ModelArtefact, ModelBody, ModelKind, TreeNode};
+use crate::model::{ARTEFACT_FORMAT, ModelArtefact, ModelBody, ModelKind, Platt, TreeNode, sigmoid};
 use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;
 use linfa_trees::DecisionTree;
@@ -19,6 +20,9 @@ pub const FPR_LOW: f64 = 0.001;
 pub const FPR_CHOSEN: f64 = 0.01;
 /// Bins of the reliability table in the report.
 pub const CALIBRATION_BINS: usize = 10;
+/// The newest share of the training rows that boosting holds back to choose its number of trees
+/// and to fit (and test) its calibration on.
+pub const VALIDATION_SHARE: f64 = 0.15;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -212,6 +216,7 @@ pub struct TrainOptions {
     pub logistic_alpha: f64,
     pub tree_depth_max: usize,
     pub tree_leaf_rows_min: f32,
+    pub boost: BoostOptions,
     /// A name part of the version, e.g. the training time.
     pub version_tag: String,
     pub trained_at: String,
@@ -224,6 +229,7 @@ impl Default for TrainOptions {
             logistic_alpha: 1e-3,
             tree_depth_max: 8,
             tree_leaf_rows_min: 20.0,
+            boost: BoostOptions::default(),
             version_tag: "dev".into(),
             trained_at: String::new(),
         }
@@ -273,14 +279,15 @@ fn matrix(data: &Dataset, means: &[f64], scales: Option<&[f64]>) -> Array2<f64> 
 /// Fits one model on `data`.
 pub fn fit(data: &Dataset, kind: ModelKind, options: &TrainOptions) -> Result<ModelArtefact, TrainError> {
     let (means, scales) = standardisation(data);
-    let body = match kind {
-        ModelKind::Logistic => fit_logistic(data, &means, &scales, options)?,
-        ModelKind::Tree => fit_tree(data, &means, options)?,
+    let (body, calibration) = match kind {
+        ModelKind::Logistic => (fit_logistic(data, &means, &scales, options)?, None),
+        ModelKind::Tree => (fit_tree(data, &means, options)?, None),
+        ModelKind::Boosted => fit_boosted(data, &means, options)?,
     };
     let (means, scales) = match kind {
         ModelKind::Logistic => (means, scales),
-        // A tree splits on raw values; it keeps the means only to stand in for missing inputs.
-        ModelKind::Tree => (means, vec![1.0; data.names.len()]),
+        // Trees split on raw values; they keep the means only to stand in for missing inputs.
+        ModelKind::Tree | ModelKind::Boosted => (means, vec![1.0; data.names.len()]),
     };
     Ok(ModelArtefact {
         format: ARTEFACT_FORMAT,
@@ -293,7 +300,47 @@ pub fn fit(data: &Dataset, kind: ModelKind, options: &TrainOptions) -> Result<Mo
         trained_at: options.trained_at.clone(),
         training_rows: data.rows.len(),
         training_positives: data.positives(),
+        calibration,
     })
+}
+
+/// Boosted trees, with the newest `VALIDATION_SHARE` of the rows choosing the number of trees (then
+/// refitted on every row) and the calibration.
+fn fit_boosted(
+    data: &Dataset,
+    means: &[f64],
+    options: &TrainOptions,
+) -> Result<(ModelBody, Option<Platt>), TrainError> {
+    let rows: Vec<Vec<f64>> = data
+        .rows
+        .iter()
+        .map(|row| row.iter().zip(means).map(|(value, mean)| if value.is_finite() { *value } else { *mean }).collect())
+        .collect();
+    let validation = ((rows.len() as f64) * VALIDATION_SHARE).round() as usize;
+    let fitted = boost::fit(&rows, &data.labels, validation, &options.boost, &|_, _| {}).map_err(TrainError::Fit)?;
+    // Fitted on the validation rows as the first fit scored them (unseen): the refit on every row
+    // has about as many trees per row, so its log-odds are on the same scale.
+    let start = rows.len() - fitted.validation_margins.len();
+    let calibration = calibrate(&fitted.validation_margins, &data.labels[start..]);
+    let packed = boost::Packed::of(&fitted.trees);
+    Ok((ModelBody::Boosted { base: fitted.base, trees: fitted.trees, packed }, calibration))
+}
+
+/// Platt scaling, when it helps: fitted on the older half of the rows given (log-odds and labels
+/// the model was not fitted on), kept only when it lowers the Brier score on the newer half, and
+/// then fitted on them all.
+pub fn calibrate(margins: &[f64], labels: &[bool]) -> Option<Platt> {
+    let half = margins.len() / 2;
+    let (a, b) = boost::platt(&margins[..half], &labels[..half])?;
+    let brier = |transform: &dyn Fn(f64) -> f64| {
+        let probabilities: Vec<f64> = margins[half..].iter().map(|z| transform(*z)).collect();
+        metrics::brier_score(&probabilities, &labels[half..])
+    };
+    let (raw, scaled) = (brier(&|z| sigmoid(z))?, brier(&|z| sigmoid(a * z + b))?);
+    if scaled >= raw {
+        return None;
+    }
+    boost::platt(margins, labels).map(|(a, b)| Platt { a, b })
 }
 
 fn fit_logistic(
@@ -386,6 +433,9 @@ pub struct Evaluation {
     /// How well the probabilities are calibrated: Brier score and a 10-bin reliability table.
     pub brier_score: Option<f64>,
     pub calibration: Vec<metrics::CalibrationBin>,
+    /// What the plots are drawn from (absent in reports written before they were kept).
+    #[serde(default)]
+    pub curves: metrics::Curves,
 }
 
 pub fn evaluate(model: &ModelArtefact, data: &Dataset) -> Evaluation {
@@ -404,6 +454,7 @@ pub fn evaluate(model: &ModelArtefact, data: &Dataset) -> Evaluation {
         confusion_matrix: threshold.map(|threshold| metrics::confusion(&scores, labels, threshold)),
         brier_score: metrics::brier_score(&scores, labels),
         calibration: metrics::calibration(&scores, labels, CALIBRATION_BINS),
+        curves: metrics::curves(&scores, labels),
     }
 }
 
@@ -411,7 +462,8 @@ pub fn evaluate(model: &ModelArtefact, data: &Dataset) -> Evaluation {
 pub struct FeatureWeight {
     pub name: String,
     /// Logistic: the weight per standard deviation. Tree: the fraud-share change credited to the
-    /// feature over the training rows (mean absolute Saabas contribution).
+    /// feature over the training rows (mean absolute Saabas contribution); boosted trees: the
+    /// same on the log-odds scale.
     pub importance: f64,
 }
 
@@ -426,13 +478,19 @@ pub struct Report {
     pub training_positives: usize,
     pub holdout: Evaluation,
     pub top_features: Vec<FeatureWeight>,
+    /// The Platt scaling applied after the model (none: it did not help, or the kind has none).
+    #[serde(default)]
+    pub calibration: Option<Platt>,
+    /// Boosted trees: how many the validation rows kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trees: Option<usize>,
 }
 
 /// Features by importance, most important first (at most 10).
 pub fn importance(model: &ModelArtefact, data: &Dataset) -> Vec<FeatureWeight> {
     let mut weights: Vec<f64> = match &model.body {
         ModelBody::Logistic { weights, .. } => weights.clone(),
-        ModelBody::Tree { .. } => {
+        ModelBody::Tree { .. } | ModelBody::Boosted { .. } => {
             let mut totals = vec![0.0; model.feature_names.len()];
             for row in &data.rows {
                 for (total, part) in totals.iter_mut().zip(model.contributions(row)) {
@@ -464,6 +522,11 @@ pub fn report(model: &ModelArtefact, train: &Dataset, test: &Dataset) -> Report 
         training_positives: train.positives(),
         holdout: evaluate(model, test),
         top_features: importance(model, train),
+        calibration: model.calibration,
+        trees: match &model.body {
+            ModelBody::Boosted { trees, .. } => Some(trees.len()),
+            _ => None,
+        },
     }
 }
 
@@ -509,8 +572,16 @@ impl Report {
                 tn = matrix.true_negatives,
             );
         }
+        if let Some(trees) = self.trees {
+            text += &format!("\nTrees kept (by the validation rows): {trees}\n");
+        }
+        text += &match self.calibration {
+            Some(Platt { a, b }) => format!("\nCalibration step: Platt scaling, P = σ({a:.4}·z {b:+.4})\n"),
+            None => "\nCalibration step: none (Platt scaling did not lower the Brier score, or the kind has none)\n"
+                .to_owned(),
+        };
         text += &format!(
-            "\nBrier score: {}\nCalibration (predicted → observed fraud share, rows):\n",
+            "Brier score: {}\nCalibration (predicted → observed fraud share, rows):\n",
             optional(holdout.brier_score, 4)
         );
         for bin in &holdout.calibration {
@@ -591,10 +662,10 @@ mod tests {
     }
 
     #[test]
-    fn both_kinds_learn_a_separable_rule() {
+    fn every_kind_learns_a_separable_rule() {
         let data = separable(2_000);
         let (train, test) = data.split(0.25).unwrap();
-        for kind in [ModelKind::Logistic, ModelKind::Tree] {
+        for kind in ModelKind::ALL {
             let model = fit(&train, kind, &TrainOptions::default()).unwrap();
             let evaluation = evaluate(&model, &test);
             assert!(evaluation.roc_auc.unwrap() > 0.97, "{kind:?}: {evaluation:?}");
@@ -604,5 +675,25 @@ mod tests {
             let report = report(&model, &train, &test);
             assert!(report.to_text().contains("ROC-AUC"));
         }
+    }
+
+    #[test]
+    fn calibration_is_kept_only_when_it_helps() {
+        // Log-odds twice as confident as the truth: Platt halves them.
+        let mut state = 7u64;
+        let mut next = || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let margins: Vec<f64> = (0..4_000).map(|i| (i % 400) as f64 / 40.0 - 5.0).collect();
+        let labels: Vec<bool> = margins.iter().map(|z| next() < sigmoid(z / 2.0)).collect();
+        let platt = calibrate(&margins, &labels).expect("over-confident scores are calibrated");
+        assert!((platt.a - 0.5).abs() < 0.1, "{platt:?}");
+        // Already calibrated: Platt finds (about) the identity; kept or not, it changes little.
+        let honest: Vec<bool> = margins.iter().map(|z| next() < sigmoid(*z)).collect();
+        if let Some(platt) = calibrate(&margins, &honest) {
+            assert!((platt.a - 1.0).abs() < 0.15 && platt.b.abs() < 0.15, "{platt:?}");
+        }
+        assert_eq!(calibrate(&margins[..10], &[false; 10]), None, "one class: nothing to fit");
     }
 }

@@ -46,6 +46,9 @@ pub struct TrainingExample {
     pub is_fraud: bool,
     pub created_at_ms: i64,
     pub labelled_at_ms: i64,
+    /// The thresholds of the payment's provider now: where a model would send it today.
+    pub review_min: u16,
+    pub decline_min: u16,
 }
 
 /// A training run's state.
@@ -293,8 +296,10 @@ impl Store {
     pub async fn training_examples(&self, limit: i64) -> Result<Vec<TrainingExample>, StoreError> {
         let rows = sqlx::query(
             "SELECT d.features AS features, l.is_fraud AS is_fraud, d.created_at_ms AS created_at_ms,
-                    l.created_at_ms AS labelled_at_ms
+                    l.created_at_ms AS labelled_at_ms, v.review_score_min AS review_min,
+                    v.decline_score_min AS decline_min
              FROM decisions d JOIN payment_labels l ON l.payment_id = d.payment_id
+             JOIN payments p ON p.id = d.payment_id JOIN providers v ON v.id = p.provider_id
              WHERE d.created_at_ms = (SELECT MAX(created_at_ms) FROM decisions x WHERE x.payment_id = d.payment_id)
              ORDER BY d.created_at_ms DESC, d.id DESC LIMIT $1",
         )
@@ -306,11 +311,17 @@ impl Store {
             .map(|row| {
                 let features: String = row.try_get("features")?;
                 let fraud: i64 = row.try_get("is_fraud")?;
+                let score = |column: &str| -> Result<u16, StoreError> {
+                    let value: i64 = row.try_get(column)?;
+                    u16::try_from(value).map_err(StoreError::corrupt)
+                };
                 Ok(TrainingExample {
                     features: serde_json::from_str(&features).map_err(StoreError::corrupt)?,
                     is_fraud: fraud == 1,
                     created_at_ms: row.try_get("created_at_ms")?,
                     labelled_at_ms: row.try_get("labelled_at_ms")?,
+                    review_min: score("review_min")?,
+                    decline_min: score("decline_min")?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
