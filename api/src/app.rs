@@ -19,7 +19,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tower::limit::GlobalConcurrencyLimitLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -90,6 +89,41 @@ async fn record_http_metrics(request: Request, next: Next) -> Response {
     response
 }
 
+/// The largest model artefact a registration takes: boosted trees are hundreds of kilobytes
+/// (`ml/models/boosted.json` is 480 KB), where every other body is a few.
+pub const MODEL_BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Bounds every request body: `max` bytes, or `MODEL_BODY_BYTES_MAX` for a model registration.
+/// A declared length over the bound is refused before anything is read (413
+/// `payload_too_large`); a body that grows past it while streaming fails its extractor.
+async fn limit_body(max: usize, request: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    let limit = if request.method() == axum::http::Method::POST && request.uri().path() == "/v1/models" {
+        MODEL_BODY_BYTES_MAX.max(max)
+    } else {
+        max
+    };
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        let mut response = crate::error::ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {limit} bytes"),
+        )
+        .into_response();
+        // The unread body stays on the connection: close it rather than read it.
+        response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        return response;
+    }
+    let (parts, body) = request.into_parts();
+    let limited = axum::body::Body::new(http_body_util::Limited::new(body, limit));
+    next.run(Request::from_parts(parts, limited)).await
+}
+
 /// The API and its OpenAPI description, from the same route list.
 pub fn router(state: AppState) -> Router {
     let limits = state.config.limits.clone();
@@ -155,7 +189,7 @@ pub fn router(state: AppState) -> Router {
     )
     .fallback(|| async { crate::error::ApiError::not_found("route_not_found", "no such route") })
     .layer(middleware::from_fn(record_http_metrics))
-    .layer(RequestBodyLimitLayer::new(limits.body_bytes_max))
+    .layer(middleware::from_fn(move |request: Request, next: Next| limit_body(limits.body_bytes_max, request, next)))
     .layer(GlobalConcurrencyLimitLayer::new(limits.concurrency_max))
     .layer(TimeoutLayer::with_status_code(
         StatusCode::REQUEST_TIMEOUT,

@@ -255,6 +255,19 @@ async fn an_analyst_approves_a_case_and_promotes_a_model_in_the_console() {
         app.request(Method::POST, "/v1/models", Some(&app.analyst), Some(&json!({"artefact": tree})), None).await;
     assert_eq!(status, StatusCode::CREATED, "{registered}");
     let tree_version = registered["version"].as_str().unwrap().to_owned();
+    // The bundled boosted trees with their report (480 KB: over the 64 KB of other bodies).
+    let boosted: Value = serde_json::from_str(include_str!("../../ml/models/boosted.json")).unwrap();
+    let report: Value = serde_json::from_str(include_str!("../../ml/models/boosted.report.json")).unwrap();
+    let (status, boosted) = app
+        .request(
+            Method::POST,
+            "/v1/models",
+            Some(&app.analyst),
+            Some(&json!({"artefact": boosted, "report": report})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{boosted}");
 
     let mut browser = Browser::launch().await;
     browser.call("Page.navigate", json!({"url": format!("{}/console", app.base)})).await;
@@ -295,6 +308,26 @@ async fn an_analyst_approves_a_case_and_promotes_a_model_in_the_console() {
     browser.wait_for_text("Regra salva").await;
     let (_, rules) = app.request(Method::GET, "/v1/rules", Some(&app.analyst), None, None).await;
     assert!(rules["data"].as_array().unwrap().iter().any(|rule| rule["name"] == "very_big"), "{rules}");
+    // The boosted model's plots, drawn by the service, and its numbers beside them.
+    let plots =
+        format!("document.querySelector('button[data-plots=\"{}\"]').click(); true", boosted["id"].as_str().unwrap());
+    browser.wait_for_text(boosted["version"].as_str().unwrap()).await;
+    assert_eq!(browser.evaluate(&plots).await, true);
+    let drawn = "Array.from(document.querySelectorAll('#plots img')).filter((i) => i.complete && i.naturalWidth > 0).map((i) => i.dataset.plot).join(',')";
+    let mut shown = Value::Null;
+    for _ in 0..200 {
+        shown = browser.evaluate(drawn).await;
+        if shown == json!("roc,precision-recall,calibration,scores") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(shown, json!("roc,precision-recall,calibration,scores"), "the four plots are drawn");
+    let numbers = browser.evaluate("document.getElementById('evaluation-numbers').textContent").await;
+    let pr_auc = format!("{:.3}", report["holdout"]["pr_auc"].as_f64().unwrap());
+    assert!(numbers.as_str().unwrap().contains(&pr_auc), "its PR-AUC beside the plots: {numbers}");
+    let notes = browser.evaluate("document.getElementById('evaluation-notes').textContent").await;
+    assert!(notes.as_str().unwrap().contains("calibração Platt"), "{notes}");
     // Promote the tree by clicking.
     browser.wait_for_text(&tree_version).await;
     let model_row = format!("document.querySelector('tr[data-model=\"{}\"]')", registered["id"].as_str().unwrap());

@@ -490,6 +490,7 @@ async fn openapi_describes_every_endpoint(engine: Engine) {
         ("/v1/models/shadow", "get"),
         ("/v1/models/canary", "put"),
         ("/v1/models/drift", "get"),
+        ("/v1/models/{id}/plots/{plot}", "get"),
         ("/v1/models/training-runs", "post"),
         ("/v1/models/training-runs/{id}", "get"),
         ("/dashboard", "get"),

@@ -730,8 +730,61 @@ async fn a_training_run_from_the_store_registers_a_candidate(engine: Engine) {
         );
         assert_eq!(through + declined, loss, "{side}");
         assert!(side["pr_auc"].is_number(), "{side}");
+        // Judged at each payment's own provider thresholds: flagged at review ⊇ flagged at decline.
+        let (review, decline) = (&side["at_review_thresholds"], &side["at_decline_thresholds"]);
+        assert!(review["flagged"].as_u64().unwrap() >= decline["flagged"].as_u64().unwrap(), "{side}");
+        assert!(side["curves"]["roc"].as_array().is_some_and(|points| points.len() >= 2), "{side}");
+    }
+    // Its plots, drawn by the service, the champion beside it on the same hold-out.
+    let plot = |id: &str, file: &str, token: &str| {
+        let request = app.client.get(format!("{}/v1/models/{id}/plots/{file}", app.base)).bearer_auth(token.to_owned());
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let kind = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+            (status, kind, response.text().await.unwrap())
+        }
+    };
+    for file in ["roc.svg", "precision-recall.svg", "calibration.svg", "scores.svg"] {
+        let (status, kind, svg) = plot(&model_id, file, &analyst).await;
+        assert_eq!((status, kind.as_deref()), (StatusCode::OK, Some("image/svg+xml")), "{file}: {svg}");
+        assert!(svg.starts_with("<svg") && svg.contains(candidate["version"].as_str().unwrap()), "{file}");
+        assert!(
+            svg.contains(&format!("campeão {}", models["in_force"].as_str().unwrap())),
+            "{file}: the champion beside it"
+        );
+    }
+    let (status, _, body) = plot(&model_id, "roc.png", &analyst).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("plot_not_found"), "{body}");
+    let (status, _, body) = plot(&model_id, "roc.svg", &provider.key).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _, body) = plot("no-such-version", "roc.svg", &analyst).await;
+    assert!(status == StatusCode::NOT_FOUND && body.contains("model_not_found"), "{body}");
+    let bundled = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["report"]["holdout"]["curves"].is_null())
+        .map(|m| m["id"].clone());
+    if let Some(bundled) = bundled {
+        let (status, _, body) = plot(bundled.as_str().unwrap(), "roc.svg", &analyst).await;
+        assert!(status == StatusCode::NOT_FOUND && body.contains("no_curves"), "{body}");
     }
     assert!(candidate["aliases"].as_array().unwrap().is_empty(), "a candidate, not promoted");
+    // Gradient-boosted trees from the same labels.
+    let (status, run) = app
+        .request(
+            Method::POST,
+            "/v1/models/training-runs",
+            Some(&analyst),
+            Some(&json!({"kind": "boosted", "holdout": 0.25})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+    let boosted = wait(run["id"].as_str().unwrap().to_owned()).await;
+    assert_eq!((boosted["status"].as_str(), boosted["kind"].as_str()), (Some("done"), Some("boosted")), "{boosted}");
     let promote = json!({"version_id": model_id, "reason": "trained on our own labels"});
     let (status, _) =
         app.request(Method::POST, "/v1/models/aliases/champion", Some(&analyst), Some(&promote), None).await;
