@@ -319,6 +319,7 @@ where
     )?);
     let grace = Duration::from_millis(config.limits.shutdown_grace_ms);
     let (shutdown, mut stopped) = watch::channel(false);
+    let drift_interval_ms = config.limits.drift_interval_ms.max(1_000);
     let state = AppState {
         store: store.clone(),
         runtime: runtime.clone(),
@@ -368,6 +369,31 @@ where
                     }
                 }
                 _ = reload_stopped.changed() => break,
+            }
+        }
+    });
+    // Drift on a timer, so that /metrics and its alarms follow the traffic whether or not
+    // anyone reads /v1/models/drift.
+    let drift_store = store.clone();
+    let mut drift_stopped = stopped.clone();
+    let drift_every = Duration::from_millis(drift_interval_ms);
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(drift_every);
+        interval.tick().await;
+        loop {
+            tokio::select! {
+                _ = interval.tick() => match crate::models::measure_drift(&drift_store, None).await {
+                    Ok(report) => {
+                        let worst = report.score.iter().chain(report.features.iter()).max_by(|a, b| a.psi.total_cmp(&b.psi));
+                        if let Some(worst) = worst.filter(|worst| worst.psi >= medpay_ml::drift::PSI_ALARM) {
+                            tracing::warn!(model = %report.model_version, value = %worst.name, psi = worst.psi, live = report.live_rows,
+                                "drift: the live payments have moved away from the champion's training data");
+                        }
+                    }
+                    Err(error) if error.code == "no_reference" => {}
+                    Err(error) => tracing::warn!(error = %error.message, "drift could not be measured"),
+                },
+                _ = drift_stopped.changed() => break,
             }
         }
     });

@@ -92,6 +92,8 @@ pub struct Limits {
     pub payments_per_patient_per_minute: u64,
     /// How long graceful shutdown waits for in-flight requests.
     pub shutdown_grace_ms: u64,
+    /// How often the champion's drift is measured for `/metrics` (at least a second).
+    pub drift_interval_ms: u64,
 }
 
 impl Default for Limits {
@@ -103,6 +105,7 @@ impl Default for Limits {
             requests_per_key_per_minute: 60_000,
             payments_per_patient_per_minute: 30,
             shutdown_grace_ms: 15_000,
+            drift_interval_ms: 300_000,
         }
     }
 }
@@ -212,6 +215,7 @@ impl Config {
                     "MEDPAY_PAYMENTS_PER_PATIENT_PER_MINUTE",
                     limits.payments_per_patient_per_minute,
                 )?,
+                drift_interval_ms: parsed("MEDPAY_DRIFT_INTERVAL_MS", limits.drift_interval_ms)?,
                 ..limits
             },
         })

@@ -519,7 +519,6 @@ pub async fn drift(
     principal: Principal,
     query: Result<axum::extract::Query<DriftQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DriftReport>, ApiError> {
-    use medpay_ml::drift::{Reference, level};
     principal.require_analyst()?;
     let axum::extract::Query(query) = query.map_err(rejection)?;
     let provider = match query.provider_id.as_deref() {
@@ -529,20 +528,30 @@ pub async fn drift(
         ),
         None => None,
     };
-    let champion = state
-        .store
+    Ok(Json(measure_drift(&state.store, provider).await?))
+}
+
+/// The champion's drift over the last 24 h (of one provider's payments, or all), against its
+/// training reference; for all payments it also sets `medpay_drift_psi` (and so does the timer in
+/// `app.rs`, every `MEDPAY_DRIFT_INTERVAL_MS`). `no_reference` (409) when the champion was not
+/// trained from the store.
+pub async fn measure_drift(
+    store: &medpay_store::Store,
+    provider: Option<medpay_models::ProviderId>,
+) -> Result<DriftReport, ApiError> {
+    use medpay_ml::drift::{Reference, level};
+    let champion = store
         .model_alias("champion")
         .await?
         .ok_or_else(|| ApiError::conflict("no_reference", "there is no champion"))?;
-    let record = state.store.model_version(&champion).await?.ok_or_else(|| ApiError::internal("champion vanished"))?;
+    let record = store.model_version(&champion).await?.ok_or_else(|| ApiError::internal("champion vanished"))?;
     let reference = record.report.as_ref().and_then(|report| report.get("reference")).cloned().ok_or_else(|| {
         ApiError::conflict(
             "no_reference",
             "the champion has no training reference: drift is measured for models trained from the store",
         )
     })?;
-    let live =
-        state.store.recent_decisions(medpay_store::now_ms() - DRIFT_WINDOW_MS, provider, DRIFT_DECISIONS_MAX).await?;
+    let live = store.recent_decisions(medpay_store::now_ms() - DRIFT_WINDOW_MS, provider, DRIFT_DECISIONS_MAX).await?;
     let rows: Vec<medpay_ml::Features> =
         live.iter().filter_map(|(features, _)| medpay_ml::Features::from_json(features)).collect();
     let value = |name: &str, cut: &serde_json::Value, values: &[f64]| -> Option<DriftValue> {
@@ -566,11 +575,11 @@ pub async fn drift(
             metrics::gauge!("medpay_drift_psi", "value" => drifted.name.clone()).set(drifted.psi);
         }
     }
-    Ok(Json(DriftReport {
+    Ok(DriftReport {
         model_version: record.version,
         reference_rows: reference.get("rows").and_then(|rows| rows.as_u64()).unwrap_or(0),
         live_rows: live.len() as u64,
         score,
         features,
-    }))
+    })
 }

@@ -644,7 +644,8 @@ on_both_engines!(a_model_is_registered_promoted_under_load_and_rolled_back);
 /// version with its lineage and report, ready to promote. A run with nothing to learn from fails
 /// and says why.
 async fn a_training_run_from_the_store_registers_a_candidate(engine: Engine) {
-    let app = TestApp::spawn(engine).await;
+    // Drift measured every second for /metrics (five minutes by default).
+    let app = TestApp::spawn_with(engine, |config| config.limits.drift_interval_ms = 1_000).await;
     let analyst = app.analyst.clone();
     let wait = |id: String| {
         let (app, analyst) = (&app, analyst.clone());
@@ -791,6 +792,30 @@ async fn a_training_run_from_the_store_registers_a_candidate(engine: Engine) {
     assert_eq!(status, StatusCode::OK);
     let next = pay(&app, &provider, &payment_body(&provider, &app.patient(&provider).await, 21_000)).await;
     assert_eq!(next["decision"]["model_version"], candidate["version"], "{next}");
+    // Its training reference makes drift measurable: the last 24 h of decisions against it, for
+    // every provider or one, and on /metrics from the timer.
+    // First the timer (no one has read the drift yet).
+    let mut metrics = String::new();
+    for _ in 0..60 {
+        metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+        if metrics.contains("medpay_drift_psi{value=") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(metrics.contains("medpay_drift_psi{value="), "the timer sets the gauges");
+    let (status, drift) = app.request(Method::GET, "/v1/models/drift", Some(&analyst), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{drift}");
+    assert_eq!(drift["model_version"], candidate["version"]);
+    assert!(drift["live_rows"].as_u64().unwrap() >= 49, "{drift}");
+    assert!(drift["features"].as_array().is_some_and(|features| !features.is_empty()), "{drift}");
+    let other = app.provider(json!({})).await;
+    let path = format!("/v1/models/drift?provider_id={}", other.id);
+    let (status, theirs) = app.request(Method::GET, &path, Some(&analyst), None, None).await;
+    assert_eq!((status, theirs["live_rows"].as_u64()), (StatusCode::OK, Some(0)), "no payments of theirs: {theirs}");
+    let (status, error) =
+        app.request(Method::GET, "/v1/models/drift?provider_id=nope", Some(&analyst), None, None).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_provider_id")));
     app.stop().await;
 }
 on_both_engines!(a_training_run_from_the_store_registers_a_candidate);
