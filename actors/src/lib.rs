@@ -5,6 +5,7 @@ pub mod chat;
 mod contracts;
 pub mod lifecycle;
 pub mod money;
+pub mod netguard;
 pub mod outbox;
 mod patient;
 mod provider;

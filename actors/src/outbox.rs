@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 pub const SIGNATURE_HEADER: &str = "medpay-signature";
 /// Events read per endpoint per pass.
 const ENQUEUE_BATCH_MAX: i64 = 500;
-/// Largest response body read back from a receiver (kept for the delivery log).
-const RESPONSE_EXCERPT_MAX: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
@@ -31,6 +29,9 @@ pub struct WebhookConfig {
     pub poll_ms: u64,
     /// Deliveries in flight at once.
     pub concurrency: usize,
+    /// Development only: webhooks may go to loopback addresses (over http too). Never private,
+    /// link-local or metadata addresses (`netguard`).
+    pub allow_loopback: bool,
 }
 
 impl Default for WebhookConfig {
@@ -43,6 +44,7 @@ impl Default for WebhookConfig {
             request_timeout_ms: 10_000,
             poll_ms: 1_000,
             concurrency: 16,
+            allow_loopback: false,
         }
     }
 }
@@ -145,6 +147,9 @@ impl Actor for OutboxActor {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.request_timeout_ms))
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(std::sync::Arc::new(crate::netguard::GuardedResolver {
+                allow_loopback: config.allow_loopback,
+            }))
             .user_agent("MedPay-Webhooks/1")
             .build()?;
         myself.send_interval(Duration::from_millis(config.poll_ms), || OutboxMsg::Pump);
@@ -205,9 +210,28 @@ async fn deliver(
     let body = event_json(&event).to_string();
     let timestamp = medpay_store::now_ms() / 1_000;
     let started = Instant::now();
+    // Checked again at every attempt (registered under another setting, or before the check
+    // existed): an address written in the URL is never resolved, so the resolver cannot refuse it.
+    let url = match crate::netguard::check_url(&endpoint.url, state.config.allow_loopback) {
+        Ok(url) => url,
+        Err(why) => {
+            tracing::warn!(delivery_id = %delivery.id, endpoint_id = %endpoint.id, %why, "webhook not sent: its address is not allowed");
+            let now = medpay_store::now_ms();
+            let outcome = AttemptOutcome {
+                at_ms: now,
+                status_code: None,
+                error: Some("address not allowed".to_owned()),
+                duration_ms: 0,
+                delivered: false,
+                retry_at_ms: state.config.retry_at(delivery.attempts + 1, now),
+                endpoint_failures_max: state.config.endpoint_failures_max,
+            };
+            return state.store.record_attempt(delivery, &outcome).await;
+        }
+    };
     let result = state
         .client
-        .post(&endpoint.url)
+        .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(SIGNATURE_HEADER, sign(&endpoint.secret, timestamp, &body))
         .header("medpay-event-id", event.id())
@@ -217,15 +241,15 @@ async fn deliver(
         .await;
     let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     let now = medpay_store::now_ms();
+    // The provider sees the status and a fixed reason, never what the receiver answered: the
+    // body is not read at all.
     let (status_code, error) = match result {
         Ok(response) => {
             let status = response.status();
-            let excerpt: String =
-                response.text().await.unwrap_or_default().chars().take(RESPONSE_EXCERPT_MAX).collect();
-            let error = (!status.is_success()).then(|| format!("HTTP {}: {excerpt}", status.as_u16()));
+            let error = (!status.is_success()).then(|| format!("HTTP {}", status.as_u16()));
             (Some(i64::from(status.as_u16())), error)
         }
-        Err(error) => (None, Some(if error.is_timeout() { "timed out".to_owned() } else { error.to_string() })),
+        Err(error) => (None, Some(failure_reason(&error).to_owned())),
     };
     let delivered = error.is_none();
     let outcome = AttemptOutcome {
@@ -245,6 +269,24 @@ async fn deliver(
             error = outcome.error.as_deref().unwrap_or(""), retry_at_ms = ?outcome.retry_at_ms, "webhook attempt failed");
     }
     state.store.record_attempt(delivery, &outcome).await
+}
+
+/// A failed request in fixed words (reqwest's own text names addresses and internals).
+fn failure_reason(error: &reqwest::Error) -> &'static str {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if cause.is::<crate::netguard::NotAllowed>() {
+            return "address not allowed";
+        }
+        source = cause.source();
+    }
+    if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    }
 }
 
 #[cfg(test)]

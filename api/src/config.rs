@@ -168,6 +168,7 @@ impl Config {
                 webhooks: medpay_actors::outbox::WebhookConfig {
                     backoff_base_ms: parsed("MEDPAY_WEBHOOK_BACKOFF_BASE_MS", defaults.webhooks.backoff_base_ms)?,
                     poll_ms: parsed("MEDPAY_OUTBOX_POLL_MS", defaults.webhooks.poll_ms)?,
+                    allow_loopback: parsed("MEDPAY_WEBHOOK_ALLOW_LOOPBACK", defaults.webhooks.allow_loopback)?,
                     ..defaults.webhooks.clone()
                 },
                 ..defaults

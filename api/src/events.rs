@@ -398,8 +398,13 @@ pub async fn create_endpoint(
     if !well_formed {
         return Err(ApiError::bad_request(
             "invalid_url",
-            format!("url must be an http(s) URL of at most {URL_LENGTH_MAX} characters"),
+            format!("url must be an https URL of at most {URL_LENGTH_MAX} characters"),
         ));
+    }
+    // https to a public address (the address is checked again at every delivery, after DNS).
+    let allow_loopback = state.config.runtime.webhooks.allow_loopback;
+    if let Err(why) = medpay_actors::netguard::check_url(url, allow_loopback) {
+        return Err(ApiError::bad_request("url_not_allowed", format!("url is not allowed: {why}")));
     }
     if let Some(unknown) = body.event_types.iter().find(|kind| !EVENT_TYPES.contains(&kind.as_str())) {
         return Err(ApiError::bad_request(

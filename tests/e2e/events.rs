@@ -256,3 +256,119 @@ async fn webhooks_arrive_signed_through_failures(engine: Engine) {
     app.stop().await;
 }
 on_both_engines!(webhooks_arrive_signed_through_failures);
+
+/// A listener that counts the connections made to it.
+async fn counting_listener(address: &str) -> (u16, Arc<Mutex<usize>>) {
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(Mutex::new(0usize));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            *seen.lock().unwrap() += 1;
+            drop(stream);
+        }
+    });
+    (port, count)
+}
+
+/// Without the development setting no webhook reaches loopback, however it is spelled: each
+/// registration is refused, and an endpoint already stored with such a URL (registered under
+/// another setting) is never called, its attempts failing with a fixed reason. Listeners of the
+/// test's own sit behind every address, counting connections.
+async fn webhooks_never_reach_loopback_in_any_spelling(engine: Engine) {
+    let app = TestApp::spawn_with(engine, |config| {
+        config.runtime.webhooks.allow_loopback = false;
+        config.runtime.webhooks.backoff_base_ms = 30;
+        config.runtime.webhooks.poll_ms = 50;
+    })
+    .await;
+    let clinic = app.provider(json!({})).await;
+    let (port, on_v4) = counting_listener("127.0.0.1:0").await;
+    let (_, on_other) = counting_listener(&format!("127.1.2.3:{port}")).await;
+    let on_v6 = match tokio::net::TcpListener::bind(format!("[::1]:{port}")).await {
+        Ok(listener) => {
+            drop(listener);
+            Some(counting_listener(&format!("[::1]:{port}")).await.1)
+        }
+        Err(_) => None, // no IPv6 loopback on this machine
+    };
+    let spellings = [
+        format!("127.0.0.1:{port}"),
+        format!("127.1.2.3:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        format!("2130706433:{port}"),
+        format!("0x7f000001:{port}"),
+        format!("127.1:{port}"),
+        format!("[::ffff:127.0.0.1]:{port}"),
+    ];
+    for host in &spellings {
+        for scheme in ["http", "https"] {
+            let url = format!("{scheme}://{host}/hooks");
+            let (status, refused) = app
+                .request(Method::POST, "/v1/webhook-endpoints", Some(&clinic.key), Some(&json!({"url": url})), None)
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {refused}");
+            assert_eq!(refused["error"]["code"], "url_not_allowed", "{url}: {refused}");
+        }
+    }
+    let (status, refused) = app
+        .request(
+            Method::POST,
+            "/v1/webhook-endpoints",
+            Some(&clinic.key),
+            Some(&json!({"url": "http://hooks.example.com/x"})),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("url_not_allowed")),
+        "https only"
+    );
+    // Stored anyway, as if registered under the development setting: never called either.
+    let store = medpay_store::Store::connect(app.database_url()).await.unwrap();
+    let mut stored = Vec::new();
+    for host in &spellings {
+        let endpoint = medpay_store::WebhookEndpoint {
+            id: uuid::Uuid::now_v7().to_string(),
+            provider_id: clinic.id.parse().unwrap(),
+            url: format!("http://{host}/hooks"),
+            event_types: Vec::new(),
+            secret: "whsec_test".to_owned(),
+            enabled: true,
+            disabled_reason: None,
+            consecutive_failures: 0,
+            cursor: 0,
+            created_at_ms: medpay_store::now_ms(),
+        };
+        stored.push(store.insert_webhook_endpoint(&endpoint).await.unwrap().id);
+    }
+    pay_new_patient(&app, &clinic).await;
+    for id in &stored {
+        let path = format!("/v1/webhook-endpoints/{id}/deliveries");
+        let mut deliveries = Vec::new();
+        for _ in 0..400 {
+            let (_, listed) = app.request(Method::GET, &path, Some(&clinic.key), None, None).await;
+            deliveries = listed["data"].as_array().cloned().unwrap_or_default();
+            if !deliveries.is_empty() && deliveries.iter().all(|delivery| delivery["attempts"].as_i64() >= Some(2)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(!deliveries.is_empty(), "{id}: deliveries were attempted");
+        for delivery in &deliveries {
+            assert_eq!(delivery["status"], "pending", "{delivery}");
+            assert!(delivery["attempts"].as_i64().unwrap() >= 2, "retried, and refused again: {delivery}");
+            assert_eq!(delivery["last_error"], "address not allowed", "a fixed reason: {delivery}");
+        }
+    }
+    assert_eq!(*on_v4.lock().unwrap(), 0, "nothing connected to 127.0.0.1");
+    assert_eq!(*on_other.lock().unwrap(), 0, "nothing connected to 127.1.2.3");
+    if let Some(on_v6) = on_v6 {
+        assert_eq!(*on_v6.lock().unwrap(), 0, "nothing connected to [::1]");
+    }
+    app.stop().await;
+}
+on_both_engines!(webhooks_never_reach_loopback_in_any_spelling);

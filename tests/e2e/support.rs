@@ -77,7 +77,12 @@ pub fn config(database_url: &str) -> Config {
         receita_client_secret: String::new(),
         model_path: None,
         // Night payments score higher: the tests' outcomes must not depend on when they run.
-        runtime: medpay_actors::RuntimeConfig { scoring_hour: Some(14), ..Default::default() },
+        // The tests' webhook receivers listen on loopback: the development setting allows it.
+        runtime: medpay_actors::RuntimeConfig {
+            scoring_hour: Some(14),
+            webhooks: medpay_actors::outbox::WebhookConfig { allow_loopback: true, ..Default::default() },
+            ..Default::default()
+        },
         limits: Limits::default(),
         money: medpay_api::MoneySettings {
             runtime: medpay_actors::money::MoneyConfig { sweep_ms: 200, ..Default::default() },
