@@ -3,7 +3,9 @@
 use medpay_actors::RuntimeConfig;
 use std::net::SocketAddr;
 
-#[derive(Debug, Clone)]
+/// Printed with its secrets (tokens, client secrets, passwords in URLs) left out: a `{:?}` of the
+/// configuration in a log line must not hand them over.
+#[derive(Clone)]
 pub struct Config {
     pub bind: SocketAddr,
     /// `sqlite://…` (embedded default) or `postgres://…`.
@@ -27,7 +29,7 @@ pub struct Config {
 
 /// The payment gateways. Without `celcoin_url` (and `clicksign_url`) their sandboxes are started in
 /// process, so that the embedded defaults move money end to end.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MoneySettings {
     pub celcoin_url: Option<String>,
     pub celcoin_client_id: String,
@@ -47,6 +49,64 @@ pub struct MoneySettings {
     /// once meanwhile; the sweep performs what they owed once it closes).
     pub gateway_breaker_open_ms: u64,
     pub runtime: medpay_actors::money::MoneyConfig,
+}
+
+/// What a secret prints as.
+const REDACTED: &str = "[redacted]";
+
+/// A URL with its password (if any) redacted; what is not a URL is redacted whole.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some(REDACTED));
+            }
+            url.to_string()
+        }
+        Err(_) => REDACTED.to_owned(),
+    }
+}
+
+fn secret(value: &str) -> &'static str {
+    if value.is_empty() { "" } else { REDACTED }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("admin_token", &self.admin_token.as_deref().map(secret))
+            .field("analyst_token", &self.analyst_token.as_deref().map(secret))
+            .field("receita_url", &self.receita_url.as_deref().map(redact_url))
+            .field("receita_client_id", &self.receita_client_id)
+            .field("receita_client_secret", &secret(&self.receita_client_secret))
+            .field("model_path", &self.model_path)
+            .field("runtime", &self.runtime)
+            .field("limits", &self.limits)
+            .field("money", &self.money)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for MoneySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MoneySettings")
+            .field("celcoin_url", &self.celcoin_url.as_deref().map(redact_url))
+            .field("celcoin_client_id", &self.celcoin_client_id)
+            .field("celcoin_client_secret", &secret(&self.celcoin_client_secret))
+            .field("celcoin_pix_key", &self.celcoin_pix_key)
+            .field("celcoin_webhook_user", &self.celcoin_webhook_user)
+            .field("celcoin_webhook_password", &secret(&self.celcoin_webhook_password))
+            .field("clicksign_url", &self.clicksign_url.as_deref().map(redact_url))
+            .field("clicksign_token", &secret(&self.clicksign_token))
+            .field("clicksign_webhook_secret", &secret(&self.clicksign_webhook_secret))
+            .field("gateway_timeout_ms", &self.gateway_timeout_ms)
+            .field("gateway_breaker_open_ms", &self.gateway_breaker_open_ms)
+            .field("runtime", &self.runtime)
+            .finish()
+    }
 }
 
 impl MoneySettings {
@@ -220,5 +280,28 @@ impl Config {
                 ..limits
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_left_out_of_debug() {
+        let mut config = Config::from_env().unwrap();
+        config.database_url = "postgres://medpay:s3cr3t-db@db.internal:5432/medpay".to_owned();
+        config.redis_url = Some("redis://:s3cr3t-redis@cache:6379".to_owned());
+        config.admin_token = Some("mpa_s3cr3t-admin".to_owned());
+        config.analyst_token = Some("s3cr3t-analyst".to_owned());
+        config.receita_client_secret = "s3cr3t-receita".to_owned();
+        config.money.celcoin_client_secret = "s3cr3t-celcoin".to_owned();
+        config.money.celcoin_webhook_password = "s3cr3t-hook".to_owned();
+        config.money.clicksign_token = "s3cr3t-clicksign".to_owned();
+        config.money.clicksign_webhook_secret = "s3cr3t-hmac".to_owned();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+        assert!(printed.contains("db.internal:5432") && printed.contains("[redacted]"), "{printed}");
+        assert_eq!(redact_url("not a url"), "[redacted]");
     }
 }

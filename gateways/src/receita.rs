@@ -154,7 +154,9 @@ impl ReceitaClient {
 
     /// GET `path` with the policy: retried on time-outs, connection errors and 5xx; a 401 gets a
     /// fresh token once.
-    async fn get(&self, path: &str) -> Result<serde_json::Value, GatewayError> {
+    /// `shown`: the path as errors and logs may name it (the document masked: the path carries
+    /// the CPF or CNPJ in clear).
+    async fn get(&self, path: &str, shown: &str) -> Result<serde_json::Value, GatewayError> {
         let mut last = String::new();
         let mut refresh = false;
         for attempt in 1..=self.policy.attempts_max {
@@ -169,7 +171,8 @@ impl ReceitaClient {
                     .bearer_auth(token)
                     .send()
                     .await
-                    .map_err(|error| error.to_string())?;
+                    // reqwest's message names the URL, and so the document.
+                    .map_err(|error| error.without_url().to_string())?;
                 let status = response.status();
                 let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
                 Ok::<_, String>((status, body))
@@ -187,7 +190,7 @@ impl ReceitaClient {
                 }
                 Ok((status, _)) if status.is_client_error() => {
                     self.breaker.succeeded();
-                    return Err(GatewayError::Protocol(format!("HTTP {status} for {path}")));
+                    return Err(GatewayError::Protocol(format!("HTTP {status} for {shown}")));
                 }
                 Ok((status, _)) => last = format!("HTTP {status}"),
                 Err(error) => last = error,
@@ -201,11 +204,11 @@ impl ReceitaClient {
     }
 
     /// The situation code at `pointer` (a JSON pointer) of the document at `path`, cached by `key`.
-    async fn situation(&self, key: String, path: String, pointer: &str) -> Result<String, GatewayError> {
+    async fn situation(&self, key: String, path: String, shown: String, pointer: &str) -> Result<String, GatewayError> {
         if let Some(code) = self.cached(&key) {
             return Ok(code);
         }
-        let body = self.get(&path).await?;
+        let body = self.get(&path, &shown).await?;
         let code = body
             .pointer(pointer)
             .and_then(|value| value.as_str())
@@ -217,13 +220,15 @@ impl ReceitaClient {
 
     pub async fn cpf_status(&self, cpf: &Cpf) -> Result<CpfStatus, GatewayError> {
         let path = format!("/consulta-cpf-df/v2/cpf/{}", cpf.as_str());
-        let code = self.situation(format!("cpf:{}", cpf.as_str()), path, "/situacao/codigo").await?;
+        let shown = format!("/consulta-cpf-df/v2/cpf/{}", cpf.masked());
+        let code = self.situation(format!("cpf:{}", cpf.as_str()), path, shown, "/situacao/codigo").await?;
         CpfStatus::from_code(&code).ok_or_else(|| GatewayError::Protocol(format!("unknown CPF situation {code:?}")))
     }
 
     pub async fn cnpj_status(&self, cnpj: &Cnpj) -> Result<CnpjStatus, GatewayError> {
         let path = format!("/consulta-cnpj-df/v2/basica/{}", cnpj.as_str());
-        let code = self.situation(format!("cnpj:{}", cnpj.as_str()), path, "/situacaoCadastral/codigo").await?;
+        let shown = format!("/consulta-cnpj-df/v2/basica/{}", cnpj.masked());
+        let code = self.situation(format!("cnpj:{}", cnpj.as_str()), path, shown, "/situacaoCadastral/codigo").await?;
         CnpjStatus::from_code(&code).ok_or_else(|| GatewayError::Protocol(format!("unknown CNPJ situation {code:?}")))
     }
 }
@@ -430,5 +435,28 @@ mod tests {
         let after: serde_json::Value =
             control.get(format!("{base}/sandbox/calls")).send().await.unwrap().json().await.unwrap();
         assert_eq!(before, after, "an open circuit sends nothing");
+    }
+
+    #[tokio::test]
+    async fn errors_name_the_document_masked() {
+        let policy = Policy { attempts_max: 2, backoff_base_ms: 1, backoff_max_ms: 2, ..Policy::default() };
+        let (client, base, control) = setup(policy.clone()).await;
+        control
+            .put(format!("{base}/sandbox/faults"))
+            .json(&json!({"fail_next": 1, "status": 404}))
+            .send()
+            .await
+            .unwrap();
+        let cpf: Cpf = "111.444.777-35".parse().unwrap();
+        let refused = client.cpf_status(&cpf).await.unwrap_err().to_string();
+        assert!(!refused.contains("11144477735") && !refused.contains("111.444.777-35"), "{refused}");
+        assert!(refused.contains(&cpf.masked()), "{refused}");
+        // Nothing listening: reqwest's own message would name the URL, and so the CPF.
+        let nobody = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = format!("http://{}", nobody.local_addr().unwrap());
+        drop(nobody);
+        let client = ReceitaClient::new(&dead, "id", "secret", policy).unwrap();
+        let unreachable = client.cpf_status(&cpf).await.unwrap_err().to_string();
+        assert!(!unreachable.contains("11144477735"), "{unreachable}");
     }
 }

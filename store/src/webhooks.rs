@@ -10,7 +10,8 @@ use sqlx::any::AnyRow;
 /// Most deliveries one outbox pass picks up.
 pub const DELIVERY_BATCH_MAX: i64 = 64;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` leaves the signing secret out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookEndpoint {
     pub id: String,
     pub provider_id: ProviderId,
@@ -23,6 +24,23 @@ pub struct WebhookEndpoint {
     pub consecutive_failures: i64,
     pub cursor: i64,
     pub created_at_ms: i64,
+}
+
+impl std::fmt::Debug for WebhookEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookEndpoint")
+            .field("id", &self.id)
+            .field("provider_id", &self.provider_id)
+            .field("url", &self.url)
+            .field("event_types", &self.event_types)
+            .field("secret", &"[redacted]")
+            .field("enabled", &self.enabled)
+            .field("disabled_reason", &self.disabled_reason)
+            .field("consecutive_failures", &self.consecutive_failures)
+            .field("cursor", &self.cursor)
+            .field("created_at_ms", &self.created_at_ms)
+            .finish()
+    }
 }
 
 impl WebhookEndpoint {
