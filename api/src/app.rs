@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::dto::PaymentView;
 use crate::state::AppState;
-use crate::{chat, events, models, money, ops, parties, payments, risk, training};
+use crate::{chat, events, models, money, ops, parties, payments, people, risk, training};
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
@@ -177,6 +177,11 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(chat::handoffs))
         .routes(routes!(chat::reviews))
         .routes(routes!(chat::close_review))
+        .routes(routes!(people::claim))
+        .routes(routes!(people::create_person, people::list_people))
+        .routes(routes!(people::add_token))
+        .routes(routes!(people::revoke_token))
+        .routes(routes!(people::audit_log))
         .routes(routes!(chat::websocket))
         .split_for_parts();
     let openapi_json = Arc::new(openapi.to_pretty_json().unwrap_or_default());

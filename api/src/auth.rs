@@ -12,6 +12,34 @@ use rand::RngCore;
 pub const PROVIDER_KEY_PREFIX: &str = "mpk_";
 pub const PATIENT_TOKEN_PREFIX: &str = "mpt_";
 pub const ADMIN_TOKEN_PREFIX: &str = "mpa_";
+/// A person's token (`POST /v1/people`).
+pub const PERSON_TOKEN_PREFIX: &str = "mpp_";
+
+/// What a person may do: `admin` everything the admin token may; `analyst` the risk routes
+/// (rules, lists, labels, reviews, models); `support` reads payments and conversations and
+/// answers patients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Analyst,
+    Support,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Admin, Role::Analyst, Role::Support];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Analyst => "analyst",
+            Role::Support => "support",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|role| role.as_str() == raw)
+    }
+}
 /// Longest bearer token looked at.
 const TOKEN_LENGTH_MAX: usize = 128;
 
@@ -22,6 +50,8 @@ pub enum Principal {
     Analyst,
     Provider(ProviderId),
     Patient(PatientId),
+    /// A person with an account of their own, by id.
+    Person(uuid::Uuid, Role),
 }
 
 impl Principal {
@@ -32,12 +62,27 @@ impl Principal {
             Principal::Analyst => "analyst".to_owned(),
             Principal::Provider(id) => format!("provider:{id}"),
             Principal::Patient(id) => format!("patient:{id}"),
+            Principal::Person(id, _) => format!("person:{id}"),
         }
+    }
+
+    /// Who did it, as the audit log and the registry record it.
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::Admin => "admin".to_owned(),
+            Principal::Analyst => "analyst".to_owned(),
+            other => other.scope(),
+        }
+    }
+
+    /// The platform's own people (admin, analysts, support), who see every provider's data.
+    pub fn is_staff(&self) -> bool {
+        matches!(self, Principal::Admin | Principal::Analyst | Principal::Person(..))
     }
 
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self {
-            Principal::Admin => Ok(()),
+            Principal::Admin | Principal::Person(_, Role::Admin) => Ok(()),
             _ => Err(ApiError::forbidden("this endpoint is for the admin")),
         }
     }
@@ -45,7 +90,7 @@ impl Principal {
     /// Risk analysts, and the admin.
     pub fn require_analyst(&self) -> Result<(), ApiError> {
         match self {
-            Principal::Admin | Principal::Analyst => Ok(()),
+            Principal::Admin | Principal::Analyst | Principal::Person(_, Role::Admin | Role::Analyst) => Ok(()),
             _ => Err(ApiError::forbidden("this endpoint is for risk analysts")),
         }
     }
@@ -87,6 +132,16 @@ impl FromRequestParts<AppState> for Principal {
         } else if token.starts_with(PROVIDER_KEY_PREFIX) {
             let hash = medpay_store::sha256_hex(token.as_bytes());
             Principal::Provider(state.lookups.provider_by_key_hash(&hash).await?.ok_or_else(ApiError::unauthorized)?)
+        } else if token.starts_with(PERSON_TOKEN_PREFIX) {
+            let hash = medpay_store::sha256_hex(token.as_bytes());
+            let person = state
+                .store
+                .person_by_token_hash(&hash, medpay_store::now_ms())
+                .await?
+                .ok_or_else(ApiError::unauthorized)?;
+            let id = person.id.parse().map_err(|_| ApiError::internal("a person's id is not a UUID"))?;
+            let role = Role::parse(&person.role).ok_or_else(|| ApiError::internal("a person's role is unknown"))?;
+            Principal::Person(id, role)
         } else if token.starts_with(PATIENT_TOKEN_PREFIX) {
             let hash = medpay_store::sha256_hex(token.as_bytes());
             Principal::Patient(state.lookups.patient_by_token_hash(&hash).await?.ok_or_else(ApiError::unauthorized)?)

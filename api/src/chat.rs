@@ -170,7 +170,7 @@ pub async fn get_conversation(
     let id = conversation_id(id)?;
     let record = state.store.conversation(&id.to_string()).await?.ok_or_else(not_found)?;
     let visible = match principal {
-        Principal::Admin | Principal::Analyst => true,
+        Principal::Admin | Principal::Analyst | Principal::Person(..) => true,
         Principal::Patient(own) => own == record.patient_id,
         Principal::Provider(_) => false,
     };
@@ -425,7 +425,11 @@ pub async fn close_review(
     if case.status != "open" {
         return Err(ApiError::conflict("review_case_closed", "this review case is closed already"));
     }
-    state.runtime.close_review(case.payment_id, case.id, upheld, note.to_owned()).await?;
+    crate::people::require_claim_or_free(&state, principal, &case.id).await?;
+    state.runtime.close_review(case.payment_id, case.id.clone(), upheld, note.to_owned()).await?;
+    let after = serde_json::json!({"outcome": body.outcome, "note": note, "payment_id": case.payment_id.to_string()});
+    crate::people::audit(&state, principal, "review.decide", &format!("review_case:{}", case.id), None, Some(after))
+        .await;
     crate::payments::payment_json(&state, case.payment_id).await
 }
 

@@ -13,6 +13,7 @@ pub mod money;
 mod ops;
 mod parties;
 pub mod payments;
+mod people;
 mod plots;
 mod risk;
 pub mod state;

@@ -140,11 +140,8 @@ fn view(record: ModelVersionRecord, targets: &[(&'static str, String)]) -> Model
     }
 }
 
-fn who(principal: Principal) -> &'static str {
-    match principal {
-        Principal::Admin => "admin",
-        _ => "analyst",
-    }
+fn who(principal: Principal) -> String {
+    principal.actor()
 }
 
 #[utoipa::path(get, path = "/v1/models", tag = "models", security(("bearer" = [])),
@@ -185,7 +182,7 @@ pub async fn register_model(
     model
         .require_schema(FEATURE_SCHEMA, &FEATURE_NAMES)
         .map_err(|error| ApiError::bad_request("invalid_model", error.to_string()))?;
-    let record = model_record(&model, "upload", body.report, who(principal), medpay_store::now_ms());
+    let record = model_record(&model, "upload", body.report, &who(principal), medpay_store::now_ms());
     let created = state.store.register_model(&record).await?;
     let stored = state
         .store
@@ -254,12 +251,12 @@ async fn move_alias(
     // Parsed and checked before the move: a champion that cannot score is never recorded as one.
     let model = ModelArtefact::from_json(&record.artefact).map_err(ApiError::internal)?;
     model.require_schema(FEATURE_SCHEMA, &FEATURE_NAMES).map_err(ApiError::internal)?;
-    let moved = match state.store.move_model_alias(alias, to, expect, who(principal), why, medpay_store::now_ms()).await
-    {
-        Ok(moved) => moved,
-        Err(StoreError::Conflict(what)) => return Err(ApiError::conflict("alias_moved", what)),
-        Err(error) => return Err(error.into()),
-    };
+    let moved =
+        match state.store.move_model_alias(alias, to, expect, &who(principal), why, medpay_store::now_ms()).await {
+            Ok(moved) => moved,
+            Err(StoreError::Conflict(what)) => return Err(ApiError::conflict("alias_moved", what)),
+            Err(error) => return Err(error.into()),
+        };
     if alias == "champion" {
         let version = model.version.clone();
         if !state.runtime.swap_model(model) {
@@ -273,6 +270,10 @@ async fn move_alias(
         }
         tracing::info!(alias, id = %to, model = %version, by = who(principal), reason = why, "challenger moved; it scores every payment in shadow");
     }
+    let before = moved.from_version.as_ref().map(|from| serde_json::json!({"version_id": from}));
+    let after = serde_json::json!({"version_id": moved.to_version, "reason": why});
+    crate::people::audit(state, principal, "model.alias.move", &format!("model_alias:{alias}"), before, Some(after))
+        .await;
     Ok(moved.into())
 }
 
@@ -470,7 +471,7 @@ pub async fn set_canary(
     if body.share_bps > 10_000 {
         return Err(ApiError::bad_request("invalid_share", "share_bps is 0 to 10000"));
     }
-    state.store.set_model_canary(body.share_bps, who(principal), why, medpay_store::now_ms()).await?;
+    state.store.set_model_canary(body.share_bps, &who(principal), why, medpay_store::now_ms()).await?;
     if !state.runtime.set_canary(body.share_bps) {
         return Err(ApiError::internal("this scorer has no canary"));
     }

@@ -45,7 +45,7 @@ async fn own_payment(
     let id: PaymentId = id.parse().map_err(|_| not_found())?;
     let payment = state.store.payment(id).await?.ok_or_else(not_found)?;
     match principal {
-        Principal::Admin => Ok(id),
+        Principal::Admin | Principal::Person(_, crate::auth::Role::Admin) => Ok(id),
         Principal::Provider(own) if own == payment.provider_id => Ok(id),
         Principal::Patient(own) if own == payment.patient_id => {
             Err(ApiError::forbidden("refunds and procedures are the provider's to ask"))

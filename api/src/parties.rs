@@ -122,9 +122,9 @@ pub async fn create_patient(
     body: Result<Json<CreatePatient>, JsonRejection>,
 ) -> Result<(StatusCode, Json<PatientView>), ApiError> {
     let provider = match principal {
-        Principal::Admin => None,
+        Principal::Admin | Principal::Person(_, crate::auth::Role::Admin) => None,
         Principal::Provider(id) => Some(id),
-        Principal::Patient(_) | Principal::Analyst => {
+        Principal::Patient(_) | Principal::Analyst | Principal::Person(..) => {
             return Err(ApiError::forbidden("patients are registered by the admin or a provider"));
         }
     };
@@ -165,7 +165,7 @@ pub async fn get_patient(
     let Path(id) = id.map_err(rejection)?;
     let id: PatientId = id.parse().map_err(|_| not_found())?;
     let visible = match principal {
-        Principal::Admin | Principal::Analyst => true,
+        Principal::Admin | Principal::Analyst | Principal::Person(..) => true,
         Principal::Patient(own) => own == id,
         Principal::Provider(provider) => state.store.is_linked(provider, id).await?,
     };
@@ -203,7 +203,7 @@ pub async fn balance(
         (_, raw) => raw.parse().map_err(|_| not_found())?,
     };
     let visible = match principal {
-        Principal::Admin | Principal::Analyst => true,
+        Principal::Admin | Principal::Analyst | Principal::Person(..) => true,
         Principal::Provider(own) => own == provider,
         Principal::Patient(_) => false,
     };

@@ -257,7 +257,7 @@ impl PreparedPayment {
 async fn authorize_creation(state: &AppState, principal: Principal, parsed: &ParsedPayment) -> Result<(), ApiError> {
     let patient_not_found = || ApiError::not_found("patient_not_found", "no such patient");
     match principal {
-        Principal::Admin | Principal::Analyst => {
+        Principal::Admin | Principal::Analyst | Principal::Person(..) => {
             Err(ApiError::forbidden("payments are requested with a provider's API key or a patient's token"))
         }
         Principal::Provider(own) if own != parsed.provider_id => {
@@ -403,7 +403,7 @@ async fn visible_payment(
     let id: PaymentId = id.parse().map_err(|_| not_found())?;
     let payment = state.store.payment(id).await?.ok_or_else(not_found)?;
     let visible = match principal {
-        Principal::Admin | Principal::Analyst => true,
+        Principal::Admin | Principal::Analyst | Principal::Person(..) => true,
         Principal::Provider(own) => payment.provider_id == own,
         Principal::Patient(own) => payment.patient_id == own,
     };
@@ -472,7 +472,7 @@ pub async fn list_payments(
         .transpose()?;
     // Each caller's filter is narrowed to what it may see; asking for someone else's is an empty page.
     let (patient_id, provider_id) = match principal {
-        Principal::Admin | Principal::Analyst => (patient_id, provider_id),
+        Principal::Admin | Principal::Analyst | Principal::Person(..) => (patient_id, provider_id),
         Principal::Provider(own) if provider_id.is_some_and(|asked| asked != own) => {
             return Ok(Json(PaymentList { data: Vec::new(), next_before: None }));
         }

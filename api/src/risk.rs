@@ -192,6 +192,8 @@ pub async fn create_rule(
     }
     reload_rules(&state).await?;
     tracing::info!(rule = %record.name, source = %record.source, "rule added");
+    let after = serde_json::json!({"name": record.name, "source": record.source});
+    crate::people::audit(&state, principal, "rule.create", &format!("rule:{}", record.id), None, Some(after)).await;
     Ok((StatusCode::CREATED, Json(RuleView::new(&record))))
 }
 
@@ -210,6 +212,7 @@ pub async fn delete_rule(
     }
     reload_rules(&state).await?;
     tracing::info!(rule_id = %id, "rule removed");
+    crate::people::audit(&state, principal, "rule.delete", &format!("rule:{id}"), None, None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -308,8 +308,8 @@ pub async fn start_training(
     if state.store.running_training_runs(medpay_store::now_ms() - TRAINING_RUN_STALE_MS).await? > 0 {
         return Err(ApiError::conflict("training_run_running", "a training run is running; wait for it to finish"));
     }
-    let by = if matches!(principal, Principal::Admin) { "admin" } else { "analyst" };
-    let mut run = new_run(kind, by);
+    let by = principal.actor();
+    let mut run = new_run(kind, &by);
     state.store.insert_training_run(&run).await?;
     let view = TrainingRunView::from(run.clone());
     let store = state.store.clone();

@@ -11,6 +11,7 @@ mod models;
 mod money;
 mod parties;
 mod payments;
+mod people;
 pub mod rate_limit;
 mod risk;
 mod webhooks;
@@ -32,6 +33,7 @@ pub use payments::{
     DecisionRecord, EVENTS_PAGE_MAX, EventRecord, NewEvent, NewPaymentWrite, PAYMENTS_PAGE_MAX, PaymentFilter,
     PaymentRecord, REVIEW_REASON_DECISION,
 };
+pub use people::{AuditEntry, CaseClaim, PersonRecord, PersonToken};
 pub use rate_limit::{RateDecision, RateLimitError, RateLimiter};
 pub use risk::{
     ListEntry, PatientHistoryRows, PatientPayment, ProviderPayment, REBUILD_ROWS_MAX, RuleRecord, ScoredPayment,

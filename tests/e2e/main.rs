@@ -9,6 +9,7 @@ mod events;
 mod lifecycle;
 mod money;
 mod payments;
+mod people;
 mod refunds;
 mod risk;
 mod support;

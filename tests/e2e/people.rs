@@ -1,0 +1,119 @@
+//! People with their own identities: the admin makes accounts, each person's token is theirs
+//! (rotated, revoked, never shown again), roles decide the routes, a review case is claimed by
+//! one analyst at a time, and what people write is in the audit log, with who did it.
+
+use crate::on_both_engines;
+use crate::support::{Engine, TestApp, pay, payment_body, review_above};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+async fn person(app: &TestApp, name: &str, email: &str, role: &str) -> (String, String) {
+    let body = json!({"name": name, "email": email, "role": role});
+    let (status, created) = app.request(Method::POST, "/v1/people", Some(&app.admin), Some(&body), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert!(created["token"].as_str().unwrap().starts_with("mpp_"), "{created}");
+    (created["person_id"].as_str().unwrap().to_owned(), created["token"].as_str().unwrap().to_owned())
+}
+
+async fn people_have_their_own_tokens_roles_claims_and_an_audit_log(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let (ana, ana_token) = person(&app, "Ana Souza", "ana@medpay.com.br", "analyst").await;
+    let (_bia, bia_token) = person(&app, "Bia Lima", "bia@medpay.com.br", "analyst").await;
+    let (_sam, sam_token) = person(&app, "Sam Reis", "sam@medpay.com.br", "support").await;
+    // Bad input changes nothing.
+    for (body, code) in [
+        (json!({"name": "X", "email": "not-an-email", "role": "analyst"}), "invalid_email"),
+        (json!({"name": "X", "email": "x@medpay.com.br", "role": "root"}), "invalid_role"),
+        (json!({"name": "", "email": "x@medpay.com.br", "role": "analyst"}), "invalid_name"),
+        (json!({"name": "X", "email": "x@medpay.com.br", "role": "analyst", "expires_in_days": 0}), "invalid_expiry"),
+    ] {
+        let (status, error) = app.request(Method::POST, "/v1/people", Some(&app.admin), Some(&body), None).await;
+        assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{body}");
+    }
+    let again = json!({"name": "Ana", "email": "ANA@medpay.com.br", "role": "support"});
+    let (status, error) = app.request(Method::POST, "/v1/people", Some(&app.admin), Some(&again), None).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("person_exists")));
+    let (_, people) = app.request(Method::GET, "/v1/people", Some(&app.admin), None, None).await;
+    assert_eq!(people["data"].as_array().unwrap().len(), 3, "{people}");
+    assert!(!people.to_string().contains("mpp_") && !people.to_string().contains("hash"), "no token in a listing");
+
+    // Roles: analysts reach the risk routes, support does not; nobody but the admin makes people.
+    assert_eq!(app.request(Method::GET, "/v1/models", Some(&ana_token), None, None).await.0, StatusCode::OK);
+    assert_eq!(app.request(Method::GET, "/v1/models", Some(&sam_token), None, None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.request(Method::POST, "/v1/people", Some(&ana_token), Some(&again), None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(app.request(Method::GET, "/v1/audit", Some(&ana_token), None, None).await.0, StatusCode::FORBIDDEN);
+
+    // One analyst at a time on a case.
+    review_above(&app, 30_000).await;
+    let provider = app.provider(json!({})).await;
+    let patient = app.patient(&provider).await;
+    let held = pay(&app, &provider, &payment_body(&provider, &patient, 45_000)).await;
+    assert_eq!(held["status"], "in_review", "{held}");
+    let (_, queue) = app.request(Method::GET, "/v1/reviews", Some(&ana_token), None, None).await;
+    let case = queue["data"].as_array().unwrap().iter().find(|case| case["payment"]["id"] == held["id"]).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Support agents read the payment (they answer patients about it) but do not decide it.
+    let path = format!("/v1/payments/{}", held["id"].as_str().unwrap());
+    assert_eq!(app.request(Method::GET, &path, Some(&sam_token), None, None).await.0, StatusCode::OK);
+    let claim = format!("/v1/reviews/{case}/claim");
+    let (status, claimed) = app.request(Method::POST, &claim, Some(&ana_token), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{claimed}");
+    assert_eq!(claimed["claimed_by"], format!("person:{ana}"));
+    let (status, taken) = app.request(Method::POST, &claim, Some(&bia_token), None, None).await;
+    assert_eq!((status, taken["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("case_claimed")), "{taken}");
+    let decide = format!("/v1/reviews/{case}");
+    let approve = json!({"outcome": "approve", "note": "documento conferido"});
+    let (status, refused) = app.request(Method::POST, &decide, Some(&bia_token), Some(&approve), None).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("case_claimed")));
+    let (status, decided) = app.request(Method::POST, &decide, Some(&ana_token), Some(&approve), None).await;
+    assert_eq!(status, StatusCode::OK, "{decided}");
+    let (status, _) = app.request(Method::POST, "/v1/reviews/no-such-case/claim", Some(&ana_token), None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Rotation: the new token works, the old ones do not; nobody rotates another's tokens.
+    let rotate = format!("/v1/people/{ana}/tokens");
+    let (status, _) =
+        app.request(Method::POST, &rotate, Some(&bia_token), Some(&json!({"revoke_others": true})), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "not Bia's to rotate");
+    let (status, rotated) =
+        app.request(Method::POST, &rotate, Some(&ana_token), Some(&json!({"revoke_others": true})), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{rotated}");
+    let new_token = rotated["token"].as_str().unwrap().to_owned();
+    assert_eq!(app.request(Method::GET, "/v1/models", Some(&ana_token), None, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.request(Method::GET, "/v1/models", Some(&new_token), None, None).await.0, StatusCode::OK);
+    // Revoked by the admin: it authenticates nothing from then on.
+    let revoke = format!("/v1/people/{ana}/tokens/{}", rotated["token_id"].as_str().unwrap());
+    assert_eq!(app.request(Method::DELETE, &revoke, Some(&app.admin), None, None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(app.request(Method::GET, "/v1/models", Some(&new_token), None, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.request(Method::DELETE, &revoke, Some(&app.admin), None, None).await.0, StatusCode::NOT_FOUND);
+
+    // The audit log: who did what, newest first.
+    let (status, audit) = app.request(Method::GET, "/v1/audit", Some(&app.admin), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let entries = audit["data"].as_array().unwrap();
+    let find = |action: &str| -> Value {
+        entries
+            .iter()
+            .find(|entry| entry["action"] == action)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {action}: {audit}"))
+    };
+    let decided = find("review.decide");
+    assert_eq!(decided["actor"], format!("person:{ana}"));
+    assert_eq!(decided["target"], format!("review_case:{case}"));
+    assert_eq!(decided["after"]["outcome"], "approve");
+    assert_eq!(find("review.claim")["actor"], format!("person:{ana}"));
+    assert_eq!(find("person.token.revoke")["actor"], "admin");
+    assert_eq!(find("person.create")["actor"], "admin");
+    assert_eq!(find("rule.create")["actor"], "analyst", "the shared analyst token is still an actor of its own");
+    let (_, mine) =
+        app.request(Method::GET, &format!("/v1/audit?actor=person:{ana}"), Some(&app.admin), None, None).await;
+    assert!(mine["data"].as_array().unwrap().iter().all(|entry| entry["actor"] == format!("person:{ana}")), "{mine}");
+    app.stop().await;
+}
+on_both_engines!(people_have_their_own_tokens_roles_claims_and_an_audit_log);
