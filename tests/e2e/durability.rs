@@ -21,6 +21,8 @@ async fn start(database_url: &str, data_dir: &std::path::Path) -> (Child, String
         .env("MEDPAY_ADMIN_TOKEN", ADMIN)
         .env("MEDPAY_WEBHOOK_BACKOFF_BASE_MS", "50")
         .env("MEDPAY_OUTBOX_POLL_MS", "50")
+        // The test's receiver listens on loopback: the development setting allows it.
+        .env("MEDPAY_WEBHOOK_ALLOW_LOOPBACK", "true")
         .env("MEDPAY_SCORING_HOUR", "14")
         .env_remove("REDIS_URL")
         .stdout(Stdio::piped())
