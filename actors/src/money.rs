@@ -450,14 +450,16 @@ pub(crate) async fn close_review(
     case_id: String,
     upheld: bool,
     note: String,
+    by: String,
 ) -> Result<(), MoneyError> {
     let current = book(state)?;
     let approval = lifecycle::Approval {
         charging: state.context.gateways.is_some(),
         contract: needs_contract(&state.context, &current.payment),
     };
-    let movement =
+    let mut movement =
         lifecycle::close_review(current, &case_id, upheld, &note, approval, medpay_store::now_ms(), &*view(state))?;
+    movement.label_by = Some(by);
     let outcome = if upheld { "upheld" } else { "rejected" };
     match commit(state, movement).await {
         Ok(()) => tracing::info!(payment_id = %state.id, outcome, "review case closed"),

@@ -373,7 +373,10 @@ pub async fn label_payment(
         return Err(ApiError::bad_request("invalid_note", format!("note has at most {NOTE_LENGTH_MAX} characters")));
     }
     state.store.payment(id).await?.ok_or_else(not_found)?;
-    state.store.label_payment(id, body.is_fraud, "analyst", &body.note, medpay_store::now_ms()).await?;
+    state
+        .store
+        .label_payment(id, body.is_fraud, "analyst", &body.note, &principal.actor(), medpay_store::now_ms())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -393,6 +396,9 @@ pub struct LabelView {
     pub source: String,
     pub note: String,
     pub labelled_at: String,
+    /// Who made it: `person:{id}`, `analyst` or `admin` (the shared tokens), `celcoin` for
+    /// chargebacks and MED claims; absent for labels made before authors were kept.
+    pub labelled_by: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -418,12 +424,13 @@ pub async fn list_labels(
     let labels = state.store.labels(query.source.as_deref(), query.limit.unwrap_or(100)).await?;
     let data = labels
         .into_iter()
-        .map(|(payment, is_fraud, source, note, at)| LabelView {
+        .map(|(payment, is_fraud, source, note, at, by)| LabelView {
             payment_id: payment.to_string(),
             is_fraud,
             source,
             note,
             labelled_at: timestamp(at),
+            labelled_by: by,
         })
         .collect();
     Ok(Json(LabelList { data }))

@@ -221,6 +221,8 @@ pub struct Movement {
     pub webhook: Option<(String, String, &'static str, String)>,
     /// (is fraud, source, note): a label for model training (chargebacks, MED claims).
     pub label: Option<(bool, &'static str, String)>,
+    /// Who made the label (`person:{id}`, `analyst`, `admin`, `celcoin`).
+    pub label_by: Option<String>,
     pub contract: Option<ContractRecord>,
     /// (reason, conversation id): open a review case for the payment (at most one open per reason).
     pub review_case: Option<(String, Option<String>)>,
@@ -434,8 +436,16 @@ fn movement_plan(movement: &Movement) -> Plan {
         statements
             .push(Statement::new("DELETE FROM payment_labels WHERE payment_id = $1", vec![payment.as_str().into()]));
         statements.push(Statement::new(
-            "INSERT INTO payment_labels (payment_id, is_fraud, source, note, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
-            vec![payment.as_str().into(), i64::from(*is_fraud).into(), (*source).into(), note.as_str().into(), now.clone()],
+            "INSERT INTO payment_labels (payment_id, is_fraud, source, note, created_at_ms, labelled_by)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            vec![
+                payment.as_str().into(),
+                i64::from(*is_fraud).into(),
+                (*source).into(),
+                note.as_str().into(),
+                now.clone(),
+                movement.label_by.clone().into(),
+            ],
         ));
     }
     if let Some(contract) = &movement.contract {

@@ -196,17 +196,21 @@ impl Store {
         is_fraud: bool,
         source: &str,
         note: &str,
+        by: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO payment_labels (payment_id, is_fraud, source, note, created_at_ms) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (payment_id) DO UPDATE SET is_fraud = $2, source = $3, note = $4, created_at_ms = $5",
+            "INSERT INTO payment_labels (payment_id, is_fraud, source, note, created_at_ms, labelled_by)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (payment_id) DO UPDATE SET is_fraud = $2, source = $3, note = $4, created_at_ms = $5,
+                 labelled_by = $6",
         )
         .bind(payment.to_string())
         .bind(i64::from(is_fraud))
         .bind(source.to_owned())
         .bind(note.to_owned())
         .bind(now_ms)
+        .bind(by.to_owned())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -218,9 +222,9 @@ impl Store {
         &self,
         source: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<(PaymentId, bool, String, String, i64)>, StoreError> {
+    ) -> Result<Vec<(PaymentId, bool, String, String, i64, Option<String>)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT payment_id, is_fraud, source, note, created_at_ms FROM payment_labels
+            "SELECT payment_id, is_fraud, source, note, created_at_ms, labelled_by FROM payment_labels
              WHERE ($1 = '' OR source = $1) ORDER BY created_at_ms DESC, payment_id LIMIT $2",
         )
         .bind(source.unwrap_or_default().to_owned())
@@ -236,6 +240,7 @@ impl Store {
                     row.try_get("source")?,
                     row.try_get("note")?,
                     row.try_get("created_at_ms")?,
+                    row.try_get("labelled_by")?,
                 ))
             })
             .collect()

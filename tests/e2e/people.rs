@@ -18,7 +18,7 @@ async fn person(app: &TestApp, name: &str, email: &str, role: &str) -> (String, 
 async fn people_have_their_own_tokens_roles_claims_and_an_audit_log(engine: Engine) {
     let app = TestApp::spawn(engine).await;
     let (ana, ana_token) = person(&app, "Ana Souza", "ana@medpay.com.br", "analyst").await;
-    let (_bia, bia_token) = person(&app, "Bia Lima", "bia@medpay.com.br", "analyst").await;
+    let (bia, bia_token) = person(&app, "Bia Lima", "bia@medpay.com.br", "analyst").await;
     let (_sam, sam_token) = person(&app, "Sam Reis", "sam@medpay.com.br", "support").await;
     // Bad input changes nothing.
     for (body, code) in [
@@ -74,6 +74,21 @@ async fn people_have_their_own_tokens_roles_claims_and_an_audit_log(engine: Engi
     assert_eq!(status, StatusCode::OK, "{decided}");
     let (status, _) = app.request(Method::POST, "/v1/reviews/no-such-case/claim", Some(&ana_token), None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // The decision is a label with its source and its author.
+    let (_, labels) = app.request(Method::GET, "/v1/labels", Some(&app.admin), None, None).await;
+    let label = labels["data"].as_array().unwrap().iter().find(|label| label["payment_id"] == held["id"]).cloned();
+    let label = label.unwrap_or_else(|| panic!("no label for the decided payment: {labels}"));
+    assert_eq!((label["source"].as_str(), label["is_fraud"].as_bool()), (Some("analyst"), Some(false)), "{label}");
+    assert_eq!(label["labelled_by"], format!("person:{ana}"), "{label}");
+    // A label set by hand names its author too.
+    let other = pay(&app, &provider, &payment_body(&provider, &app.patient(&provider).await, 12_000)).await;
+    let path = format!("/v1/payments/{}/label", other["id"].as_str().unwrap());
+    let mark = json!({"is_fraud": true, "note": "cartão clonado"});
+    assert_eq!(app.request(Method::POST, &path, Some(&bia_token), Some(&mark), None).await.0, StatusCode::NO_CONTENT);
+    let (_, labels) = app.request(Method::GET, "/v1/labels", Some(&app.admin), None, None).await;
+    let by_hand =
+        labels["data"].as_array().unwrap().iter().find(|label| label["payment_id"] == other["id"]).unwrap().clone();
+    assert_eq!(by_hand["labelled_by"], format!("person:{bia}"), "{by_hand}");
 
     // Rotation: the new token works, the old ones do not; nobody rotates another's tokens.
     let rotate = format!("/v1/people/{ana}/tokens");

@@ -416,6 +416,7 @@ async fn an_analyst_approves_or_declines_a_payment_in_review(engine: Engine) {
     assert_eq!(label_of(&approved).map(|label| label["is_fraud"].clone()), Some(json!(false)), "{labels}");
     assert_eq!(label_of(&declined).map(|label| label["is_fraud"].clone()), Some(json!(true)), "{labels}");
     assert!(label_of(&declined).unwrap()["note"].as_str().unwrap().contains("stolen card reported"));
+    assert_eq!(label_of(&declined).unwrap()["labelled_by"], "analyst", "the shared analyst token is its author");
     // The events tell the provider: approved after review, then awaiting payment.
     let path = format!("/v1/payments/{}/events", approved["id"].as_str().unwrap());
     let (_, events) = app.request(Method::GET, &path, Some(&provider.key), None, None).await;

@@ -213,6 +213,7 @@ fn taken_back(book: &Book, heard: Heard<'_>, now_ms: i64, view: &View) -> Result
     }
     movement.webhook = hook;
     movement.label = Some((true, source, format!("{kind} of {} centavos", notice.amount_centavos)));
+    movement.label_by = Some("celcoin".to_owned());
     Ok(Applied::Step(Box::new(movement)))
 }
 
