@@ -192,6 +192,17 @@ pub struct DecisionView {
     pub rules_hit: Vec<String>,
     pub model_version: String,
     pub decided_at: String,
+    /// The challenger's score of the same payment, scored in shadow (it decided nothing); shown
+    /// to risk analysts and the admin only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowScoreView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShadowScoreView {
+    pub model_version: String,
+    /// 0 to 1000.
+    pub score: u16,
 }
 
 impl DecisionView {
@@ -211,7 +222,17 @@ impl DecisionView {
             rules_hit: record.rules_hit.clone(),
             model_version: record.model_version.clone(),
             decided_at: timestamp(record.created_at_ms),
+            shadow: None,
         }
+    }
+
+    /// The same, with the challenger's shadow score (for risk analysts).
+    pub fn with_shadow(mut self, record: &DecisionRecord) -> DecisionView {
+        self.shadow = record
+            .shadow
+            .as_ref()
+            .map(|(model_version, score)| ShadowScoreView { model_version: model_version.clone(), score: *score });
+        self
     }
 }
 

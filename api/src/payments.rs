@@ -419,7 +419,17 @@ pub async fn get_payment(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<PaymentView>, ApiError> {
     let visible = visible_payment(&state, principal, id).await?;
-    payment_json(&state, visible.id).await
+    let (payment, decision, charge) = state
+        .store
+        .payment_view(visible.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment_not_found", "no such payment"))?;
+    let mut view = PaymentView::new(&payment, decision.as_ref(), charge.as_ref());
+    // Risk analysts see what the challenger would have scored; providers and patients do not.
+    if principal.require_analyst().is_ok() {
+        view.decision = view.decision.zip(decision.as_ref()).map(|(shown, record)| shown.with_shadow(record));
+    }
+    Ok(Json(view))
 }
 
 /// A payment as the API shows it, read from one snapshot.

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real app on port 0, a real database (SQLite and PostgreSQL, fresh per
 //! test), real Redis where the test is about sharing state between nodes.
 
+mod analysts;
 mod chat;
 mod crash;
 mod dashboard;

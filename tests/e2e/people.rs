@@ -7,7 +7,7 @@ use crate::support::{Engine, TestApp, pay, payment_body, review_above};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-async fn person(app: &TestApp, name: &str, email: &str, role: &str) -> (String, String) {
+pub(crate) async fn person(app: &TestApp, name: &str, email: &str, role: &str) -> (String, String) {
     let body = json!({"name": name, "email": email, "role": role});
     let (status, created) = app.request(Method::POST, "/v1/people", Some(&app.admin), Some(&body), None).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
