@@ -280,6 +280,17 @@ pub struct ReviewCaseView {
     /// What decided the payment: its score, model, reasons and the features scored.
     pub decision: Option<CaseDecision>,
     pub created_at: String,
+    /// Who holds the case now (a claim lasts 30 minutes from the last claim); none when free.
+    pub claim: Option<CaseClaimView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CaseClaimView {
+    /// `person:…`, or `analyst` / `admin` for the shared tokens.
+    pub by: String,
+    /// The person's name, when a person holds it.
+    pub name: Option<String>,
+    pub since: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -346,6 +357,7 @@ pub async fn reviews(
         None => None,
     };
     let mut data = Vec::new();
+    let now = medpay_store::now_ms();
     let cases =
         state.store.open_review_cases(provider, query.reason.as_deref(), before, query.limit.unwrap_or(50)).await?;
     for case in cases {
@@ -372,6 +384,12 @@ pub async fn reviews(
             conversation,
             decision,
             created_at: timestamp(case.created_at_ms),
+            claim: match (case.claimed_by, case.claimed_at_ms) {
+                (Some(by), Some(at)) if at >= now - crate::people::CLAIM_TTL_MS => {
+                    Some(CaseClaimView { by, name: case.claimed_by_name, since: timestamp(at) })
+                }
+                _ => None,
+            },
         });
     }
     Ok(Json(ReviewCaseList { data }))

@@ -54,6 +54,10 @@ pub struct ReviewCase {
     pub conversation_id: Option<String>,
     pub status: String,
     pub created_at_ms: i64,
+    /// Who claimed it last (`person:…`, `analyst`, `admin`), when, and the person's name.
+    pub claimed_by: Option<String>,
+    pub claimed_at_ms: Option<i64>,
+    pub claimed_by_name: Option<String>,
 }
 
 fn conversation_from_row(row: &sqlx::any::AnyRow) -> Result<ConversationRecord, StoreError> {
@@ -184,7 +188,10 @@ impl Store {
     /// A review case by id.
     pub async fn review_case(&self, id: &str) -> Result<Option<ReviewCase>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, payment_id, reason, conversation_id, status, created_at_ms FROM review_cases WHERE id = $1",
+            "SELECT c.id AS id, c.payment_id AS payment_id, c.reason AS reason, c.conversation_id AS conversation_id,
+                    c.status AS status, c.created_at_ms AS created_at_ms, c.claimed_by AS claimed_by,
+                    c.claimed_at_ms AS claimed_at_ms, pe.name AS claimed_by_name
+             FROM review_cases c LEFT JOIN people pe ON 'person:' || pe.id = c.claimed_by WHERE c.id = $1",
         )
         .bind(id.to_owned())
         .fetch_optional(&self.pool)
@@ -197,6 +204,9 @@ impl Store {
                 conversation_id: row.try_get("conversation_id")?,
                 status: row.try_get("status")?,
                 created_at_ms: row.try_get("created_at_ms")?,
+                claimed_by: row.try_get("claimed_by")?,
+                claimed_at_ms: row.try_get("claimed_at_ms")?,
+                claimed_by_name: row.try_get("claimed_by_name")?,
             })
         })
         .transpose()
@@ -213,8 +223,10 @@ impl Store {
     ) -> Result<Vec<ReviewCase>, StoreError> {
         let rows = sqlx::query(
             "SELECT c.id AS id, c.payment_id AS payment_id, c.reason AS reason, c.conversation_id AS conversation_id,
-                    c.status AS status, c.created_at_ms AS created_at_ms
+                    c.status AS status, c.created_at_ms AS created_at_ms, c.claimed_by AS claimed_by,
+                    c.claimed_at_ms AS claimed_at_ms, pe.name AS claimed_by_name
              FROM review_cases c JOIN payments p ON p.id = c.payment_id
+             LEFT JOIN people pe ON 'person:' || pe.id = c.claimed_by
              WHERE c.status = 'open' AND ($1 = '' OR p.provider_id = $1) AND ($2 = '' OR c.reason = $2)
                AND c.created_at_ms <= $3
              ORDER BY c.created_at_ms, c.id LIMIT $4",
@@ -234,6 +246,9 @@ impl Store {
                     conversation_id: row.try_get("conversation_id")?,
                     status: row.try_get("status")?,
                     created_at_ms: row.try_get("created_at_ms")?,
+                    claimed_by: row.try_get("claimed_by")?,
+                    claimed_at_ms: row.try_get("claimed_at_ms")?,
+                    claimed_by_name: row.try_get("claimed_by_name")?,
                 })
             })
             .collect()

@@ -110,6 +110,18 @@ async fn an_analyst_turns_the_queue_and_the_chargebacks_into_a_new_champion(engi
         let case = case_of(payment);
         let claimed = post(&app, &ana, &format!("/v1/reviews/{case}/claim"), json!({})).await;
         assert_eq!(claimed["claimed_by"], json!(ana_actor), "{claimed}");
+        if index == 0 {
+            // The queue says who holds it.
+            let queue = get(&app, &ana, &format!("/v1/reviews?provider_id={}", provider.id)).await;
+            let held = queue["data"].as_array().unwrap().iter().find(|c| c["id"] == json!(case)).unwrap().clone();
+            assert_eq!(
+                (held["claim"]["by"].as_str(), held["claim"]["name"].as_str()),
+                (Some(ana_actor.as_str()), Some("Ana Souza")),
+                "{held}"
+            );
+            let free = queue["data"].as_array().unwrap().iter().find(|c| c["id"] != json!(case)).unwrap().clone();
+            assert!(free["claim"].is_null(), "{free}");
+        }
         let (outcome, note) =
             if index % 2 == 0 { ("decline", "cartão de terceiro") } else { ("approve", "paciente confirmou") };
         let decided = post(&app, &ana, &format!("/v1/reviews/{case}"), json!({"outcome": outcome, "note": note})).await;

@@ -290,6 +290,10 @@ async fn an_analyst_approves_a_case_and_promotes_a_model_in_the_console() {
     assert!(page.contains("decisão: em análise"), "{page}");
     assert!(page.contains("rule big_consultation matched"), "the case shows its reasons: {page}");
     let row = format!("document.querySelector('tr[data-payment=\"{}\"]')", in_review["id"].as_str().unwrap());
+    // Taken first, so nobody else decides it meanwhile; the queue says who holds it.
+    let taken = browser.evaluate(&format!("{row}.querySelector('button.claim-button').click(); true")).await;
+    assert_eq!(taken, true);
+    browser.wait_for_text("com analyst desde").await;
     let clicked =
         browser.evaluate(&format!("{row}.querySelector('button[data-outcome=\"approve\"]').click(); true")).await;
     assert_eq!(clicked, true);
