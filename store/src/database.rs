@@ -39,6 +39,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the database writer has stopped")]
     WriterStopped,
+    #[error("the database reader has stopped")]
+    ReaderStopped,
 }
 
 impl StoreError {
@@ -61,6 +63,8 @@ pub struct Store {
     engine: Engine,
     /// The payment path's commits, batched (see `writer`).
     pub(crate) writer: crate::writer::Writer,
+    /// The payment path's point reads on SQLite (see `reader`); none on PostgreSQL.
+    pub(crate) reader: Option<crate::reader::Reader>,
 }
 
 impl std::fmt::Debug for Store {
@@ -94,6 +98,10 @@ impl Store {
             .connect(&url)
             .await?;
         migrate(&pool, engine).await?;
+        let reader = match engine {
+            Engine::Sqlite => Some(crate::reader::Reader::sqlite(sqlite_path(&url)?)?),
+            Engine::Postgres => None,
+        };
         let writer = match engine {
             Engine::Sqlite => crate::writer::Writer::sqlite(sqlite_path(&url)?)?,
             Engine::Postgres => {
@@ -104,7 +112,7 @@ impl Store {
                 crate::writer::Writer::postgres(lanes)
             }
         };
-        Ok(Store { pool, engine, writer })
+        Ok(Store { pool, engine, writer, reader })
     }
 
     pub fn engine(&self) -> Engine {

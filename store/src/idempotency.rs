@@ -64,8 +64,18 @@ pub enum StoredKey {
     Unfinished { payment_id: PaymentId },
 }
 
+/// A key's row as stored.
+struct KeyRow {
+    request_hash: String,
+    state: String,
+    response_status: Option<i64>,
+    response_body: Option<String>,
+    payment_id: Option<String>,
+    expires_at_ms: i64,
+}
+
 impl Store {
-    /// The key's row, read.
+    /// The key's row, read (on SQLite by the reader thread: it is on every payment's path).
     pub async fn idempotency_lookup(
         &self,
         scope: &str,
@@ -73,31 +83,60 @@ impl Store {
         request_hash: &str,
         now_ms: i64,
     ) -> Result<StoredKey, StoreError> {
-        let row = sqlx::query(
+        const LOOKUP: &str = "SELECT request_hash, state, response_status, response_body, payment_id, expires_at_ms
+             FROM idempotency_keys WHERE scope = $1 AND key = $2";
+        const LOOKUP_SQLITE: &str =
             "SELECT request_hash, state, response_status, response_body, payment_id, expires_at_ms
-             FROM idempotency_keys WHERE scope = $1 AND key = $2",
-        )
-        .bind(scope.to_owned())
-        .bind(key.to_owned())
-        .fetch_optional(&self.pool)
-        .await?;
+             FROM idempotency_keys WHERE scope = ?1 AND key = ?2";
+        let row = match &self.reader {
+            Some(reader) => {
+                let (scope, key) = (scope.to_owned(), key.to_owned());
+                reader
+                    .read(move |connection| {
+                        let mut statement = connection.prepare_cached(LOOKUP_SQLITE)?;
+                        let mut rows = statement.query(rusqlite::params![scope, key])?;
+                        let Some(row) = rows.next()? else { return Ok(None) };
+                        Ok(Some(KeyRow {
+                            request_hash: row.get(0)?,
+                            state: row.get(1)?,
+                            response_status: row.get(2)?,
+                            response_body: row.get(3)?,
+                            payment_id: row.get(4)?,
+                            expires_at_ms: row.get(5)?,
+                        }))
+                    })
+                    .await?
+            }
+            None => {
+                let row =
+                    sqlx::query(LOOKUP).bind(scope.to_owned()).bind(key.to_owned()).fetch_optional(&self.pool).await?;
+                match row {
+                    Some(row) => Some(KeyRow {
+                        request_hash: row.try_get("request_hash")?,
+                        state: row.try_get("state")?,
+                        response_status: row.try_get("response_status")?,
+                        response_body: row.try_get("response_body")?,
+                        payment_id: row.try_get("payment_id")?,
+                        expires_at_ms: row.try_get("expires_at_ms")?,
+                    }),
+                    None => None,
+                }
+            }
+        };
         let Some(row) = row else { return Ok(StoredKey::Free) };
-        let expires_at_ms: i64 = row.try_get("expires_at_ms")?;
-        if expires_at_ms <= now_ms {
+        if row.expires_at_ms <= now_ms {
             return Ok(StoredKey::Free);
         }
-        let stored_hash: String = row.try_get("request_hash")?;
-        if stored_hash != request_hash {
+        if row.request_hash != request_hash {
             return Ok(StoredKey::Mismatch);
         }
-        let state: String = row.try_get("state")?;
-        if state == "completed" {
-            let status: i64 = row.try_get("response_status")?;
-            let body: String = row.try_get("response_body")?;
+        if row.state == "completed" {
+            let (Some(status), Some(body)) = (row.response_status, row.response_body) else {
+                return Err(StoreError::corrupt("a completed idempotency key without its response"));
+            };
             return Ok(StoredKey::Replay { status: u16::try_from(status).map_err(StoreError::corrupt)?, body });
         }
-        let payment: Option<String> = row.try_get("payment_id")?;
-        match payment.map(|id| id.parse::<PaymentId>()) {
+        match row.payment_id.map(|id| id.parse::<PaymentId>()) {
             Some(Ok(payment_id)) => Ok(StoredKey::Unfinished { payment_id }),
             // A started key of the old two-commit path names no payment: nothing was done for it.
             None => Ok(StoredKey::Free),

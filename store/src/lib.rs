@@ -13,6 +13,7 @@ mod parties;
 mod payments;
 mod people;
 pub mod rate_limit;
+mod reader;
 mod risk;
 mod webhooks;
 mod writer;
