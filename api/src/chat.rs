@@ -7,7 +7,7 @@ use crate::error::{ApiError, ErrorBody, rejection};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -21,6 +21,11 @@ use utoipa::{IntoParams, ToSchema};
 pub const CHAT_MESSAGES_PER_MINUTE: u64 = 60;
 /// Conversations per patient per minute.
 pub const CONVERSATIONS_PER_MINUTE: u64 = 10;
+/// The close code of a WebSocket closed for idleness (4000–4999 are the application's).
+pub const WEBSOCKET_IDLE_CLOSE: u16 = 4008;
+/// Largest chat WebSocket message (and frame): a message's 1,000 characters in UTF-8 and then
+/// some; more closes the socket (1009).
+pub const CHAT_WEBSOCKET_MESSAGE_BYTES_MAX: usize = 4 * 1024;
 
 impl From<ChatError> for ApiError {
     fn from(error: ChatError) -> Self {
@@ -462,7 +467,11 @@ pub async fn websocket(
     let patient = patient_only(principal)?;
     state.rate_limit(&format!("patient:{patient}:conversations"), CONVERSATIONS_PER_MINUTE).await?;
     let conversation = state.runtime.start_conversation(patient).await?;
-    Ok(upgrade.on_upgrade(move |socket| converse(socket, state, patient, conversation)).into_response())
+    Ok(upgrade
+        .max_message_size(CHAT_WEBSOCKET_MESSAGE_BYTES_MAX)
+        .max_frame_size(CHAT_WEBSOCKET_MESSAGE_BYTES_MAX)
+        .on_upgrade(move |socket| converse(socket, state, patient, conversation))
+        .into_response())
 }
 
 async fn converse(mut socket: WebSocket, state: AppState, patient: PatientId, conversation: ConversationId) {
@@ -472,14 +481,28 @@ async fn converse(mut socket: WebSocket, state: AppState, patient: PatientId, co
         return;
     }
     let mut stopping = state.stopping.clone();
+    let idle = std::time::Duration::from_millis(state.config.limits.websocket_idle_ms);
     loop {
         let incoming = tokio::select! {
             incoming = socket.recv() => incoming,
             _ = stopping.changed() => return,
+            _ = tokio::time::sleep(idle) => {
+                tracing::debug!(%conversation, "chat WebSocket idle; closing it");
+                let close = CloseFrame { code: WEBSOCKET_IDLE_CLOSE, reason: "idle".into() };
+                let _ = socket.send(Message::Close(Some(close))).await;
+                return;
+            }
         };
         let text = match incoming {
             Some(Ok(Message::Text(text))) => text.to_string(),
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+            Some(Err(error)) => {
+                // Most often a message over the limit: say so, as far as the socket still takes it.
+                tracing::debug!(%conversation, %error, "chat WebSocket closed on an error");
+                let close = CloseFrame { code: 1009, reason: "message too big or malformed".into() };
+                let _ = socket.send(Message::Close(Some(close))).await;
+                return;
+            }
+            Some(Ok(Message::Close(_))) | None => return,
             Some(Ok(_)) => continue,
         };
         let answer = match state.rate_limit(&format!("patient:{patient}:chat"), CHAT_MESSAGES_PER_MINUTE).await {

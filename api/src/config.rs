@@ -154,6 +154,8 @@ pub struct Limits {
     pub shutdown_grace_ms: u64,
     /// How often the champion's drift is measured for `/metrics` (at least a second).
     pub drift_interval_ms: u64,
+    /// A chat WebSocket with no message from the patient for this long is closed (code 4008).
+    pub websocket_idle_ms: u64,
 }
 
 impl Default for Limits {
@@ -166,6 +168,7 @@ impl Default for Limits {
             payments_per_patient_per_minute: 30,
             shutdown_grace_ms: 15_000,
             drift_interval_ms: 300_000,
+            websocket_idle_ms: 300_000,
         }
     }
 }
@@ -277,6 +280,7 @@ impl Config {
                     limits.payments_per_patient_per_minute,
                 )?,
                 drift_interval_ms: parsed("MEDPAY_DRIFT_INTERVAL_MS", limits.drift_interval_ms)?,
+                websocket_idle_ms: parsed("MEDPAY_WEBSOCKET_IDLE_MS", limits.websocket_idle_ms)?,
                 ..limits
             },
         })

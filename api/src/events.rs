@@ -28,6 +28,10 @@ const FEED_PAGE_DEFAULT: i64 = 100;
 /// Events read from the store at a time while a stream catches up.
 const CATCH_UP_PAGE: i64 = 500;
 const SSE_KEEP_ALIVE_SECONDS: u64 = 15;
+/// The event stream is the server's to speak: what a subscriber may send (a close, a pong) is small.
+pub const EVENTS_WEBSOCKET_MESSAGE_BYTES_MAX: usize = 1024;
+/// A ping this often, so that a subscriber gone without a word is noticed.
+const EVENTS_WEBSOCKET_PING_SECONDS: u64 = 30;
 const URL_LENGTH_MAX: usize = 2_048;
 const DELIVERIES_PAGE: i64 = 100;
 pub const EVENT_TYPES: [&str; 13] = [
@@ -270,12 +274,38 @@ pub async fn websocket(
     let provider = provider_only(principal)?;
     let Query(query) = query.map_err(rejection)?;
     let feed = open_feed(&state, provider, query.after).await?;
-    Ok(upgrade.on_upgrade(move |socket| forward(socket, feed)).into_response())
+    Ok(upgrade
+        .max_message_size(EVENTS_WEBSOCKET_MESSAGE_BYTES_MAX)
+        .max_frame_size(EVENTS_WEBSOCKET_MESSAGE_BYTES_MAX)
+        .on_upgrade(move |socket| forward(socket, feed))
+        .into_response())
 }
 
 async fn forward(mut socket: WebSocket, feed: impl Stream<Item = FeedItem>) {
     let mut feed = std::pin::pin!(feed);
-    while let Some(item) = futures::StreamExt::next(&mut feed).await {
+    let mut ping = tokio::time::interval(Duration::from_secs(EVENTS_WEBSOCKET_PING_SECONDS));
+    ping.reset();
+    loop {
+        let item = tokio::select! {
+            item = futures::StreamExt::next(&mut feed) => item,
+            // What the subscriber says: a close ends the stream; an oversized or broken frame too.
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None => return,
+                Some(Err(_)) => {
+                    let close = CloseFrame { code: 1009, reason: "message too big or malformed".into() };
+                    let _ = socket.send(Message::Close(Some(close))).await;
+                    return;
+                }
+                Some(Ok(_)) => continue,
+            },
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Some(item) = item else { return };
         match item {
             FeedItem::Event(event) => {
                 if socket.send(Message::Text(event_json(&event).to_string().into())).await.is_err() {

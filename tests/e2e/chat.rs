@@ -283,3 +283,65 @@ async fn an_upheld_dispute_cancels_an_unpaid_charge_and_reconciliation_sees_a_la
     app.stop().await;
 }
 on_both_engines!(an_upheld_dispute_cancels_an_unpaid_charge_and_reconciliation_sees_a_late_payment);
+
+/// The WebSockets are bounded: a chat message over 4 KiB closes the chat socket (1009, message too
+/// big) and a quiet one is closed after the idle limit (4008); the event stream takes no frame over
+/// 1 KiB from its subscriber either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_close_on_oversized_frames_and_idleness() {
+    use tokio_tungstenite::tungstenite::Message as Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let app = TestApp::spawn_with(Engine::Sqlite, |config| config.limits.websocket_idle_ms = 700).await;
+    let provider = app.provider(json!({})).await;
+    let maria = app.patient(&provider).await;
+    let open_socket = |path: &str, token: &str| {
+        let url = format!("{}{path}", app.base.replace("http://", "ws://"));
+        let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        async move { tokio_tungstenite::connect_async(request).await.unwrap().0 }
+    };
+    // The close frame the server ends with (or none, when it just drops the connection).
+    async fn closing(
+        socket: &mut (impl futures::Stream<Item = Result<Frame, tokio_tungstenite::tungstenite::Error>> + Unpin),
+    ) -> Option<CloseCode> {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), socket.next()).await.expect("closed within 10 s") {
+                Some(Ok(Frame::Close(frame))) => return frame.map(|frame| frame.code),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    let mut chat = open_socket("/v1/chat/ws", &maria.token).await;
+    let hello = chat.next().await.unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("conversation_id"));
+    // Under the limit: answered.
+    chat.send(Frame::Text("quanto fica 2000 em 4x?".into())).await.unwrap();
+    let answer: Value = serde_json::from_str(chat.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(answer["intent"], "installment_simulation", "{answer}");
+    // Over it: closed, with nothing answered.
+    chat.send(Frame::Text("a".repeat(5_000).into())).await.unwrap();
+    assert_eq!(closing(&mut chat).await, Some(CloseCode::Size), "1009: message too big");
+
+    // Quiet past the idle limit: closed with 4008.
+    let mut quiet = open_socket("/v1/chat/ws", &maria.token).await;
+    quiet.next().await.unwrap().unwrap();
+    assert_eq!(closing(&mut quiet).await, Some(CloseCode::from(4008)), "idle");
+
+    // A patient who keeps talking is not idle: four messages 300 ms apart outlive the 700 ms.
+    let mut talking = open_socket("/v1/chat/ws", &maria.token).await;
+    talking.next().await.unwrap().unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        talking.send(Frame::Text("oi".into())).await.unwrap();
+        let reply = talking.next().await.unwrap().unwrap();
+        assert!(reply.is_text(), "still open: {reply:?}");
+    }
+
+    // The event stream: a frame over 1 KiB from the subscriber closes it.
+    let mut events = open_socket("/v1/events/ws", &provider.key).await;
+    events.send(Frame::Text("x".repeat(2_000).into())).await.unwrap();
+    assert_eq!(closing(&mut events).await, Some(CloseCode::Size));
+    app.stop().await;
+}
