@@ -224,7 +224,9 @@ pub async fn celcoin_webhook(
 
 #[utoipa::path(post, path = "/v1/gateways/clicksign/webhooks", tag = "gateways",
     request_body(content = Object, description = "ClickSign's event, signed in `Content-Hmac`"),
-    responses((status = 200, description = "recorded"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, description = "recorded"),
+        (status = 400, body = ErrorBody, description = "`stale_webhook`: signed, but its `event.occurred_at` is over an hour old (or in the future)"),
+        (status = 401, body = ErrorBody)))]
 pub async fn clicksign_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -237,6 +239,11 @@ pub async fn clicksign_webhook(
                 tracing::warn!(%message, "ClickSign webhook refused");
                 ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", message)
             })?;
+    // Signed, but a body captured once is not played back later.
+    medpay_gateways::clicksign::check_fresh(&notice, medpay_store::now_ms()).map_err(|message| {
+        tracing::warn!(envelope_id = %notice.envelope_id, event = %notice.event, %message, "ClickSign webhook refused: outside its window");
+        ApiError::bad_request("stale_webhook", message)
+    })?;
     let payment = state.store.contract_by_envelope(&notice.envelope_id).await?;
     let webhook = GatewayWebhook {
         gateway: "clicksign".to_owned(),

@@ -65,6 +65,25 @@ fn unreachable_key() -> Hmac<Sha256> {
     Hmac::<Sha256>::new_from_slice(b"k").expect("HMAC takes any key length")
 }
 
+/// How old (by its signed `event.occurred_at`) a ClickSign webhook may be, and how far ahead of
+/// our clock: a signed body captured once cannot be played back after this.
+pub const WEBHOOK_WINDOW_MS: i64 = 60 * 60 * 1_000;
+pub const WEBHOOK_CLOCK_SKEW_MS: i64 = 5 * 60 * 1_000;
+
+/// Whether a verified notice happened within the window around `now_ms`.
+pub fn check_fresh(notice: &EnvelopeNotice, now_ms: i64) -> Result<(), String> {
+    let at = chrono::DateTime::parse_from_rfc3339(&notice.occurred_at)
+        .map_err(|_| "event.occurred_at is missing or not an RFC 3339 time".to_owned())?
+        .timestamp_millis();
+    if at < now_ms - WEBHOOK_WINDOW_MS {
+        return Err(format!("the event occurred more than {} minutes ago", WEBHOOK_WINDOW_MS / 60_000));
+    }
+    if at > now_ms + WEBHOOK_CLOCK_SKEW_MS {
+        return Err("the event occurred in the future".to_owned());
+    }
+    Ok(())
+}
+
 /// Verifies a webhook's `Content-Hmac` header in constant time and parses the body.
 pub fn verify_webhook(secret: &str, header: Option<&str>, body: &[u8]) -> Result<EnvelopeNotice, String> {
     let header = header.ok_or("no Content-Hmac header")?;
@@ -597,6 +616,21 @@ mod tests {
         tampered[20] ^= 1;
         assert!(verify_webhook("segredo", Some(&header), &tampered).is_err(), "another body");
         assert!(verify_webhook("segredo", None, body).is_err());
+    }
+
+    #[test]
+    fn a_webhook_is_taken_only_within_its_window() {
+        let notice =
+            |at: &str| EnvelopeNotice { envelope_id: "e1".into(), event: "sign".into(), occurred_at: at.into() };
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-30T10:00:00Z").unwrap().timestamp_millis();
+        assert!(check_fresh(&notice("2026-11-30T10:00:00Z"), now).is_ok());
+        assert!(check_fresh(&notice("2026-11-30T09:01:00Z"), now).is_ok(), "59 minutes old");
+        assert!(check_fresh(&notice("2026-11-30T07:00:00-02:00"), now).is_ok(), "the same instant, another zone");
+        assert!(check_fresh(&notice("2026-11-30T10:04:00Z"), now).is_ok(), "within the clock skew");
+        assert!(check_fresh(&notice("2026-11-30T08:59:59Z"), now).unwrap_err().contains("more than 60 minutes"));
+        assert!(check_fresh(&notice("2026-11-30T10:06:00Z"), now).unwrap_err().contains("future"));
+        assert!(check_fresh(&notice(""), now).is_err(), "no time: refused");
+        assert!(check_fresh(&notice("ontem"), now).is_err());
     }
 
     #[tokio::test]

@@ -372,3 +372,53 @@ async fn webhooks_never_reach_loopback_in_any_spelling(engine: Engine) {
     app.stop().await;
 }
 on_both_engines!(webhooks_never_reach_loopback_in_any_spelling);
+
+/// A ClickSign webhook is taken only within an hour of its signed `occurred_at`: a body captured
+/// once and played back later is refused (400 `stale_webhook`) and recorded nowhere; a fresh one
+/// is taken; a forged one is 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clicksign_webhook_played_back_after_its_window_is_refused() {
+    let app = TestApp::spawn_with(Engine::Sqlite, |config| {
+        config.money.clicksign_webhook_secret = "segredo-de-teste".to_owned();
+    })
+    .await;
+    let post = |body: String, signature: String| {
+        let request = app
+            .client
+            .post(format!("{}/v1/gateways/clicksign/webhooks", app.base))
+            .header("content-type", "application/json")
+            .header("content-hmac", signature)
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let body = |at: chrono::DateTime<chrono::Utc>, envelope: &str| {
+        json!({"event": {"name": "sign", "occurred_at": at.to_rfc3339()}, "envelope": {"id": envelope}}).to_string()
+    };
+    let signed = |body: &str| medpay_gateways::clicksign::content_hmac("segredo-de-teste", body.as_bytes());
+    let old = body(chrono::Utc::now() - chrono::Duration::hours(2), "env-old");
+    let (status, error) = post(old.clone(), signed(&old)).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("stale_webhook")), "{error}");
+    let ahead = body(chrono::Utc::now() + chrono::Duration::hours(1), "env-ahead");
+    let (status, error) = post(ahead.clone(), signed(&ahead)).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("stale_webhook")), "{error}");
+    let fresh = body(chrono::Utc::now(), "env-fresh");
+    let (status, _) = post(fresh.clone(), signed(&fresh)).await;
+    assert_eq!(status, StatusCode::OK, "a fresh one is taken");
+    let (status, error) =
+        post(fresh.clone(), medpay_gateways::clicksign::content_hmac("outro", fresh.as_bytes())).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_signature")));
+    // Only the fresh one was recorded.
+    sqlx::any::install_default_drivers();
+    let mut database = <sqlx::AnyConnection as sqlx::Connection>::connect(app.database_url()).await.unwrap();
+    let recorded: Vec<String> =
+        sqlx::query_scalar("SELECT webhook_id FROM gateway_webhooks WHERE gateway = 'clicksign' ORDER BY webhook_id")
+            .fetch_all(&mut database)
+            .await
+            .unwrap();
+    assert_eq!(recorded, vec!["env-fresh:sign".to_owned()], "{recorded:?}");
+    app.stop().await;
+}
