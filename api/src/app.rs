@@ -329,6 +329,7 @@ where
         store: store.clone(),
         runtime: runtime.clone(),
         limiter: Arc::new(limiter),
+        auth_failures: Arc::new(crate::auth::AuthFailures::new(config.limits.auth_failures_per_address_per_minute)),
         in_flight: Arc::new(in_flight),
         lookups: Arc::new(crate::lookups::Lookups::new(store.clone())),
         config: Arc::new(config),

@@ -3,11 +3,16 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use axum::extract::ConnectInfo;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use medpay_models::{PatientId, ProviderId};
 use rand::RngCore;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 pub const PROVIDER_KEY_PREFIX: &str = "mpk_";
 pub const PATIENT_TOKEN_PREFIX: &str = "mpt_";
@@ -112,44 +117,115 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|token| !token.is_empty() && token.len() <= TOKEN_LENGTH_MAX)
-            .ok_or_else(ApiError::unauthorized)?;
-        let analyst = state
-            .config
-            .analyst_token
-            .as_deref()
-            .is_some_and(|analyst| constant_time_eq(token.as_bytes(), analyst.as_bytes()));
-        let principal = if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) {
-            Principal::Admin
-        } else if analyst {
-            Principal::Analyst
-        } else if token.starts_with(PROVIDER_KEY_PREFIX) {
-            let hash = medpay_store::sha256_hex(token.as_bytes());
-            Principal::Provider(state.lookups.provider_by_key_hash(&hash).await?.ok_or_else(ApiError::unauthorized)?)
-        } else if token.starts_with(PERSON_TOKEN_PREFIX) {
-            let hash = medpay_store::sha256_hex(token.as_bytes());
-            let person = state
-                .store
-                .person_by_token_hash(&hash, medpay_store::now_ms())
-                .await?
-                .ok_or_else(ApiError::unauthorized)?;
-            let id = person.id.parse().map_err(|_| ApiError::internal("a person's id is not a UUID"))?;
-            let role = Role::parse(&person.role).ok_or_else(|| ApiError::internal("a person's role is unknown"))?;
-            Principal::Person(id, role)
-        } else if token.starts_with(PATIENT_TOKEN_PREFIX) {
-            let hash = medpay_store::sha256_hex(token.as_bytes());
-            Principal::Patient(state.lookups.patient_by_token_hash(&hash).await?.ok_or_else(ApiError::unauthorized)?)
-        } else {
-            return Err(ApiError::unauthorized());
-        };
-        let limit = state.config.limits.requests_per_key_per_minute;
-        state.rate_limit(&format!("key:{}", principal.scope()), limit).await?;
-        Ok(principal)
+        // An address that failed too often is refused before its token is even looked at: guessing
+        // tokens costs the guesser, not the store.
+        let client = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| client_key(info.0.ip()));
+        if let Some(client) = client
+            && state.auth_failures.exhausted(client)
+        {
+            metrics::counter!("medpay_auth_refused_total").increment(1);
+            return Err(ApiError::too_many_auth_failures(AUTH_FAILURE_WINDOW_MS));
+        }
+        match authenticate(parts, state).await {
+            Err(error) if error.status == axum::http::StatusCode::UNAUTHORIZED => {
+                if let Some(client) = client {
+                    state.auth_failures.record(client);
+                }
+                metrics::counter!("medpay_auth_failures_total").increment(1);
+                Err(error)
+            }
+            other => other,
+        }
     }
+}
+
+/// The window over which an address's failed authentications are counted.
+pub const AUTH_FAILURE_WINDOW_MS: u64 = 60_000;
+/// Addresses whose failures are remembered at once (the oldest are forgotten first).
+pub const AUTH_FAILURE_ADDRESSES_MAX: u64 = 100_000;
+
+/// Whom failures are counted against: an IPv4 address, or an IPv6 /64 (one host's whole range).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Failed authentications per client address in a fixed window (in this process: each node
+/// counts its own).
+pub struct AuthFailures {
+    per_window: u32,
+    counts: moka::sync::Cache<IpAddr, Arc<AtomicU32>>,
+}
+
+impl AuthFailures {
+    pub fn new(per_window: u32) -> AuthFailures {
+        AuthFailures {
+            per_window,
+            counts: moka::sync::Cache::builder()
+                .max_capacity(AUTH_FAILURE_ADDRESSES_MAX)
+                .time_to_live(Duration::from_millis(AUTH_FAILURE_WINDOW_MS))
+                .build(),
+        }
+    }
+
+    pub fn exhausted(&self, client: IpAddr) -> bool {
+        self.counts.get(&client).is_some_and(|count| count.load(Ordering::Relaxed) >= self.per_window)
+    }
+
+    pub fn record(&self, client: IpAddr) {
+        let count = self.counts.get_with(client, || Arc::new(AtomicU32::new(0)));
+        if count.fetch_add(1, Ordering::Relaxed) + 1 == self.per_window {
+            tracing::warn!(client = %client, failures = self.per_window, "too many failed authentications; refusing this address for a minute");
+        }
+    }
+}
+
+async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let token = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|token| !token.is_empty() && token.len() <= TOKEN_LENGTH_MAX)
+        .ok_or_else(ApiError::unauthorized)?;
+    let analyst = state
+        .config
+        .analyst_token
+        .as_deref()
+        .is_some_and(|analyst| constant_time_eq(token.as_bytes(), analyst.as_bytes()));
+    let principal = if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) {
+        Principal::Admin
+    } else if analyst {
+        Principal::Analyst
+    } else if token.starts_with(PROVIDER_KEY_PREFIX) {
+        let hash = medpay_store::sha256_hex(token.as_bytes());
+        Principal::Provider(state.lookups.provider_by_key_hash(&hash).await?.ok_or_else(ApiError::unauthorized)?)
+    } else if token.starts_with(PERSON_TOKEN_PREFIX) {
+        let hash = medpay_store::sha256_hex(token.as_bytes());
+        let person = state
+            .store
+            .person_by_token_hash(&hash, medpay_store::now_ms())
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        let id = person.id.parse().map_err(|_| ApiError::internal("a person's id is not a UUID"))?;
+        let role = Role::parse(&person.role).ok_or_else(|| ApiError::internal("a person's role is unknown"))?;
+        Principal::Person(id, role)
+    } else if token.starts_with(PATIENT_TOKEN_PREFIX) {
+        let hash = medpay_store::sha256_hex(token.as_bytes());
+        Principal::Patient(state.lookups.patient_by_token_hash(&hash).await?.ok_or_else(ApiError::unauthorized)?)
+    } else {
+        return Err(ApiError::unauthorized());
+    };
+    let limit = state.config.limits.requests_per_key_per_minute;
+    state.rate_limit(&format!("key:{}", principal.scope()), limit).await?;
+    Ok(principal)
 }

@@ -156,6 +156,9 @@ pub struct Limits {
     pub drift_interval_ms: u64,
     /// A chat WebSocket with no message from the patient for this long is closed (code 4008).
     pub websocket_idle_ms: u64,
+    /// Failed authentications from one client address (an IPv6 /64) in a minute; past it the
+    /// address gets 429 `too_many_auth_failures` without its token being looked at.
+    pub auth_failures_per_address_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -169,6 +172,7 @@ impl Default for Limits {
             shutdown_grace_ms: 15_000,
             drift_interval_ms: 300_000,
             websocket_idle_ms: 300_000,
+            auth_failures_per_address_per_minute: 30,
         }
     }
 }
@@ -281,6 +285,10 @@ impl Config {
                 )?,
                 drift_interval_ms: parsed("MEDPAY_DRIFT_INTERVAL_MS", limits.drift_interval_ms)?,
                 websocket_idle_ms: parsed("MEDPAY_WEBSOCKET_IDLE_MS", limits.websocket_idle_ms)?,
+                auth_failures_per_address_per_minute: parsed(
+                    "MEDPAY_AUTH_FAILURES_PER_ADDRESS_PER_MINUTE",
+                    limits.auth_failures_per_address_per_minute,
+                )?,
                 ..limits
             },
         })

@@ -44,6 +44,18 @@ impl ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required")
     }
 
+    /// 429: this client address failed to authenticate too often; its tokens are not looked at.
+    pub fn too_many_auth_failures(retry_after_ms: u64) -> ApiError {
+        ApiError {
+            retry_after_seconds: Some(retry_after_ms.div_ceil(1_000).max(1)),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_auth_failures",
+                "too many failed authentications from this address; retry later",
+            )
+        }
+    }
+
     pub fn forbidden(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }

@@ -11,6 +11,8 @@ pub struct AppState {
     pub store: Store,
     pub runtime: Arc<Runtime>,
     pub limiter: Arc<RateLimiter>,
+    /// Failed authentications per client address (refused before any lookup past the limit).
+    pub auth_failures: Arc<crate::auth::AuthFailures>,
     /// The payment path's reads of parties and credentials, kept in memory.
     pub lookups: Arc<crate::lookups::Lookups>,
     /// Idempotency keys of the requests running now (in Redis when nodes share them).

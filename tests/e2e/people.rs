@@ -132,3 +132,45 @@ async fn people_have_their_own_tokens_roles_claims_and_an_audit_log(engine: Engi
     app.stop().await;
 }
 on_both_engines!(people_have_their_own_tokens_roles_claims_and_an_audit_log);
+
+/// Guessing tokens is limited per client address before any lookup: past the limit of failures in
+/// a minute, the address gets 429 `too_many_auth_failures` even with a valid token; other callers
+/// are not affected by it (each address has its own count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentications_are_limited_per_address_before_any_lookup() {
+    let app = TestApp::spawn_with(crate::support::Engine::Sqlite, |config| {
+        config.limits.auth_failures_per_address_per_minute = 5
+    })
+    .await;
+    let provider = app.provider(json!({})).await;
+    // A valid key works, and its successes count for nothing.
+    for _ in 0..8 {
+        assert_eq!(app.request(Method::GET, "/v1/payments", Some(&provider.key), None, None).await.0, StatusCode::OK);
+    }
+    for guess in 0..5 {
+        let (status, error) =
+            app.request(Method::GET, "/v1/payments", Some(&format!("mpk_guess{guess}")), None, None).await;
+        assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    }
+    // The sixth failure in the minute: refused before anything is looked up, the right key too.
+    let response = app
+        .client
+        .get(format!("{}/v1/payments", app.base))
+        .bearer_auth(format!("mpk_guess{}", 6))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().get("retry-after").is_some(), "says when to come back");
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "too_many_auth_failures", "{error}");
+    let (status, _) = app.request(Method::GET, "/v1/payments", Some(&provider.key), None, None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "this address is refused for the minute, whatever it sends");
+    // Unauthenticated routes are not behind it.
+    let health = app.client.get(format!("{}/healthz", app.base)).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("medpay_auth_failures_total 5"), "the failures are counted");
+    assert!(metrics.contains("medpay_auth_refused_total"), "and the refusals");
+    app.stop().await;
+}
