@@ -2,7 +2,6 @@
 //! (durably, by cursor) and delivers them, signed, at least once, retrying with exponential backoff
 //! and jitter. Everything it needs is in the store, so a restart resumes where it stopped.
 
-use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use medpay_store::{AttemptOutcome, EventRecord, Store, WebhookDelivery, WebhookEndpoint};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -124,12 +123,26 @@ const PUMP_SPACING_MS: u64 = 20;
 pub struct OutboxActor;
 
 pub struct OutboxState {
-    store: Store,
-    client: reqwest::Client,
-    config: WebhookConfig,
+    sender: Sender,
     last_pass: Instant,
     scheduled: bool,
 }
+
+/// What a delivery needs, shared by the endpoints' delivery tasks.
+#[derive(Clone)]
+struct Sender {
+    store: Store,
+    client: reqwest::Client,
+    config: WebhookConfig,
+    /// Endpoints whose deliveries are being sent now: a pass leaves them to their task.
+    busy: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Requests in flight at once, over every endpoint.
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Deliveries of one endpoint a pass hands to its task at most (sent one after the other, in
+/// order); the others' come in turns beside them.
+const DELIVERIES_PER_ENDPOINT_PER_PASS: i64 = 16;
 
 impl Actor for OutboxActor {
     type Msg = OutboxMsg;
@@ -153,7 +166,9 @@ impl Actor for OutboxActor {
             .user_agent("MedPay-Webhooks/1")
             .build()?;
         myself.send_interval(Duration::from_millis(config.poll_ms), || OutboxMsg::Pump);
-        Ok(OutboxState { store, client, config, last_pass: Instant::now(), scheduled: false })
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
+        let sender = Sender { store, client, config, busy: std::sync::Arc::default(), permits };
+        Ok(OutboxState { sender, last_pass: Instant::now(), scheduled: false })
     }
 
     async fn handle(
@@ -175,31 +190,49 @@ impl Actor for OutboxActor {
             OutboxMsg::Pump => {}
         }
         state.last_pass = Instant::now();
-        if let Err(error) = pump(state).await {
+        if let Err(error) = pump(&state.sender).await {
             tracing::warn!(%error, "outbox pass failed; the next one retries");
         }
         Ok(())
     }
 }
 
-async fn pump(state: &OutboxState) -> Result<(), medpay_store::StoreError> {
-    for endpoint in state.store.webhook_endpoints(None).await?.into_iter().filter(|endpoint| endpoint.enabled) {
-        let events = state.store.provider_events(endpoint.provider_id, endpoint.cursor, ENQUEUE_BATCH_MAX).await?;
-        state.store.enqueue_deliveries(&endpoint, &events, medpay_store::now_ms()).await?;
+/// One pass: new events become deliveries, then each endpoint with deliveries due and no task
+/// sending already gets a task that sends them in order. The pass waits for none of them: a slow
+/// receiver holds up only its own deliveries (and one of the `concurrency` slots while it answers).
+async fn pump(sender: &Sender) -> Result<(), medpay_store::StoreError> {
+    for endpoint in sender.store.webhook_endpoints(None).await?.into_iter().filter(|endpoint| endpoint.enabled) {
+        let events = sender.store.provider_events(endpoint.provider_id, endpoint.cursor, ENQUEUE_BATCH_MAX).await?;
+        sender.store.enqueue_deliveries(&endpoint, &events, medpay_store::now_ms()).await?;
     }
-    let due = state.store.due_deliveries(medpay_store::now_ms()).await?;
-    futures::stream::iter(due)
-        .for_each_concurrent(state.config.concurrency, |(delivery, endpoint)| async move {
-            if let Err(error) = deliver(state, &delivery, &endpoint).await {
-                tracing::warn!(delivery_id = %delivery.id, %error, "recording a delivery attempt failed");
+    let due = sender.store.due_deliveries(medpay_store::now_ms(), DELIVERIES_PER_ENDPOINT_PER_PASS).await?;
+    let mut by_endpoint: Vec<(WebhookEndpoint, Vec<WebhookDelivery>)> = Vec::new();
+    for (delivery, endpoint) in due {
+        match by_endpoint.iter_mut().find(|(known, _)| known.id == endpoint.id) {
+            Some((_, deliveries)) => deliveries.push(delivery),
+            None => by_endpoint.push((endpoint, vec![delivery])),
+        }
+    }
+    for (endpoint, deliveries) in by_endpoint {
+        if !sender.busy.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(endpoint.id.clone()) {
+            continue;
+        }
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            for delivery in &deliveries {
+                let Ok(_permit) = sender.permits.acquire().await else { break };
+                if let Err(error) = deliver(&sender, delivery, &endpoint).await {
+                    tracing::warn!(delivery_id = %delivery.id, %error, "recording a delivery attempt failed");
+                }
             }
-        })
-        .await;
+            sender.busy.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&endpoint.id);
+        });
+    }
     Ok(())
 }
 
 async fn deliver(
-    state: &OutboxState,
+    state: &Sender,
     delivery: &WebhookDelivery,
     endpoint: &WebhookEndpoint,
 ) -> Result<(), medpay_store::StoreError> {

@@ -6,9 +6,10 @@ use crate::payments::EventRecord;
 use medpay_models::{PaymentId, ProviderId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use std::collections::HashMap;
 
 /// Most deliveries one outbox pass picks up.
-pub const DELIVERY_BATCH_MAX: i64 = 64;
+pub const DELIVERY_BATCH_MAX: i64 = 256;
 
 /// `Debug` leaves the signing secret out.
 #[derive(Clone, PartialEq, Eq)]
@@ -208,20 +209,41 @@ impl Store {
         Ok(())
     }
 
-    /// Pending deliveries whose time has come, oldest first, with their enabled endpoints.
-    pub async fn due_deliveries(&self, now_ms: i64) -> Result<Vec<(WebhookDelivery, WebhookEndpoint)>, StoreError> {
+    /// Pending deliveries whose time has come, of enabled endpoints only, taken in turns: every
+    /// endpoint's oldest first, then every endpoint's second, and so on, at most `per_endpoint`
+    /// of one endpoint and `DELIVERY_BATCH_MAX` in all — so that neither a disabled endpoint's
+    /// backlog nor one busy endpoint's keeps the others waiting. Each with its endpoint.
+    pub async fn due_deliveries(
+        &self,
+        now_ms: i64,
+        per_endpoint: i64,
+    ) -> Result<Vec<(WebhookDelivery, WebhookEndpoint)>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at_ms <= $1
-             ORDER BY next_attempt_at_ms, provider_seq LIMIT $2"
+            "SELECT {DELIVERY_COLUMNS} FROM (
+                 SELECT d.*, ROW_NUMBER() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at_ms, d.provider_seq) AS turn
+                 FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+                 WHERE d.status = 'pending' AND d.next_attempt_at_ms <= $1 AND e.status = 'enabled'
+             ) due
+             WHERE turn <= $2 ORDER BY turn, next_attempt_at_ms, endpoint_id LIMIT $3"
         ));
-        let rows = sqlx::query(sql).bind(now_ms).bind(DELIVERY_BATCH_MAX).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(sql)
+            .bind(now_ms)
+            .bind(per_endpoint.max(1))
+            .bind(DELIVERY_BATCH_MAX)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut endpoints: HashMap<String, Option<WebhookEndpoint>> = HashMap::new();
         let mut due = Vec::with_capacity(rows.len());
         for row in &rows {
             let delivery = delivery_from_row(row)?;
-            if let Some(endpoint) =
-                self.webhook_endpoint(&delivery.endpoint_id).await?.filter(|endpoint| endpoint.enabled)
+            if !endpoints.contains_key(&delivery.endpoint_id) {
+                let endpoint = self.webhook_endpoint(&delivery.endpoint_id).await?;
+                endpoints.insert(delivery.endpoint_id.clone(), endpoint);
+            }
+            if let Some(Some(endpoint)) =
+                endpoints.get(&delivery.endpoint_id).filter(|e| e.as_ref().is_some_and(|e| e.enabled))
             {
-                due.push((delivery, endpoint));
+                due.push((delivery, endpoint.clone()));
             }
         }
         Ok(due)

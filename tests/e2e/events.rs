@@ -422,3 +422,84 @@ async fn a_clicksign_webhook_played_back_after_its_window_is_refused() {
     assert_eq!(recorded, vec!["env-fresh:sign".to_owned()], "{recorded:?}");
     app.stop().await;
 }
+
+/// One receiver that never answers holds up only its own deliveries: while the first request to
+/// it hangs, another provider's endpoint gets every one of its events, and the hanging endpoint's
+/// other deliveries wait their turn behind it (sent in order, one at a time).
+async fn a_receiver_that_hangs_holds_up_only_its_own_deliveries(engine: Engine) {
+    let app = TestApp::spawn_with(engine, |config| {
+        config.runtime.webhooks.poll_ms = 50;
+        config.runtime.webhooks.request_timeout_ms = 60_000;
+    })
+    .await;
+    // The hanging receiver: counts the requests it got and answers none until released.
+    let release = Arc::new(tokio::sync::Notify::new());
+    let hung = Arc::new(Mutex::new(0usize));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    {
+        let (release, hung) = (release.clone(), hung.clone());
+        let hang = move || {
+            let (release, hung) = (release.clone(), hung.clone());
+            async move {
+                *hung.lock().unwrap() += 1;
+                release.notified().await;
+                StatusCode::OK
+            }
+        };
+        let app = axum::Router::new().route("/hooks", axum::routing::post(hang));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+    }
+    let (slow, fast) = (app.provider(json!({})).await, app.provider(json!({})).await);
+    let (status, _) = app
+        .request(Method::POST, "/v1/webhook-endpoints", Some(&slow.key), Some(&json!({"url": slow_url})), None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    pay_new_patient(&app, &slow).await;
+    for _ in 0..400 {
+        if *hung.lock().unwrap() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(*hung.lock().unwrap(), 1, "the first delivery hangs");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fast_url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let receiver = Receiver::default();
+    start_receiver(listener, receiver.clone()).await;
+    let (status, endpoint) = app
+        .request(Method::POST, "/v1/webhook-endpoints", Some(&fast.key), Some(&json!({"url": fast_url})), None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{endpoint}");
+    let mut expected = Vec::new();
+    for _ in 0..3 {
+        let id = pay_new_patient(&app, &fast).await["id"].as_str().unwrap().to_owned();
+        expected.extend((1..=3).map(|seq| format!("{id}.{seq}")));
+    }
+    let mut received = Vec::new();
+    for _ in 0..400 {
+        received = verify_all(&receiver.accepted.lock().unwrap().clone(), endpoint["secret"].as_str().unwrap());
+        if expected.iter().all(|id| received.contains(id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(expected.iter().all(|id| received.contains(id)), "every event of the other provider: {received:?}");
+    assert_eq!(*hung.lock().unwrap(), 1, "the hanging endpoint got no second request meanwhile: one at a time");
+    // Released, the hanging endpoint's other deliveries follow.
+    release.notify_waiters();
+    for _ in 0..400 {
+        release.notify_waiters();
+        if *hung.lock().unwrap() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(*hung.lock().unwrap() >= 3, "then the rest, in turn");
+    release.notify_waiters();
+    app.stop().await;
+}
+on_both_engines!(a_receiver_that_hangs_holds_up_only_its_own_deliveries);
