@@ -79,6 +79,8 @@ impl Entity for ChatActor {
     type Id = ConversationId;
     type Context = Context;
     const KIND: &'static str = "chat";
+    /// Conversations open at once.
+    const LIVE_MAX: usize = 20_000;
     fn arguments(id: ConversationId, context: Arc<Context>, _fresh: bool) -> ChatArgs {
         ChatArgs { id, context }
     }

@@ -49,6 +49,8 @@ impl Entity for PatientSessionActor {
     type Id = PatientId;
     type Context = Context;
     const KIND: &'static str = "patient";
+    /// Patients' sessions (10 s of quiet stops one).
+    const LIVE_MAX: usize = 200_000;
     fn arguments(id: PatientId, context: Arc<Context>, _fresh: bool) -> PatientArgs {
         PatientArgs { id, context }
     }

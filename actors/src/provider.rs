@@ -72,6 +72,8 @@ impl Entity for ProviderSessionActor {
     type Id = ProviderId;
     type Context = Context;
     const KIND: &'static str = "provider";
+    /// Providers' sessions.
+    const LIVE_MAX: usize = 50_000;
     fn arguments(id: ProviderId, context: Arc<Context>, _fresh: bool) -> ProviderArgs {
         ProviderArgs { id, context }
     }

@@ -24,6 +24,9 @@ pub trait Entity: Actor + Default {
     type Context: Send + Sync + 'static;
     /// The actor kind, for logs and metrics.
     const KIND: &'static str;
+    /// Most actors of this kind alive at once; past it a start is refused (the caller answers 503
+    /// and is retried), so that a flood of new ids cannot take all the memory.
+    const LIVE_MAX: usize;
     /// `fresh` is true for an entity that does not exist in the store yet (nothing to rebuild).
     fn arguments(id: Self::Id, context: Arc<Self::Context>, fresh: bool) -> Self::Arguments;
 }
@@ -78,6 +81,11 @@ impl<E: Entity> SupervisorState<E> {
         fresh: bool,
     ) -> Result<ActorRef<E::Msg>, String> {
         let context = self.context.get().cloned().ok_or("runtime not initialised")?;
+        if self.ids.len() >= E::LIVE_MAX {
+            metrics::counter!("medpay_actor_starts_refused_total", "kind" => E::KIND).increment(1);
+            tracing::warn!(kind = E::KIND, %id, live = self.ids.len(), "too many live actors; start refused");
+            return Err(format!("too many live {} actors ({}); retry later", E::KIND, E::LIVE_MAX));
+        }
         let (actor, _) = Actor::spawn_linked(None, E::default(), E::arguments(id, context, fresh), myself.get_cell())
             .await
             .map_err(|error| format!("{} {id} failed to start: {error}", E::KIND))?;
@@ -295,4 +303,54 @@ where
         }
     }
     Err(CoreError::Unavailable(format!("{} {id} is not accepting messages", E::KIND)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entity that does nothing, with room for two.
+    #[derive(Default)]
+    struct Idle;
+
+    impl Actor for Idle {
+        type Msg = ();
+        type State = ();
+        type Arguments = ();
+        async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    impl Entity for Idle {
+        type Id = u32;
+        type Context = ();
+        const KIND: &'static str = "idle";
+        const LIVE_MAX: usize = 2;
+        fn arguments(_: u32, _: Arc<()>, _: bool) {}
+    }
+
+    #[tokio::test]
+    async fn no_more_actors_start_than_the_kind_allows() {
+        let context = Arc::new(std::sync::OnceLock::new());
+        let _ = context.set(Arc::new(()));
+        let registry = Registry::<Idle>::start(context, None).await.unwrap();
+        registry.get(1).await.unwrap();
+        registry.get(2).await.unwrap();
+        assert!(registry.get(1).await.is_ok(), "a live one is found, not started");
+        match registry.get(3).await {
+            Err(CoreError::Unavailable(why)) => assert!(why.contains("too many live idle actors"), "{why}"),
+            other => panic!("a third started: {:?}", other.map(|_| ())),
+        }
+        // One stops: there is room again.
+        registry.live(2).unwrap().stop(None);
+        for _ in 0..200 {
+            if registry.stats().await.unwrap().live < 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        registry.get(3).await.unwrap();
+        assert_eq!(registry.stats().await.unwrap().live, 2);
+    }
 }

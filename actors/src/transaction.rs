@@ -182,6 +182,8 @@ impl Entity for TransactionActor {
     type Id = PaymentId;
     type Context = Context;
     const KIND: &'static str = "transaction";
+    /// Payments in flight (an idle one stops after 2 s).
+    const LIVE_MAX: usize = 100_000;
     fn arguments(id: PaymentId, context: Arc<Context>, fresh: bool) -> TransactionArgs {
         TransactionArgs { id, context, fresh }
     }

@@ -155,6 +155,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(events::stream))
         .routes(routes!(events::websocket))
         .routes(routes!(events::create_endpoint, events::list_endpoints))
+        .routes(routes!(events::remove_endpoint))
         .routes(routes!(events::list_deliveries))
         .routes(routes!(events::resend))
         .routes(routes!(ops::healthz))

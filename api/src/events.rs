@@ -412,7 +412,8 @@ pub struct DeliveryList {
 
 #[utoipa::path(post, path = "/v1/webhook-endpoints", tag = "events", security(("bearer" = [])), request_body = CreateEndpoint,
     responses((status = 201, body = EndpointView, description = "events from now on are delivered here; the secret is shown once"),
-               (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+               (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+               (status = 409, body = ErrorBody, description = "`too_many_endpoints`: ten enabled endpoints already")))]
 pub async fn create_endpoint(
     State(state): State<AppState>,
     principal: Principal,
@@ -455,7 +456,19 @@ pub async fn create_endpoint(
         cursor: 0,
         created_at_ms: medpay_store::now_ms(),
     };
-    let endpoint = state.store.insert_webhook_endpoint(&endpoint).await?;
+    let endpoint = match state.store.insert_webhook_endpoint(&endpoint).await {
+        Ok(endpoint) => endpoint,
+        Err(medpay_store::StoreError::Conflict(_)) => {
+            return Err(ApiError::conflict(
+                "too_many_endpoints",
+                format!(
+                    "a provider has at most {} enabled webhook endpoints; remove one first",
+                    medpay_store::WEBHOOK_ENDPOINTS_PER_PROVIDER_MAX
+                ),
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    };
     tracing::info!(provider_id = %provider, endpoint_id = %endpoint.id, "webhook endpoint added");
     Ok((StatusCode::CREATED, Json(EndpointView::new(&endpoint, Some(secret)))))
 }
@@ -469,6 +482,25 @@ pub async fn list_endpoints(
     let provider = provider_only(principal)?;
     let endpoints = state.store.webhook_endpoints(Some(provider)).await?;
     Ok(Json(EndpointList { data: endpoints.iter().map(|endpoint| EndpointView::new(endpoint, None)).collect() }))
+}
+
+#[utoipa::path(delete, path = "/v1/webhook-endpoints/{id}", tag = "events", security(("bearer" = [])),
+    params(("id" = String, Path, description = "endpoint id")),
+    responses((status = 204, description = "removed: nothing more is sent to it; its deliveries stay listed"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn remove_endpoint(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let provider = provider_only(principal)?;
+    let Path(id) = id.map_err(rejection)?;
+    let endpoint = own_endpoint(&state, provider, &id).await?;
+    if !state.store.remove_webhook_endpoint(&endpoint.id).await? {
+        return Err(ApiError::not_found("endpoint_not_found", "no such webhook endpoint"));
+    }
+    tracing::info!(provider_id = %provider, endpoint_id = %endpoint.id, "webhook endpoint removed");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn own_endpoint(state: &AppState, provider: ProviderId, id: &str) -> Result<WebhookEndpoint, ApiError> {

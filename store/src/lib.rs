@@ -40,7 +40,10 @@ pub use risk::{
     ListEntry, PatientHistoryRows, PatientPayment, ProviderPayment, REBUILD_ROWS_MAX, RuleRecord, ScoredPayment,
     Sighting, outcome_of,
 };
-pub use webhooks::{AttemptOutcome, DELIVERY_BATCH_MAX, WebhookDelivery, WebhookEndpoint};
+pub use webhooks::{
+    AttemptOutcome, DELIVERY_BATCH_MAX, ENDPOINT_REMOVED, WEBHOOK_ENDPOINTS_PER_PROVIDER_MAX, WebhookDelivery,
+    WebhookEndpoint,
+};
 
 use sha2::{Digest, Sha256};
 

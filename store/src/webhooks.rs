@@ -8,6 +8,11 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use std::collections::HashMap;
 
+/// Enabled webhook endpoints one provider may have at once.
+pub const WEBHOOK_ENDPOINTS_PER_PROVIDER_MAX: i64 = 10;
+/// The reason an endpoint its provider removed is disabled with.
+pub const ENDPOINT_REMOVED: &str = "removed by the provider";
+
 /// Most deliveries one outbox pass picks up.
 pub const DELIVERY_BATCH_MAX: i64 = 256;
 
@@ -135,6 +140,16 @@ impl Store {
             .fetch_one(&mut *transaction)
             .await?
             .try_get("last_event_seq")?;
+        let enabled: i64 = sqlx::query(
+            "SELECT COUNT(*) AS enabled FROM webhook_endpoints WHERE provider_id = $1 AND status = 'enabled'",
+        )
+        .bind(endpoint.provider_id.to_string())
+        .fetch_one(&mut *transaction)
+        .await?
+        .try_get("enabled")?;
+        if enabled >= WEBHOOK_ENDPOINTS_PER_PROVIDER_MAX {
+            return Err(StoreError::Conflict("webhook endpoints"));
+        }
         sqlx::query(
             "INSERT INTO webhook_endpoints (id, provider_id, url, event_types, secret, status, consecutive_failures, cursor, created_at_ms)
              VALUES ($1, $2, $3, $4, $5, 'enabled', 0, $6, $7)",
@@ -150,6 +165,21 @@ impl Store {
         .await?;
         transaction.commit().await?;
         Ok(WebhookEndpoint { cursor, enabled: true, ..endpoint.clone() })
+    }
+
+    /// Disables an endpoint for good (its provider removed it): nothing more is sent to it, its
+    /// deliveries and their attempts stay readable. False when it was not found or removed already.
+    pub async fn remove_webhook_endpoint(&self, id: &str) -> Result<bool, StoreError> {
+        let removed = sqlx::query(
+            "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = $2
+             WHERE id = $1 AND (disabled_reason IS NULL OR disabled_reason <> $2)",
+        )
+        .bind(id.to_owned())
+        .bind(ENDPOINT_REMOVED)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(removed == 1)
     }
 
     pub async fn webhook_endpoints(&self, provider: Option<ProviderId>) -> Result<Vec<WebhookEndpoint>, StoreError> {

@@ -503,3 +503,51 @@ async fn a_receiver_that_hangs_holds_up_only_its_own_deliveries(engine: Engine) 
     app.stop().await;
 }
 on_both_engines!(a_receiver_that_hangs_holds_up_only_its_own_deliveries);
+
+/// A provider has at most ten enabled webhook endpoints; removing one makes room, nothing more is
+/// sent to it, and its deliveries stay listed. Nobody removes another provider's endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_endpoints_are_bounded_per_provider_and_removable() {
+    let app = TestApp::spawn(Engine::Sqlite).await;
+    let (clinic, other) = (app.provider(json!({})).await, app.provider(json!({})).await);
+    let mut ids = Vec::new();
+    for index in 0..10 {
+        let url = json!({"url": format!("https://hooks{index}.clinica.example/medpay")});
+        let (status, endpoint) =
+            app.request(Method::POST, "/v1/webhook-endpoints", Some(&clinic.key), Some(&url), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{endpoint}");
+        ids.push(endpoint["id"].as_str().unwrap().to_owned());
+    }
+    let eleventh = json!({"url": "https://hooks10.clinica.example/medpay"});
+    let (status, error) =
+        app.request(Method::POST, "/v1/webhook-endpoints", Some(&clinic.key), Some(&eleventh), None).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("too_many_endpoints")),
+        "{error}"
+    );
+    let (_, listed) = app.request(Method::GET, "/v1/webhook-endpoints", Some(&clinic.key), None, None).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 10, "nothing half-made: {listed}");
+    // Another provider's count is its own; it cannot remove the clinic's.
+    let path = format!("/v1/webhook-endpoints/{}", ids[0]);
+    assert_eq!(app.request(Method::DELETE, &path, Some(&other.key), None, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(app.request(Method::DELETE, &path, Some(&clinic.key), None, None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.request(Method::DELETE, &path, Some(&clinic.key), None, None).await.0,
+        StatusCode::NOT_FOUND,
+        "once"
+    );
+    let (status, _) =
+        app.request(Method::POST, "/v1/webhook-endpoints", Some(&clinic.key), Some(&eleventh), None).await;
+    assert_eq!(status, StatusCode::CREATED, "room again");
+    let (_, listed) = app.request(Method::GET, "/v1/webhook-endpoints", Some(&clinic.key), None, None).await;
+    let removed = listed["data"].as_array().unwrap().iter().find(|e| e["id"] == json!(ids[0])).unwrap().clone();
+    assert_eq!(
+        (removed["status"].as_str(), removed["disabled_reason"].as_str()),
+        (Some("disabled"), Some("removed by the provider")),
+        "{removed}"
+    );
+    let deliveries = format!("{path}/deliveries");
+    assert_eq!(app.request(Method::GET, &deliveries, Some(&clinic.key), None, None).await.0, StatusCode::OK);
+    app.stop().await;
+}

@@ -462,6 +462,7 @@ async fn openapi_describes_every_endpoint(engine: Engine) {
         ("/v1/events/ws", "get"),
         ("/v1/webhook-endpoints", "post"),
         ("/v1/webhook-endpoints", "get"),
+        ("/v1/webhook-endpoints/{id}", "delete"),
         ("/v1/webhook-endpoints/{id}/deliveries", "get"),
         ("/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/resend", "post"),
         ("/v1/providers/{id}/balance", "get"),
