@@ -134,10 +134,26 @@ struct Sender {
     store: Store,
     client: reqwest::Client,
     config: WebhookConfig,
-    /// Endpoints whose deliveries are being sent now: a pass leaves them to their task.
-    busy: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Which endpoints have a task sending now, and when each one's last task ended.
+    tasks: std::sync::Arc<std::sync::Mutex<EndpointTasks>>,
     /// Requests in flight at once, over every endpoint.
     permits: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// The endpoints' delivery tasks. A pass may hand an endpoint what it read only if no task of that
+/// endpoint ran while it read: a task that ended after the read began may have sent some of it.
+#[derive(Default)]
+struct EndpointTasks {
+    running: std::collections::HashSet<String>,
+    /// The sequence number of each endpoint's last ended task.
+    ended: std::collections::HashMap<String, u64>,
+    seq: u64,
+}
+
+impl EndpointTasks {
+    fn lock(tasks: &std::sync::Mutex<EndpointTasks>) -> std::sync::MutexGuard<'_, EndpointTasks> {
+        tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// Deliveries of one endpoint a pass hands to its task at most (sent one after the other, in
@@ -167,7 +183,7 @@ impl Actor for OutboxActor {
             .build()?;
         myself.send_interval(Duration::from_millis(config.poll_ms), || OutboxMsg::Pump);
         let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
-        let sender = Sender { store, client, config, busy: std::sync::Arc::default(), permits };
+        let sender = Sender { store, client, config, tasks: std::sync::Arc::default(), permits };
         Ok(OutboxState { sender, last_pass: Instant::now(), scheduled: false })
     }
 
@@ -205,6 +221,10 @@ async fn pump(sender: &Sender) -> Result<(), medpay_store::StoreError> {
         let events = sender.store.provider_events(endpoint.provider_id, endpoint.cursor, ENQUEUE_BATCH_MAX).await?;
         sender.store.enqueue_deliveries(&endpoint, &events, medpay_store::now_ms()).await?;
     }
+    let (running_before, seq_before) = {
+        let tasks = EndpointTasks::lock(&sender.tasks);
+        (tasks.running.clone(), tasks.seq)
+    };
     let due = sender.store.due_deliveries(medpay_store::now_ms(), DELIVERIES_PER_ENDPOINT_PER_PASS).await?;
     let mut by_endpoint: Vec<(WebhookEndpoint, Vec<WebhookDelivery>)> = Vec::new();
     for (delivery, endpoint) in due {
@@ -214,8 +234,16 @@ async fn pump(sender: &Sender) -> Result<(), medpay_store::StoreError> {
         }
     }
     for (endpoint, deliveries) in by_endpoint {
-        if !sender.busy.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(endpoint.id.clone()) {
-            continue;
+        {
+            let mut tasks = EndpointTasks::lock(&sender.tasks);
+            let stale = running_before.contains(&endpoint.id)
+                || tasks.running.contains(&endpoint.id)
+                || tasks.ended.get(&endpoint.id).is_some_and(|ended| *ended > seq_before);
+            if stale {
+                // Its task has it, or had it while this pass read: the next pass reads it afresh.
+                continue;
+            }
+            tasks.running.insert(endpoint.id.clone());
         }
         let sender = sender.clone();
         tokio::spawn(async move {
@@ -225,7 +253,11 @@ async fn pump(sender: &Sender) -> Result<(), medpay_store::StoreError> {
                     tracing::warn!(delivery_id = %delivery.id, %error, "recording a delivery attempt failed");
                 }
             }
-            sender.busy.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&endpoint.id);
+            let mut tasks = EndpointTasks::lock(&sender.tasks);
+            tasks.running.remove(&endpoint.id);
+            tasks.seq += 1;
+            let seq = tasks.seq;
+            tasks.ended.insert(endpoint.id.clone(), seq);
         });
     }
     Ok(())
