@@ -8,6 +8,7 @@ mod dashboard;
 mod durability;
 mod events;
 mod lifecycle;
+mod logs;
 mod money;
 mod payments;
 mod people;
