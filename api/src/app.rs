@@ -156,6 +156,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(events::websocket))
         .routes(routes!(events::create_endpoint, events::list_endpoints))
         .routes(routes!(events::remove_endpoint))
+        .routes(routes!(parties::create_key, parties::list_keys))
+        .routes(routes!(parties::revoke_key))
         .routes(routes!(events::list_deliveries))
         .routes(routes!(events::resend))
         .routes(routes!(ops::healthz))

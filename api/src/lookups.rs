@@ -67,6 +67,11 @@ impl Lookups {
         through(&self.provider_keys, hash.to_owned(), self.store.provider_id_by_key_hash(hash)).await
     }
 
+    /// A revoked key's hash, dropped from memory at once (on this node).
+    pub fn forget_provider_key(&self, hash: &str) {
+        self.provider_keys.invalidate(hash);
+    }
+
     pub async fn patient_by_token_hash(&self, hash: &str) -> Result<Option<PatientId>, StoreError> {
         through(&self.patient_tokens, hash.to_owned(), self.store.patient_id_by_token_hash(hash)).await
     }

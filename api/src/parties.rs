@@ -295,3 +295,164 @@ pub async fn update_provider_risk(
         fail_mode = record.score_fail_mode.as_str(), max = record.max_amount_centavos, "provider risk settings changed");
     Ok(Json(ProviderView::new(&record, None)))
 }
+
+/// Keys that work at once per provider.
+pub const PROVIDER_KEYS_ACTIVE_MAX: i64 = 5;
+const KEY_LABEL_LENGTH_MAX: usize = 80;
+
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProviderKey {
+    /// What the key is for (`"produção"`, `"integração da agenda"`), 1 to 80 characters.
+    pub label: String,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ProviderKeyView {
+    pub id: String,
+    pub label: String,
+    pub created_by: String,
+    pub created_at: String,
+    /// When it stopped working; none while it works.
+    pub revoked_at: Option<String>,
+    /// The key itself: shown once, in the answer that creates it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+}
+
+impl ProviderKeyView {
+    fn new(key: &medpay_store::ProviderKey, api_key: Option<String>) -> ProviderKeyView {
+        ProviderKeyView {
+            id: key.id.clone(),
+            label: key.label.clone(),
+            created_by: key.created_by.clone(),
+            created_at: crate::dto::timestamp(key.created_at_ms),
+            revoked_at: key.revoked_at_ms.map(crate::dto::timestamp),
+            api_key,
+        }
+    }
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ProviderKeyList {
+    pub data: Vec<ProviderKeyView>,
+}
+
+/// The provider a key route is about: its own (`me` or its id) for a provider's key, any for the
+/// admin; nobody else's.
+fn key_owner(principal: Principal, id: &str) -> Result<ProviderId, ApiError> {
+    let not_found = || ApiError::not_found("provider_not_found", "no such provider");
+    let provider: ProviderId = match (principal, id) {
+        (Principal::Provider(own), "me") => own,
+        (_, raw) => raw.parse().map_err(|_| not_found())?,
+    };
+    match principal {
+        Principal::Provider(own) if own == provider => Ok(provider),
+        Principal::Provider(_) => Err(not_found()),
+        other => {
+            other.require_admin()?;
+            Ok(provider)
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/providers/{id}/keys", tag = "providers", request_body = CreateProviderKey, security(("bearer" = [])),
+    params(("id" = String, Path, description = "provider id, or `me` with a provider's key")),
+    responses((status = 201, body = ProviderKeyView, description = "a new key that works at once beside the others; shown once"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`too_many_keys`: five keys work already; revoke one first")))]
+pub async fn create_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<CreateProviderKey>, JsonRejection>,
+) -> Result<(StatusCode, Json<ProviderKeyView>), ApiError> {
+    let Path(id) = id.map_err(rejection)?;
+    let provider = key_owner(principal, &id)?;
+    let Json(body) = body.map_err(rejection)?;
+    let label = body.label.trim();
+    if label.is_empty() || label.chars().count() > KEY_LABEL_LENGTH_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_label",
+            format!("label has 1 to {KEY_LABEL_LENGTH_MAX} characters"),
+        ));
+    }
+    state
+        .store
+        .provider(provider)
+        .await?
+        .ok_or_else(|| ApiError::not_found("provider_not_found", "no such provider"))?;
+    let api_key = new_secret(PROVIDER_KEY_PREFIX);
+    let key = medpay_store::ProviderKey {
+        id: uuid::Uuid::now_v7().to_string(),
+        provider_id: provider,
+        label: label.to_owned(),
+        created_by: principal.actor(),
+        created_at_ms: medpay_store::now_ms(),
+        revoked_at_ms: None,
+    };
+    let hash = medpay_store::sha256_hex(api_key.as_bytes());
+    match state.store.insert_provider_key(&key, &hash, PROVIDER_KEYS_ACTIVE_MAX).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => {
+            return Err(ApiError::conflict(
+                "too_many_keys",
+                format!("a provider has at most {PROVIDER_KEYS_ACTIVE_MAX} keys that work; revoke one first"),
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    }
+    let after = serde_json::json!({"key_id": key.id, "label": key.label});
+    crate::people::audit(&state, principal, "provider.key.create", &format!("provider:{provider}"), None, Some(after))
+        .await;
+    tracing::info!(provider_id = %provider, key_id = %key.id, by = %key.created_by, "provider key created");
+    Ok((StatusCode::CREATED, Json(ProviderKeyView::new(&key, Some(api_key)))))
+}
+
+#[utoipa::path(get, path = "/v1/providers/{id}/keys", tag = "providers", security(("bearer" = [])),
+    params(("id" = String, Path, description = "provider id, or `me` with a provider's key")),
+    responses((status = 200, body = ProviderKeyList, description = "every key, newest first, never the key itself"),
+        (status = 404, body = ErrorBody)))]
+pub async fn list_keys(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<ProviderKeyList>, ApiError> {
+    let Path(id) = id.map_err(rejection)?;
+    let provider = key_owner(principal, &id)?;
+    let keys = state.store.provider_keys(provider).await?;
+    Ok(Json(ProviderKeyList { data: keys.iter().map(|key| ProviderKeyView::new(key, None)).collect() }))
+}
+
+#[utoipa::path(delete, path = "/v1/providers/{id}/keys/{key_id}", tag = "providers", security(("bearer" = [])),
+    params(("id" = String, Path, description = "provider id, or `me` with a provider's key"),
+        ("key_id" = String, Path, description = "the key's id (not the key)")),
+    responses((status = 204, description = "revoked: it authenticates nothing from now on"),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`last_key`: the only key that works is not revoked")))]
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    ids: Result<Path<(String, String)>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path((id, key_id)) = ids.map_err(rejection)?;
+    let provider = key_owner(principal, &id)?;
+    let hash = match state.store.revoke_provider_key(provider, &key_id, medpay_store::now_ms()).await {
+        Ok(Some(hash)) => hash,
+        Ok(None) => return Err(ApiError::not_found("key_not_found", "no such key that works")),
+        Err(StoreError::Conflict(_)) => {
+            return Err(ApiError::conflict(
+                "last_key",
+                "this is the provider's only key that works; create another first",
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    // Forgotten here at once; other nodes' caches let it go within CREDENTIAL_CACHE_TTL_MS.
+    state.lookups.forget_provider_key(&hash);
+    let before = serde_json::json!({"key_id": key_id});
+    crate::people::audit(&state, principal, "provider.key.revoke", &format!("provider:{provider}"), Some(before), None)
+        .await;
+    tracing::warn!(provider_id = %provider, %key_id, by = %principal.actor(), "provider key revoked");
+    Ok(StatusCode::NO_CONTENT)
+}

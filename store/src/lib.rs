@@ -29,7 +29,9 @@ pub use money::{
     ChargeRecord, ChargeStatus, ContractRecord, ContractStatus, GatewayWebhook, IntentKind, IntentRecord,
     LedgerProblem, Movement, PaymentLedger, RefundKind, RefundRecord, RefundStatus,
 };
-pub use parties::{PatientRecord, ProviderRecord, REVIEW_TIME_LIMIT_HOURS_DEFAULT, REVIEW_TIME_LIMIT_HOURS_MAX};
+pub use parties::{
+    PatientRecord, ProviderKey, ProviderRecord, REVIEW_TIME_LIMIT_HOURS_DEFAULT, REVIEW_TIME_LIMIT_HOURS_MAX,
+};
 pub use payments::{
     DecisionRecord, EVENTS_PAGE_MAX, EventRecord, NewEvent, NewPaymentWrite, PAYMENTS_PAGE_MAX, PaymentFilter,
     PaymentRecord, REVIEW_REASON_DECISION,

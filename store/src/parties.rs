@@ -91,9 +91,30 @@ fn patient_from_row(row: &AnyRow) -> Result<PatientRecord, StoreError> {
     })
 }
 
+/// How many of the provider's keys work, read in `connection`'s transaction.
+async fn working_keys(connection: &mut sqlx::AnyConnection, provider: ProviderId) -> Result<i64, StoreError> {
+    Ok(sqlx::query("SELECT COUNT(*) AS active FROM provider_keys WHERE provider_id = $1 AND revoked_at_ms IS NULL")
+        .bind(provider.to_string())
+        .fetch_one(&mut *connection)
+        .await?
+        .try_get("active")?)
+}
+
+/// One of a provider's API keys (its hash stays in the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderKey {
+    pub id: String,
+    pub provider_id: ProviderId,
+    pub label: String,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
 impl Store {
     /// Inserts a provider; a CNPJ already registered is a `Conflict("provider")`.
     pub async fn insert_provider(&self, provider: &ProviderRecord, api_key_hash: &str) -> Result<(), StoreError> {
+        let mut transaction = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO providers (id, name, cnpj, fee_bps, escrow, score_fail_mode, max_amount_centavos, api_key_hash,
                  created_at_ms, review_score_min, decline_score_min, review_time_limit_hours)
@@ -111,10 +132,104 @@ impl Store {
         .bind(i64::from(provider.review_score_min))
         .bind(i64::from(provider.decline_score_min))
         .bind(i64::from(provider.review_time_limit_hours))
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await
         .map_err(|error| StoreError::on_unique(error, "provider"))?;
+        sqlx::query(
+            "INSERT INTO provider_keys (id, provider_id, key_hash, label, created_by, created_at_ms)
+             VALUES ($1, $2, $3, 'first key', 'admin', $4)",
+        )
+        .bind(format!("first-{}", provider.id))
+        .bind(provider.id.to_string())
+        .bind(api_key_hash.to_owned())
+        .bind(provider.created_at_ms)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
         Ok(())
+    }
+
+    /// Adds an API key to a provider, refused (`Conflict("provider keys")`) when it holds
+    /// `active_max` keys that work already.
+    pub async fn insert_provider_key(
+        &self,
+        key: &ProviderKey,
+        key_hash: &str,
+        active_max: i64,
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.begin_write().await?;
+        if working_keys(&mut transaction, key.provider_id).await? >= active_max {
+            return Err(StoreError::Conflict("provider keys"));
+        }
+        sqlx::query(
+            "INSERT INTO provider_keys (id, provider_id, key_hash, label, created_by, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(key.id.clone())
+        .bind(key.provider_id.to_string())
+        .bind(key_hash.to_owned())
+        .bind(key.label.clone())
+        .bind(key.created_by.clone())
+        .bind(key.created_at_ms)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// A provider's keys, newest first (without their hashes).
+    pub async fn provider_keys(&self, provider: ProviderId) -> Result<Vec<ProviderKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, provider_id, label, created_by, created_at_ms, revoked_at_ms FROM provider_keys
+             WHERE provider_id = $1 ORDER BY created_at_ms DESC, id",
+        )
+        .bind(provider.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ProviderKey {
+                    id: row.try_get("id")?,
+                    provider_id: parse_column(row, "provider_id")?,
+                    label: row.try_get("label")?,
+                    created_by: row.try_get("created_by")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                    revoked_at_ms: row.try_get("revoked_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes one of the provider's keys and answers its hash (to forget it wherever it is kept
+    /// in memory); `None` when there is no such working key. The last working key is not revoked
+    /// (`Conflict("last key")`): a provider never locks itself out.
+    pub async fn revoke_provider_key(
+        &self,
+        provider: ProviderId,
+        key_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        let hash: Option<String> = sqlx::query(
+            "SELECT key_hash FROM provider_keys WHERE id = $1 AND provider_id = $2 AND revoked_at_ms IS NULL",
+        )
+        .bind(key_id.to_owned())
+        .bind(provider.to_string())
+        .fetch_optional(&mut *transaction)
+        .await?
+        .map(|row| row.try_get("key_hash"))
+        .transpose()?;
+        let Some(hash) = hash else { return Ok(None) };
+        if working_keys(&mut transaction, provider).await? <= 1 {
+            return Err(StoreError::Conflict("last key"));
+        }
+        sqlx::query("UPDATE provider_keys SET revoked_at_ms = $2 WHERE id = $1")
+            .bind(key_id.to_owned())
+            .bind(now_ms)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(Some(hash))
     }
 
     pub async fn provider(&self, id: ProviderId) -> Result<Option<ProviderRecord>, StoreError> {
@@ -143,11 +258,11 @@ impl Store {
     }
 
     pub async fn provider_id_by_key_hash(&self, api_key_hash: &str) -> Result<Option<ProviderId>, StoreError> {
-        let row = sqlx::query("SELECT id FROM providers WHERE api_key_hash = $1")
+        let row = sqlx::query("SELECT provider_id FROM provider_keys WHERE key_hash = $1 AND revoked_at_ms IS NULL")
             .bind(api_key_hash.to_owned())
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(|row| parse_column(row, "id")).transpose()
+        row.as_ref().map(|row| parse_column(row, "provider_id")).transpose()
     }
 
     /// Inserts a patient, linked to `provider` when a provider registers them, in one transaction.

@@ -174,3 +174,81 @@ async fn failed_authentications_are_limited_per_address_before_any_lookup() {
     assert!(metrics.contains("medpay_auth_refused_total"), "and the refusals");
     app.stop().await;
 }
+
+/// A provider holds several API keys: it adds one (shown once), rotates to it, and revokes the old
+/// one, which stops working at once; it never revokes its last key, holds at most five that work,
+/// and nobody else sees or touches them (the admin may). Each change is in the audit log.
+async fn providers_rotate_their_api_keys(engine: crate::support::Engine) {
+    let app = TestApp::spawn(engine).await;
+    let (clinic, other) = (app.provider(json!({})).await, app.provider(json!({})).await);
+    let works = |key: String| {
+        let app = &app;
+        async move { app.request(Method::GET, "/v1/payments", Some(&key), None, None).await.0 }
+    };
+    let (_, keys) = app.request(Method::GET, "/v1/providers/me/keys", Some(&clinic.key), None, None).await;
+    let first = keys["data"].as_array().unwrap();
+    assert_eq!(first.len(), 1, "the key made with the provider is its first: {keys}");
+    let first_id = first[0]["id"].as_str().unwrap().to_owned();
+    for label in [json!({"label": ""}), json!({"label": "x".repeat(81)}), json!({"name": "produção"})] {
+        let (status, _) =
+            app.request(Method::POST, "/v1/providers/me/keys", Some(&clinic.key), Some(&label), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{label}");
+    }
+    let (status, second) = app
+        .request(Method::POST, "/v1/providers/me/keys", Some(&clinic.key), Some(&json!({"label": "produção"})), None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    let second_key = second["api_key"].as_str().unwrap().to_owned();
+    assert!(second_key.starts_with("mpk_"));
+    assert_eq!(works(second_key.clone()).await, StatusCode::OK, "works at once");
+    assert_eq!(works(clinic.key.clone()).await, StatusCode::OK, "beside the first");
+    let (_, keys) = app.request(Method::GET, "/v1/providers/me/keys", Some(&second_key), None, None).await;
+    assert_eq!(keys["data"].as_array().unwrap().len(), 2);
+    assert!(!keys.to_string().contains("mpk_"), "never the key itself in a listing: {keys}");
+    // Nobody else's.
+    let theirs = format!("/v1/providers/{}/keys", clinic.id);
+    assert_eq!(app.request(Method::GET, &theirs, Some(&other.key), None, None).await.0, StatusCode::NOT_FOUND);
+    let revoke_first = format!("/v1/providers/{}/keys/{first_id}", clinic.id);
+    assert_eq!(app.request(Method::DELETE, &revoke_first, Some(&other.key), None, None).await.0, StatusCode::NOT_FOUND);
+    // Rotated: the old key stops working at once.
+    assert_eq!(
+        app.request(Method::DELETE, &revoke_first, Some(&second_key), None, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(works(clinic.key.clone()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(works(second_key.clone()).await, StatusCode::OK);
+    assert_eq!(
+        app.request(Method::DELETE, &revoke_first, Some(&second_key), None, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    // The last key that works stays.
+    let revoke_second = format!("/v1/providers/me/keys/{}", second["id"].as_str().unwrap());
+    let (status, error) = app.request(Method::DELETE, &revoke_second, Some(&second_key), None, None).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("last_key")));
+    // At most five that work; the admin may add one too.
+    let (status, by_admin) =
+        app.request(Method::POST, &theirs, Some(&app.admin), Some(&json!({"label": "suporte"})), None).await;
+    assert_eq!((status, by_admin["created_by"].as_str()), (StatusCode::CREATED, Some("admin")), "{by_admin}");
+    for n in 0..3 {
+        let body = json!({"label": format!("chave {n}")});
+        let (status, _) =
+            app.request(Method::POST, "/v1/providers/me/keys", Some(&second_key), Some(&body), None).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (status, error) = app
+        .request(Method::POST, "/v1/providers/me/keys", Some(&second_key), Some(&json!({"label": "sexta"})), None)
+        .await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("too_many_keys")));
+    let (_, audit) = app.request(Method::GET, "/v1/audit", Some(&app.admin), None, None).await;
+    let actions: Vec<(&str, &str)> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| (entry["action"].as_str().unwrap(), entry["actor"].as_str().unwrap()))
+        .collect();
+    let provider_actor = format!("provider:{}", clinic.id);
+    assert!(actions.contains(&("provider.key.revoke", provider_actor.as_str())), "{actions:?}");
+    assert!(actions.contains(&("provider.key.create", "admin")), "{actions:?}");
+    app.stop().await;
+}
+crate::on_both_engines!(providers_rotate_their_api_keys);
