@@ -390,7 +390,7 @@ pub async fn reviews(
             decision,
             created_at: timestamp(case.created_at_ms),
             claim: match (case.claimed_by, case.claimed_at_ms) {
-                (Some(by), Some(at)) if at >= now - crate::people::CLAIM_TTL_MS => {
+                (Some(by), Some(at)) if crate::people::claim_holds(at, now) => {
                     Some(CaseClaimView { by, name: case.claimed_by_name, since: timestamp(at) })
                 }
                 _ => None,
@@ -496,11 +496,9 @@ async fn converse(mut socket: WebSocket, state: AppState, patient: PatientId, co
         let text = match incoming {
             Some(Ok(Message::Text(text))) => text.to_string(),
             Some(Err(error)) => {
-                // Most often a message over the limit: say so, as far as the socket still takes it.
+                // Most often a message over the limit.
                 tracing::debug!(%conversation, %error, "chat WebSocket closed on an error");
-                let close = CloseFrame { code: 1009, reason: "message too big or malformed".into() };
-                let _ = socket.send(Message::Close(Some(close))).await;
-                return;
+                return crate::events::close_on_bad_frame(&mut socket).await;
             }
             Some(Ok(Message::Close(_))) | None => return,
             Some(Ok(_)) => continue,

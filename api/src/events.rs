@@ -281,6 +281,13 @@ pub async fn websocket(
         .into_response())
 }
 
+/// Closes a WebSocket whose peer sent a frame over the limit or a broken one (1009), as far as
+/// the socket still takes it.
+pub(crate) async fn close_on_bad_frame(socket: &mut WebSocket) {
+    let close = CloseFrame { code: 1009, reason: "message too big or malformed".into() };
+    let _ = socket.send(Message::Close(Some(close))).await;
+}
+
 async fn forward(mut socket: WebSocket, feed: impl Stream<Item = FeedItem>) {
     let mut feed = std::pin::pin!(feed);
     let mut ping = tokio::time::interval(Duration::from_secs(EVENTS_WEBSOCKET_PING_SECONDS));
@@ -291,11 +298,7 @@ async fn forward(mut socket: WebSocket, feed: impl Stream<Item = FeedItem>) {
             // What the subscriber says: a close ends the stream; an oversized or broken frame too.
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None => return,
-                Some(Err(_)) => {
-                    let close = CloseFrame { code: 1009, reason: "message too big or malformed".into() };
-                    let _ = socket.send(Message::Close(Some(close))).await;
-                    return;
-                }
+                Some(Err(_)) => return close_on_bad_frame(&mut socket).await,
                 Some(Ok(_)) => continue,
             },
             _ = ping.tick() => {

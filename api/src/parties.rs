@@ -29,11 +29,16 @@ fn name(raw: &str) -> Result<String, ApiError> {
     Ok(trimmed.to_owned())
 }
 
-fn email(raw: &str) -> Result<String, ApiError> {
+/// An e-mail address as the API takes it (patients and people): trimmed, one `@`, a dotted domain.
+pub(crate) fn email(raw: &str) -> Result<String, ApiError> {
     let trimmed = raw.trim();
     let well_formed = trimmed.len() <= EMAIL_LENGTH_MAX
         && trimmed.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
         })
         && !trimmed.chars().any(|c| c.is_whitespace() || c.is_control());
     if !well_formed {
@@ -198,10 +203,7 @@ pub async fn balance(
 ) -> Result<Json<Balance>, ApiError> {
     let not_found = || ApiError::not_found("provider_not_found", "no such provider");
     let Path(id) = id.map_err(rejection)?;
-    let provider: ProviderId = match (principal, id.as_str()) {
-        (Principal::Provider(own), "me") => own,
-        (_, raw) => raw.parse().map_err(|_| not_found())?,
-    };
+    let provider = provider_in_path(principal, &id)?;
     let visible = match principal {
         Principal::Admin | Principal::Analyst | Principal::Person(..) => true,
         Principal::Provider(own) => own == provider,
@@ -296,6 +298,14 @@ pub async fn update_provider_risk(
     Ok(Json(ProviderView::new(&record, None)))
 }
 
+/// The provider a `/v1/providers/{id}/…` path names: `me` is the calling provider's own.
+fn provider_in_path(principal: Principal, id: &str) -> Result<ProviderId, ApiError> {
+    match (principal, id) {
+        (Principal::Provider(own), "me") => Ok(own),
+        (_, raw) => raw.parse().map_err(|_| ApiError::not_found("provider_not_found", "no such provider")),
+    }
+}
+
 /// Keys that work at once per provider.
 pub const PROVIDER_KEYS_ACTIVE_MAX: i64 = 5;
 const KEY_LABEL_LENGTH_MAX: usize = 80;
@@ -341,14 +351,10 @@ pub struct ProviderKeyList {
 /// The provider a key route is about: its own (`me` or its id) for a provider's key, any for the
 /// admin; nobody else's.
 fn key_owner(principal: Principal, id: &str) -> Result<ProviderId, ApiError> {
-    let not_found = || ApiError::not_found("provider_not_found", "no such provider");
-    let provider: ProviderId = match (principal, id) {
-        (Principal::Provider(own), "me") => own,
-        (_, raw) => raw.parse().map_err(|_| not_found())?,
-    };
+    let provider = provider_in_path(principal, id)?;
     match principal {
         Principal::Provider(own) if own == provider => Ok(provider),
-        Principal::Provider(_) => Err(not_found()),
+        Principal::Provider(_) => Err(ApiError::not_found("provider_not_found", "no such provider")),
         other => {
             other.require_admin()?;
             Ok(provider)

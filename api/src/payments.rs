@@ -419,27 +419,27 @@ pub async fn get_payment(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<PaymentView>, ApiError> {
     let visible = visible_payment(&state, principal, id).await?;
-    let (payment, decision, charge) = state
-        .store
-        .payment_view(visible.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("payment_not_found", "no such payment"))?;
-    let mut view = PaymentView::new(&payment, decision.as_ref(), charge.as_ref());
     // Risk analysts see what the challenger would have scored; providers and patients do not.
-    if principal.require_analyst().is_ok() {
-        view.decision = view.decision.zip(decision.as_ref()).map(|(shown, record)| shown.with_shadow(record));
-    }
-    Ok(Json(view))
+    payment_view_json(&state, visible.id, principal.require_analyst().is_ok()).await
 }
 
 /// A payment as the API shows it, read from one snapshot.
 pub(crate) async fn payment_json(state: &AppState, id: PaymentId) -> Result<Json<PaymentView>, ApiError> {
+    payment_view_json(state, id, false).await
+}
+
+/// The same, with the challenger's shadow score on its decision when `shadow`.
+async fn payment_view_json(state: &AppState, id: PaymentId, shadow: bool) -> Result<Json<PaymentView>, ApiError> {
     let (payment, decision, charge) = state
         .store
         .payment_view(id)
         .await?
         .ok_or_else(|| ApiError::not_found("payment_not_found", "no such payment"))?;
-    Ok(Json(PaymentView::new(&payment, decision.as_ref(), charge.as_ref())))
+    let mut view = PaymentView::new(&payment, decision.as_ref(), charge.as_ref());
+    if shadow {
+        view.decision = view.decision.zip(decision.as_ref()).map(|(shown, record)| shown.with_shadow(record));
+    }
+    Ok(Json(view))
 }
 
 #[utoipa::path(get, path = "/v1/payments/{id}/events", tag = "payments", security(("bearer" = [])),

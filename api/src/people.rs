@@ -128,17 +128,6 @@ fn new_token(person: &str, days: Option<i64>, now_ms: i64) -> Result<(PersonToke
     Ok((token, clear))
 }
 
-fn valid_email(email: &str) -> bool {
-    let mut parts = email.split('@');
-    let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else { return false };
-    (3..=254).contains(&email.len())
-        && !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
 #[utoipa::path(post, path = "/v1/people", tag = "people", request_body = CreatePerson, security(("bearer" = [])),
     responses((status = 201, body = NewToken, description = "created, with its first token (shown this once)"),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -154,10 +143,7 @@ pub async fn create_person(
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::bad_request("invalid_name", "name needs 1 to 200 characters"));
     }
-    let email = body.email.trim().to_lowercase();
-    if !valid_email(&email) {
-        return Err(ApiError::bad_request("invalid_email", "email is an e-mail address"));
-    }
+    let email = crate::parties::email(&body.email)?.to_lowercase();
     let role = Role::parse(&body.role)
         .ok_or_else(|| ApiError::bad_request("invalid_role", "role is admin, analyst or support"))?;
     let now = medpay_store::now_ms();
@@ -343,13 +329,22 @@ pub struct ClaimView {
     pub claimed_at: String,
 }
 
+/// Whether a claim made at `claimed_at_ms` still holds at `now_ms`.
+pub fn claim_holds(claimed_at_ms: i64, now_ms: i64) -> bool {
+    claimed_at_ms >= now_ms - CLAIM_TTL_MS
+}
+
+fn claimed_by_another(by: &str, since_ms: i64) -> ApiError {
+    ApiError::conflict("case_claimed", format!("claimed by {by} since {}", timestamp(since_ms)))
+}
+
 /// Refuses a case held by someone else (claimed less than `CLAIM_TTL_MS` ago).
 pub async fn require_claim_or_free(state: &AppState, principal: Principal, case: &str) -> Result<(), ApiError> {
     if let Some((Some(by), Some(at))) = state.store.case_claim(case).await?
         && by != principal.actor()
-        && at >= medpay_store::now_ms() - CLAIM_TTL_MS
+        && claim_holds(at, medpay_store::now_ms())
     {
-        return Err(ApiError::conflict("case_claimed", format!("claimed by {by} since {}", timestamp(at))));
+        return Err(claimed_by_another(&by, at));
     }
     Ok(())
 }
@@ -373,9 +368,7 @@ pub async fn claim(
             audit(&state, principal, "review.claim", &format!("review_case:{id}"), None, None).await;
             Ok(Json(ClaimView { case_id: id, claimed_by: by, claimed_at: timestamp(claimed_at_ms) }))
         }
-        CaseClaim::Taken { by, since_ms } => {
-            Err(ApiError::conflict("case_claimed", format!("claimed by {by} since {}", timestamp(since_ms))))
-        }
+        CaseClaim::Taken { by, since_ms } => Err(claimed_by_another(&by, since_ms)),
         CaseClaim::NoCase => Err(ApiError::not_found("review_case_not_found", "no open review case of this id")),
     }
 }

@@ -60,6 +60,25 @@ pub struct ReviewCase {
     pub claimed_by_name: Option<String>,
 }
 
+/// A review case's columns, with its claimant's name (`c`: review_cases, `pe`: people).
+const CASE_COLUMNS: &str = "c.id AS id, c.payment_id AS payment_id, c.reason AS reason, \
+     c.conversation_id AS conversation_id, c.status AS status, c.created_at_ms AS created_at_ms, \
+     c.claimed_by AS claimed_by, c.claimed_at_ms AS claimed_at_ms, pe.name AS claimed_by_name";
+
+fn case_from_row(row: &sqlx::any::AnyRow) -> Result<ReviewCase, StoreError> {
+    Ok(ReviewCase {
+        id: row.try_get("id")?,
+        payment_id: parse_column(row, "payment_id")?,
+        reason: row.try_get("reason")?,
+        conversation_id: row.try_get("conversation_id")?,
+        status: row.try_get("status")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        claimed_by: row.try_get("claimed_by")?,
+        claimed_at_ms: row.try_get("claimed_at_ms")?,
+        claimed_by_name: row.try_get("claimed_by_name")?,
+    })
+}
+
 fn conversation_from_row(row: &sqlx::any::AnyRow) -> Result<ConversationRecord, StoreError> {
     let slots: String = row.try_get("slots")?;
     Ok(ConversationRecord {
@@ -187,29 +206,11 @@ impl Store {
 
     /// A review case by id.
     pub async fn review_case(&self, id: &str) -> Result<Option<ReviewCase>, StoreError> {
-        let row = sqlx::query(
-            "SELECT c.id AS id, c.payment_id AS payment_id, c.reason AS reason, c.conversation_id AS conversation_id,
-                    c.status AS status, c.created_at_ms AS created_at_ms, c.claimed_by AS claimed_by,
-                    c.claimed_at_ms AS claimed_at_ms, pe.name AS claimed_by_name
-             FROM review_cases c LEFT JOIN people pe ON 'person:' || pe.id = c.claimed_by WHERE c.id = $1",
-        )
-        .bind(id.to_owned())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(ReviewCase {
-                id: row.try_get("id")?,
-                payment_id: parse_column(&row, "payment_id")?,
-                reason: row.try_get("reason")?,
-                conversation_id: row.try_get("conversation_id")?,
-                status: row.try_get("status")?,
-                created_at_ms: row.try_get("created_at_ms")?,
-                claimed_by: row.try_get("claimed_by")?,
-                claimed_at_ms: row.try_get("claimed_at_ms")?,
-                claimed_by_name: row.try_get("claimed_by_name")?,
-            })
-        })
-        .transpose()
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {CASE_COLUMNS} FROM review_cases c LEFT JOIN people pe ON 'person:' || pe.id = c.claimed_by WHERE c.id = $1"
+        ));
+        let row = sqlx::query(sql).bind(id.to_owned()).fetch_optional(&self.pool).await?;
+        row.as_ref().map(case_from_row).transpose()
     }
 
     /// Open review cases, oldest first, optionally of one provider, of one reason, and opened
@@ -221,37 +222,21 @@ impl Store {
         opened_before_ms: Option<i64>,
         limit: i64,
     ) -> Result<Vec<ReviewCase>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT c.id AS id, c.payment_id AS payment_id, c.reason AS reason, c.conversation_id AS conversation_id,
-                    c.status AS status, c.created_at_ms AS created_at_ms, c.claimed_by AS claimed_by,
-                    c.claimed_at_ms AS claimed_at_ms, pe.name AS claimed_by_name
-             FROM review_cases c JOIN payments p ON p.id = c.payment_id
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {CASE_COLUMNS} FROM review_cases c JOIN payments p ON p.id = c.payment_id
              LEFT JOIN people pe ON 'person:' || pe.id = c.claimed_by
              WHERE c.status = 'open' AND ($1 = '' OR p.provider_id = $1) AND ($2 = '' OR c.reason = $2)
                AND c.created_at_ms <= $3
-             ORDER BY c.created_at_ms, c.id LIMIT $4",
-        )
-        .bind(provider.map(|id| id.to_string()).unwrap_or_default())
-        .bind(reason.unwrap_or_default().to_owned())
-        .bind(opened_before_ms.unwrap_or(i64::MAX))
-        .bind(limit.clamp(1, 200))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ReviewCase {
-                    id: row.try_get("id")?,
-                    payment_id: parse_column(row, "payment_id")?,
-                    reason: row.try_get("reason")?,
-                    conversation_id: row.try_get("conversation_id")?,
-                    status: row.try_get("status")?,
-                    created_at_ms: row.try_get("created_at_ms")?,
-                    claimed_by: row.try_get("claimed_by")?,
-                    claimed_at_ms: row.try_get("claimed_at_ms")?,
-                    claimed_by_name: row.try_get("claimed_by_name")?,
-                })
-            })
-            .collect()
+             ORDER BY c.created_at_ms, c.id LIMIT $4"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(provider.map(|id| id.to_string()).unwrap_or_default())
+            .bind(reason.unwrap_or_default().to_owned())
+            .bind(opened_before_ms.unwrap_or(i64::MAX))
+            .bind(limit.clamp(1, 200))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(case_from_row).collect()
     }
 
     /// Open cases of payments their decision sent to review that waited longer than their

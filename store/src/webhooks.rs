@@ -262,6 +262,7 @@ impl Store {
             .bind(DELIVERY_BATCH_MAX)
             .fetch_all(&self.pool)
             .await?;
+        // Each endpoint read once per pass.
         let mut endpoints: HashMap<String, Option<WebhookEndpoint>> = HashMap::new();
         let mut due = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -270,9 +271,8 @@ impl Store {
                 let endpoint = self.webhook_endpoint(&delivery.endpoint_id).await?;
                 endpoints.insert(delivery.endpoint_id.clone(), endpoint);
             }
-            if let Some(Some(endpoint)) =
-                endpoints.get(&delivery.endpoint_id).filter(|e| e.as_ref().is_some_and(|e| e.enabled))
-            {
+            // Enabled when the query ran; still enabled now (or skipped until it is again).
+            if let Some(endpoint) = endpoints[&delivery.endpoint_id].as_ref().filter(|endpoint| endpoint.enabled) {
                 due.push((delivery, endpoint.clone()));
             }
         }
