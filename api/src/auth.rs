@@ -126,9 +126,12 @@ impl FromRequestParts<AppState> for Principal {
             metrics::counter!("medpay_auth_refused_total").increment(1);
             return Err(ApiError::too_many_auth_failures(AUTH_FAILURE_WINDOW_MS));
         }
+        // Only a credential that was presented and is wrong counts: asking without one costs no
+        // lookup, and a browser's first unauthenticated request must not lock its address out.
+        let presented = parts.headers.contains_key(AUTHORIZATION);
         match authenticate(parts, state).await {
             Err(error) if error.status == axum::http::StatusCode::UNAUTHORIZED => {
-                if let Some(client) = client {
+                if let Some(client) = client.filter(|_| presented) {
                     state.auth_failures.record(client);
                 }
                 metrics::counter!("medpay_auth_failures_total").increment(1);

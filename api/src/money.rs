@@ -1,7 +1,7 @@
 //! Moving the money at the edge: refunds, the procedure's confirmation, the gateways' webhooks,
 //! the ledger check and the reconciliation with Celcoin.
 
-use crate::auth::Principal;
+use crate::auth::{Principal, Role};
 use crate::dto::timestamp;
 use crate::error::{ApiError, ErrorBody, rejection};
 use crate::state::AppState;
@@ -34,23 +34,28 @@ impl From<MoneyError> for ApiError {
     }
 }
 
-/// A payment the caller may move money of: its provider, or the admin.
+/// A payment the caller may move money of: its provider, or the admin. The role is checked before
+/// the payment is looked up: a role that never may is refused whatever the id.
 async fn own_payment(
     state: &AppState,
     principal: Principal,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<PaymentId, ApiError> {
+    match principal {
+        Principal::Patient(_) => return Err(ApiError::forbidden("refunds and procedures are the provider's to ask")),
+        // Analysts and support agents read payments; they never move their money.
+        Principal::Analyst | Principal::Person(_, Role::Analyst | Role::Support) => {
+            return Err(ApiError::forbidden("refunds and procedures are the provider's or the admin's to ask"));
+        }
+        Principal::Admin | Principal::Person(_, Role::Admin) | Principal::Provider(_) => {}
+    }
     let not_found = || ApiError::not_found("payment_not_found", "no such payment");
     let Path(id) = id.map_err(rejection)?;
     let id: PaymentId = id.parse().map_err(|_| not_found())?;
     let payment = state.store.payment(id).await?.ok_or_else(not_found)?;
     match principal {
-        Principal::Admin | Principal::Person(_, crate::auth::Role::Admin) => Ok(id),
-        Principal::Provider(own) if own == payment.provider_id => Ok(id),
-        Principal::Patient(own) if own == payment.patient_id => {
-            Err(ApiError::forbidden("refunds and procedures are the provider's to ask"))
-        }
-        _ => Err(not_found()),
+        Principal::Provider(own) if own != payment.provider_id => Err(not_found()),
+        _ => Ok(id),
     }
 }
 
@@ -135,7 +140,8 @@ pub async fn list_refunds(
     principal: Principal,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<RefundList>, ApiError> {
-    let payment = own_payment(&state, principal, id).await?;
+    // Whoever may read the payment reads its refunds: its provider, its patient, the staff.
+    let payment = crate::payments::visible_payment(&state, principal, id).await?.id;
     let refunds = state.store.refunds(payment).await?;
     Ok(Json(RefundList { data: refunds.iter().map(RefundView::new).collect() }))
 }

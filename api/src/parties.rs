@@ -202,6 +202,9 @@ pub async fn balance(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Balance>, ApiError> {
     let not_found = || ApiError::not_found("provider_not_found", "no such provider");
+    if let Principal::Patient(_) = principal {
+        return Err(ApiError::forbidden("a provider's balance is its own and the staff's to read"));
+    }
     let Path(id) = id.map_err(rejection)?;
     let provider = provider_in_path(principal, &id)?;
     let visible = match principal {

@@ -271,7 +271,15 @@ async fn authorize_creation(state: &AppState, principal: Principal, parsed: &Par
             }
         }
         Principal::Patient(own) if own != parsed.patient_id => Err(patient_not_found()),
-        Principal::Patient(_) => Ok(()),
+        // A patient pays only a provider that registered them (or that they paid through it):
+        // any other provider is "not found", as it would be to a patient of nobody.
+        Principal::Patient(own) => {
+            if state.lookups.is_linked(parsed.provider_id, own).await? {
+                Ok(())
+            } else {
+                Err(ApiError::not_found("provider_not_found", "no such provider"))
+            }
+        }
     }
 }
 
@@ -393,7 +401,7 @@ fn parse_cursor(cursor: &str) -> Result<(i64, PaymentId), ApiError> {
     Ok((ms.parse().map_err(|_| invalid())?, id.parse().map_err(|_| invalid())?))
 }
 
-async fn visible_payment(
+pub(crate) async fn visible_payment(
     state: &AppState,
     principal: Principal,
     id: Result<Path<String>, PathRejection>,

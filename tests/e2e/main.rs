@@ -15,4 +15,5 @@ mod people;
 mod refunds;
 mod risk;
 mod support;
+mod tenancy;
 mod training;
