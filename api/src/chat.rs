@@ -71,7 +71,7 @@ pub async fn create_conversation(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SayInput {
-    /// The patient's message, 1 to 1 000 characters.
+    #[schema(schema_with = crate::schema::chat_text)]
     pub text: String,
 }
 
@@ -403,12 +403,9 @@ pub async fn reviews(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloseReview {
-    /// `upheld` (the suspicion stands: a payment in review is declined, an unpaid one cancelled, a
-    /// paid one refunded in full; labelled fraud) or `rejected` (the charge is the patient's: a
-    /// payment in review is approved and charged as any approved payment; labelled legitimate).
-    /// `decline` and `approve` say the same of a payment in review.
+    #[schema(schema_with = crate::schema::review_outcome)]
     pub outcome: String,
-    /// What the analyst found, 1 to 500 characters.
+    #[schema(schema_with = crate::schema::note)]
     pub note: String,
 }
 

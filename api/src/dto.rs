@@ -1,9 +1,12 @@
 //! Wire shapes. Requests arrive with plain types and are parsed into domain types in the handlers,
 //! so that each bad field gets its own error code; responses are built from domain records.
 
+use crate::schema;
 use chrono::{DateTime, SecondsFormat};
 use medpay_store::{ChargeRecord, DecisionRecord, EventRecord, PatientRecord, PaymentRecord, ProviderRecord};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
 pub fn timestamp(ms: i64) -> String {
@@ -13,29 +16,29 @@ pub fn timestamp(ms: i64) -> String {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProvider {
+    #[schema(schema_with = crate::schema::party_name)]
     pub name: String,
-    /// CNPJ, numeric or alphanumeric, mask optional.
+    #[schema(schema_with = crate::schema::cnpj)]
     pub cnpj: String,
-    /// Platform fee in basis points (0–10000).
+    #[schema(schema_with = crate::schema::basis_points)]
     pub fee_bps: u32,
     /// Hold the provider's share until the procedure is confirmed.
     #[serde(default)]
     pub escrow: bool,
-    /// `open` (send to review) or `closed` (decline) when scoring cannot answer in time.
     #[serde(default = "default_fail_mode")]
+    #[schema(schema_with = crate::schema::fail_mode)]
     pub score_fail_mode: String,
-    /// Largest single payment this provider accepts; larger ones are declined.
     #[serde(default = "default_max_amount")]
+    #[schema(schema_with = crate::schema::provider_max_amount)]
     pub max_amount_centavos: i64,
-    /// Model scores (0–1000) at or above this go to review.
     #[serde(default = "default_review_score")]
+    #[schema(schema_with = crate::schema::score)]
     pub review_score_min: u16,
-    /// Model scores at or above this are declined.
     #[serde(default = "default_decline_score")]
+    #[schema(schema_with = crate::schema::score)]
     pub decline_score_min: u16,
-    /// Hours (0 to 720) a payment sent to review waits for an analyst; then `score_fail_mode`
-    /// resolves it (open approves, closed declines). Default 24.
     #[serde(default = "default_review_time_limit")]
+    #[schema(schema_with = crate::schema::review_hours)]
     pub review_time_limit_hours: u32,
 }
 
@@ -100,10 +103,13 @@ impl ProviderView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePatient {
+    #[schema(schema_with = crate::schema::party_name)]
     pub name: String,
-    /// CPF, mask optional.
+    #[schema(schema_with = crate::schema::cpf)]
     pub cpf: String,
+    #[schema(schema_with = crate::schema::email)]
     pub email: String,
+    #[schema(schema_with = crate::schema::phone)]
     pub phone: String,
 }
 
@@ -137,36 +143,94 @@ impl PatientView {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProcedureInput {
-    /// 8-digit TUSS code.
+    #[schema(schema_with = tuss_code_schema)]
     pub tuss_code: String,
+    #[schema(schema_with = description_schema)]
     pub description: String,
+}
+
+fn tuss_code_schema() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String).pattern(Some("^[0-9]{8}$")).description(Some("8-digit TUSS code."))
+}
+
+fn description_schema() -> ObjectBuilder {
+    schema::printable(crate::payments::DESCRIPTION_LENGTH_MAX, "What is being paid for, as the patient will read it.")
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceInput {
+    #[schema(schema_with = device_id_schema)]
     pub id: String,
+    #[schema(schema_with = device_ip_schema)]
     pub ip: String,
-    /// The card gateway's fingerprint of the card (card payments), matched against the lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = card_fingerprint_schema)]
     pub card_fingerprint: Option<String>,
+}
+
+fn device_id_schema() -> ObjectBuilder {
+    schema::visible_ascii(crate::payments::DEVICE_ID_LENGTH_MAX, "The patient's device, as the app identifies it.")
+}
+
+fn device_ip_schema() -> RefOr<utoipa::openapi::Schema> {
+    schema::ip("The address the patient's request came from.")
+}
+
+fn card_fingerprint_schema() -> RefOr<utoipa::openapi::Schema> {
+    schema::or_null(schema::visible_ascii(
+        crate::payments::CARD_FINGERPRINT_LENGTH_MAX,
+        "The card gateway's fingerprint of the card (card payments), matched against the lists.",
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePayment {
+    #[schema(schema_with = patient_id_schema)]
     pub patient_id: String,
+    #[schema(schema_with = provider_id_schema)]
     pub provider_id: String,
     pub procedure: ProcedureInput,
-    /// Integer centavos: 150000 is R$ 1.500,00.
+    #[schema(schema_with = amount_schema)]
     pub amount_centavos: i64,
-    /// `pix`, `boleto` or `card`.
+    #[schema(schema_with = method_schema)]
     pub method: String,
     #[serde(default = "one")]
+    #[schema(schema_with = installments_schema)]
     pub installments: u32,
     #[serde(default)]
+    #[schema(schema_with = interest_schema)]
     pub monthly_interest_bps: u32,
     pub device: DeviceInput,
+}
+
+fn patient_id_schema() -> ObjectBuilder {
+    schema::uuid("The patient's id: one the provider registered (with a provider's key) or the patient's own.")
+}
+
+fn provider_id_schema() -> ObjectBuilder {
+    schema::uuid("The provider's id: the key's own (with a provider's key) or one that registered the patient.")
+}
+
+fn amount_schema() -> ObjectBuilder {
+    use medpay_models::installments::{AMOUNT_MAX_CENTAVOS, AMOUNT_MIN_CENTAVOS};
+    schema::integer(AMOUNT_MIN_CENTAVOS, AMOUNT_MAX_CENTAVOS, "Integer centavos: 150000 is R$ 1.500,00.")
+}
+
+fn method_schema() -> ObjectBuilder {
+    schema::one_of(&["pix", "boleto", "card"], "How the patient pays.")
+}
+
+fn installments_schema() -> ObjectBuilder {
+    let max = i64::from(medpay_models::installments::INSTALLMENTS_MAX);
+    schema::integer(1, max, "Monthly installments (Tabela Price); 1 by default.").default(Some(1.into()))
+}
+
+fn interest_schema() -> ObjectBuilder {
+    let max = i64::from(medpay_models::installments::MONTHLY_INTEREST_BPS_MAX);
+    schema::integer(0, max, "Monthly interest in basis points (100 is 1 % a month); 0 by default.")
+        .default(Some(0.into()))
 }
 
 fn one() -> u32 {

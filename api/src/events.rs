@@ -32,7 +32,7 @@ const SSE_KEEP_ALIVE_SECONDS: u64 = 15;
 pub const EVENTS_WEBSOCKET_MESSAGE_BYTES_MAX: usize = 1024;
 /// A ping this often, so that a subscriber gone without a word is noticed.
 const EVENTS_WEBSOCKET_PING_SECONDS: u64 = 30;
-const URL_LENGTH_MAX: usize = 2_048;
+pub(crate) const URL_LENGTH_MAX: usize = 2_048;
 const DELIVERIES_PAGE: i64 = 100;
 pub const EVENT_TYPES: [&str; 13] = [
     "payment.requested",
@@ -332,7 +332,7 @@ async fn forward(mut socket: WebSocket, feed: impl Stream<Item = FeedItem>) {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEndpoint {
-    /// `https://…` (or `http://` for local development).
+    #[schema(schema_with = crate::schema::webhook_url)]
     pub url: String,
     /// Event types to send; empty or absent for all.
     #[serde(default)]

@@ -16,6 +16,7 @@ pub mod payments;
 mod people;
 mod plots;
 mod risk;
+mod schema;
 pub mod state;
 pub mod training;
 

@@ -197,9 +197,9 @@ pub async fn register_model(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoveAlias {
-    /// The registered version (its id) the alias is to point at.
+    #[schema(schema_with = crate::schema::version_id)]
     pub version_id: String,
-    /// Why, 1 to 500 characters; kept with the move.
+    #[schema(schema_with = crate::schema::reason)]
     pub reason: String,
 }
 
@@ -343,7 +343,7 @@ pub async fn plot(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rollback {
-    /// Why, 1 to 500 characters.
+    #[schema(schema_with = crate::schema::reason)]
     pub reason: String,
 }
 
@@ -445,10 +445,9 @@ pub async fn shadow(State(state): State<AppState>, principal: Principal) -> Resu
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetCanary {
-    /// The share of live payments the challenger decides, 0 to 10 000 basis points (by a hash
-    /// of the payment id); the champion scores those in shadow.
+    #[schema(schema_with = crate::schema::basis_points)]
     pub share_bps: u32,
-    /// Why, 1 to 500 characters.
+    #[schema(schema_with = crate::schema::reason)]
     pub reason: String,
 }
 

@@ -62,8 +62,9 @@ async fn own_payment(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRefund {
-    /// Integer centavos, at most what was paid and not refunded yet.
+    #[schema(schema_with = crate::schema::refund_amount)]
     pub amount_centavos: i64,
+    #[schema(schema_with = crate::schema::reason)]
     pub reason: String,
 }
 
@@ -101,7 +102,7 @@ pub struct RefundList {
 
 #[utoipa::path(post, path = "/v1/payments/{id}/refunds", tag = "money", request_body = CreateRefund,
     security(("bearer" = [])), params(("id" = String, Path, description = "payment id"),
-        ("Idempotency-Key" = String, Header, description = "unique per refund; a retry with the same key returns the refund made, never a second one")),
+        ("Idempotency-Key" = String, Header, format = Uuid, pattern = "^[!-~]{1,255}$", description = "a UUID is the recommended key (any 1 to 255 visible ASCII characters are accepted), unique per refund; a retry with the same key returns the refund made, never a second one")),
     responses((status = 201, body = RefundList, description = "the refund, split across the charges it comes from"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "`payment_not_refundable` or `refund_exceeds_paid`"),
@@ -149,7 +150,7 @@ pub async fn list_refunds(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProcedureOutcome {
-    /// `performed` (release the escrow to the provider) or `cancelled` (refund the patient).
+    #[schema(schema_with = crate::schema::procedure_outcome)]
     pub outcome: String,
 }
 

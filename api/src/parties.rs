@@ -11,12 +11,12 @@ use axum::http::StatusCode;
 use medpay_models::{BasisPoints, Cnpj, Cpf, FailMode, PatientId, ProviderId};
 use medpay_store::{PatientRecord, ProviderRecord, StoreError};
 
-const NAME_LENGTH_MAX: usize = 120;
-const EMAIL_LENGTH_MAX: usize = 254;
+pub(crate) const NAME_LENGTH_MAX: usize = 120;
+pub(crate) const EMAIL_LENGTH_MAX: usize = 254;
 const PHONE_DIGITS_MIN: usize = 10;
-const PHONE_LENGTH_MAX: usize = 20;
+pub(crate) const PHONE_LENGTH_MAX: usize = 20;
 /// Largest per-payment limit a provider may set: R$ 1.000.000,00.
-const PROVIDER_MAX_AMOUNT_CENTAVOS: i64 = 100_000_000;
+pub(crate) const PROVIDER_MAX_AMOUNT_CENTAVOS: i64 = 100_000_000;
 
 fn name(raw: &str) -> Result<String, ApiError> {
     let trimmed = raw.trim();
@@ -242,12 +242,15 @@ fn review_time_limit(hours: u32) -> Result<u32, ApiError> {
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProviderRisk {
-    /// Hours (0 to 720) a payment sent to review waits for an analyst before the fail mode decides.
+    #[schema(schema_with = crate::schema::review_hours_or_null)]
     pub review_time_limit_hours: Option<u32>,
+    #[schema(schema_with = crate::schema::score_or_null)]
     pub review_score_min: Option<u16>,
+    #[schema(schema_with = crate::schema::score_or_null)]
     pub decline_score_min: Option<u16>,
-    /// `open` or `closed`.
+    #[schema(schema_with = crate::schema::fail_mode_or_null)]
     pub score_fail_mode: Option<String>,
+    #[schema(schema_with = crate::schema::provider_max_amount_or_null)]
     pub max_amount_centavos: Option<i64>,
 }
 
@@ -311,12 +314,12 @@ fn provider_in_path(principal: Principal, id: &str) -> Result<ProviderId, ApiErr
 
 /// Keys that work at once per provider.
 pub const PROVIDER_KEYS_ACTIVE_MAX: i64 = 5;
-const KEY_LABEL_LENGTH_MAX: usize = 80;
+pub(crate) const KEY_LABEL_LENGTH_MAX: usize = 80;
 
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProviderKey {
-    /// What the key is for (`"produção"`, `"integração da agenda"`), 1 to 80 characters.
+    #[schema(schema_with = crate::schema::key_label)]
     pub label: String,
 }
 

@@ -22,8 +22,8 @@ use medpay_store::{IDEMPOTENCY_KEY_LENGTH_MAX, PaymentFilter, StoredKey};
 
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
-const DESCRIPTION_LENGTH_MAX: usize = 200;
-const DEVICE_ID_LENGTH_MAX: usize = 128;
+pub(crate) const DESCRIPTION_LENGTH_MAX: usize = 200;
+pub(crate) const DEVICE_ID_LENGTH_MAX: usize = 128;
 const PAYMENTS_PAGE_DEFAULT: i64 = 50;
 const EVENTS_PAGE_DEFAULT: i64 = 100;
 /// Brazil has kept UTC−3 all year since daylight saving time ended in 2019.
@@ -68,7 +68,7 @@ struct ParsedPayment {
 }
 
 /// Longest card fingerprint accepted.
-const CARD_FINGERPRINT_LENGTH_MAX: usize = 128;
+pub(crate) const CARD_FINGERPRINT_LENGTH_MAX: usize = 128;
 
 fn parse_payment(body: CreatePayment) -> Result<ParsedPayment, ApiError> {
     let description = body.procedure.description.trim().to_owned();
@@ -203,8 +203,9 @@ pub struct PreparedPayment {
 /// Parses and validates a payment request body and computes its installment plan (released on
 /// `released_on`). Pure: the first half of the decision path.
 pub fn prepare(body: &[u8], released_on: NaiveDate) -> Result<PreparedPayment, ApiError> {
-    let value: serde_json::Value =
+    let mut value: serde_json::Value =
         serde_json::from_slice(body).map_err(|error| rejection(format!("body is not valid JSON: {error}")))?;
+    integral_numbers_as_integers(&mut value);
     // serde_json's map is ordered by key, so this is a canonical form: the same request with its
     // fields in another order hashes alike.
     let request_hash = medpay_store::sha256_hex(value.to_string().as_bytes());
@@ -213,6 +214,24 @@ pub fn prepare(body: &[u8], released_on: NaiveDate) -> Result<PreparedPayment, A
     let parsed = parse_payment(request)?;
     let plan = plan(&parsed, released_on)?;
     Ok(PreparedPayment { request_hash, parsed, plan })
+}
+
+/// JSON Schema counts `1.0` as an integer, and so do generated clients: a number with no fraction
+/// that fits an i64 is read as that integer (and hashed as it), anywhere in the body.
+fn integral_numbers_as_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(number) if !number.is_i64() && !number.is_u64() => {
+            if let Some(float) = number.as_f64()
+                && float.fract() == 0.0
+                && (i64::MIN as f64..i64::MAX as f64).contains(&float)
+            {
+                *value = serde_json::Value::from(float as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
+    }
 }
 
 impl PreparedPayment {
@@ -295,7 +314,7 @@ fn json_response(status: StatusCode, body: String, replayed: bool) -> Response {
 
 #[utoipa::path(post, path = "/v1/payments", tag = "payments", request_body = CreatePayment,
     security(("bearer" = [])),
-    params(("Idempotency-Key" = String, Header, description = "unique per payment request; a retry with the same key and body replays the first response")),
+    params(("Idempotency-Key" = String, Header, format = Uuid, pattern = "^[!-~]{1,255}$", description = "a UUID is the recommended key (any 1 to 255 visible ASCII characters are accepted), unique per payment request; a retry with the same key and body replays the first response")),
     responses(
         (status = 201, body = PaymentView, description = "decided and recorded; `decision.outcome` is approve, review or decline"),
         (status = 400, body = ErrorBody, description = "bad input; nothing was recorded"),
@@ -511,4 +530,27 @@ pub async fn list_payments(
         None
     };
     Ok(Json(PaymentList { data: payments.iter().map(PaymentSummary::new).collect(), next_before }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prepare;
+
+    fn body(amount: &str, installments: &str) -> String {
+        format!(
+            r#"{{"patient_id": "01a23448-d7bd-7341-903c-98618e9296d5", "provider_id": "01a23448-d7a2-73c2-b007-ef706885da71",
+                "procedure": {{"tuss_code": "10101012", "description": "Consulta"}}, "amount_centavos": {amount},
+                "method": "pix", "installments": {installments}, "device": {{"id": "phone", "ip": "200.100.50.25"}}}}"#
+        )
+    }
+
+    #[test]
+    fn integral_numbers_written_with_a_fraction_are_the_same_request() {
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 12, 2).unwrap();
+        let plain = prepare(body("15000", "3").as_bytes(), day).unwrap();
+        let written = prepare(body("15000.0", "3.0").as_bytes(), day).unwrap();
+        assert_eq!(plain.request_hash, written.request_hash);
+        let error = prepare(body("15000.5", "3").as_bytes(), day).err().expect("half a centavo is refused");
+        assert_eq!((error.status.as_u16(), error.code), (400, "invalid_request"));
+    }
 }

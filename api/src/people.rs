@@ -17,6 +17,8 @@ use utoipa::ToSchema;
 
 /// A token lives this long unless asked otherwise (1 to 365 days).
 pub const TOKEN_DAYS_DEFAULT: i64 = 90;
+/// Longest name a person may have.
+pub(crate) const PERSON_NAME_LENGTH_MAX: usize = 200;
 const DAY_MS: i64 = 24 * 60 * 60 * 1_000;
 /// A claim nobody acted on for this long may be taken by another person.
 pub const CLAIM_TTL_MS: i64 = 30 * 60 * 1_000;
@@ -92,13 +94,13 @@ fn view(person: PersonRecord, tokens: &[PersonToken]) -> PersonView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePerson {
-    /// 1 to 200 characters.
+    #[schema(schema_with = crate::schema::person_name)]
     pub name: String,
-    /// Unique among people.
+    #[schema(schema_with = crate::schema::email)]
     pub email: String,
-    /// `admin`, `analyst` or `support`.
+    #[schema(schema_with = crate::schema::role)]
     pub role: String,
-    /// The first token's life, 1 to 365 days (90 by default).
+    #[schema(schema_with = crate::schema::token_days)]
     pub expires_in_days: Option<i64>,
 }
 
@@ -140,8 +142,11 @@ pub async fn create_person(
     principal.require_admin()?;
     let Json(body) = body.map_err(rejection)?;
     let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::bad_request("invalid_name", "name needs 1 to 200 characters"));
+    if name.is_empty() || name.chars().count() > PERSON_NAME_LENGTH_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            format!("name needs 1 to {PERSON_NAME_LENGTH_MAX} characters"),
+        ));
     }
     let email = crate::parties::email(&body.email)?.to_lowercase();
     let role = Role::parse(&body.role)
@@ -211,7 +216,7 @@ pub struct RotateToken {
     /// End every other live token of this person now (a rotation).
     #[serde(default)]
     pub revoke_others: bool,
-    /// 1 to 365 days (90 by default).
+    #[schema(schema_with = crate::schema::token_days)]
     pub expires_in_days: Option<i64>,
 }
 

@@ -15,19 +15,19 @@ use medpay_store::{ListEntry, RuleRecord, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-const RULE_NAME_LENGTH_MAX: usize = 64;
-const LIST_VALUE_LENGTH_MAX: usize = 128;
-const NOTE_LENGTH_MAX: usize = 500;
+pub(crate) const RULE_NAME_LENGTH_MAX: usize = 64;
+pub(crate) const LIST_VALUE_LENGTH_MAX: usize = 128;
+pub(crate) const NOTE_LENGTH_MAX: usize = 500;
 /// Most stored payments one backtest replays.
-const BACKTEST_ROWS_MAX: i64 = 100_000;
+pub(crate) const BACKTEST_ROWS_MAX: i64 = 100_000;
 const BACKTEST_ROWS_DEFAULT: i64 = 10_000;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRule {
-    /// Lower-case letters, digits and `_`; shown as the reason code when the rule decides.
+    #[schema(schema_with = crate::schema::rule_name)]
     pub name: String,
-    /// E.g. `review if amount_centavos > 500000 and patient_age_days < 1`.
+    #[schema(schema_with = crate::schema::rule_source)]
     pub source: String,
 }
 
@@ -63,8 +63,9 @@ pub struct RuleList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backtest {
+    #[schema(schema_with = crate::schema::rule_source)]
     pub source: String,
-    /// How many of the most recent scored payments to replay (default 10000, at most 100000).
+    #[schema(schema_with = crate::schema::backtest_limit)]
     pub limit: Option<i64>,
 }
 
@@ -86,12 +87,13 @@ pub struct BacktestResult {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateListEntry {
-    /// `allow` or `block`.
+    #[schema(schema_with = crate::schema::list_name)]
     pub list: String,
-    /// `cpf`, `device`, `ip` or `card`.
+    #[schema(schema_with = crate::schema::list_kind)]
     pub kind: String,
-    /// The value in clear; only its SHA-256 is stored.
+    #[schema(schema_with = crate::schema::list_value)]
     pub value: String,
+    #[schema(schema_with = crate::schema::reason)]
     pub reason: String,
 }
 
@@ -126,6 +128,7 @@ pub struct ListEntries {
 pub struct LabelPayment {
     pub is_fraud: bool,
     #[serde(default)]
+    #[schema(schema_with = crate::schema::label_note)]
     pub note: String,
 }
 

@@ -24,6 +24,9 @@ use utoipa::ToSchema;
 pub const TRAINING_EXAMPLES_MAX: i64 = 500_000;
 /// The later share of the labelled decisions kept out of training to evaluate on, by default.
 pub const TRAINING_HOLDOUT_DEFAULT: f64 = 0.2;
+/// The smallest and largest holdout share a run accepts.
+pub const TRAINING_HOLDOUT_MIN: f64 = 0.05;
+pub const TRAINING_HOLDOUT_MAX: f64 = 0.5;
 /// A run still `running` after this long was left by a process that stopped.
 pub const TRAINING_RUN_STALE_MS: i64 = 60 * 60 * 1_000;
 /// A run's stages: read, split, fit, evaluate, register.
@@ -236,9 +239,9 @@ fn side(model: &medpay_ml::ModelArtefact, test: &Dataset, thresholds: &[(u16, u1
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartTraining {
-    /// `logistic`, `tree` or `boosted` (gradient-boosted trees).
+    #[schema(schema_with = crate::schema::model_kind)]
     pub kind: String,
-    /// The later share of the labelled decisions to evaluate on, 0.05 to 0.5 (default 0.2).
+    #[schema(schema_with = crate::schema::holdout)]
     pub holdout: Option<f64>,
 }
 
@@ -301,8 +304,11 @@ pub async fn start_training(
     let Json(body) = body.map_err(rejection)?;
     let kind = kind_of(&body.kind)?;
     let holdout = body.holdout.unwrap_or(TRAINING_HOLDOUT_DEFAULT);
-    if !(0.05..=0.5).contains(&holdout) {
-        return Err(ApiError::bad_request("invalid_holdout", "holdout is 0.05 to 0.5"));
+    if !(TRAINING_HOLDOUT_MIN..=TRAINING_HOLDOUT_MAX).contains(&holdout) {
+        return Err(ApiError::bad_request(
+            "invalid_holdout",
+            format!("holdout is {TRAINING_HOLDOUT_MIN} to {TRAINING_HOLDOUT_MAX}"),
+        ));
     }
     // One at a time: a run takes a core for as long as it fits.
     if state.store.running_training_runs(medpay_store::now_ms() - TRAINING_RUN_STALE_MS).await? > 0 {

@@ -516,6 +516,19 @@ async fn openapi_describes_every_endpoint(engine: Engine) {
         spec["paths"].as_object().unwrap().values().map(|item| item.as_object().unwrap().len()).sum();
     assert_eq!(described, expected.len(), "nothing undescribed, nothing extra");
     assert!(spec["components"]["schemas"]["PaymentView"].is_object());
+    // The constraints the handlers enforce are stated, from the same constants.
+    let payment = &spec["components"]["schemas"]["CreatePayment"]["properties"];
+    assert_eq!(payment["amount_centavos"]["minimum"], json!(medpay_models::installments::AMOUNT_MIN_CENTAVOS));
+    assert_eq!(payment["amount_centavos"]["maximum"], json!(medpay_models::installments::AMOUNT_MAX_CENTAVOS));
+    assert_eq!(payment["installments"]["maximum"], json!(medpay_models::installments::INSTALLMENTS_MAX));
+    assert_eq!(payment["method"]["enum"], json!(["pix", "boleto", "card"]));
+    assert_eq!(payment["patient_id"]["format"], "uuid");
+    let key = &spec["paths"]["/v1/payments"]["post"]["parameters"][0];
+    assert_eq!(key["name"], "Idempotency-Key");
+    let pattern = format!("^[!-~]{{1,{}}}$", medpay_store::IDEMPOTENCY_KEY_LENGTH_MAX);
+    assert_eq!(key["schema"]["pattern"].as_str(), Some(pattern.as_str()));
+    let person = &spec["components"]["schemas"]["CreatePerson"]["properties"];
+    assert_eq!(person["role"]["enum"], json!(["admin", "analyst", "support"]));
     let (status, ready) = app.request(Method::GET, "/readyz", None, None, None).await;
     assert_eq!((status, ready["status"].as_str()), (StatusCode::OK, Some("ready")));
     let provider = app.provider(json!({})).await;
