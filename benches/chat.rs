@@ -87,6 +87,7 @@ fn main() {
             email: "maria@example.com".to_owned(),
             phone: "11999990000".to_owned(),
             created_at_ms: medpay_store::now_ms(),
+            erased_at_ms: None,
         };
         store.insert_patient(&person, "bench-chat-token", Some(provider)).await.unwrap();
         let model = ModelArtefact::from_json(medpay_ml::DEFAULT_MODEL_JSON).unwrap();

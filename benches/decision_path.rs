@@ -57,6 +57,7 @@ async fn fixture() -> Fixture {
             email: "p@example.com".to_owned(),
             phone: "11999990000".to_owned(),
             created_at_ms: medpay_store::now_ms(),
+            erased_at_ms: None,
         };
         store.insert_patient(&patient, &format!("token-{index}"), Some(provider)).await.unwrap();
         patients.push((id, cpf));

@@ -99,6 +99,7 @@ async fn patient(store: &Store) -> PatientId {
         email: "maria@example.com".to_owned(),
         phone: "+5511999990000".to_owned(),
         created_at_ms: medpay_store::now_ms(),
+        erased_at_ms: None,
     };
     store.insert_patient(&record, &uuid::Uuid::new_v4().to_string(), None).await.unwrap();
     id

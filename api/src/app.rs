@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::dto::PaymentView;
 use crate::state::AppState;
-use crate::{chat, events, models, money, ops, parties, payments, people, risk, training};
+use crate::{chat, events, models, money, ops, parties, payments, people, privacy, risk, training};
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
@@ -127,10 +127,13 @@ async fn limit_body(max: usize, request: Request, next: Next) -> Response {
 /// The API and its OpenAPI description, from the same route list.
 pub fn router(state: AppState) -> Router {
     let limits = state.config.limits.clone();
+    let share = Arc::new(crate::share::TenantShare::new(limits.tenant_concurrency_max));
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(parties::create_provider))
         .routes(routes!(parties::create_patient))
         .routes(routes!(parties::get_patient))
+        .routes(routes!(privacy::export))
+        .routes(routes!(privacy::erase))
         .routes(routes!(payments::create_payment, payments::list_payments))
         .routes(routes!(payments::get_payment))
         .routes(routes!(payments::list_events))
@@ -199,6 +202,9 @@ pub fn router(state: AppState) -> Router {
     .layer(middleware::from_fn(record_http_metrics))
     .layer(middleware::from_fn(move |request: Request, next: Next| limit_body(limits.body_bytes_max, request, next)))
     .layer(GlobalConcurrencyLimitLayer::new(limits.concurrency_max))
+    .layer(middleware::from_fn(move |request: Request, next: Next| {
+        crate::share::share_concurrency(share.clone(), request, next)
+    }))
     .layer(TimeoutLayer::with_status_code(
         StatusCode::REQUEST_TIMEOUT,
         Duration::from_millis(limits.request_timeout_ms),

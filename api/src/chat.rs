@@ -138,7 +138,7 @@ pub struct ConversationView {
     pub created_at: String,
 }
 
-async fn conversation_view(
+pub(crate) async fn conversation_view(
     state: &AppState,
     record: medpay_store::ConversationRecord,
 ) -> Result<ConversationView, ApiError> {

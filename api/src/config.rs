@@ -145,6 +145,9 @@ pub struct Limits {
     pub body_bytes_max: usize,
     /// Requests served at once; more wait (bounded by the request time-out).
     pub concurrency_max: usize,
+    /// Requests one credential (or one client address without one) may have in flight, waiting
+    /// included; past it, 503 `tenant_busy`. A quarter of `concurrency_max` by default.
+    pub tenant_concurrency_max: usize,
     pub request_timeout_ms: u64,
     /// Requests per minute per API key or token.
     pub requests_per_key_per_minute: u64,
@@ -159,6 +162,9 @@ pub struct Limits {
     /// Failed authentications from one client address (an IPv6 /64) in a minute; past it the
     /// address gets 429 `too_many_auth_failures` without its token being looked at.
     pub auth_failures_per_address_per_minute: u32,
+    /// How long a patient's financial records (and the CPF on them) are kept after an LGPD
+    /// erasure: the law's retention period for tax records (five years).
+    pub retention_years: u32,
 }
 
 impl Default for Limits {
@@ -166,6 +172,7 @@ impl Default for Limits {
         Limits {
             body_bytes_max: 64 * 1024,
             concurrency_max: 1_024,
+            tenant_concurrency_max: 256,
             request_timeout_ms: 10_000,
             requests_per_key_per_minute: 60_000,
             payments_per_patient_per_minute: 30,
@@ -173,6 +180,7 @@ impl Default for Limits {
             drift_interval_ms: 300_000,
             websocket_idle_ms: 300_000,
             auth_failures_per_address_per_minute: 30,
+            retention_years: 5,
         }
     }
 }
@@ -289,6 +297,8 @@ impl Config {
                     "MEDPAY_AUTH_FAILURES_PER_ADDRESS_PER_MINUTE",
                     limits.auth_failures_per_address_per_minute,
                 )?,
+                retention_years: parsed("MEDPAY_RETENTION_YEARS", limits.retention_years)?,
+                tenant_concurrency_max: parsed("MEDPAY_TENANT_CONCURRENCY_MAX", limits.tenant_concurrency_max)?,
                 ..limits
             },
         })

@@ -124,18 +124,26 @@ pub struct PatientView {
     /// Shown once, at creation: the patient's own bearer token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// When the patient's personal data was erased (LGPD): name, CPF, e-mail and phone are then
+    /// shown as removed, whoever asks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erased_at: Option<String>,
 }
 
 impl PatientView {
     pub fn new(record: &PatientRecord, token: Option<String>) -> PatientView {
+        // The CPF of an erased patient stays on their financial records for the retention
+        // period; no route shows it again.
+        let cpf = if record.erased_at_ms.is_some() { "removido".to_owned() } else { record.cpf.formatted() };
         PatientView {
             id: record.id.to_string(),
             name: record.name.clone(),
-            cpf: record.cpf.formatted(),
+            cpf,
             email: record.email.clone(),
             phone: record.phone.clone(),
             created_at: timestamp(record.created_at_ms),
             token,
+            erased_at: record.erased_at_ms.map(timestamp),
         }
     }
 }

@@ -72,6 +72,18 @@ impl ApiError {
     }
 
     /// A failure of ours: logged with its cause, reported without it.
+    /// This credential (or client address) has its whole share of the server in flight.
+    pub fn tenant_busy() -> ApiError {
+        ApiError {
+            retry_after_seconds: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "tenant_busy",
+                "too many requests of this credential are in progress; retry when some have finished",
+            )
+        }
+    }
+
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(%cause, "internal error");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it has been logged")

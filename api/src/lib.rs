@@ -15,8 +15,10 @@ mod parties;
 pub mod payments;
 mod people;
 mod plots;
+mod privacy;
 mod risk;
 mod schema;
+mod share;
 pub mod state;
 pub mod training;
 

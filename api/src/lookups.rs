@@ -72,6 +72,14 @@ impl Lookups {
         self.provider_keys.invalidate(hash);
     }
 
+    /// A patient erased: their record read again next time, their old token refused at once (on
+    /// this node; the others drop the token within `CREDENTIAL_CACHE_TTL_MS`, and hold of the
+    /// record only what a payment needs, the CPF, which an erasure keeps).
+    pub fn forget_patient(&self, id: PatientId, token_hash: &str) {
+        self.patients.invalidate(&id);
+        self.patient_tokens.invalidate(token_hash);
+    }
+
     pub async fn patient_by_token_hash(&self, hash: &str) -> Result<Option<PatientId>, StoreError> {
         through(&self.patient_tokens, hash.to_owned(), self.store.patient_id_by_token_hash(hash)).await
     }

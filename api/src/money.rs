@@ -11,7 +11,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use medpay_actors::money::{CELCOIN, MoneyError};
-use medpay_gateways::celcoin::{CelcoinClient, StatementItem, parse_notice};
+use medpay_gateways::celcoin::{CelcoinClient, NoticeKind, StatementItem, parse_notice};
 use medpay_models::{PaymentId, PaymentStatus};
 use medpay_store::{ChargeRecord, ChargeStatus, GatewayWebhook, LedgerProblem, RefundStatus, Store};
 use serde::{Deserialize, Serialize};
@@ -207,26 +207,80 @@ pub async fn celcoin_webhook(
         .ok()
         .and_then(|value| value.pointer("/RequestBody/ClientRequestId").and_then(|v| v.as_str()).map(str::to_owned))
         .and_then(|id| id.rsplit_once('-').and_then(|(payment, _)| payment.parse::<PaymentId>().ok()));
-    let payment = match from_request {
-        Some(payment) => Some(payment),
-        None => state.store.charge_by_gateway_id(&notice.charge_transaction_id).await?.map(|charge| charge.payment_id),
-    };
+    let charge = state.store.charge_by_gateway_id(&notice.charge_transaction_id).await?;
+    let payment = from_request.or(charge.as_ref().map(|charge| charge.payment_id));
+    // A payment notice moves money only as Celcoin itself tells it when asked: the body is a hint.
+    let mut state_name = if payment.is_some() { "pending" } else { "ignored" };
+    let mut body = String::from_utf8_lossy(&body).into_owned();
+    if let (NoticeKind::Paid, Some(_)) = (notice.kind, payment) {
+        match confirm_paid(&state, &notice, charge.as_ref().map(|c| c.id.as_str()), &body).await? {
+            Confirmed::As(confirmed) => body = confirmed,
+            Confirmed::Not(why) => {
+                tracing::warn!(webhook_id = %notice.id, charge = %notice.charge_transaction_id, %why,
+                    "Celcoin webhook not applied: Celcoin does not confirm it");
+                // Kept (its id stays taken, a resend changes nothing) and set aside.
+                state_name = "ignored";
+            }
+        }
+    }
     let webhook = GatewayWebhook {
         gateway: CELCOIN.to_owned(),
         webhook_id: notice.id.clone(),
         payment_id: payment,
         kind: notice.kind.transaction_type().to_owned(),
-        body: String::from_utf8_lossy(&body).into_owned(),
-        state: if payment.is_some() { "pending" } else { "ignored" }.to_owned(),
+        body,
+        state: state_name.to_owned(),
         received_at_ms: medpay_store::now_ms(),
     };
     let fresh = state.store.record_webhook(&webhook).await?;
     tracing::info!(webhook_id = %notice.id, kind = %webhook.kind, payment_id = ?payment, duplicate = !fresh, "Celcoin webhook received");
-    if let (true, Some(payment)) = (fresh, payment) {
+    if let (true, Some(payment), "pending") = (fresh, payment, state_name) {
         // Recorded durably: the sweep applies it if this poke is lost.
         let _ = state.runtime.webhook_recorded(payment, webhook).await;
     }
     Ok(StatusCode::OK)
+}
+
+enum Confirmed {
+    /// The notice's body, with the amount Celcoin says was paid.
+    As(String),
+    /// Celcoin does not know the charge as paid (or as this one).
+    Not(String),
+}
+
+/// Asks Celcoin about the charge a payment notice names (by our client request id, from our
+/// charge or the notice). Celcoin not answering is a 503: Celcoin sends the notice again, and
+/// nothing was recorded meanwhile.
+async fn confirm_paid(
+    state: &AppState,
+    notice: &medpay_gateways::celcoin::Notice,
+    ours: Option<&str>,
+    body: &str,
+) -> Result<Confirmed, ApiError> {
+    let mut value: serde_json::Value =
+        serde_json::from_str(body).map_err(|error| ApiError::bad_request("invalid_webhook", error.to_string()))?;
+    let theirs = value.pointer("/RequestBody/ClientRequestId").and_then(|v| v.as_str()).map(str::to_owned);
+    let Some(client_request_id) = ours.map(str::to_owned).or(theirs) else {
+        return Ok(Confirmed::Not("no client request id to ask about".to_owned()));
+    };
+    let gateways = state.runtime.gateways().ok_or_else(|| ApiError::unavailable("no gateway configured"))?;
+    let charge = gateways.celcoin.charge_made(&client_request_id).await.map_err(|error| {
+        tracing::warn!(webhook_id = %notice.id, %error, "Celcoin webhook held back: Celcoin could not be asked");
+        ApiError::unavailable("Celcoin could not confirm the notice; send it again")
+    })?;
+    let Some(charge) = charge else { return Ok(Confirmed::Not("Celcoin has no such charge".to_owned())) };
+    if charge.transaction_id != notice.charge_transaction_id {
+        return Ok(Confirmed::Not(format!("the charge is {}, not the notice's", charge.transaction_id)));
+    }
+    if charge.status != "PAID" {
+        return Ok(Confirmed::Not(format!("Celcoin says the charge is {}", charge.status)));
+    }
+    if charge.amount_centavos != notice.amount_centavos {
+        tracing::warn!(webhook_id = %notice.id, notice = notice.amount_centavos, celcoin = charge.amount_centavos,
+            "Celcoin webhook's amount is not the charge's; applying Celcoin's");
+    }
+    value["RequestBody"]["Amount"] = medpay_gateways::celcoin::reais_of(charge.amount_centavos);
+    Ok(Confirmed::As(value.to_string()))
 }
 
 #[utoipa::path(post, path = "/v1/gateways/clicksign/webhooks", tag = "gateways",

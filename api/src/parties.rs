@@ -145,6 +145,7 @@ pub async fn create_patient(
         email: email(&body.email)?,
         phone: phone(&body.phone)?,
         created_at_ms: medpay_store::now_ms(),
+        erased_at_ms: None,
     };
     let token = new_secret(PATIENT_TOKEN_PREFIX);
     match state.store.insert_patient(&record, &medpay_store::sha256_hex(token.as_bytes()), provider).await {

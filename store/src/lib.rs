@@ -12,6 +12,7 @@ mod money;
 mod parties;
 mod payments;
 mod people;
+mod privacy;
 pub mod rate_limit;
 mod reader;
 mod risk;
@@ -37,6 +38,7 @@ pub use payments::{
     PaymentRecord, REVIEW_REASON_DECISION,
 };
 pub use people::{AuditEntry, CaseClaim, PersonRecord, PersonToken};
+pub use privacy::{ERASED_DEVICE, ERASED_IP, ERASED_NAME};
 pub use rate_limit::{RateDecision, RateLimitError, RateLimiter};
 pub use risk::{
     ListEntry, PatientHistoryRows, PatientPayment, ProviderPayment, REBUILD_ROWS_MAX, RuleRecord, ScoredPayment,

@@ -36,6 +36,8 @@ pub struct PatientRecord {
     pub email: String,
     pub phone: String,
     pub created_at_ms: i64,
+    /// When the patient's personal data was erased (LGPD); none while it is held.
+    pub erased_at_ms: Option<i64>,
 }
 
 pub(crate) fn parse_column<T: std::str::FromStr>(row: &AnyRow, column: &str) -> Result<T, StoreError>
@@ -88,6 +90,7 @@ fn patient_from_row(row: &AnyRow) -> Result<PatientRecord, StoreError> {
         email: row.try_get("email")?,
         phone: row.try_get("phone")?,
         created_at_ms: row.try_get("created_at_ms")?,
+        erased_at_ms: row.try_get("erased_at_ms")?,
     })
 }
 
@@ -295,10 +298,11 @@ impl Store {
     }
 
     pub async fn patient(&self, id: PatientId) -> Result<Option<PatientRecord>, StoreError> {
-        let row = sqlx::query("SELECT id, name, cpf, email, phone, created_at_ms FROM patients WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT id, name, cpf, email, phone, created_at_ms, erased_at_ms FROM patients WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
         row.as_ref().map(patient_from_row).transpose()
     }
 

@@ -186,20 +186,8 @@ impl Store {
     }
 
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_log (id, at_ms, actor, action, target, before_json, after_json)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(entry.id.clone())
-        .bind(entry.at_ms)
-        .bind(entry.actor.clone())
-        .bind(entry.action.clone())
-        .bind(entry.target.clone())
-        .bind(json_text(&entry.before))
-        .bind(json_text(&entry.after))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut connection = self.pool.acquire().await?;
+        insert_audit(&mut connection, entry).await
     }
 
     /// The newest `limit` entries, newest first; only `actor`'s when given.
@@ -285,5 +273,24 @@ async fn insert_token(
     .execute(&mut **transaction)
     .await
     .map_err(|error| StoreError::on_unique(error, "token"))?;
+    Ok(())
+}
+
+/// Appends `entry` through `connection`: inside a transaction, the entry commits with the write it
+/// records, or neither does.
+pub(crate) async fn insert_audit(connection: &mut sqlx::AnyConnection, entry: &AuditEntry) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_log (id, at_ms, actor, action, target, before_json, after_json)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(entry.id.clone())
+    .bind(entry.at_ms)
+    .bind(entry.actor.clone())
+    .bind(entry.action.clone())
+    .bind(entry.target.clone())
+    .bind(json_text(&entry.before))
+    .bind(json_text(&entry.after))
+    .execute(&mut *connection)
+    .await?;
     Ok(())
 }

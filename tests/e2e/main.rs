@@ -12,6 +12,7 @@ mod logs;
 mod money;
 mod payments;
 mod people;
+mod privacy;
 mod refunds;
 mod risk;
 mod support;

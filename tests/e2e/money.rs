@@ -422,3 +422,56 @@ async fn an_unpaid_pix_expires_the_payment() {
     assert_eq!(balance["pending_centavos"], 0, "nothing is pending any more: {balance}");
     app.stop().await;
 }
+
+/// A payment notice moves money only as Celcoin confirms it when asked: a notice with the right
+/// credentials for a charge nobody paid changes nothing, and one with a wrong amount for a paid
+/// charge applies the amount Celcoin holds.
+async fn payment_notices_move_money_only_as_celcoin_confirms_them(engine: Engine) {
+    const PASSWORD: &str = "celcoin-webhook-test-password";
+    let app = TestApp::spawn_with(engine, |config| config.money.celcoin_webhook_password = PASSWORD.to_owned()).await;
+    let provider = app.provider(json!({"fee_bps": 500, "escrow": false})).await;
+    let patient = app.patient(&provider).await;
+    let created = pay(&app, &provider, &payment_body(&provider, &patient, 20_000)).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let charge = created["charge"]["id"].as_str().expect("charged in the answer").to_owned();
+    // Celcoin's transaction id for our charge, as Celcoin's own notice would name it.
+    let (_, token) = sandbox(&app, "/v5/token", json!({})).await;
+    let found = app.client.get(format!("{}/v5/charge/external/{charge}", app.celcoin));
+    let found: Value =
+        found.bearer_auth(token["access_token"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
+    let transaction = found["transactionId"].as_str().unwrap_or_else(|| panic!("{found}")).to_owned();
+    let notice = |webhook: &str, reais: f64| {
+        json!({"Id": webhook, "TransactionType": "RECEIVEPIX",
+               "RequestBody": {"TransactionId": transaction, "ClientRequestId": charge, "Amount": reais}})
+    };
+    let send = |body: Value| {
+        app.client
+            .post(format!("{}/v1/gateways/celcoin/webhooks", app.base))
+            .basic_auth("celcoin", Some(PASSWORD))
+            .json(&body)
+            .send()
+    };
+    // Nobody paid: Celcoin says the charge is ACTIVE, so the notice is kept and not applied.
+    assert_eq!(send(notice("forged-1", 200.0)).await.unwrap().status(), StatusCode::OK);
+    let (_, payment) = app.request(Method::GET, &format!("/v1/payments/{id}"), Some(&provider.key), None, None).await;
+    assert_eq!(payment["status"], "awaiting_payment", "{payment}");
+    assert_eq!(balance(&app, &provider).await, (0, 0));
+
+    // The patient pays, but Celcoin's own notice is lost; one claiming R$ 1,00 arrives instead.
+    let lost = json!({"url": "http://127.0.0.1:9/lost", "username": "celcoin", "password": PASSWORD});
+    let response = app.client.put(format!("{}/sandbox/webhook", app.celcoin)).json(&lost).send().await.unwrap();
+    assert!(response.status().is_success());
+    let (status, _) = sandbox(&app, &format!("/sandbox/charges/{charge}/pay"), json!({})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(send(notice("late-1", 1.0)).await.unwrap().status(), StatusCode::OK);
+    wait_for(&app, &provider, &id, |p| p["status"] == "paid").await;
+    // R$ 200,00 as Celcoin holds it, 5 % to the platform: the provider has 190,00.
+    assert_eq!(balance(&app, &provider).await, (19_000, 0));
+    let (_, check) = app.request(Method::GET, "/v1/ledger/check", Some(&app.admin), None, None).await;
+    assert_eq!((check["ok"].as_bool(), check["suspense_centavos"].as_i64()), (Some(true), Some(0)), "{check}");
+    // The forged notice, sent again, is still not applied: the payment was paid once.
+    assert_eq!(send(notice("forged-1", 200.0)).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(balance(&app, &provider).await, (19_000, 0));
+    app.stop().await;
+}
+on_both_engines!(payment_notices_move_money_only_as_celcoin_confirms_them);

@@ -445,6 +445,8 @@ async fn openapi_describes_every_endpoint(engine: Engine) {
         ("/v1/providers", "post"),
         ("/v1/patients", "post"),
         ("/v1/patients/{id}", "get"),
+        ("/v1/patients/{id}/export", "get"),
+        ("/v1/patients/{id}/erasure", "post"),
         ("/v1/payments", "post"),
         ("/v1/payments", "get"),
         ("/v1/payments/{id}", "get"),

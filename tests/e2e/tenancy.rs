@@ -90,6 +90,9 @@ const EXPECTED: &[(&str, [u16; 8])] = &[
     ("DELETE /v1/webhook-endpoints/{id}", [403, 403, 403, 204, 404, 403, 403, 401]),
     ("GET /v1/webhook-endpoints/{id}/deliveries", [403, 403, 403, 200, 404, 403, 403, 401]),
     ("POST /v1/webhook-endpoints/{id}/deliveries/{delivery_id}/resend", [403, 403, 403, 202, 404, 403, 403, 401]),
+    ("GET /v1/patients/{id}/export", [200, 403, 403, 403, 403, 200, 404, 401]),
+    // Last: patient A erases themself (the others aim at a fresh patient of A's).
+    ("POST /v1/patients/{id}/erasure", [200, 403, 403, 403, 403, 200, 404, 401]),
 ];
 
 /// Who asks: a bearer token, or none.
@@ -123,6 +126,8 @@ struct Fresh {
     token_id: String,
     case: String,
     claimed_case: String,
+    /// A patient of A's to erase.
+    erasable: String,
 }
 
 async fn world(app: &TestApp) -> (Principals, World) {
@@ -264,6 +269,7 @@ async fn fresh(app: &TestApp, world: &World) -> Fresh {
     created(status, &token);
     let case = review_case(app, world).await;
     let claimed_case = review_case(app, world).await;
+    let erasable = app.patient(a).await.id;
     Fresh {
         rule: rule["id"].as_str().unwrap().to_owned(),
         list_hash: entry["value_hash"].as_str().unwrap().to_owned(),
@@ -272,12 +278,13 @@ async fn fresh(app: &TestApp, world: &World) -> Fresh {
         token_id: token["token_id"].as_str().unwrap().to_owned(),
         case,
         claimed_case,
+        erasable,
     }
 }
 
 /// The request each route gets: its path with A's targets, its body, and an Idempotency-Key where
 /// the route takes one. `None` for a route this test does not know.
-fn request(route: &str, w: &World, f: &Fresh) -> Option<(String, Option<Value>)> {
+fn request(route: &str, who: &str, w: &World, f: &Fresh) -> Option<(String, Option<Value>)> {
     let payment = &w.payment_a;
     let a = &w.provider_a.id;
     let reason = json!({"reason": "probe"});
@@ -338,6 +345,11 @@ fn request(route: &str, w: &World, f: &Fresh) -> Option<(String, Option<Value>)>
             ),
         ),
         "GET /v1/patients/{id}" => (format!("/v1/patients/{}", w.patient_a.id), None),
+        "GET /v1/patients/{id}/export" => (format!("/v1/patients/{}/export", w.patient_a.id), None),
+        "POST /v1/patients/{id}/erasure" => {
+            let target = if who == "patient A" { &w.patient_a.id } else { &f.erasable };
+            (format!("/v1/patients/{target}/erasure"), None)
+        }
         "GET /v1/payments" => ("/v1/payments".to_owned(), None),
         "POST /v1/payments" => ("/v1/payments".to_owned(), Some(payment_body(&w.provider_a, &w.patient_a, 9_000))),
         "GET /v1/payments/{id}" => (format!("/v1/payments/{payment}"), None),
@@ -457,12 +469,17 @@ async fn every_route_answers_each_principal_as_its_role_and_tenant_allow(engine:
     assert!(gone.is_empty(), "entries for routes that do not exist: {gone:?}");
 
     let (principals, world) = world(&app).await;
+    // A patient pays only a provider that registered them.
+    let mut elsewhere = payment_body(&world.provider_a, &world.patient_a, 9_000);
+    elsewhere["provider_id"] = json!(principals.provider_b_id);
+    let (status, code, _) = ask(&app, "POST", "/v1/payments", Some(&world.patient_a.token), Some(&elsewhere)).await;
+    assert_eq!((status, code.as_str()), (404, "provider_not_found"), "patient A pays provider B");
     let mut wrong = Vec::new();
     for (index, name) in PRINCIPALS.iter().enumerate() {
         tidy(&app, &world).await;
         let fresh = fresh(&app, &world).await;
         for (route, expected) in EXPECTED {
-            let (path, body) = request(route, &world, &fresh).unwrap_or_else(|| panic!("no request for {route}"));
+            let (path, body) = request(route, name, &world, &fresh).unwrap_or_else(|| panic!("no request for {route}"));
             let (method, _) = route.split_once(' ').unwrap();
             let (status, code, text) =
                 ask(&app, method, &path, principals.tokens[index].as_deref(), body.as_ref()).await;
@@ -482,11 +499,6 @@ async fn every_route_answers_each_principal_as_its_role_and_tenant_allow(engine:
         }
     }
     assert!(wrong.is_empty(), "{} answers not as expected:\n{}", wrong.len(), wrong.join("\n"));
-    // A patient pays only a provider that registered them.
-    let mut elsewhere = payment_body(&world.provider_a, &world.patient_a, 9_000);
-    elsewhere["provider_id"] = json!(principals.provider_b_id);
-    let (status, code, _) = ask(&app, "POST", "/v1/payments", Some(&world.patient_a.token), Some(&elsewhere)).await;
-    assert_eq!((status, code.as_str()), (404, "provider_not_found"), "patient A pays provider B");
     // Nothing provider B or patient B asked changed A's payment or showed B anything of A's.
     let (status, payment) = app
         .request(Method::GET, &format!("/v1/payments/{}", world.payment_a), Some(&world.provider_a.key), None, None)
@@ -495,3 +507,48 @@ async fn every_route_answers_each_principal_as_its_role_and_tenant_allow(engine:
     app.stop().await;
 }
 on_both_engines!(every_route_answers_each_principal_as_its_role_and_tenant_allow);
+
+/// One credential may have only its share of the server in flight: while provider A's payment
+/// waits at a stalled gateway, A's next request is refused (503 `tenant_busy`, Retry-After) and
+/// provider B is served; once A's payment is answered, A is served again.
+async fn a_busy_tenant_cannot_take_the_whole_server(engine: Engine) {
+    let app = TestApp::spawn_with(engine, |config| {
+        config.limits.tenant_concurrency_max = 1;
+        config.money.gateway_timeout_ms = 5_000;
+    })
+    .await;
+    let a = app.provider(json!({})).await;
+    let b = app.provider(json!({})).await;
+    let patient = app.patient(&a).await;
+    let stats_url = format!("{}/sandbox/stats", app.celcoin);
+    let calls = |client: reqwest::Client, url: String| async move {
+        let stats: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        stats["calls"].as_u64().unwrap()
+    };
+    let before = calls(app.client.clone(), stats_url.clone()).await;
+    let faults = json!({"timeout_rate": 1.0, "stall_ms": 3_000});
+    let set = app.client.put(format!("{}/sandbox/faults", app.celcoin)).json(&faults).send().await.unwrap();
+    assert_eq!(set.status(), StatusCode::NO_CONTENT);
+    let held = app
+        .client
+        .post(format!("{}/v1/payments", app.base))
+        .bearer_auth(&a.key)
+        .header("Idempotency-Key", new_key())
+        .json(&payment_body(&a, &patient, 10_000))
+        .send();
+    let held = tokio::spawn(held);
+    // A's payment is at the gateway (the sandbox has its call) and so still in flight here.
+    while calls(app.client.clone(), stats_url.clone()).await == before {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, code, _) = ask(&app, "GET", "/v1/payments", Some(&a.key), None).await;
+    assert_eq!((status, code.as_str()), (503, "tenant_busy"));
+    let (status, _, _) = ask(&app, "GET", "/v1/payments", Some(&b.key), None).await;
+    assert_eq!(status, 200, "another provider is served meanwhile");
+    let answered = held.await.unwrap().unwrap();
+    assert_eq!(answered.status(), StatusCode::CREATED, "{:?}", answered.text().await);
+    let (status, _, _) = ask(&app, "GET", "/v1/payments", Some(&a.key), None).await;
+    assert_eq!(status, 200, "A's share came back");
+    app.stop().await;
+}
+on_both_engines!(a_busy_tenant_cannot_take_the_whole_server);
