@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::dto::PaymentView;
 use crate::state::AppState;
-use crate::{chat, events, models, money, ops, parties, payments, people, privacy, risk, training};
+use crate::{chat, checkout, events, models, money, ops, parties, payments, people, privacy, risk, training};
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
@@ -134,6 +134,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(parties::get_patient))
         .routes(routes!(privacy::export))
         .routes(routes!(privacy::erase))
+        .routes(routes!(checkout::create_link))
+        .routes(routes!(checkout::open_link))
         .routes(routes!(payments::create_payment, payments::list_payments))
         .routes(routes!(payments::get_payment))
         .routes(routes!(payments::list_events))

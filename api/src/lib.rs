@@ -3,6 +3,7 @@
 pub mod app;
 pub mod auth;
 pub mod chat;
+mod checkout;
 pub mod config;
 pub mod dto;
 pub mod error;

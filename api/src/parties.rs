@@ -357,7 +357,7 @@ pub struct ProviderKeyList {
 
 /// The provider a key route is about: its own (`me` or its id) for a provider's key, any for the
 /// admin; nobody else's.
-fn key_owner(principal: Principal, id: &str) -> Result<ProviderId, ApiError> {
+pub(crate) fn key_owner(principal: Principal, id: &str) -> Result<ProviderId, ApiError> {
     let provider = provider_in_path(principal, id)?;
     match principal {
         Principal::Provider(own) if own == provider => Ok(provider),

@@ -255,3 +255,7 @@ pub fn holdout() -> RefOr<Schema> {
         "The later share of the labelled decisions to evaluate on (0.2 by default).",
     ))
 }
+
+pub fn link_days() -> RefOr<Schema> {
+    or_null(integer(1, crate::checkout::LINK_DAYS_MAX, "The link's life in days, 1 to 365 (30 by default)."))
+}

@@ -31,7 +31,8 @@ pub use money::{
     LedgerProblem, Movement, PaymentLedger, RefundKind, RefundRecord, RefundStatus,
 };
 pub use parties::{
-    PatientRecord, ProviderKey, ProviderRecord, REVIEW_TIME_LIMIT_HOURS_DEFAULT, REVIEW_TIME_LIMIT_HOURS_MAX,
+    CheckoutLink, PatientRecord, ProviderKey, ProviderRecord, REVIEW_TIME_LIMIT_HOURS_DEFAULT,
+    REVIEW_TIME_LIMIT_HOURS_MAX,
 };
 pub use payments::{
     DecisionRecord, EVENTS_PAGE_MAX, EventRecord, NewEvent, NewPaymentWrite, PAYMENTS_PAGE_MAX, PaymentFilter,

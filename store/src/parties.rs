@@ -342,3 +342,57 @@ pub(crate) async fn link(
         .await?;
     Ok(())
 }
+
+/// A provider's checkout link: a patient who opens it chooses the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutLink {
+    pub id: String,
+    pub provider_id: ProviderId,
+    pub label: String,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+impl Store {
+    pub async fn insert_checkout_link(&self, link: &CheckoutLink, token_hash: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO checkout_links (id, provider_id, token_hash, label, created_by, created_at_ms, expires_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(link.id.clone())
+        .bind(link.provider_id.to_string())
+        .bind(token_hash.to_owned())
+        .bind(link.label.clone())
+        .bind(link.created_by.clone())
+        .bind(link.created_at_ms)
+        .bind(link.expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The patient opens a checkout link: linked to its provider when the link exists and has not
+    /// expired. Returns the provider; none for an unknown or expired link (nothing changes).
+    pub async fn open_checkout_link(
+        &self,
+        token_hash: &str,
+        patient: PatientId,
+        now_ms: i64,
+    ) -> Result<Option<ProviderId>, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        let row = sqlx::query("SELECT provider_id FROM checkout_links WHERE token_hash = $1 AND expires_at_ms > $2")
+            .bind(token_hash.to_owned())
+            .bind(now_ms)
+            .fetch_optional(&mut *transaction)
+            .await?;
+        let Some(row) = row else {
+            transaction.rollback().await?;
+            return Ok(None);
+        };
+        let provider: ProviderId = parse_column(&row, "provider_id")?;
+        link(&mut transaction, provider, patient, now_ms).await?;
+        transaction.commit().await?;
+        Ok(Some(provider))
+    }
+}

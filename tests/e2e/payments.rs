@@ -447,6 +447,8 @@ async fn openapi_describes_every_endpoint(engine: Engine) {
         ("/v1/patients/{id}", "get"),
         ("/v1/patients/{id}/export", "get"),
         ("/v1/patients/{id}/erasure", "post"),
+        ("/v1/providers/{id}/checkout-links", "post"),
+        ("/v1/checkout/{token}", "post"),
         ("/v1/payments", "post"),
         ("/v1/payments", "get"),
         ("/v1/payments/{id}", "get"),

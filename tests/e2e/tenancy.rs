@@ -91,6 +91,9 @@ const EXPECTED: &[(&str, [u16; 8])] = &[
     ("GET /v1/webhook-endpoints/{id}/deliveries", [403, 403, 403, 200, 404, 403, 403, 401]),
     ("POST /v1/webhook-endpoints/{id}/deliveries/{delivery_id}/resend", [403, 403, 403, 202, 404, 403, 403, 401]),
     ("GET /v1/patients/{id}/export", [200, 403, 403, 403, 403, 200, 404, 401]),
+    ("POST /v1/providers/{id}/checkout-links", [201, 403, 403, 201, 404, 403, 403, 401]),
+    // A's checkout link is A's to give to anyone: any patient who holds it may open it.
+    ("POST /v1/checkout/{token}", [403, 403, 403, 403, 403, 200, 200, 401]),
     // Last: patient A erases themself (the others aim at a fresh patient of A's).
     ("POST /v1/patients/{id}/erasure", [200, 403, 403, 403, 403, 200, 404, 401]),
 ];
@@ -128,6 +131,8 @@ struct Fresh {
     claimed_case: String,
     /// A patient of A's to erase.
     erasable: String,
+    /// A checkout link of A's.
+    link: String,
 }
 
 async fn world(app: &TestApp) -> (Principals, World) {
@@ -270,6 +275,11 @@ async fn fresh(app: &TestApp, world: &World) -> Fresh {
     let case = review_case(app, world).await;
     let claimed_case = review_case(app, world).await;
     let erasable = app.patient(a).await.id;
+    let link = json!({"label": "site da clínica"});
+    let (status, link) =
+        app.request(Method::POST, "/v1/providers/me/checkout-links", Some(&a.key), Some(&link), None).await;
+    created(status, &link);
+    let link = link["token"].as_str().unwrap().to_owned();
     Fresh {
         rule: rule["id"].as_str().unwrap().to_owned(),
         list_hash: entry["value_hash"].as_str().unwrap().to_owned(),
@@ -279,6 +289,7 @@ async fn fresh(app: &TestApp, world: &World) -> Fresh {
         case,
         claimed_case,
         erasable,
+        link,
     }
 }
 
@@ -345,6 +356,10 @@ fn request(route: &str, who: &str, w: &World, f: &Fresh) -> Option<(String, Opti
             ),
         ),
         "GET /v1/patients/{id}" => (format!("/v1/patients/{}", w.patient_a.id), None),
+        "POST /v1/providers/{id}/checkout-links" => {
+            (format!("/v1/providers/{a}/checkout-links"), Some(json!({"label": "probe"})))
+        }
+        "POST /v1/checkout/{token}" => (format!("/v1/checkout/{}", f.link), None),
         "GET /v1/patients/{id}/export" => (format!("/v1/patients/{}/export", w.patient_a.id), None),
         "POST /v1/patients/{id}/erasure" => {
             let target = if who == "patient A" { &w.patient_a.id } else { &f.erasable };
@@ -484,7 +499,7 @@ async fn every_route_answers_each_principal_as_its_role_and_tenant_allow(engine:
             let (status, code, text) =
                 ask(&app, method, &path, principals.tokens[index].as_deref(), body.as_ref()).await;
             // Provider B, patient B and nobody never read anything of A's or of patient A's.
-            if matches!(*name, "provider B" | "patient B" | "anonymous") {
+            if matches!(*name, "provider B" | "patient B" | "anonymous") && *route != "POST /v1/checkout/{token}" {
                 for (what, id) in
                     [("A", &world.provider_a.id), ("patient A", &world.patient_a.id), ("A's payment", &world.payment_a)]
                 {
@@ -552,3 +567,40 @@ async fn a_busy_tenant_cannot_take_the_whole_server(engine: Engine) {
     app.stop().await;
 }
 on_both_engines!(a_busy_tenant_cannot_take_the_whole_server);
+
+/// A patient pays a provider that did not register them only after choosing it through the
+/// provider's checkout link; an unknown link changes nothing.
+async fn a_patient_chooses_a_provider_through_its_checkout_link(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let a = app.provider(json!({})).await;
+    let b = app.provider(json!({})).await;
+    let patient = app.patient(&b).await;
+    let mut body = payment_body(&a, &patient, 9_000);
+    let (status, code, _) = ask(&app, "POST", "/v1/payments", Some(&patient.token), Some(&body)).await;
+    assert_eq!((status, code.as_str()), (404, "provider_not_found"), "not chosen yet");
+    let path = format!("/v1/patients/{}", patient.id);
+    assert_eq!(ask(&app, "GET", &path, Some(&a.key), None).await.0, 404, "A does not see the patient yet");
+    let (status, code, _) = ask(&app, "POST", "/v1/checkout/mpc_nonsense", Some(&patient.token), None).await;
+    assert_eq!((status, code.as_str()), (404, "checkout_link_not_found"));
+    for bad in [
+        json!({"label": ""}),
+        json!({"label": "x", "expires_in_days": 0}),
+        json!({"label": "x", "expires_in_days": 366}),
+    ] {
+        let (status, _, _) = ask(&app, "POST", "/v1/providers/me/checkout-links", Some(&a.key), Some(&bad)).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    let (status, link) = app
+        .request(Method::POST, "/v1/providers/me/checkout-links", Some(&a.key), Some(&json!({"label": "site"})), None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{link}");
+    let open = format!("/v1/checkout/{}", link["token"].as_str().unwrap());
+    let (status, opened) = app.request(Method::POST, &open, Some(&patient.token), None, None).await;
+    assert_eq!((status, opened["provider_id"].as_str()), (StatusCode::OK, Some(a.id.as_str())), "{opened}");
+    body["amount_centavos"] = json!(9_100);
+    let (status, _, text) = ask(&app, "POST", "/v1/payments", Some(&patient.token), Some(&body)).await;
+    assert_eq!(status, 201, "{text}");
+    assert_eq!(ask(&app, "GET", &path, Some(&a.key), None).await.0, 200, "A sees the patient who chose it");
+    app.stop().await;
+}
+on_both_engines!(a_patient_chooses_a_provider_through_its_checkout_link);
