@@ -101,6 +101,7 @@ fn score(state: &mut State, scorer: &ModelScorer) -> u16 {
             device_hash: state.request.device_hash.clone(),
             ip_hash: state.request.ip_hash.clone(),
             card_hash: None,
+            legacy: None,
         },
         policy: ProviderPolicy { max_amount_centavos: 10_000_000, review_score_min: 200, decline_score_min: 460 },
     };

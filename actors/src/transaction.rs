@@ -368,6 +368,12 @@ async fn assess(context: &Context, request: &NewPayment) -> Assessment {
             device_hash: facts.device_hash.clone(),
             ip_hash: facts.ip_hash.clone(),
             card_hash: request.card_fingerprint.as_deref().map(list_hash),
+            legacy: ListKeys::legacy(
+                request.cpf.as_str(),
+                &request.device_id,
+                &request.ip,
+                request.card_fingerprint.as_deref(),
+            ),
         },
         policy: ProviderPolicy {
             max_amount_centavos: provider.record.max_amount_centavos,

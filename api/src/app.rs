@@ -282,6 +282,27 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 }
 
 /// `start` with the scorer built by `scorer` (tests put a scorer they control behind the seam).
+/// The key of list hashes: `MEDPAY_LIST_KEY`, or the one kept in the database (made by the first
+/// node that starts). A key set differently in the same process (a second app in a test) keeps
+/// the first: hashes already made must go on matching.
+async fn set_list_key(config: &Config, store: &Store) -> anyhow::Result<()> {
+    let text = match &config.list_key {
+        Some(key) => key.trim().to_owned(),
+        None => {
+            let candidate: [u8; 32] = rand::random();
+            store.stored_list_key(&hex::encode(candidate)).await?
+        }
+    };
+    let key: [u8; 32] = hex::decode(&text)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .context("MEDPAY_LIST_KEY must be 64 hex digits (32 bytes)")?;
+    if !medpay_ml::set_list_key(key) {
+        tracing::warn!("a list key was set already in this process; keeping it");
+    }
+    Ok(())
+}
+
 pub async fn start_with<F, Fut>(config: Config, scorer: F) -> anyhow::Result<Server>
 where
     F: FnOnce(ScorerParts) -> Fut,
@@ -299,9 +320,10 @@ where
     };
     let in_flight = limiter.connection().map_or_else(medpay_store::InFlight::in_process, medpay_store::InFlight::redis);
     let rules = Arc::new(RuleBook::default());
-    let lists = Arc::new(Lists::new(
-        store.list_entries().await?.into_iter().map(|entry| (entry.list, entry.kind, entry.value_hash)),
-    ));
+    set_list_key(&config, &store).await?;
+    let entries = store.list_entries().await?;
+    Lists::set_legacy_entries(entries.iter().any(|entry| !entry.keyed));
+    let lists = Arc::new(Lists::new(entries.into_iter().map(|entry| (entry.list, entry.kind, entry.value_hash))));
     let parts = ScorerParts {
         store: store.clone(),
         rules: rules.clone(),
@@ -381,7 +403,10 @@ where
                         tracing::warn!(error = %error.message, "rule reload failed; keeping the current rules");
                     }
                     match reload_state.store.list_entries().await {
-                        Ok(entries) => reload_state.lists.replace(entries.into_iter().map(|entry| (entry.list, entry.kind, entry.value_hash))),
+                        Ok(entries) => {
+                            Lists::set_legacy_entries(entries.iter().any(|entry| !entry.keyed));
+                            reload_state.lists.replace(entries.into_iter().map(|entry| (entry.list, entry.kind, entry.value_hash)));
+                        }
                         Err(error) => tracing::warn!(%error, "list reload failed; keeping the current lists"),
                     }
                 }

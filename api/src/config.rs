@@ -22,6 +22,9 @@ pub struct Config {
     pub receita_client_secret: String,
     /// A model artefact to score with instead of the bundled one.
     pub model_path: Option<std::path::PathBuf>,
+    /// The key of list hashes (64 hex digits, the same on every node); when unset, one is made
+    /// once and kept in the database.
+    pub list_key: Option<String>,
     pub runtime: RuntimeConfig,
     pub limits: Limits,
     pub money: MoneySettings,
@@ -83,6 +86,7 @@ impl std::fmt::Debug for Config {
             .field("receita_client_id", &self.receita_client_id)
             .field("receita_client_secret", &secret(&self.receita_client_secret))
             .field("model_path", &self.model_path)
+            .field("list_key", &self.list_key.as_deref().map(secret))
             .field("runtime", &self.runtime)
             .field("limits", &self.limits)
             .field("money", &self.money)
@@ -225,6 +229,7 @@ impl Config {
             redis_url: optional("REDIS_URL"),
             admin_token: optional("MEDPAY_ADMIN_TOKEN"),
             analyst_token: optional("MEDPAY_ANALYST_TOKEN"),
+            list_key: optional("MEDPAY_LIST_KEY"),
             receita_url: optional("RECEITA_URL"),
             receita_client_id: optional("RECEITA_CLIENT_ID").unwrap_or_else(|| "medpay".to_owned()),
             receita_client_secret: optional("RECEITA_CLIENT_SECRET").unwrap_or_default(),

@@ -102,6 +102,9 @@ pub struct ListEntryView {
     pub list: String,
     pub kind: String,
     pub value_hash: String,
+    /// `hmac-sha256` (keyed with the server's list key), or `sha256` for an entry made before the
+    /// key: still matched, and worth entering again (it can be reversed by trying every CPF).
+    pub hash: String,
     pub reason: String,
     pub created_at: String,
 }
@@ -112,6 +115,7 @@ impl ListEntryView {
             list: entry.list.as_str().to_owned(),
             kind: entry.kind.as_str().to_owned(),
             value_hash: entry.value_hash.clone(),
+            hash: if entry.keyed { "hmac-sha256" } else { "sha256" }.to_owned(),
             reason: entry.reason.clone(),
             created_at: timestamp(entry.created_at_ms),
         }
@@ -333,6 +337,7 @@ pub async fn add_list_entry(
         value_hash: list_value(kind, &body.value)?,
         reason: reason.to_owned(),
         created_at_ms: medpay_store::now_ms(),
+        keyed: true,
     };
     state.store.add_list_entry(&entry).await?;
     state.lists.insert(list, kind, entry.value_hash.clone());

@@ -80,8 +80,39 @@ pub trait RiskScorer: Send + Sync + 'static {
     }
 }
 
+/// The server's secret for list hashes, set once at start (`set_list_key`).
+static LIST_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+/// Whether any list entry still holds a plain SHA-256 (made before the hashes were keyed): while
+/// one does, scoring matches those too.
+pub(crate) static LEGACY_LIST_ENTRIES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets the key of every list hash in this process; false when another key was set before (the
+/// first stays: hashes already made must keep matching).
+pub fn set_list_key(key: [u8; 32]) -> bool {
+    LIST_KEY.set(key).is_ok() || LIST_KEY.get() == Some(&key)
+}
+
 /// Hash of a listed value (CPF, device id, IP, card fingerprint): lists never hold values in clear.
+/// HMAC-SHA256 under the server's key, so that a leaked hash cannot be reversed by trying every
+/// CPF; a plain SHA-256 only where no key was set (benches, unit tests).
 pub fn list_hash(value: &str) -> String {
+    use hmac::{Hmac, Mac};
+    match LIST_KEY.get() {
+        Some(key) => {
+            let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+            mac.update(value.trim().as_bytes());
+            hex::encode(mac.finalize().into_bytes())
+        }
+        None => legacy_list_hash(value),
+    }
+}
+
+/// The unkeyed SHA-256 that list entries held before the key: matched until they are re-entered.
+pub fn legacy_list_hash(value: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(value.trim().as_bytes()))
+}
+
+pub(crate) fn legacy_list_entries() -> bool {
+    LEGACY_LIST_ENTRIES.load(std::sync::atomic::Ordering::Relaxed)
 }

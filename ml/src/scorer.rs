@@ -33,6 +33,24 @@ pub struct ListKeys {
     pub device_hash: String,
     pub ip_hash: String,
     pub card_hash: Option<String>,
+    /// The same values' unkeyed hashes, while list entries made before the key remain
+    /// (`ListKeys::legacy`).
+    pub legacy: Option<Box<ListKeys>>,
+}
+
+impl ListKeys {
+    /// The unkeyed hashes of the same values, when some list entry still holds one; else none.
+    pub fn legacy(cpf: &str, device: &str, ip: &str, card: Option<&str>) -> Option<Box<ListKeys>> {
+        crate::legacy_list_entries().then(|| {
+            Box::new(ListKeys {
+                cpf_hash: crate::legacy_list_hash(cpf),
+                device_hash: crate::legacy_list_hash(device),
+                ip_hash: crate::legacy_list_hash(ip),
+                card_hash: card.map(crate::legacy_list_hash),
+                legacy: None,
+            })
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -44,7 +62,8 @@ pub struct ScoringInput {
     pub policy: ProviderPolicy,
 }
 
-/// Allow and block lists, shared by every actor; a change is seen by the next request.
+/// Allow and block lists, shared by every actor; a change is seen by the next request. Entries
+/// hold keyed hashes, or (made before the key) plain ones, matched with `ListKeys::legacy`.
 #[derive(Debug, Default)]
 pub struct Lists {
     entries: RwLock<HashSet<(ListType, ListKind, String)>>,
@@ -53,6 +72,11 @@ pub struct Lists {
 impl Lists {
     pub fn new(entries: impl IntoIterator<Item = (ListType, ListKind, String)>) -> Lists {
         Lists { entries: RwLock::new(entries.into_iter().collect()) }
+    }
+
+    /// Says whether some entry holds an unkeyed hash (scoring then computes those too).
+    pub fn set_legacy_entries(present: bool) {
+        crate::LEGACY_LIST_ENTRIES.store(present, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn insert(&self, list: ListType, kind: ListKind, value_hash: String) {
@@ -70,8 +94,12 @@ impl Lists {
         self.entries.write().unwrap_or_else(|p| p.into_inner()).remove(&(list, kind, value_hash.to_owned()));
     }
 
-    /// The first kind of `keys` found on `list`.
+    /// The first kind of `keys` (or of their unkeyed hashes) found on `list`.
     fn hit(&self, list: ListType, keys: &ListKeys) -> Option<ListKind> {
+        self.hit_one(list, keys).or_else(|| keys.legacy.as_deref().and_then(|legacy| self.hit_one(list, legacy)))
+    }
+
+    fn hit_one(&self, list: ListType, keys: &ListKeys) -> Option<ListKind> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let mut candidates =
             vec![(ListKind::Cpf, &keys.cpf_hash), (ListKind::Device, &keys.device_hash), (ListKind::Ip, &keys.ip_hash)];

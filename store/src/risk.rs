@@ -25,6 +25,8 @@ pub struct ListEntry {
     pub value_hash: String,
     pub reason: String,
     pub created_at_ms: i64,
+    /// Keyed (HMAC-SHA256 with the server's list key); false for entries made before the key.
+    pub keyed: bool,
 }
 
 /// A payment as the patient's history needs it.
@@ -140,7 +142,7 @@ impl Store {
 
     pub async fn list_entries(&self) -> Result<Vec<ListEntry>, StoreError> {
         let rows = sqlx::query(
-            "SELECT list, kind, value_hash, reason, created_at_ms FROM list_entries ORDER BY created_at_ms",
+            "SELECT list, kind, value_hash, reason, created_at_ms, hash_kind FROM list_entries ORDER BY created_at_ms",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -152,6 +154,7 @@ impl Store {
                     value_hash: row.try_get("value_hash")?,
                     reason: row.try_get("reason")?,
                     created_at_ms: row.try_get("created_at_ms")?,
+                    keyed: row.try_get::<String, _>("hash_kind")? == "hmac",
                 })
             })
             .collect()
@@ -160,7 +163,7 @@ impl Store {
     /// Adds an entry; adding it again changes nothing.
     pub async fn add_list_entry(&self, entry: &ListEntry) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO list_entries (list, kind, value_hash, reason, created_at_ms) VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO list_entries (list, kind, value_hash, reason, created_at_ms, hash_kind) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (list, kind, value_hash) DO NOTHING",
         )
         .bind(entry.list.as_str())
@@ -168,6 +171,7 @@ impl Store {
         .bind(entry.value_hash.clone())
         .bind(entry.reason.clone())
         .bind(entry.created_at_ms)
+        .bind(if entry.keyed { "hmac" } else { "sha256" })
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -355,5 +359,18 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+impl Store {
+    /// The list key kept in the database (made now, by whichever node asks first, when there is
+    /// none): 64 hex digits. Used only when `MEDPAY_LIST_KEY` is not set.
+    pub async fn stored_list_key(&self, candidate: &str) -> Result<String, StoreError> {
+        sqlx::query("INSERT INTO settings (name, value) VALUES ('list_key', $1) ON CONFLICT (name) DO NOTHING")
+            .bind(candidate.to_owned())
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT value FROM settings WHERE name = 'list_key'").fetch_one(&self.pool).await?;
+        Ok(row.try_get("value")?)
     }
 }

@@ -820,3 +820,42 @@ async fn a_training_run_from_the_store_registers_a_candidate(engine: Engine) {
     app.stop().await;
 }
 on_both_engines!(a_training_run_from_the_store_registers_a_candidate);
+
+/// List hashes are keyed with the server's list key (a leaked hash cannot be reversed by trying
+/// every CPF); an entry made before the key, holding a plain SHA-256, still blocks, and is shown as
+/// one to enter again.
+async fn list_hashes_are_keyed_and_old_entries_still_match(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let provider = app.provider(json!({})).await;
+    let patient = app.patient(&provider).await;
+    let entry = json!({"list": "block", "kind": "device", "value": "new-burner", "reason": "ring"});
+    let (status, entry) = app.request(Method::POST, "/v1/lists", Some(&app.admin), Some(&entry), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{entry}");
+    assert_eq!(entry["hash"], "hmac-sha256");
+    assert_ne!(entry["value_hash"].as_str(), Some(medpay_ml::legacy_list_hash("new-burner").as_str()), "keyed");
+    // An entry as the store held them before the key.
+    sqlx::any::install_default_drivers();
+    let mut database = <sqlx::AnyConnection as sqlx::Connection>::connect(app.database_url()).await.unwrap();
+    sqlx::query("INSERT INTO list_entries (list, kind, value_hash, reason, created_at_ms) VALUES ('block', 'device', $1, 'old ring', 1)")
+        .bind(medpay_ml::legacy_list_hash("old-burner"))
+        .execute(&mut database)
+        .await
+        .unwrap();
+    // Another node on the same database sees it when it starts.
+    let node = TestApp::on_database(app.database_url(), |_| {}).await;
+    let (_, lists) = node.request(Method::GET, "/v1/lists", Some(&node.admin), None, None).await;
+    let old = lists["data"].as_array().unwrap().iter().find(|e| e["reason"] == "old ring").cloned().unwrap();
+    assert_eq!(old["hash"], "sha256", "{lists}");
+    for (device, listed) in [("old-burner", true), ("new-burner", true), ("own-phone", false)] {
+        let mut body = payment_body(&provider, &patient, 12_000);
+        body["device"]["id"] = json!(device);
+        let (status, paid) = node
+            .request(Method::POST, "/v1/payments", Some(&provider.key), Some(&body), Some(&crate::support::new_key()))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{paid}");
+        assert_eq!(paid["decision"]["outcome"] == "decline", listed, "{device}: {paid}");
+    }
+    node.stop().await;
+    app.stop().await;
+}
+on_both_engines!(list_hashes_are_keyed_and_old_entries_still_match);

@@ -76,6 +76,7 @@ pub fn config(database_url: &str) -> Config {
         receita_client_id: "medpay".to_owned(),
         receita_client_secret: String::new(),
         model_path: None,
+        list_key: None,
         // Night payments score higher: the tests' outcomes must not depend on when they run.
         // The tests' webhook receivers listen on loopback: the development setting allows it.
         runtime: medpay_actors::RuntimeConfig {
