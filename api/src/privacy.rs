@@ -13,7 +13,7 @@ use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use medpay_models::PatientId;
-use medpay_store::{AuditEntry, PaymentFilter};
+use medpay_store::{AuditEntry, PatientRecord, PaymentFilter};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -23,16 +23,24 @@ const EXPORT_PAYMENTS_MAX: usize = 10_000;
 const EXPORT_EVENTS_PER_PAYMENT: i64 = 500;
 const DAY_MS: i64 = 24 * 60 * 60 * 1_000;
 
-/// The patient themself, or the admin; anyone else learns nothing about the id.
-fn data_subject(principal: Principal, raw: &str) -> Result<PatientId, ApiError> {
+/// The patient in the path and their record, for the patient themself or the admin; anyone else
+/// learns nothing about the id.
+async fn data_subject(
+    state: &AppState,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<(PatientId, PatientRecord), ApiError> {
     let not_found = || ApiError::not_found("patient_not_found", "no such patient");
+    let Path(raw) = id.map_err(rejection)?;
     let id: PatientId = raw.parse().map_err(|_| not_found())?;
     match principal {
-        Principal::Patient(own) if own == id => Ok(id),
-        Principal::Patient(_) => Err(not_found()),
-        Principal::Admin | Principal::Person(_, Role::Admin) => Ok(id),
-        _ => Err(ApiError::forbidden("a patient's data is theirs (and the admin's) to export or erase")),
+        Principal::Patient(own) if own == id => {}
+        Principal::Patient(_) => return Err(not_found()),
+        Principal::Admin | Principal::Person(_, Role::Admin) => {}
+        _ => return Err(ApiError::forbidden("a patient's data is theirs (and the admin's) to export or erase")),
     }
+    let record = state.store.patient(id).await?.ok_or_else(not_found)?;
+    Ok((id, record))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -71,13 +79,7 @@ pub async fn export(
     principal: Principal,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<PatientExport>, ApiError> {
-    let Path(raw) = id.map_err(rejection)?;
-    let patient = data_subject(principal, &raw)?;
-    let record = state
-        .store
-        .patient(patient)
-        .await?
-        .ok_or_else(|| ApiError::not_found("patient_not_found", "no such patient"))?;
+    let (patient, record) = data_subject(&state, principal, id).await?;
     let mut payments = Vec::new();
     let mut before = None;
     let page = medpay_store::PAYMENTS_PAGE_MAX;
@@ -144,15 +146,10 @@ pub async fn erase(
     principal: Principal,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Erasure>, ApiError> {
-    let Path(raw) = id.map_err(rejection)?;
-    let patient = data_subject(principal, &raw)?;
-    let record = state
-        .store
-        .patient(patient)
-        .await?
-        .ok_or_else(|| ApiError::not_found("patient_not_found", "no such patient"))?;
+    let (patient, record) = data_subject(&state, principal, id).await?;
+    let already = || ApiError::conflict("already_erased", "this patient's personal data was erased already");
     if record.erased_at_ms.is_some() {
-        return Err(ApiError::conflict("already_erased", "this patient's personal data was erased already"));
+        return Err(already());
     }
     let now = medpay_store::now_ms();
     let kept_until = now + i64::from(state.config.limits.retention_years) * 365 * DAY_MS;
@@ -184,7 +181,7 @@ pub async fn erase(
     // The token becomes the hash of a secret nobody holds.
     let dead_token = medpay_store::sha256_hex(new_secret("erased").as_bytes());
     let Some(old_token) = state.store.erase_patient(patient, &dead_token, &audit).await? else {
-        return Err(ApiError::conflict("already_erased", "this patient's personal data was erased already"));
+        return Err(already());
     };
     // Refused at once on this node, within the credential TTL on the others.
     state.lookups.forget_patient(patient, &old_token);
