@@ -405,7 +405,15 @@ pub async fn create_key(
         revoked_at_ms: None,
     };
     let hash = medpay_store::sha256_hex(api_key.as_bytes());
-    match state.store.insert_provider_key(&key, &hash, PROVIDER_KEYS_ACTIVE_MAX).await {
+    let after = serde_json::json!({"key_id": key.id, "label": key.label});
+    let entry = crate::people::audit_entry(
+        principal,
+        "provider.key.create",
+        &format!("provider:{provider}"),
+        None,
+        Some(after),
+    );
+    match state.store.insert_provider_key(&key, &hash, PROVIDER_KEYS_ACTIVE_MAX, &entry).await {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => {
             return Err(ApiError::conflict(
@@ -415,9 +423,6 @@ pub async fn create_key(
         }
         Err(error) => return Err(error.into()),
     }
-    let after = serde_json::json!({"key_id": key.id, "label": key.label});
-    crate::people::audit(&state, principal, "provider.key.create", &format!("provider:{provider}"), None, Some(after))
-        .await;
     tracing::info!(provider_id = %provider, key_id = %key.id, by = %key.created_by, "provider key created");
     Ok((StatusCode::CREATED, Json(ProviderKeyView::new(&key, Some(api_key)))))
 }
@@ -450,7 +455,15 @@ pub async fn revoke_key(
 ) -> Result<StatusCode, ApiError> {
     let Path((id, key_id)) = ids.map_err(rejection)?;
     let provider = key_owner(principal, &id)?;
-    let hash = match state.store.revoke_provider_key(provider, &key_id, medpay_store::now_ms()).await {
+    let before = serde_json::json!({"key_id": key_id});
+    let entry = crate::people::audit_entry(
+        principal,
+        "provider.key.revoke",
+        &format!("provider:{provider}"),
+        Some(before),
+        None,
+    );
+    let hash = match state.store.revoke_provider_key(provider, &key_id, &entry).await {
         Ok(Some(hash)) => hash,
         Ok(None) => return Err(ApiError::not_found("key_not_found", "no such key that works")),
         Err(StoreError::Conflict(_)) => {
@@ -463,9 +476,6 @@ pub async fn revoke_key(
     };
     // Forgotten here at once; other nodes' caches let it go within CREDENTIAL_CACHE_TTL_MS.
     state.lookups.forget_provider_key(&hash);
-    let before = serde_json::json!({"key_id": key_id});
-    crate::people::audit(&state, principal, "provider.key.revoke", &format!("provider:{provider}"), Some(before), None)
-        .await;
     tracing::warn!(provider_id = %provider, %key_id, by = %principal.actor(), "provider key revoked");
     Ok(StatusCode::NO_CONTENT)
 }

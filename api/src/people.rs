@@ -23,8 +23,29 @@ const DAY_MS: i64 = 24 * 60 * 60 * 1_000;
 /// A claim nobody acted on for this long may be taken by another person.
 pub const CLAIM_TTL_MS: i64 = 30 * 60 * 1_000;
 
-/// Appends to the audit log. The write it records is done already: a failure here is logged
-/// (error level, with a metric) rather than turned into a failed answer for a write that happened.
+/// An audit entry of `principal`'s write, made now: passed to the store's write, it commits with
+/// it or not at all.
+pub fn audit_entry(
+    principal: Principal,
+    action: &str,
+    target: &str,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) -> AuditEntry {
+    AuditEntry {
+        id: uuid::Uuid::now_v7().to_string(),
+        at_ms: medpay_store::now_ms(),
+        actor: principal.actor(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        before,
+        after,
+    }
+}
+
+/// Appends to the audit log after a write that could not carry its entry (rules, lists, model
+/// moves, claims). The write is done already: a failure here is logged (error level, with a
+/// metric) rather than turned into a failed answer for a write that happened.
 pub async fn audit(
     state: &AppState,
     principal: Principal,
@@ -33,15 +54,7 @@ pub async fn audit(
     before: Option<serde_json::Value>,
     after: Option<serde_json::Value>,
 ) {
-    let entry = AuditEntry {
-        id: uuid::Uuid::now_v7().to_string(),
-        at_ms: medpay_store::now_ms(),
-        actor: principal.actor(),
-        action: action.to_owned(),
-        target: target.to_owned(),
-        before,
-        after,
-    };
+    let entry = audit_entry(principal, action, target, before, after);
     if let Err(error) = state.store.append_audit(&entry).await {
         metrics::counter!("medpay_audit_failures_total").increment(1);
         tracing::error!(%error, action, target, actor = %entry.actor, "audit entry not written");
@@ -162,15 +175,15 @@ pub async fn create_person(
         disabled_at_ms: None,
     };
     let (token, clear) = new_token(&person.id, body.expires_in_days, now)?;
-    match state.store.insert_person(&person, &token).await {
+    let after = serde_json::json!({"name": person.name, "role": person.role, "token_id": token.id});
+    let entry = audit_entry(principal, "person.create", &format!("person:{}", person.id), None, Some(after));
+    match state.store.insert_person(&person, &token, &entry).await {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => {
             return Err(ApiError::conflict("person_exists", "a person with this e-mail has an account"));
         }
         Err(error) => return Err(error.into()),
     }
-    let after = serde_json::json!({"name": person.name, "role": person.role, "token_id": token.id});
-    audit(&state, principal, "person.create", &format!("person:{}", person.id), None, Some(after)).await;
     tracing::info!(person_id = %person.id, role = role.as_str(), by = %principal.actor(), "person created");
     Ok((
         StatusCode::CREATED,
@@ -235,9 +248,9 @@ pub async fn add_token(
     let Json(body) = body.map_err(rejection)?;
     state.store.person(&id).await?.ok_or_else(|| ApiError::not_found("person_not_found", "no such person"))?;
     let (token, clear) = new_token(&id, body.expires_in_days, medpay_store::now_ms())?;
-    state.store.add_person_token(&token, body.revoke_others).await?;
     let after = serde_json::json!({"token_id": token.id, "revoked_others": body.revoke_others});
-    audit(&state, principal, "person.token.create", &format!("person:{id}"), None, Some(after)).await;
+    let entry = audit_entry(principal, "person.token.create", &format!("person:{id}"), None, Some(after));
+    state.store.add_person_token(&token, body.revoke_others, &entry).await?;
     Ok((
         StatusCode::CREATED,
         Json(NewToken { person_id: id, token_id: token.id, token: clear, expires_at: timestamp(token.expires_at_ms) }),
@@ -255,18 +268,11 @@ pub async fn revoke_token(
 ) -> Result<StatusCode, ApiError> {
     let Path((id, token)) = path.map_err(rejection)?;
     may_manage(principal, &id)?;
-    if !state.store.revoke_person_token(&id, &token, medpay_store::now_ms()).await? {
+    let before = Some(serde_json::json!({"token_id": token}));
+    let entry = audit_entry(principal, "person.token.revoke", &format!("person:{id}"), before, None);
+    if !state.store.revoke_person_token(&id, &token, &entry).await? {
         return Err(ApiError::not_found("token_not_found", "no such live token of this person"));
     }
-    audit(
-        &state,
-        principal,
-        "person.token.revoke",
-        &format!("person:{id}"),
-        Some(serde_json::json!({"token_id": token})),
-        None,
-    )
-    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

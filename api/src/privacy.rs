@@ -169,14 +169,10 @@ pub async fn erase(
         "the CPF on them, never shown again (tax records: Receita Federal's DMED)".to_owned(),
     ];
     // The audit entry names what was done, never the data itself.
+    let after = serde_json::json!({"erased": erased, "kept": kept, "kept_until": timestamp(kept_until)});
     let audit = AuditEntry {
-        id: uuid::Uuid::now_v7().to_string(),
         at_ms: now,
-        actor: principal.actor(),
-        action: "patient.erase".to_owned(),
-        target: format!("patient:{patient}"),
-        before: None,
-        after: Some(serde_json::json!({"erased": erased, "kept": kept, "kept_until": timestamp(kept_until)})),
+        ..crate::people::audit_entry(principal, "patient.erase", &format!("patient:{patient}"), None, Some(after))
     };
     // The token becomes the hash of a secret nobody holds.
     let dead_token = medpay_store::sha256_hex(new_secret("erased").as_bytes());

@@ -159,6 +159,7 @@ impl Store {
         key: &ProviderKey,
         key_hash: &str,
         active_max: i64,
+        audit: &crate::AuditEntry,
     ) -> Result<(), StoreError> {
         let mut transaction = self.begin_write().await?;
         if working_keys(&mut transaction, key.provider_id).await? >= active_max {
@@ -176,6 +177,7 @@ impl Store {
         .bind(key.created_at_ms)
         .execute(&mut *transaction)
         .await?;
+        crate::people::insert_audit(&mut transaction, audit).await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -210,7 +212,7 @@ impl Store {
         &self,
         provider: ProviderId,
         key_id: &str,
-        now_ms: i64,
+        audit: &crate::AuditEntry,
     ) -> Result<Option<String>, StoreError> {
         let mut transaction = self.begin_write().await?;
         let hash: Option<String> = sqlx::query(
@@ -228,9 +230,10 @@ impl Store {
         }
         sqlx::query("UPDATE provider_keys SET revoked_at_ms = $2 WHERE id = $1")
             .bind(key_id.to_owned())
-            .bind(now_ms)
+            .bind(audit.at_ms)
             .execute(&mut *transaction)
             .await?;
+        crate::people::insert_audit(&mut transaction, audit).await?;
         transaction.commit().await?;
         Ok(Some(hash))
     }

@@ -82,8 +82,13 @@ fn json_text(value: &Option<serde_json::Value>) -> Option<String> {
 impl Store {
     /// A person and their first token, in one transaction. An e-mail already registered is a
     /// `Conflict("person")`.
-    pub async fn insert_person(&self, person: &PersonRecord, token: &PersonToken) -> Result<(), StoreError> {
-        let mut transaction = self.pool.begin().await?;
+    pub async fn insert_person(
+        &self,
+        person: &PersonRecord,
+        token: &PersonToken,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO people (id, name, email, role, created_by, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -97,6 +102,7 @@ impl Store {
         .await
         .map_err(|error| StoreError::on_unique(error, "person"))?;
         insert_token(&mut transaction, token).await?;
+        insert_audit(&mut transaction, audit).await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -120,8 +126,13 @@ impl Store {
 
     /// A new token for a person; with `revoke_others`, every other live token of theirs ends now
     /// (a rotation), in the same transaction.
-    pub async fn add_person_token(&self, token: &PersonToken, revoke_others: bool) -> Result<(), StoreError> {
-        let mut transaction = self.pool.begin().await?;
+    pub async fn add_person_token(
+        &self,
+        token: &PersonToken,
+        revoke_others: bool,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.begin_write().await?;
         if revoke_others {
             sqlx::query("UPDATE person_tokens SET revoked_at_ms = $2 WHERE person_id = $1 AND revoked_at_ms IS NULL")
                 .bind(token.person_id.clone())
@@ -130,21 +141,30 @@ impl Store {
                 .await?;
         }
         insert_token(&mut transaction, token).await?;
+        insert_audit(&mut transaction, audit).await?;
         transaction.commit().await?;
         Ok(())
     }
 
-    /// Ends one token of a person now; false when there is no such live token.
-    pub async fn revoke_person_token(&self, person: &str, token: &str, now_ms: i64) -> Result<bool, StoreError> {
+    /// Ends one token of a person now, with its audit entry; false (and nothing written) when
+    /// there is no such live token.
+    pub async fn revoke_person_token(&self, person: &str, token: &str, audit: &AuditEntry) -> Result<bool, StoreError> {
+        let mut transaction = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE person_tokens SET revoked_at_ms = $3 WHERE id = $2 AND person_id = $1 AND revoked_at_ms IS NULL",
         )
         .bind(person.to_owned())
         .bind(token.to_owned())
-        .bind(now_ms)
-        .execute(&self.pool)
+        .bind(audit.at_ms)
+        .execute(&mut *transaction)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            transaction.rollback().await?;
+            return Ok(false);
+        }
+        insert_audit(&mut transaction, audit).await?;
+        transaction.commit().await?;
+        Ok(true)
     }
 
     pub async fn person_tokens(&self, person: &str) -> Result<Vec<PersonToken>, StoreError> {
