@@ -474,6 +474,8 @@ pub async fn set_canary(
     if !state.runtime.set_canary(body.share_bps) {
         return Err(ApiError::internal("this scorer has no canary"));
     }
+    let after = serde_json::json!({"share_bps": body.share_bps, "reason": why});
+    crate::people::audit(&state, principal, "model.canary.set", "model_alias:challenger", None, Some(after)).await;
     tracing::warn!(share_bps = body.share_bps, by = who(principal), reason = why, "canary share changed");
     Ok(Json(CanaryView { share_bps: body.share_bps }))
 }

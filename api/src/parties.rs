@@ -271,6 +271,14 @@ pub async fn update_provider_risk(
     let id: ProviderId = id.parse().map_err(|_| not_found())?;
     let Json(body) = body.map_err(rejection)?;
     let mut record = state.store.provider(id).await?.ok_or_else(not_found)?;
+    let risk = |record: &ProviderRecord| {
+        serde_json::json!({
+            "score_fail_mode": record.score_fail_mode.as_str(), "max_amount_centavos": record.max_amount_centavos,
+            "review_score_min": record.review_score_min, "decline_score_min": record.decline_score_min,
+            "review_time_limit_hours": record.review_time_limit_hours,
+        })
+    };
+    let before = risk(&record);
     if let Some(mode) = body.score_fail_mode {
         record.score_fail_mode = mode
             .parse()
@@ -299,6 +307,8 @@ pub async fn update_provider_risk(
     if !state.store.update_provider_risk(&record).await? {
         return Err(not_found());
     }
+    let target = format!("provider:{id}");
+    crate::people::audit(&state, principal, "provider.risk.update", &target, Some(before), Some(risk(&record))).await;
     state.runtime.reload_provider(id).await?;
     tracing::info!(provider_id = %id, review = record.review_score_min, decline = record.decline_score_min,
         fail_mode = record.score_fail_mode.as_str(), max = record.max_amount_centavos, "provider risk settings changed");

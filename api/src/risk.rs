@@ -341,6 +341,10 @@ pub async fn add_list_entry(
     };
     state.store.add_list_entry(&entry).await?;
     state.lists.insert(list, kind, entry.value_hash.clone());
+    // The hash, never the value: the audit log is read by admins, the value is personal data.
+    let after = serde_json::json!({"reason": entry.reason});
+    let target = format!("list:{}:{}:{}", list.as_str(), kind.as_str(), entry.value_hash);
+    crate::people::audit(&state, principal, "list.add", &target, None, Some(after)).await;
     tracing::info!(list = list.as_str(), kind = kind.as_str(), "list entry added");
     Ok((StatusCode::CREATED, Json(ListEntryView::new(&entry))))
 }
@@ -360,6 +364,8 @@ pub async fn remove_list_entry(
         return Err(ApiError::not_found("list_entry_not_found", "no such list entry"));
     }
     state.lists.remove(list, kind, &value_hash);
+    let target = format!("list:{}:{}:{value_hash}", list.as_str(), kind.as_str());
+    crate::people::audit(&state, principal, "list.remove", &target, None, None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -385,6 +391,8 @@ pub async fn label_payment(
         .store
         .label_payment(id, body.is_fraud, "analyst", &body.note, &principal.actor(), medpay_store::now_ms())
         .await?;
+    let after = serde_json::json!({"is_fraud": body.is_fraud, "note": body.note});
+    crate::people::audit(&state, principal, "payment.label", &format!("payment:{id}"), None, Some(after)).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -89,6 +89,18 @@ async fn people_have_their_own_tokens_roles_claims_and_an_audit_log(engine: Engi
     let by_hand =
         labels["data"].as_array().unwrap().iter().find(|label| label["payment_id"] == other["id"]).unwrap().clone();
     assert_eq!(by_hand["labelled_by"], format!("person:{bia}"), "{by_hand}");
+    // Lists, a provider's thresholds and the canary: each change is in the audit log as Ana's.
+    let entry = json!({"list": "block", "kind": "device", "value": "burner-phone-1", "reason": "ring"});
+    let (status, listed) = app.request(Method::POST, "/v1/lists", Some(&ana_token), Some(&entry), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{listed}");
+    let unlist = format!("/v1/lists/block/device/{}", listed["value_hash"].as_str().unwrap());
+    assert_eq!(app.request(Method::DELETE, &unlist, Some(&ana_token), None, None).await.0, StatusCode::NO_CONTENT);
+    let thresholds = json!({"review_score_min": 150});
+    let path = format!("/v1/providers/{}", provider.id);
+    assert_eq!(app.request(Method::PATCH, &path, Some(&ana_token), Some(&thresholds), None).await.0, StatusCode::OK);
+    let canary = json!({"share_bps": 0, "reason": "no challenger yet"});
+    let (status, set) = app.request(Method::PUT, "/v1/models/canary", Some(&ana_token), Some(&canary), None).await;
+    assert_eq!(status, StatusCode::OK, "{set}");
 
     // Rotation: the new token works, the old ones do not; nobody rotates another's tokens.
     let rotate = format!("/v1/people/{ana}/tokens");
@@ -126,6 +138,22 @@ async fn people_have_their_own_tokens_roles_claims_and_an_audit_log(engine: Engi
     assert_eq!(find("person.token.revoke")["actor"], "admin");
     assert_eq!(find("person.create")["actor"], "admin");
     assert_eq!(find("rule.create")["actor"], "analyst", "the shared analyst token is still an actor of its own");
+    let ana_as = format!("person:{ana}");
+    let added = find("list.add");
+    assert_eq!(added["actor"], ana_as);
+    assert!(!added.to_string().contains("burner-phone-1"), "the value is not in the audit log: {added}");
+    assert_eq!(find("list.remove")["target"], added["target"]);
+    let moved = find("provider.risk.update");
+    assert_eq!(
+        (moved["actor"].as_str(), moved["target"].as_str()),
+        (Some(ana_as.as_str()), Some(format!("provider:{}", provider.id).as_str()))
+    );
+    assert_eq!(
+        (moved["before"]["review_score_min"].as_i64(), moved["after"]["review_score_min"].as_i64()),
+        (Some(200), Some(150))
+    );
+    assert_eq!(find("payment.label")["actor"], format!("person:{bia}"));
+    assert_eq!(find("model.canary.set")["actor"], ana_as);
     let (_, mine) =
         app.request(Method::GET, &format!("/v1/audit?actor=person:{ana}"), Some(&app.admin), None, None).await;
     assert!(mine["data"].as_array().unwrap().iter().all(|entry| entry["actor"] == format!("person:{ana}")), "{mine}");
