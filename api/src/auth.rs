@@ -191,15 +191,18 @@ impl AuthFailures {
     }
 }
 
-async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
-    let token = parts
-        .headers
+/// The bearer credential a request carries, if it has a well-formed one.
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|token| !token.is_empty() && token.len() <= TOKEN_LENGTH_MAX)
-        .ok_or_else(ApiError::unauthorized)?;
+}
+
+async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
     let analyst = state
         .config
         .analyst_token

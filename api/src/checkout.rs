@@ -7,6 +7,7 @@
 use crate::auth::{Principal, new_secret};
 use crate::dto::timestamp;
 use crate::error::{ApiError, ErrorBody, rejection};
+use crate::people::DAY_MS;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
@@ -16,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 const CHECKOUT_PREFIX: &str = "mpc_";
-const DAY_MS: i64 = 24 * 60 * 60 * 1_000;
 const LINK_DAYS_DEFAULT: i64 = 30;
 pub(crate) const LINK_DAYS_MAX: i64 = 365;
 const LINK_LABEL_LENGTH_MAX: usize = 80;

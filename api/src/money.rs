@@ -202,19 +202,26 @@ pub async fn celcoin_webhook(
         return Err(ApiError::unauthorized());
     }
     let notice = parse_notice(&body).map_err(|message| ApiError::bad_request("invalid_webhook", message))?;
+    // Parsed once more as a whole (parse_notice took it as JSON already): its client request id,
+    // and the body recorded with Celcoin's amount once confirmed.
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|error| ApiError::bad_request("invalid_webhook", error.to_string()))?;
+    let theirs = value.pointer("/RequestBody/ClientRequestId").and_then(|v| v.as_str()).map(str::to_owned);
     // The payment: from our client request id (`<payment>-<installment>`), else from the charge.
-    let from_request = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|value| value.pointer("/RequestBody/ClientRequestId").and_then(|v| v.as_str()).map(str::to_owned))
-        .and_then(|id| id.rsplit_once('-').and_then(|(payment, _)| payment.parse::<PaymentId>().ok()));
+    let from_request =
+        theirs.as_deref().and_then(|id| id.rsplit_once('-').and_then(|(payment, _)| payment.parse::<PaymentId>().ok()));
     let charge = state.store.charge_by_gateway_id(&notice.charge_transaction_id).await?;
     let payment = from_request.or(charge.as_ref().map(|charge| charge.payment_id));
     // A payment notice moves money only as Celcoin itself tells it when asked: the body is a hint.
     let mut state_name = if payment.is_some() { "pending" } else { "ignored" };
     let mut body = String::from_utf8_lossy(&body).into_owned();
     if let (NoticeKind::Paid, Some(_)) = (notice.kind, payment) {
-        match confirm_paid(&state, &notice, charge.as_ref().map(|c| c.id.as_str()), &body).await? {
-            Confirmed::As(confirmed) => body = confirmed,
+        let ours = charge.as_ref().map(|c| c.id.clone());
+        match confirm_paid(&state, &notice, ours.or(theirs)).await? {
+            Confirmed::As(amount_centavos) => {
+                value["RequestBody"]["Amount"] = medpay_gateways::celcoin::reais_of(amount_centavos);
+                body = value.to_string();
+            }
             Confirmed::Not(why) => {
                 tracing::warn!(webhook_id = %notice.id, charge = %notice.charge_transaction_id, %why,
                     "Celcoin webhook not applied: Celcoin does not confirm it");
@@ -242,25 +249,21 @@ pub async fn celcoin_webhook(
 }
 
 enum Confirmed {
-    /// The notice's body, with the amount Celcoin says was paid.
-    As(String),
+    /// Paid, by this amount (Celcoin's, whatever the notice said).
+    As(i64),
     /// Celcoin does not know the charge as paid (or as this one).
     Not(String),
 }
 
-/// Asks Celcoin about the charge a payment notice names (by our client request id, from our
-/// charge or the notice). Celcoin not answering is a 503: Celcoin sends the notice again, and
-/// nothing was recorded meanwhile.
+/// Asks Celcoin about the charge a payment notice names, by our client request id (from our
+/// charge, else the notice's). Celcoin not answering is a 503: Celcoin sends the notice again,
+/// and nothing was recorded meanwhile.
 async fn confirm_paid(
     state: &AppState,
     notice: &medpay_gateways::celcoin::Notice,
-    ours: Option<&str>,
-    body: &str,
+    client_request_id: Option<String>,
 ) -> Result<Confirmed, ApiError> {
-    let mut value: serde_json::Value =
-        serde_json::from_str(body).map_err(|error| ApiError::bad_request("invalid_webhook", error.to_string()))?;
-    let theirs = value.pointer("/RequestBody/ClientRequestId").and_then(|v| v.as_str()).map(str::to_owned);
-    let Some(client_request_id) = ours.map(str::to_owned).or(theirs) else {
+    let Some(client_request_id) = client_request_id else {
         return Ok(Confirmed::Not("no client request id to ask about".to_owned()));
     };
     let gateways = state.runtime.gateways().ok_or_else(|| ApiError::unavailable("no gateway configured"))?;
@@ -279,8 +282,7 @@ async fn confirm_paid(
         tracing::warn!(webhook_id = %notice.id, notice = notice.amount_centavos, celcoin = charge.amount_centavos,
             "Celcoin webhook's amount is not the charge's; applying Celcoin's");
     }
-    value["RequestBody"]["Amount"] = medpay_gateways::celcoin::reais_of(charge.amount_centavos);
-    Ok(Confirmed::As(value.to_string()))
+    Ok(Confirmed::As(charge.amount_centavos))
 }
 
 #[utoipa::path(post, path = "/v1/gateways/clicksign/webhooks", tag = "gateways",

@@ -19,7 +19,8 @@ use utoipa::ToSchema;
 pub const TOKEN_DAYS_DEFAULT: i64 = 90;
 /// Longest name a person may have.
 pub(crate) const PERSON_NAME_LENGTH_MAX: usize = 200;
-const DAY_MS: i64 = 24 * 60 * 60 * 1_000;
+/// A day, for token, link and retention lives.
+pub(crate) const DAY_MS: i64 = 24 * 60 * 60 * 1_000;
 /// A claim nobody acted on for this long may be taken by another person.
 pub const CLAIM_TTL_MS: i64 = 30 * 60 * 1_000;
 

@@ -8,6 +8,7 @@ use crate::chat::{ConversationView, conversation_view};
 use crate::dto::{EventView, PatientView, PaymentView, timestamp};
 use crate::error::{ApiError, ErrorBody, rejection};
 use crate::money::RefundView;
+use crate::people::DAY_MS;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::PathRejection;
@@ -21,7 +22,6 @@ use utoipa::ToSchema;
 const EXPORT_PAYMENTS_MAX: usize = 10_000;
 /// Events read per payment for its notifications.
 const EXPORT_EVENTS_PER_PAYMENT: i64 = 500;
-const DAY_MS: i64 = 24 * 60 * 60 * 1_000;
 
 /// The patient in the path and their record, for the patient themself or the admin; anyone else
 /// learns nothing about the id.
@@ -83,17 +83,21 @@ pub async fn export(
     let mut payments = Vec::new();
     let mut before = None;
     let page = medpay_store::PAYMENTS_PAGE_MAX;
-    loop {
+    // Pages, newest first, until one is short (nothing more) or there are more than the export
+    // holds.
+    let truncated = loop {
         let filter = PaymentFilter { patient_id: Some(patient), provider_id: None, before, limit: page };
         let found = state.store.list_payments(&filter).await?;
         let full = i64::try_from(found.len()).unwrap_or(i64::MAX) == page;
         before = found.last().map(|last| (last.created_at_ms, last.id));
         payments.extend(found);
-        if !full || payments.len() >= EXPORT_PAYMENTS_MAX {
-            break;
+        if !full {
+            break false;
         }
-    }
-    let truncated = payments.len() > EXPORT_PAYMENTS_MAX;
+        if payments.len() > EXPORT_PAYMENTS_MAX {
+            break true;
+        }
+    };
     payments.truncate(EXPORT_PAYMENTS_MAX);
     let mut views = Vec::with_capacity(payments.len());
     let mut refunds = Vec::new();

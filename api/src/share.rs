@@ -6,15 +6,11 @@
 
 use crate::error::ApiError;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-
-/// Longest credential counted as its own tenant; longer ones count as their client address.
-const KEY_LENGTH_MAX: usize = 256;
 
 /// Requests in flight per tenant; a tenant with none is not held (the map is as large as the
 /// number of tenants with a request open, at most one per open connection).
@@ -64,16 +60,10 @@ impl TenantShare {
     }
 }
 
-/// Whose share a request takes: its bearer credential as sent, else its client address.
+/// Whose share a request takes: its bearer credential as sent (well-formed), else its client
+/// address.
 fn tenant(request: &Request) -> String {
-    let bearer = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|token| !token.is_empty() && token.len() <= KEY_LENGTH_MAX);
-    match bearer {
+    match crate::auth::bearer(request.headers()) {
         Some(token) => format!("key:{token}"),
         None => {
             let address = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
