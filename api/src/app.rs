@@ -3,7 +3,9 @@
 use crate::config::Config;
 use crate::dto::PaymentView;
 use crate::state::AppState;
-use crate::{chat, checkout, events, models, money, ops, parties, payments, people, privacy, risk, training};
+use crate::{
+    chat, checkout, events, models, money, notify, ops, parties, payments, people, portal, privacy, risk, training,
+};
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
@@ -136,6 +138,18 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(privacy::erase))
         .routes(routes!(checkout::create_link))
         .routes(routes!(checkout::open_link))
+        .routes(routes!(portal::create_sign_in_link))
+        .routes(routes!(portal::open_session))
+        .routes(routes!(portal::close_session))
+        .routes(routes!(portal::my_payments))
+        .routes(routes!(portal::my_stream))
+        .routes(routes!(portal::pix_qr))
+        .routes(routes!(portal::simulate))
+        .routes(routes!(notify::my_notifications))
+        .routes(routes!(ops::patient_app))
+        .routes(routes!(ops::patient_manifest))
+        .routes(routes!(ops::patient_service_worker))
+        .routes(routes!(ops::patient_icon))
         .routes(routes!(payments::create_payment, payments::list_payments))
         .routes(routes!(payments::get_payment))
         .routes(routes!(payments::list_events))
@@ -374,6 +388,14 @@ where
         receita,
     };
     risk::reload_rules(&state).await.map_err(|error| anyhow::anyhow!("loading rules: {}", error.message))?;
+    let mailer = crate::notify::Mailer::from_settings(&state.config.patients)?;
+    match &mailer {
+        crate::notify::Mailer::Folder(_, dir) => {
+            tracing::info!(folder = %dir.display(), "patient e-mails are written to a folder (set MEDPAY_SMTP_URL to send them)")
+        }
+        crate::notify::Mailer::Smtp(_) => tracing::info!("patient e-mails are sent over SMTP"),
+    }
+    crate::notify::spawn(state.clone(), mailer);
     let state_for_reload = state.clone();
     let app = router(state);
     let purge_store = store.clone();

@@ -119,7 +119,7 @@ impl FromRequestParts<AppState> for Principal {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
         // An address that failed too often is refused before its token is even looked at: guessing
         // tokens costs the guesser, not the store.
-        let client = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| client_key(info.0.ip()));
+        let Ok(ClientAddress(client)) = ClientAddress::from_request_parts(parts, state).await;
         if let Some(client) = client
             && state.auth_failures.exhausted(client)
         {
@@ -128,7 +128,7 @@ impl FromRequestParts<AppState> for Principal {
         }
         // Only a credential that was presented and is wrong counts: asking without one costs no
         // lookup, and a browser's first unauthenticated request must not lock its address out.
-        let presented = parts.headers.contains_key(AUTHORIZATION);
+        let presented = bearer(&parts.headers).is_some() || parts.headers.contains_key(AUTHORIZATION);
         match authenticate(parts, state).await {
             Err(error) if error.status == axum::http::StatusCode::UNAUTHORIZED => {
                 if let Some(client) = client.filter(|_| presented) {
@@ -142,13 +142,25 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
+/// Whom a request's failed authentications count against (see `client_key`); none when the
+/// server was not told the peer's address.
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<ClientAddress, Self::Rejection> {
+        Ok(ClientAddress(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| client_key(info.0.ip()))))
+    }
+}
+
 /// The window over which an address's failed authentications are counted.
 pub const AUTH_FAILURE_WINDOW_MS: u64 = 60_000;
 /// Addresses whose failures are remembered at once (the oldest are forgotten first).
 pub const AUTH_FAILURE_ADDRESSES_MAX: u64 = 100_000;
 
 /// Whom failures are counted against: an IPv4 address, or an IPv6 /64 (one host's whole range).
-fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -191,13 +203,26 @@ impl AuthFailures {
     }
 }
 
-/// The bearer credential a request carries, if it has a well-formed one.
+/// The WebSocket subprotocol that carries a bearer token from a browser, which cannot set
+/// headers on a WebSocket: `new WebSocket(url, ["medpay.bearer", token])` sends
+/// `Sec-WebSocket-Protocol: medpay.bearer, <token>` (never the URL, which lands in logs). The
+/// server answers with `medpay.bearer` alone.
+pub const WEBSOCKET_BEARER_PROTOCOL: &str = "medpay.bearer";
+
+/// The bearer credential a request carries, if it has a well-formed one: the `Authorization`
+/// header, or a WebSocket handshake's `medpay.bearer` subprotocol.
 pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
-    headers
+    let header = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim)
+        .map(str::trim);
+    header
+        .or_else(|| {
+            let protocols = headers.get(axum::http::header::SEC_WEBSOCKET_PROTOCOL)?.to_str().ok()?;
+            let mut offered = protocols.split(',').map(str::trim);
+            (offered.next()? == WEBSOCKET_BEARER_PROTOCOL).then(|| offered.next()).flatten()
+        })
         .filter(|token| !token.is_empty() && token.len() <= TOKEN_LENGTH_MAX)
 }
 
@@ -225,6 +250,10 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Principal, 
         let id = person.id.parse().map_err(|_| ApiError::internal("a person's id is not a UUID"))?;
         let role = Role::parse(&person.role).ok_or_else(|| ApiError::internal("a person's role is unknown"))?;
         Principal::Person(id, role)
+    } else if token.starts_with(crate::portal::SESSION_TOKEN_PREFIX) {
+        let hash = medpay_store::sha256_hex(token.as_bytes());
+        let patient = state.store.patient_by_session_hash(&hash, medpay_store::now_ms()).await?;
+        Principal::Patient(patient.ok_or_else(ApiError::unauthorized)?)
     } else if token.starts_with(PATIENT_TOKEN_PREFIX) {
         let hash = medpay_store::sha256_hex(token.as_bytes());
         Principal::Patient(state.lookups.patient_by_token_hash(&hash).await?.ok_or_else(ApiError::unauthorized)?)

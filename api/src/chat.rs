@@ -465,11 +465,15 @@ pub async fn websocket(
     state.rate_limit(&format!("patient:{patient}:conversations"), CONVERSATIONS_PER_MINUTE).await?;
     let conversation = state.runtime.start_conversation(patient).await?;
     Ok(upgrade
+        .protocols([crate::auth::WEBSOCKET_BEARER_PROTOCOL])
         .max_message_size(CHAT_WEBSOCKET_MESSAGE_BYTES_MAX)
         .max_frame_size(CHAT_WEBSOCKET_MESSAGE_BYTES_MAX)
         .on_upgrade(move |socket| converse(socket, state, patient, conversation))
         .into_response())
 }
+
+/// How often an open chat that a person has taken over looks for their answers.
+const AGENT_POLL_MS: u64 = 1_000;
 
 async fn converse(mut socket: WebSocket, state: AppState, patient: PatientId, conversation: ConversationId) {
     let hello =
@@ -479,11 +483,35 @@ async fn converse(mut socket: WebSocket, state: AppState, patient: PatientId, co
     }
     let mut stopping = state.stopping.clone();
     let idle = std::time::Duration::from_millis(state.config.limits.websocket_idle_ms);
+    // Once a person has taken over, what they write reaches the open chat as it is stored (read
+    // from the store, so it arrives whichever node the person wrote through).
+    let mut handed_off = false;
+    let mut agent_seen = 0_i64;
+    let mut agent_poll = tokio::time::interval(std::time::Duration::from_millis(AGENT_POLL_MS));
+    let mut idle_since = tokio::time::Instant::now();
     loop {
         let incoming = tokio::select! {
             incoming = socket.recv() => incoming,
             _ = stopping.changed() => return,
-            _ = tokio::time::sleep(idle) => {
+            _ = agent_poll.tick(), if handed_off => {
+                match state.store.agent_messages_after(&conversation.to_string(), agent_seen).await {
+                    Ok(messages) => {
+                        for message in messages {
+                            agent_seen = agent_seen.max(message.seq);
+                            let said = serde_json::json!({
+                                "agent": {"seq": message.seq, "text": message.text, "at": timestamp(message.created_at_ms)},
+                                "handed_off": true,
+                            });
+                            if socket.send(Message::Text(said.to_string().into())).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!(%conversation, %error, "could not read the agent's messages"),
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(idle_since + idle) => {
                 tracing::debug!(%conversation, "chat WebSocket idle; closing it");
                 let close = CloseFrame { code: WEBSOCKET_IDLE_CLOSE, reason: "idle".into() };
                 let _ = socket.send(Message::Close(Some(close))).await;
@@ -500,10 +528,14 @@ async fn converse(mut socket: WebSocket, state: AppState, patient: PatientId, co
             Some(Ok(Message::Close(_))) | None => return,
             Some(Ok(_)) => continue,
         };
+        idle_since = tokio::time::Instant::now();
         let answer = match state.rate_limit(&format!("patient:{patient}:chat"), CHAT_MESSAGES_PER_MINUTE).await {
             Err(error) => serde_json::json!({"error": {"code": error.code, "message": error.message}}),
             Ok(()) => match state.runtime.chat(conversation, patient, text).await {
-                Ok(reply) => serde_json::to_value(ReplyView::from(reply)).unwrap_or_default(),
+                Ok(reply) => {
+                    handed_off |= reply.handed_off;
+                    serde_json::to_value(ReplyView::from(reply)).unwrap_or_default()
+                }
                 Err(error) => {
                     let error = ApiError::from(error);
                     serde_json::json!({"error": {"code": error.code, "message": error.message}})

@@ -28,6 +28,54 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub limits: Limits,
     pub money: MoneySettings,
+    pub patients: PatientSettings,
+}
+
+/// The patient app and what is sent to patients.
+#[derive(Clone)]
+pub struct PatientSettings {
+    /// The address patients reach the service at (`https://pagamentos.example.com.br`), put in
+    /// sign-in links and e-mails; without it, `http://` and the bound address.
+    pub public_url: Option<String>,
+    /// `smtp://host:port` (plain), `smtp://host:587?tls=required` or `smtps://user:pass@host`;
+    /// without it, e-mails are written to `mail_dir` as `.eml` files.
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    pub mail_dir: std::path::PathBuf,
+    /// How often the notifier derives and sends.
+    pub notify_poll_ms: u64,
+    /// The first retry of a failed e-mail after this long; each next one twice as late (up to an hour).
+    pub notify_retry_base_ms: u64,
+    /// How often installments due soon are looked for (they change by the day).
+    pub notify_due_check_ms: u64,
+}
+
+impl Default for PatientSettings {
+    fn default() -> Self {
+        PatientSettings {
+            public_url: None,
+            smtp_url: None,
+            mail_from: "MedPay <nao-responda@medpay.com.br>".to_owned(),
+            mail_dir: std::path::PathBuf::from("data/mail"),
+            notify_poll_ms: 1_000,
+            notify_retry_base_ms: 30_000,
+            notify_due_check_ms: 60 * 60 * 1_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for PatientSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatientSettings")
+            .field("public_url", &self.public_url)
+            .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .field("mail_from", &self.mail_from)
+            .field("mail_dir", &self.mail_dir)
+            .field("notify_poll_ms", &self.notify_poll_ms)
+            .field("notify_retry_base_ms", &self.notify_retry_base_ms)
+            .field("notify_due_check_ms", &self.notify_due_check_ms)
+            .finish()
+    }
 }
 
 /// The payment gateways. Without `celcoin_url` (and `clicksign_url`) their sandboxes are started in
@@ -90,6 +138,7 @@ impl std::fmt::Debug for Config {
             .field("runtime", &self.runtime)
             .field("limits", &self.limits)
             .field("money", &self.money)
+            .field("patients", &self.patients)
             .finish()
     }
 }
@@ -216,6 +265,15 @@ fn optional(name: &str) -> Option<String> {
 }
 
 impl Config {
+    /// Where patients reach the service: the configured public address, else the bound one.
+    pub fn public_base(&self) -> String {
+        match &self.patients.public_url {
+            Some(url) => url.clone(),
+            None if self.bind.ip().is_unspecified() => format!("http://127.0.0.1:{}", self.bind.port()),
+            None => format!("http://{}", self.bind),
+        }
+    }
+
     /// Reads `MEDPAY_*`, `DATABASE_URL` and `REDIS_URL`.
     pub fn from_env() -> Result<Config, ConfigError> {
         let defaults = RuntimeConfig::default();
@@ -285,6 +343,18 @@ impl Config {
                         .max(1),
                         ..defaults.runtime
                     },
+                }
+            },
+            patients: {
+                let defaults = PatientSettings::default();
+                PatientSettings {
+                    public_url: optional("MEDPAY_PUBLIC_URL").map(|url| url.trim_end_matches('/').to_owned()),
+                    smtp_url: optional("MEDPAY_SMTP_URL"),
+                    mail_from: optional("MEDPAY_MAIL_FROM").unwrap_or(defaults.mail_from),
+                    mail_dir: optional("MEDPAY_MAIL_DIR").map_or(defaults.mail_dir, std::path::PathBuf::from),
+                    notify_poll_ms: parsed("MEDPAY_NOTIFY_POLL_MS", defaults.notify_poll_ms)?,
+                    notify_retry_base_ms: parsed("MEDPAY_NOTIFY_RETRY_BASE_MS", defaults.notify_retry_base_ms)?,
+                    notify_due_check_ms: parsed("MEDPAY_NOTIFY_DUE_CHECK_MS", defaults.notify_due_check_ms)?,
                 }
             },
             limits: Limits {

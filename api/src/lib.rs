@@ -11,11 +11,13 @@ mod events;
 mod lookups;
 pub mod models;
 pub mod money;
+mod notify;
 mod ops;
 mod parties;
 pub mod payments;
 mod people;
 mod plots;
+mod portal;
 mod privacy;
 mod risk;
 mod schema;
@@ -24,7 +26,7 @@ pub mod state;
 pub mod training;
 
 pub use app::{ScorerParts, Server, load_model, router, start, start_with};
-pub use config::{Config, Limits, MoneySettings};
+pub use config::{Config, Limits, MoneySettings, PatientSettings};
 
 /// Default provider thresholds, read off the bundled model's evaluation report.
 pub const DEFAULT_REVIEW_SCORE_MIN: u16 = 200;

@@ -64,3 +64,51 @@ const CONSOLE_HTML: &str = include_str!("../static/console.html");
 pub async fn console() -> Response {
     page(CONSOLE_HTML)
 }
+
+const PATIENT_APP_HTML: &str = include_str!("../static/paciente.html");
+const PATIENT_MANIFEST: &str = include_str!("../static/paciente.webmanifest");
+const PATIENT_SERVICE_WORKER: &str = include_str!("../static/paciente-sw.js");
+const PATIENT_ICON: &str = include_str!("../static/paciente-icon.svg");
+
+#[utoipa::path(get, path = "/paciente", tag = "operations",
+    responses((status = 200, content_type = "text/html", description = "the patient app (Portuguese, mobile first, installable), signed in from a provider's link")))]
+pub async fn patient_app() -> Response {
+    let mut response = page(PATIENT_APP_HTML);
+    // Its service worker and manifest come from this origin; the QR code is a data URL.
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; worker-src 'self'; manifest-src 'self'",
+        ),
+    );
+    response
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+#[utoipa::path(get, path = "/paciente/manifest.webmanifest", tag = "operations",
+    responses((status = 200, content_type = "application/manifest+json", description = "the patient app's web app manifest")))]
+pub async fn patient_manifest() -> Response {
+    asset(PATIENT_MANIFEST, "application/manifest+json")
+}
+
+#[utoipa::path(get, path = "/paciente/sw.js", tag = "operations",
+    responses((status = 200, content_type = "text/javascript", description = "the patient app's service worker: keeps the shell for offline use, never the patient's data")))]
+pub async fn patient_service_worker() -> Response {
+    let mut response = asset(PATIENT_SERVICE_WORKER, "text/javascript; charset=utf-8");
+    // Served under /paciente/, it controls /paciente itself.
+    response.headers_mut().insert("service-worker-allowed", HeaderValue::from_static("/paciente"));
+    response
+}
+
+#[utoipa::path(get, path = "/paciente/icon.svg", tag = "operations",
+    responses((status = 200, content_type = "image/svg+xml", description = "the patient app's icon")))]
+pub async fn patient_icon() -> Response {
+    asset(PATIENT_ICON, "image/svg+xml")
+}

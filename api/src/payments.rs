@@ -30,7 +30,7 @@ const EVENTS_PAGE_DEFAULT: i64 = 100;
 const SAO_PAULO_OFFSET_SECONDS: i32 = -3 * 3_600;
 
 /// Today in America/Sao_Paulo: the day an installment plan is released.
-fn today_in_sao_paulo() -> NaiveDate {
+pub(crate) fn today_in_sao_paulo() -> NaiveDate {
     let now = Utc::now();
     match FixedOffset::east_opt(SAO_PAULO_OFFSET_SECONDS) {
         Some(offset) => now.with_timezone(&offset).date_naive(),

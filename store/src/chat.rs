@@ -96,6 +96,17 @@ fn conversation_from_row(row: &sqlx::any::AnyRow) -> Result<ConversationRecord, 
 const CONVERSATION_COLUMNS: &str =
     "id, patient_id, status, handoff_reason, slots, last_seq, created_at_ms, updated_at_ms";
 
+fn message_from_row(row: &sqlx::any::AnyRow) -> Result<ChatMessage, StoreError> {
+    Ok(ChatMessage {
+        seq: row.try_get("seq")?,
+        role: row.try_get("role")?,
+        text: row.try_get("text")?,
+        intent: row.try_get("intent")?,
+        confidence_bps: row.try_get("confidence_bps")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
 impl Store {
     pub async fn create_conversation(&self, id: &str, patient: PatientId, now_ms: i64) -> Result<(), StoreError> {
         let mut transaction = self.begin_write().await?;
@@ -138,21 +149,24 @@ impl Store {
         .bind(TRANSCRIPT_MAX)
         .fetch_all(&self.pool)
         .await?;
-        let mut messages = rows
-            .iter()
-            .map(|row| {
-                Ok(ChatMessage {
-                    seq: row.try_get("seq")?,
-                    role: row.try_get("role")?,
-                    text: row.try_get("text")?,
-                    intent: row.try_get("intent")?,
-                    confidence_bps: row.try_get("confidence_bps")?,
-                    created_at_ms: row.try_get("created_at_ms")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut messages = rows.iter().map(message_from_row).collect::<Result<Vec<_>, StoreError>>()?;
         messages.reverse();
         Ok(messages)
+    }
+
+    /// What people (support agents) said in the conversation after message `after_seq`, in order:
+    /// the patient's open chat shows them as they arrive.
+    pub async fn agent_messages_after(&self, id: &str, after_seq: i64) -> Result<Vec<ChatMessage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, role, text, intent, confidence_bps, created_at_ms FROM chat_messages
+             WHERE conversation_id = $1 AND seq > $2 AND role = 'agent' ORDER BY seq LIMIT $3",
+        )
+        .bind(id.to_owned())
+        .bind(after_seq)
+        .bind(TRANSCRIPT_MAX)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(message_from_row).collect()
     }
 
     /// Appends a turn: its messages, the slots and a hand-off, all or nothing. Returns the number of

@@ -9,6 +9,7 @@ mod database;
 mod idempotency;
 mod models;
 mod money;
+mod notifications;
 mod parties;
 mod payments;
 mod people;
@@ -16,6 +17,7 @@ mod privacy;
 pub mod rate_limit;
 mod reader;
 mod risk;
+mod sessions;
 mod webhooks;
 mod writer;
 
@@ -30,6 +32,7 @@ pub use money::{
     ChargeRecord, ChargeStatus, ContractRecord, ContractStatus, GatewayWebhook, IntentKind, IntentRecord,
     LedgerProblem, Movement, PaymentLedger, RefundKind, RefundRecord, RefundStatus,
 };
+pub use notifications::{NOTIFICATION_KINDS, NotificationRecord};
 pub use parties::{
     CheckoutLink, PatientRecord, ProviderKey, ProviderRecord, REVIEW_TIME_LIMIT_HOURS_DEFAULT,
     REVIEW_TIME_LIMIT_HOURS_MAX,

@@ -317,6 +317,18 @@ impl Store {
         row.as_ref().map(|row| parse_column(row, "id")).transpose()
     }
 
+    /// The providers a patient is linked to, the most recently linked first.
+    pub async fn patient_providers(&self, patient: PatientId, limit: i64) -> Result<Vec<ProviderId>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider_id FROM provider_patients WHERE patient_id = $1 ORDER BY created_at_ms DESC LIMIT $2",
+        )
+        .bind(patient.to_string())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| parse_column(row, "provider_id")).collect()
+    }
+
     pub async fn is_linked(&self, provider: ProviderId, patient: PatientId) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT 1 AS one FROM provider_patients WHERE provider_id = $1 AND patient_id = $2")
             .bind(provider.to_string())

@@ -71,6 +71,12 @@ impl Store {
         .bind(id.clone())
         .execute(&mut *transaction)
         .await?;
+        // The app's sign-in codes, sessions and notifications go: nobody signs in as an erased
+        // patient, and nothing is written to them again.
+        for table in ["patient_sign_in_codes", "patient_sessions", "patient_notifications"] {
+            let sql = sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE patient_id = $1"));
+            sqlx::query(sql).bind(id.clone()).execute(&mut *transaction).await?;
+        }
         // The conversations stay as ids (review cases name them); nothing said in them does.
         sqlx::query("UPDATE chat_conversations SET slots = '{}', handoff_reason = NULL WHERE patient_id = $1")
             .bind(id)

@@ -15,7 +15,7 @@ fn chromium_path() -> String {
     std::env::var("MEDPAY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned())
 }
 
-struct Browser {
+pub(crate) struct Browser {
     process: tokio::process::Child,
     socket: Socket,
     next_id: u64,
@@ -23,7 +23,7 @@ struct Browser {
 }
 
 impl Browser {
-    async fn launch() -> Browser {
+    pub(crate) async fn launch() -> Browser {
         let profile = std::env::temp_dir().join(format!("medpay-chromium-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&profile).unwrap();
         let process = tokio::process::Command::new(chromium_path())
@@ -75,7 +75,7 @@ impl Browser {
     }
 
     /// One DevTools command and its result (events in between are skipped).
-    async fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) async fn call(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         self.socket
@@ -97,7 +97,7 @@ impl Browser {
         }
     }
 
-    async fn evaluate(&mut self, expression: &str) -> Value {
+    pub(crate) async fn evaluate(&mut self, expression: &str) -> Value {
         let result = self
             .call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true, "awaitPromise": true}))
             .await;
@@ -105,7 +105,7 @@ impl Browser {
     }
 
     /// Waits until the page's text contains `needle`; returns the text.
-    async fn wait_for_text(&mut self, needle: &str) -> String {
+    pub(crate) async fn wait_for_text(&mut self, needle: &str) -> String {
         let mut text = String::new();
         for _ in 0..200 {
             text = self.evaluate("document.body.innerText").await.as_str().unwrap_or_default().to_owned();
@@ -117,7 +117,7 @@ impl Browser {
         panic!("the page never showed {needle:?}; it shows:\n{text}");
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.process.kill().await;
         let _ = std::fs::remove_dir_all(&self.profile);
     }
@@ -210,7 +210,7 @@ async fn a_payment_appears_live_on_the_open_dashboard() {
 }
 
 /// Standard base64 (the DevTools protocol's encoding of screenshots).
-fn base64_decode(text: &str) -> Vec<u8> {
+pub(crate) fn base64_decode(text: &str) -> Vec<u8> {
     let value = |c: u8| match c {
         b'A'..=b'Z' => c - b'A',
         b'a'..=b'z' => c - b'a' + 26,

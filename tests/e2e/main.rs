@@ -10,6 +10,8 @@ mod events;
 mod lifecycle;
 mod logs;
 mod money;
+mod notifications;
+mod patient_app;
 mod payments;
 mod people;
 mod privacy;

@@ -89,6 +89,13 @@ pub fn config(database_url: &str) -> Config {
             runtime: medpay_actors::money::MoneyConfig { sweep_ms: 200, ..Default::default() },
             ..medpay_api::MoneySettings::default()
         },
+        patients: medpay_api::PatientSettings {
+            mail_dir: std::env::temp_dir().join(format!("medpay-mail-{}", uuid::Uuid::new_v4().simple())),
+            notify_poll_ms: 100,
+            notify_retry_base_ms: 200,
+            notify_due_check_ms: 200,
+            ..Default::default()
+        },
     }
 }
 

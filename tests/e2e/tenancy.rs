@@ -94,6 +94,20 @@ const EXPECTED: &[(&str, [u16; 8])] = &[
     ("POST /v1/providers/{id}/checkout-links", [201, 403, 403, 201, 404, 403, 403, 401]),
     // A's checkout link is A's to give to anyone: any patient who holds it may open it.
     ("POST /v1/checkout/{token}", [403, 403, 403, 403, 403, 200, 200, 401]),
+    // The patient app: links are given by the patient's provider or support; the app's own routes
+    // answer only a patient (a session or the patient's token).
+    ("POST /v1/patients/{id}/sign-in-links", [201, 403, 201, 201, 404, 403, 403, 401]),
+    ("POST /v1/patient-sessions", [401, 401, 401, 401, 401, 401, 401, 401]),
+    ("DELETE /v1/patient-sessions/current", [403, 403, 403, 403, 403, 403, 403, 401]),
+    ("GET /v1/me/payments", [403, 403, 403, 403, 403, 200, 200, 401]),
+    ("GET /v1/me/stream", [403, 403, 403, 403, 403, 200, 200, 401]),
+    ("GET /v1/me/notifications", [403, 403, 403, 403, 403, 200, 200, 401]),
+    ("GET /v1/payments/{id}/pix-qr", [200, 200, 200, 200, 404, 200, 404, 401]),
+    ("GET /v1/simulations", [200, 200, 200, 200, 200, 200, 200, 401]),
+    ("GET /paciente", [200, 200, 200, 200, 200, 200, 200, 200]),
+    ("GET /paciente/manifest.webmanifest", [200, 200, 200, 200, 200, 200, 200, 200]),
+    ("GET /paciente/sw.js", [200, 200, 200, 200, 200, 200, 200, 200]),
+    ("GET /paciente/icon.svg", [200, 200, 200, 200, 200, 200, 200, 200]),
     // Last: patient A erases themself (the others aim at a fresh patient of A's).
     ("POST /v1/patients/{id}/erasure", [200, 403, 403, 403, 403, 200, 404, 401]),
 ];
@@ -109,6 +123,8 @@ struct World {
     provider_a: Provider,
     patient_a: Patient,
     payment_a: String,
+    /// A payment of A's with a PIX charge to pay.
+    pix_payment: String,
     conversation_a: String,
     handed_off_a: String,
     endpoint_a: String,
@@ -180,6 +196,9 @@ async fn world(app: &TestApp) -> (Principals, World) {
     assert_eq!(status, StatusCode::ACCEPTED, "{run}");
     let training_run = run["id"].as_str().unwrap().to_owned();
     review_above(app, 40_000).await;
+    let pix = pay(app, &provider_a, &payment_body(&provider_a, &patient_a, 9_100)).await;
+    let pix_payment = pix["id"].as_str().unwrap().to_owned();
+    wait_for(app, &provider_a, &pix_payment, |p| p["charge"]["status"] == "active").await;
     let (_, keys) = app.request(Method::GET, "/v1/providers/me/keys", Some(&provider_a.key), None, None).await;
     let key_a = keys["data"][0]["id"].as_str().unwrap().to_owned();
     let principals = Principals {
@@ -196,6 +215,7 @@ async fn world(app: &TestApp) -> (Principals, World) {
         provider_b_id: provider_b.id.clone(),
     };
     let world = World {
+        pix_payment,
         provider_a,
         patient_a,
         payment_a,
@@ -360,6 +380,17 @@ fn request(route: &str, who: &str, w: &World, f: &Fresh) -> Option<(String, Opti
             (format!("/v1/providers/{a}/checkout-links"), Some(json!({"label": "probe"})))
         }
         "POST /v1/checkout/{token}" => (format!("/v1/checkout/{}", f.link), None),
+        "POST /v1/patients/{id}/sign-in-links" => (format!("/v1/patients/{}/sign-in-links", w.patient_a.id), None),
+        "POST /v1/patient-sessions" => ("/v1/patient-sessions".to_owned(), Some(json!({"code": "mpl_probe"}))),
+        "DELETE /v1/patient-sessions/current" => ("/v1/patient-sessions/current".to_owned(), None),
+        "GET /v1/me/payments" => ("/v1/me/payments".to_owned(), None),
+        "GET /v1/me/stream" => ("/v1/me/stream".to_owned(), None),
+        "GET /v1/me/notifications" => ("/v1/me/notifications".to_owned(), None),
+        "GET /v1/payments/{id}/pix-qr" => (format!("/v1/payments/{}/pix-qr", w.pix_payment), None),
+        "GET /v1/simulations" => ("/v1/simulations?amount_centavos=150000&installments=6".to_owned(), None),
+        "GET /paciente" | "GET /paciente/manifest.webmanifest" | "GET /paciente/sw.js" | "GET /paciente/icon.svg" => {
+            (route[4..].to_owned(), None)
+        }
         "GET /v1/patients/{id}/export" => (format!("/v1/patients/{}/export", w.patient_a.id), None),
         "POST /v1/patients/{id}/erasure" => {
             let target = if who == "patient A" { &w.patient_a.id } else { &f.erasable };
