@@ -2,7 +2,8 @@
 //! patients, providers), each owning per-entity actors found by id.
 
 pub mod chat;
-mod contracts;
+pub mod contracts;
+pub mod documents;
 pub mod lifecycle;
 pub mod money;
 pub mod netguard;

@@ -46,6 +46,8 @@ impl Default for MoneyConfig {
 pub struct Gateways {
     pub celcoin: Arc<CelcoinClient>,
     pub contracts: Option<Arc<medpay_gateways::clicksign::ClickSignClient>>,
+    /// Where contracts are kept, before they go to ClickSign.
+    pub documents: Arc<crate::documents::Documents>,
     pub config: MoneyConfig,
 }
 
@@ -268,10 +270,30 @@ async fn send_contract(state: &mut TransactionState, intent: &IntentRecord) -> R
         .patient(payment.patient_id)
         .await?
         .ok_or_else(|| CoreError::Invariant("the payment's patient is gone".into()))?;
+    let provider = context
+        .store
+        .provider(payment.provider_id)
+        .await?
+        .ok_or_else(|| CoreError::Invariant("the payment's provider is gone".into()))?;
+    let parties = crate::contracts::Parties {
+        patient_name: &patient.name,
+        cpf_formatted: &patient.cpf.formatted(),
+        provider_name: &provider.name,
+        provider_cnpj_formatted: &provider.cnpj.formatted(),
+    };
+    let document = crate::contracts::contract_pdf(&payment, &parties);
+    // Kept first: what the patient signs can always be opened again, from the app or by support.
+    // Writing it again (a retried intent) writes the same contract.
+    if let Some(documents) = context.gateways.as_ref().map(|g| g.documents.clone()) {
+        documents
+            .put(&crate::documents::contract_key(payment.id), document.clone())
+            .await
+            .map_err(|error| CoreError::Unavailable(format!("the document store: {error}")))?;
+    }
     let request = medpay_gateways::clicksign::ContractRequest {
         name: format!("Parcelamento {}", payment.id),
-        filename: format!("contrato-{}.txt", payment.id),
-        document: crate::contracts::contract_text(&payment, &patient.name, &patient.cpf.formatted()),
+        filename: format!("contrato-{}.pdf", payment.id),
+        document,
         signer_name: patient.name.clone(),
         signer_email: patient.email.clone(),
         signer_cpf: patient.cpf.formatted(),

@@ -145,6 +145,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(portal::my_stream))
         .routes(routes!(portal::pix_qr))
         .routes(routes!(portal::simulate))
+        .routes(routes!(portal::contract_pdf))
         .routes(routes!(notify::my_notifications))
         .routes(routes!(ops::patient_app))
         .routes(routes!(ops::patient_manifest))
@@ -350,6 +351,7 @@ where
     let listener = tokio::net::TcpListener::bind(config.bind).await?;
     let addr = listener.local_addr()?;
     let (gateways, celcoin_url, clicksign_url) = start_gateways(&config, addr).await?;
+    let documents = gateways.documents.clone();
     let runtime = Arc::new(
         Runtime::start(store.clone(), scorer, runtime_config, Arc::new(PaymentView::render), Some(gateways)).await?,
     );
@@ -386,6 +388,7 @@ where
         lists,
         stopping: stopped.clone(),
         receita,
+        documents,
     };
     risk::reload_rules(&state).await.map_err(|error| anyhow::anyhow!("loading rules: {}", error.message))?;
     let mailer = crate::notify::Mailer::from_settings(&state.config.patients)?;
@@ -519,9 +522,17 @@ async fn start_gateways(
         policy.clone(),
     )?;
     let contracts = clicksign::ClickSignClient::new(&clicksign_url, &money.clicksign_token, policy)?;
+    let patients = &config.patients;
+    let documents = match &patients.documents_url {
+        Some(url) => medpay_actors::documents::Documents::at_url(url, &patients.documents_options),
+        None => medpay_actors::documents::Documents::local(&patients.documents_dir),
+    }
+    .map_err(|error| anyhow::anyhow!("documents: {error}"))?;
+    tracing::info!(location = %documents.location, "documents (contracts) are kept here");
     let gateways = medpay_actors::money::Gateways {
         celcoin: Arc::new(celcoin),
         contracts: Some(Arc::new(contracts)),
+        documents: Arc::new(documents),
         config: money.runtime.clone(),
     };
     Ok((gateways, celcoin_url, clicksign_url))

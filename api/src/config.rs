@@ -48,6 +48,12 @@ pub struct PatientSettings {
     pub notify_retry_base_ms: u64,
     /// How often installments due soon are looked for (they change by the day).
     pub notify_due_check_ms: u64,
+    /// Documents (contracts) in this folder, unless `documents_url` (`s3://bucket/prefix`) is set.
+    pub documents_dir: std::path::PathBuf,
+    pub documents_url: Option<String>,
+    /// The object store's options (`aws_endpoint`, `aws_access_key_id`, `aws_region`, …); from
+    /// the environment's `AWS_*` variables.
+    pub documents_options: Vec<(String, String)>,
 }
 
 impl Default for PatientSettings {
@@ -60,6 +66,9 @@ impl Default for PatientSettings {
             notify_poll_ms: 1_000,
             notify_retry_base_ms: 30_000,
             notify_due_check_ms: 60 * 60 * 1_000,
+            documents_dir: std::path::PathBuf::from("data/documents"),
+            documents_url: None,
+            documents_options: Vec::new(),
         }
     }
 }
@@ -74,6 +83,9 @@ impl std::fmt::Debug for PatientSettings {
             .field("notify_poll_ms", &self.notify_poll_ms)
             .field("notify_retry_base_ms", &self.notify_retry_base_ms)
             .field("notify_due_check_ms", &self.notify_due_check_ms)
+            .field("documents_dir", &self.documents_dir)
+            .field("documents_url", &self.documents_url.as_deref().map(redact_url))
+            .field("documents_options", &self.documents_options.iter().map(|(name, _)| name).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -355,6 +367,13 @@ impl Config {
                     notify_poll_ms: parsed("MEDPAY_NOTIFY_POLL_MS", defaults.notify_poll_ms)?,
                     notify_retry_base_ms: parsed("MEDPAY_NOTIFY_RETRY_BASE_MS", defaults.notify_retry_base_ms)?,
                     notify_due_check_ms: parsed("MEDPAY_NOTIFY_DUE_CHECK_MS", defaults.notify_due_check_ms)?,
+                    documents_dir: optional("MEDPAY_DOCUMENTS_DIR")
+                        .map_or(defaults.documents_dir, std::path::PathBuf::from),
+                    documents_url: optional("MEDPAY_DOCUMENTS_URL"),
+                    documents_options: std::env::vars()
+                        .filter(|(name, value)| name.starts_with("AWS_") && !value.is_empty())
+                        .map(|(name, value)| (name.to_ascii_lowercase(), value))
+                        .collect(),
                 }
             },
             limits: Limits {

@@ -481,3 +481,32 @@ pub async fn simulate(
         cet_annual_bps: plan.cet_annual_bps(),
     }))
 }
+
+#[utoipa::path(get, path = "/v1/payments/{id}/contract.pdf", tag = "payments", security(("bearer" = [])),
+    params(("id" = String, Path, description = "payment id")),
+    responses((status = 200, content_type = "application/pdf", description = "the installment contract sent to the patient for signature"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "`contract_not_found`: this payment has no contract")))]
+pub async fn contract_pdf(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let payment = crate::payments::visible_payment(&state, principal, id).await?;
+    let key = medpay_actors::documents::contract_key(payment.id);
+    let document = state
+        .documents
+        .get(&key)
+        .await
+        .map_err(|error| ApiError::unavailable(format!("the document store: {error}")))?
+        .ok_or_else(|| ApiError::not_found("contract_not_found", "this payment has no contract"))?;
+    let mut response = document.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pdf"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    let disposition = format!("inline; filename=\"contrato-{}.pdf\"", payment.id);
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}

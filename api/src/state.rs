@@ -28,6 +28,8 @@ pub struct AppState {
     pub receita: Arc<medpay_gateways::receita::ReceitaClient>,
     /// Turns true when the server shuts down: long-lived streams end so that shutdown can finish.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Contracts and other documents (a folder, or S3).
+    pub documents: Arc<medpay_actors::documents::Documents>,
 }
 
 impl AppState {

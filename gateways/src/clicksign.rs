@@ -37,7 +37,8 @@ pub enum ClickSignError {
 pub struct ContractRequest {
     pub name: String,
     pub filename: String,
-    pub document: String,
+    /// The PDF to sign.
+    pub document: Vec<u8>,
     pub signer_name: String,
     pub signer_email: String,
     /// CPF formatted 000.000.000-00.
@@ -214,13 +215,13 @@ impl ClickSignClient {
             )
             .await?;
         let envelope_id = Self::id_of(&envelope)?;
-        let content = base64::engine::general_purpose::STANDARD.encode(request.document.as_bytes());
+        let content = base64::engine::general_purpose::STANDARD.encode(&request.document);
         let document = self
             .call(
                 post.clone(),
                 &format!("/api/v3/envelopes/{envelope_id}/documents"),
                 json!({"data": {"type": "documents", "attributes": {
-                    "filename": request.filename, "content_base64": format!("data:text/plain;base64,{content}")}}}),
+                    "filename": request.filename, "content_base64": format!("data:application/pdf;base64,{content}")}}}),
             )
             .await?;
         let document_id = Self::id_of(&document)?;
@@ -411,8 +412,13 @@ async fn add(sandbox: Shared, headers: HeaderMap, id: String, body: String, kind
             let Some((_, data)) = content.split_once(";base64,") else {
                 return fail(StatusCode::UNPROCESSABLE_ENTITY, "content_base64 inválido");
             };
-            if base64::engine::general_purpose::STANDARD.decode(data).is_err() {
-                return fail(StatusCode::UNPROCESSABLE_ENTITY, "content_base64 inválido");
+            // ClickSign signs PDFs: anything else is refused, as the real service does.
+            match base64::engine::general_purpose::STANDARD.decode(data) {
+                Err(_) => return fail(StatusCode::UNPROCESSABLE_ENTITY, "content_base64 inválido"),
+                Ok(bytes) if !bytes.starts_with(b"%PDF-") => {
+                    return fail(StatusCode::UNPROCESSABLE_ENTITY, "o documento precisa ser um PDF");
+                }
+                Ok(_) => {}
             }
             envelope.documents.push(new_id.clone());
         }
@@ -638,8 +644,8 @@ mod tests {
         let address = start_sandbox("127.0.0.1:0".parse().unwrap(), "tok", "sec", None).await.unwrap();
         let request = ContractRequest {
             name: "Contrato".into(),
-            filename: "contrato.txt".into(),
-            document: "12 parcelas".into(),
+            filename: "contrato.pdf".into(),
+            document: b"%PDF-1.7\n12 parcelas".to_vec(),
             signer_name: "Maria".into(),
             signer_email: "maria@example.com".into(),
             signer_cpf: "529.982.247-25".into(),
@@ -666,6 +672,9 @@ mod tests {
         assert_eq!(retrying.send_contract(&request).await.unwrap(), envelope);
         let other = ContractRequest { name: "Outro contrato".into(), ..request.clone() };
         assert_ne!(retrying.send_contract(&other).await.unwrap(), envelope);
+        // ClickSign signs PDFs, not text.
+        let text = ContractRequest { name: "Texto".into(), document: b"12 parcelas".to_vec(), ..request.clone() };
+        assert!(matches!(retrying.send_contract(&text).await, Err(ClickSignError::Rejected(_))));
         let signed = control.post(format!("http://{address}/sandbox/envelopes/{envelope}/sign")).send().await.unwrap();
         assert_eq!(signed.status(), 204);
         let again = control.post(format!("http://{address}/sandbox/envelopes/{envelope}/sign")).send().await.unwrap();

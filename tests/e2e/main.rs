@@ -5,6 +5,7 @@ mod analysts;
 mod chat;
 mod crash;
 mod dashboard;
+mod documents;
 mod durability;
 mod events;
 mod lifecycle;

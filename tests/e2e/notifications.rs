@@ -18,26 +18,7 @@ fn aiosmtpd_python() -> PathBuf {
     if let Ok(path) = std::env::var("MEDPAY_AIOSMTPD_PYTHON") {
         return PathBuf::from(path);
     }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("aiosmtpd-{AIOSMTPD_VERSION}"));
-    let python = dir.join("bin/python");
-    if !python.exists() {
-        let scratch = dir.with_extension(uuid::Uuid::new_v4().simple().to_string());
-        let made = std::process::Command::new("python3").args(["-m", "venv"]).arg(&scratch).status();
-        assert!(made.expect("python3 is required for the SMTP test").success(), "python3 -m venv failed");
-        let installed = std::process::Command::new(scratch.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", &format!("aiosmtpd=={AIOSMTPD_VERSION}")])
-            .status()
-            .unwrap();
-        assert!(installed.success(), "pip install aiosmtpd failed");
-        // A venv's scripts name its folder: made elsewhere, it is used from where it was made.
-        if std::fs::rename(&scratch, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&scratch);
-        }
-        if !python.exists() {
-            return scratch.join("bin/python");
-        }
-    }
-    python
+    crate::support::python_venv(&format!("aiosmtpd=={AIOSMTPD_VERSION}")).join("python")
 }
 
 struct Smtp {

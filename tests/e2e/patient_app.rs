@@ -165,6 +165,8 @@ async fn a_patient_pays_a_pix_and_talks_to_the_bot_from_the_phone_app() {
     let shown = wait_until(&mut browser, status).await;
     assert!(shown.as_str().unwrap().starts_with("Pago"), "{shown}");
     assert_eq!(browser.evaluate("performance.getEntriesByType('navigation').length").await, json!(1), "no reload");
+    // The e-mails about it are listed in the app (on the embedded defaults they go to a folder).
+    browser.wait_for_text("Pagamento confirmado: R$").await;
 
     // The simulator: the same Tabela Price as the payment core.
     browser

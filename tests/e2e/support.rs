@@ -94,6 +94,7 @@ pub fn config(database_url: &str) -> Config {
             notify_poll_ms: 100,
             notify_retry_base_ms: 200,
             notify_due_check_ms: 200,
+            documents_dir: std::env::temp_dir().join(format!("medpay-documents-{}", uuid::Uuid::new_v4().simple())),
             ..Default::default()
         },
     }
@@ -328,4 +329,29 @@ macro_rules! on_both_engines {
             }
         }
     };
+}
+
+/// The `bin` folder of a Python virtual environment with `requirement` installed (from PyPI),
+/// made once in the tests' scratch folder and shared by the tests after.
+pub fn python_venv(requirement: &str) -> std::path::PathBuf {
+    let name: String =
+        requirement.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' }).collect();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("venv-{name}"));
+    if dir.join("bin/python").exists() {
+        return dir.join("bin");
+    }
+    // Made beside, then renamed: another test process may be making it too. A venv's scripts
+    // name the folder they were made in, so a venv that lost the race is used where it is.
+    let scratch = dir.with_extension(uuid::Uuid::new_v4().simple().to_string());
+    let made = std::process::Command::new("python3").args(["-m", "venv"]).arg(&scratch).status();
+    assert!(made.expect("python3 is required").success(), "python3 -m venv failed");
+    let installed = std::process::Command::new(scratch.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", requirement])
+        .status()
+        .unwrap();
+    assert!(installed.success(), "pip install {requirement} failed");
+    match std::fs::rename(&scratch, &dir) {
+        Ok(()) => dir.join("bin"),
+        Err(_) => scratch.join("bin"),
+    }
 }

@@ -1,0 +1,169 @@
+//! The installment contract is a real PDF: its first page renders (`pdftoppm`), its text says the
+//! payment's CET (`pdftotext`, Debian's poppler-utils), it is what ClickSign got (the sandbox
+//! refuses anything but a PDF), and the same file is in the object store — a local folder on the
+//! embedded defaults, S3 (moto's server, from PyPI) when configured.
+
+use crate::support::{Patient, Provider, TestApp, pay};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+
+const MOTO_VERSION: &str = "5.2.5";
+const BUCKET: &str = "medpay-documents";
+
+struct Moto {
+    process: std::process::Child,
+    url: String,
+}
+
+impl Moto {
+    async fn start() -> Moto {
+        let bin = crate::support::python_venv(&format!("moto[server]=={MOTO_VERSION}"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut process = std::process::Command::new(bin.join("python"))
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto's server starts");
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..400 {
+            // S3's CreateBucket, once the server answers.
+            if let Ok(response) = crate::support::client().put(format!("{url}/{BUCKET}")).send().await
+                && response.status().is_success()
+            {
+                return Moto { process, url };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = process.kill();
+        let _ = process.wait();
+        panic!("moto's server never answered on {port}");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+async fn contract_sent(app: &TestApp, provider: &Provider, patient: &Patient) -> serde_json::Value {
+    let body = json!({
+        "patient_id": patient.id, "provider_id": provider.id,
+        "procedure": {"tuss_code": "30715016", "description": "Cirurgia de catarata"},
+        "amount_centavos": 480_000, "method": "boleto", "installments": 6, "monthly_interest_bps": 249,
+        "device": {"id": format!("phone-of-{}", patient.id), "ip": "200.100.50.25"}
+    });
+    let created = pay(app, provider, &body).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    for _ in 0..200 {
+        let (_, events) =
+            app.request(Method::GET, &format!("/v1/payments/{id}/events"), Some(&provider.key), None, None).await;
+        if events["data"].as_array().unwrap().iter().any(|event| event["type"] == "payment.contract_sent") {
+            return created;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the contract was never sent: {created}");
+}
+
+/// The contract as the patient opens it from the app.
+async fn served(app: &TestApp, patient: &Patient, id: &str) -> Vec<u8> {
+    let response = app
+        .client
+        .get(format!("{}/v1/payments/{id}/contract.pdf", app.base))
+        .bearer_auth(&patient.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/pdf");
+    response.bytes().await.unwrap().to_vec()
+}
+
+/// Renders page 1 and reads the text: the CET of the payment is on it.
+fn check_pdf(pdf: &[u8], cet_bps: i64, scratch: &Path) {
+    assert!(pdf.starts_with(b"%PDF-"), "a PDF");
+    std::fs::create_dir_all(scratch).unwrap();
+    let file = scratch.join("contrato.pdf");
+    std::fs::write(&file, pdf).unwrap();
+    let rendered = std::process::Command::new("pdftoppm")
+        .args(["-png", "-r", "40", "-f", "1", "-l", "1", "-singlefile"])
+        .arg(&file)
+        .arg(scratch.join("page"))
+        .status()
+        .expect("pdftoppm (Debian's poppler-utils) is required");
+    assert!(rendered.success(), "pdftoppm rendered the first page");
+    let page = image::open(scratch.join("page.png")).expect("a PNG of page 1").to_luma8();
+    // A4 at 40 dpi, with text on it (some dark pixels).
+    assert_eq!((page.width(), page.height()), (331, 468), "an A4 page");
+    assert!(page.pixels().filter(|pixel| pixel.0[0] < 128).count() > 1_000, "text is drawn");
+    let text = std::process::Command::new("pdftotext").args(["-layout"]).arg(&file).arg("-").output().unwrap();
+    assert!(text.status.success());
+    let text = String::from_utf8(text.stdout).unwrap();
+    let cet = format!("Custo Efetivo Total (CET): {},{:02}% ao ano", cet_bps / 100, cet_bps % 100);
+    assert!(text.contains(&cet), "the CET ({cet}) is on the contract:\n{text}");
+    assert!(text.contains("CONTRATO DE PARCELAMENTO DE PROCEDIMENTO DE SAÚDE"), "{text}");
+    assert!(text.contains("Cirurgia de catarata (TUSS 30715016)"), "{text}");
+    assert!(text.contains("6ª parcela - vencimento"), "the schedule:\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contract_is_a_pdf_with_the_cet_kept_in_a_folder_and_on_s3() {
+    let scratch = std::env::temp_dir().join(format!("medpay-contract-{}", uuid::Uuid::new_v4().simple()));
+    let folder = scratch.join("documents");
+    let local = TestApp::spawn_with(crate::support::Engine::Sqlite, |config| {
+        config.patients.documents_dir = folder.clone();
+    })
+    .await;
+    let clinic = local.provider(json!({"name": "Clínica Horizonte"})).await;
+    let patient = local.patient(&clinic).await;
+    let payment = contract_sent(&local, &clinic, &patient).await;
+    let id = payment["id"].as_str().unwrap();
+    let pdf = served(&local, &patient, id).await;
+    check_pdf(&pdf, payment["cet_annual_bps"].as_i64().unwrap(), &scratch.join("local"));
+    let kept = std::fs::read(folder.join("contracts").join(format!("{id}.pdf"))).expect("the contract in the folder");
+    assert_eq!(kept, pdf, "the folder holds the file served");
+    // Nobody else opens it; a payment without a contract has none.
+    let other = local.provider(json!({})).await;
+    let (status, _) =
+        local.request(Method::GET, &format!("/v1/payments/{id}/contract.pdf"), Some(&other.key), None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    local.stop().await;
+
+    let moto = Moto::start().await;
+    let options: Vec<(String, String)> = [
+        ("aws_endpoint", moto.url.as_str()),
+        ("aws_allow_http", "true"),
+        ("aws_region", "us-east-1"),
+        ("aws_access_key_id", "medpay-test"),
+        ("aws_secret_access_key", "medpay-test-secret"),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    .collect();
+    let s3 = TestApp::spawn_with(crate::support::Engine::Sqlite, |config| {
+        config.patients.documents_url = Some(format!("s3://{BUCKET}/medpay"));
+        config.patients.documents_options = options.clone();
+    })
+    .await;
+    let clinic = s3.provider(json!({"name": "Clínica Horizonte"})).await;
+    let patient = s3.patient(&clinic).await;
+    let payment = contract_sent(&s3, &clinic, &patient).await;
+    let id = payment["id"].as_str().unwrap();
+    let pdf = served(&s3, &patient, id).await;
+    check_pdf(&pdf, payment["cet_annual_bps"].as_i64().unwrap(), &scratch.join("s3"));
+    // Read back from the bucket with a client of its own, at the object's key.
+    let bucket = medpay_actors::documents::Documents::at_url(&format!("s3://{BUCKET}/medpay"), &options).unwrap();
+    let object =
+        bucket.get(&format!("contracts/{id}.pdf")).await.unwrap().expect("the contract is an object in the bucket");
+    assert_eq!(object, pdf, "S3 holds the file served");
+    let missing = medpay_actors::documents::Documents::at_url(&format!("s3://{BUCKET}/elsewhere"), &options).unwrap();
+    assert_eq!(missing.get(&format!("contracts/{id}.pdf")).await.unwrap(), None, "at its key only");
+    s3.stop().await;
+    drop(moto);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
