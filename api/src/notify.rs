@@ -368,6 +368,20 @@ pub struct NotificationView {
     pub sent_at: Option<String>,
 }
 
+impl NotificationView {
+    pub fn new(record: NotificationRecord) -> NotificationView {
+        NotificationView {
+            kind: record.kind,
+            payment_id: record.payment_id.to_string(),
+            state: record.state,
+            subject: record.subject,
+            body: record.body,
+            created_at: timestamp(record.created_at_ms),
+            sent_at: record.sent_at_ms.map(timestamp),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NotificationList {
     pub data: Vec<NotificationView>,
@@ -384,18 +398,7 @@ pub async fn my_notifications(
         return Err(ApiError::forbidden("this is the patient's own view, read with the patient's session"));
     };
     let records = state.store.patient_notifications(patient, APP_NOTIFICATIONS_MAX).await?;
-    let data = records
-        .into_iter()
-        .map(|record| NotificationView {
-            kind: record.kind,
-            payment_id: record.payment_id.to_string(),
-            state: record.state,
-            subject: record.subject,
-            body: record.body,
-            created_at: timestamp(record.created_at_ms),
-            sent_at: record.sent_at_ms.map(timestamp),
-        })
-        .collect();
+    let data = records.into_iter().map(NotificationView::new).collect();
     Ok(Json(NotificationList { data }))
 }
 

@@ -20,6 +20,8 @@ use utoipa::ToSchema;
 
 /// Most payments an export holds (a patient with more gets the newest, and `truncated`).
 const EXPORT_PAYMENTS_MAX: usize = 10_000;
+/// E-mails in an export (the newest).
+const EXPORT_EMAILS_MAX: i64 = 10_000;
 /// Events read per payment for its notifications.
 const EXPORT_EVENTS_PER_PAYMENT: i64 = 500;
 
@@ -55,6 +57,8 @@ pub struct PatientExport {
     pub conversations: Vec<ConversationView>,
     /// What the patient was told of their payments: each status change, as sent.
     pub notifications: Vec<ExportedNotification>,
+    /// The e-mails sent to the patient (or waiting to be), as the app lists them.
+    pub emails: Vec<crate::notify::NotificationView>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -116,6 +120,13 @@ pub async fn export(
             conversations.push(conversation_view(&state, record).await?);
         }
     }
+    let emails = state
+        .store
+        .patient_notifications(patient, EXPORT_EMAILS_MAX)
+        .await?
+        .into_iter()
+        .map(crate::notify::NotificationView::new)
+        .collect();
     tracing::info!(patient_id = %patient, payments = views.len(), conversations = conversations.len(), "patient data exported");
     Ok(Json(PatientExport {
         exported_at: timestamp(medpay_store::now_ms()),
@@ -125,6 +136,7 @@ pub async fn export(
         refunds,
         conversations,
         notifications,
+        emails,
     }))
 }
 

@@ -514,6 +514,7 @@ async fn openapi_describes_every_endpoint(engine: Engine) {
         ("/v1/me/stream", "get"),
         ("/v1/me/notifications", "get"),
         ("/v1/payments/{id}/pix-qr", "get"),
+        ("/v1/payments/{id}/contract.pdf", "get"),
         ("/v1/simulations", "get"),
         ("/dashboard", "get"),
         ("/console", "get"),
