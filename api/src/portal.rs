@@ -218,6 +218,8 @@ pub struct AppPayment {
     /// The status in the patient's words ("Pago", "Aguardando o seu pagamento").
     pub status_label: String,
     pub contract: Option<ContractState>,
+    /// The installments paid so far (their charges are paid).
+    pub paid_installments: Vec<u32>,
     pub payment: PaymentView,
 }
 
@@ -262,6 +264,14 @@ pub async fn my_payments(State(state): State<AppState>, principal: Principal) ->
             };
             ContractState { status, label: label.to_owned(), how_to_sign }
         });
+        let paid_installments = state
+            .store
+            .charges(payment.id)
+            .await?
+            .iter()
+            .filter(|charge| charge.status.as_str() == "paid")
+            .map(|charge| charge.installment)
+            .collect();
         let mut view = PaymentView::new(&payment, decision.as_ref(), charge.as_ref());
         // How the payment was scored is the platform's, not the patient's.
         view.decision = None;
@@ -269,6 +279,7 @@ pub async fn my_payments(State(state): State<AppState>, principal: Principal) ->
             provider_name,
             status_label: sentence(medpay_chatbot::dialogue::status_pt(payment.status.as_str())),
             contract,
+            paid_installments,
             payment: view,
         });
     }

@@ -132,6 +132,31 @@ async fn a_patient_pays_a_pix_and_talks_to_the_bot_from_the_phone_app() {
     let violations = serious_violations(&mut browser, &axe).await;
     assert!(violations.is_empty(), "signed out: {violations:#?}");
 
+    // Installable: the service worker keeps the shell, which then opens with the network off.
+    wait_until(&mut browser, "navigator.serviceWorker.ready.then((r) => !!r.active)").await;
+    wait_until(&mut browser, "caches.open('medpay-paciente-v1').then((c) => c.match('/paciente')).then((r) => !!r)")
+        .await;
+    browser.call("Network.enable", json!({})).await;
+    let offline = json!({"offline": true, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1});
+    browser.call("Network.emulateNetworkConditions", offline).await;
+    browser.evaluate("window.beforeReload = true").await;
+    browser.call("Page.reload", json!({})).await;
+    // A new document (the old one's mark is gone) showing the app, not the browser's offline page.
+    let reloaded = "window.beforeReload === undefined && document.body.innerText.includes('abra o link de acesso')";
+    wait_until(&mut browser, reloaded).await;
+    let online = json!({"offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1});
+    browser.call("Network.emulateNetworkConditions", online).await;
+    let manifest: Value = app
+        .client
+        .get(format!("{}/paciente/manifest.webmanifest", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((manifest["start_url"].as_str(), manifest["display"].as_str()), (Some("/paciente"), Some("standalone")));
+
     let link = sign_in_link(&app, &clinic, &maria).await;
     browser.call("Page.navigate", json!({"url": format!("{}{link}", app.base)})).await;
     let page = browser.wait_for_text("R$\u{a0}1.234,56").await;
@@ -167,6 +192,12 @@ async fn a_patient_pays_a_pix_and_talks_to_the_bot_from_the_phone_app() {
     assert_eq!(browser.evaluate("performance.getEntriesByType('navigation').length").await, json!(1), "no reload");
     // The e-mails about it are listed in the app (on the embedded defaults they go to a folder).
     browser.wait_for_text("Pagamento confirmado: R$").await;
+    let states =
+        "Array.from(document.querySelectorAll('.installment-state')).map((cell) => cell.textContent).join(',')";
+    assert_eq!(
+        wait_until(&mut browser, &format!("{states} === 'paga,a pagar agora,a vencer' && {states}")).await,
+        json!("paga,a pagar agora,a vencer")
+    );
 
     // The simulator: the same Tabela Price as the payment core.
     browser
