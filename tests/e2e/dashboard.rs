@@ -173,6 +173,9 @@ async fn a_payment_appears_live_on_the_open_dashboard() {
     let reloaded = browser.evaluate("performance.getEntriesByType('navigation').length").await;
     assert_eq!(reloaded, 1, "no reload happened");
     assert!(page.contains("A receber"), "the balance is shown: {page}");
+    let axe = crate::patient_app::axe_source();
+    let violations = crate::patient_app::serious_violations(&mut browser, &axe).await;
+    assert!(violations.is_empty(), "the dashboard, signed in: {violations:#?}");
     // The first patient pays: the row shows the amount held, with a button to confirm the procedure.
     let charge = first["charge"]["id"].as_str().unwrap();
     let paid = app.client.post(format!("{}/sandbox/charges/{charge}/pay", app.celcoin)).send().await.unwrap();
@@ -339,6 +342,9 @@ async fn an_analyst_approves_a_case_and_promotes_a_model_in_the_console() {
         browser.evaluate(&format!("{model_row}.querySelector('button[data-alias=\"champion\"]').click(); true")).await;
     assert_eq!(clicked, true);
     browser.wait_for_text("Promover pelo console").await;
+    let axe = crate::patient_app::axe_source();
+    let violations = crate::patient_app::serious_violations(&mut browser, &axe).await;
+    assert!(violations.is_empty(), "the console, signed in: {violations:#?}");
     let in_force = browser.evaluate("document.getElementById('in-force').textContent").await;
     assert_eq!(in_force, json!(tree_version));
     let other = app.patient(&clinic).await;

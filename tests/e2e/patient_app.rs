@@ -15,7 +15,7 @@ const AXE_VERSION: &str = "4.14.1";
 
 /// axe-core's script: `MEDPAY_AXE_JS` when set (CI installs it once), else installed from npm into
 /// the tests' scratch folder on first use.
-fn axe_source() -> String {
+pub(crate) fn axe_source() -> String {
     if let Ok(path) = std::env::var("MEDPAY_AXE_JS") {
         return std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("MEDPAY_AXE_JS={path}: {error}"));
     }
