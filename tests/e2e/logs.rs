@@ -133,6 +133,24 @@ async fn no_log_line_holds_personal_data_or_a_token() {
         assert_eq!(status, StatusCode::OK, "{said}");
     }
 
+    // The patient app: a sign-in link, its code traded for a session, the session used, a code
+    // that does not work. The notifier meanwhile writes the patients' e-mails (to a folder).
+    let path = format!("/v1/patients/{}/sign-in-links", patients[0].id);
+    let (status, link) = app.request(Method::POST, &path, Some(&provider.key), None, None).await;
+    assert_eq!(status, StatusCode::CREATED, "{link}");
+    let code = link["path"].as_str().unwrap().split("codigo=").nth(1).unwrap().to_owned();
+    let (status, session) =
+        app.request(Method::POST, "/v1/patient-sessions", None, Some(&json!({"code": code})), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let session = session["token"].as_str().unwrap().to_owned();
+    let (status, _) = app.request(Method::GET, "/v1/me/payments", Some(&session), None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let wrong_code = "mpl_0123456789abcdef0123456789abcdef".to_owned();
+    let (status, _) =
+        app.request(Method::POST, "/v1/patient-sessions", None, Some(&json!({"code": wrong_code})), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    secrets.extend([code, session, wrong_code]);
+
     // People, their tokens, and tokens that do not work.
     let person = json!({"name": "Ana Souza", "email": "ana.souza@medpay.com.br", "role": "analyst"});
     let (status, made) = app.request(Method::POST, "/v1/people", Some(&app.admin), Some(&person), None).await;
