@@ -225,3 +225,109 @@ pub fn chatbot_train(
     }
     Ok(())
 }
+
+/// Where a catalogue's columns are.
+pub struct CatalogueColumns {
+    pub code: String,
+    pub term: String,
+    pub valid_from: String,
+    pub valid_until: String,
+    pub table: Option<String>,
+}
+
+/// The voa-tiss package's table: `{"records": [{"codigo", "termo", "tabela", "vigencia_inicio",
+/// "vigencia_fim"}, …]}`; a CSV by the named columns. Rows without a well-formed 8-digit code
+/// or a term are counted and left out; a code twice keeps its last row.
+fn read_catalogue(
+    path: &Path,
+    columns: &CatalogueColumns,
+) -> anyhow::Result<(Vec<medpay_store::CatalogueEntry>, usize)> {
+    let is_json = path.extension().is_some_and(|extension| extension.eq_ignore_ascii_case("json"));
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    if is_json {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let document: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+        let records = document
+            .get("records")
+            .or(Some(&document))
+            .and_then(|records| records.as_array())
+            .ok_or_else(|| anyhow::anyhow!("{}: no array of records", path.display()))?;
+        let field = |record: &serde_json::Value, name: &str| match record.get(name) {
+            Some(serde_json::Value::String(text)) => text.trim().to_owned(),
+            Some(serde_json::Value::Number(number)) => number.to_string(),
+            _ => String::new(),
+        };
+        for record in records {
+            let table = columns.table.as_deref().map(|name| field(record, name)).unwrap_or_default();
+            rows.push([
+                field(record, &columns.code),
+                field(record, &columns.term),
+                table,
+                field(record, &columns.valid_from),
+                field(record, &columns.valid_until),
+            ]);
+        }
+    } else {
+        let mut reader = csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let headers = reader.headers()?.clone();
+        let index = |name: &str| headers.iter().position(|header| header.trim() == name);
+        let code = index(&columns.code).ok_or_else(|| anyhow::anyhow!("no column {:?}", columns.code))?;
+        let term = index(&columns.term).ok_or_else(|| anyhow::anyhow!("no column {:?}", columns.term))?;
+        let (from, until) = (index(&columns.valid_from), index(&columns.valid_until));
+        let table = columns.table.as_deref().and_then(index);
+        for record in reader.records() {
+            let record = record?;
+            let at = |i: Option<usize>| i.and_then(|i| record.get(i)).unwrap_or_default().trim().to_owned();
+            rows.push([at(Some(code)), at(Some(term)), at(table), at(from), at(until)]);
+        }
+    }
+    let mut by_code = std::collections::BTreeMap::new();
+    let mut skipped = 0;
+    for [code, term, table, valid_from, valid_until] in rows {
+        let date = |text: &str| text.is_empty() || chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok();
+        let well_formed = code.parse::<medpay_models::TussCode>().is_ok()
+            && !term.is_empty()
+            && date(&valid_from)
+            && date(&valid_until);
+        if !well_formed {
+            skipped += 1;
+            continue;
+        }
+        let term: String = term.chars().take(500).collect();
+        by_code.insert(
+            code.clone(),
+            medpay_store::CatalogueEntry { code, term, table_code: table, valid_from, valid_until },
+        );
+    }
+    Ok((by_code.into_values().collect(), skipped))
+}
+
+/// `medpay catalogue import`: replaces the TUSS catalogue in DATABASE_URL with the file's.
+pub async fn catalogue_import(path: &Path, columns: &CatalogueColumns) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let (entries, skipped) = read_catalogue(path, columns)?;
+    if entries.is_empty() {
+        anyhow::bail!("{}: no row with an 8-digit code and a term ({skipped} rows left out)", path.display());
+    }
+    let config = medpay_api::Config::from_env()?;
+    let store = medpay_store::Store::connect(&config.database_url).await?;
+    let bar = ProgressBar::new(u64::try_from(entries.len()).unwrap_or(u64::MAX));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} codes ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let version = format!("{}:{}", medpay_store::now_ms(), entries.len());
+    let shown = bar.clone();
+    store.replace_catalogue(&entries, &version, move |written| shown.set_position(written as u64)).await?;
+    bar.finish_and_clear();
+    let today = chrono::Utc::now().date_naive().to_string();
+    let expired = entries.iter().filter(|entry| !entry.valid_until.is_empty() && entry.valid_until < today).count();
+    println!(
+        "{} TUSS codes imported ({expired} no longer valid; {skipped} rows left out: not an 8-digit code, no term or a bad date) in {:.1} s; running nodes read it within seconds",
+        entries.len(),
+        started.elapsed().as_secs_f64()
+    );
+    store.close().await;
+    Ok(())
+}

@@ -51,6 +51,31 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// The TUSS catalogue of procedures (DATABASE_URL).
+    Catalogue {
+        #[command(subcommand)]
+        command: CatalogueCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogueCommand {
+    /// Replace the catalogue with a TUSS table: the JSON that the voa-tiss package ships (code,
+    /// term, validity), or a CSV (.csv) by column names. With a catalogue loaded, payments for an
+    /// unknown or expired code are refused, and payments show the official term.
+    Import {
+        file: PathBuf,
+        #[arg(long, default_value = "codigo")]
+        code_column: String,
+        #[arg(long, default_value = "termo")]
+        term_column: String,
+        #[arg(long, default_value = "vigencia_inicio")]
+        valid_from_column: String,
+        #[arg(long, default_value = "vigencia_fim")]
+        valid_until_column: String,
+        #[arg(long, default_value = "tabela")]
+        table_column: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -247,6 +272,27 @@ async fn main() -> anyhow::Result<()> {
             println!("ClickSign sandbox listening on http://{address} (POST /sandbox/envelopes/{{id}}/sign signs)");
             shutdown_signal().await;
             Ok(())
+        }
+        Command::Catalogue {
+            command:
+                CatalogueCommand::Import {
+                    file,
+                    code_column,
+                    term_column,
+                    valid_from_column,
+                    valid_until_column,
+                    table_column,
+                },
+        } => {
+            init_telemetry();
+            let columns = commands::CatalogueColumns {
+                code: code_column,
+                term: term_column,
+                valid_from: valid_from_column,
+                valid_until: valid_until_column,
+                table: Some(table_column),
+            };
+            commands::catalogue_import(&file, &columns).await
         }
         Command::Reconcile => {
             init_telemetry();

@@ -352,9 +352,16 @@ where
     let addr = listener.local_addr()?;
     let (gateways, celcoin_url, clicksign_url) = start_gateways(&config, addr).await?;
     let documents = gateways.documents.clone();
-    let runtime = Arc::new(
-        Runtime::start(store.clone(), scorer, runtime_config, Arc::new(PaymentView::render), Some(gateways)).await?,
-    );
+    let catalogue = Arc::new(crate::catalogue::Catalogue::default());
+    catalogue.reload(&store).await?;
+    let render_catalogue = catalogue.clone();
+    // A payment as the API shows it, with its procedure's official term when a catalogue is loaded.
+    let render: medpay_actors::Renderer = Arc::new(move |payment, decision, charge| {
+        let mut view = PaymentView::new(payment, decision, charge);
+        view.procedure_term = render_catalogue.term(payment.tuss_code.as_str());
+        serde_json::to_value(view).unwrap_or_default()
+    });
+    let runtime = Arc::new(Runtime::start(store.clone(), scorer, runtime_config, render, Some(gateways)).await?);
     let admin_token =
         config.admin_token.clone().unwrap_or_else(|| crate::auth::new_secret(crate::auth::ADMIN_TOKEN_PREFIX));
     let receita_url = match &config.receita_url {
@@ -389,6 +396,7 @@ where
         stopping: stopped.clone(),
         receita,
         documents,
+        catalogue,
     };
     risk::reload_rules(&state).await.map_err(|error| anyhow::anyhow!("loading rules: {}", error.message))?;
     let mailer = crate::notify::Mailer::from_settings(&state.config.patients)?;
@@ -426,6 +434,9 @@ where
                 _ = interval.tick() => {
                     if let Err(error) = risk::reload_rules(&reload_state).await {
                         tracing::warn!(error = %error.message, "rule reload failed; keeping the current rules");
+                    }
+                    if let Err(error) = reload_state.catalogue.reload(&reload_state.store).await {
+                        tracing::warn!(%error, "TUSS catalogue reload failed; keeping the current one");
                     }
                     match reload_state.store.list_entries().await {
                         Ok(entries) => {

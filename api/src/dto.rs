@@ -323,6 +323,9 @@ pub struct PaymentView {
     pub provider_id: String,
     pub patient_id: String,
     pub procedure: ProcedureInput,
+    /// The procedure's official term in the TUSS catalogue, when one is loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub procedure_term: Option<String>,
     pub amount_centavos: i64,
     pub method: String,
     pub installments: Vec<InstallmentView>,
@@ -391,6 +394,7 @@ impl PaymentView {
                 tuss_code: payment.tuss_code.as_str().to_owned(),
                 description: payment.description.clone(),
             },
+            procedure_term: None,
             amount_centavos: payment.amount_centavos,
             method: payment.method.as_str().to_owned(),
             installments: payment

@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod catalogue;
 pub mod chat;
 mod checkout;
 pub mod config;

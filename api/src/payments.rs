@@ -320,7 +320,7 @@ fn json_response(status: StatusCode, body: String, replayed: bool) -> Response {
         (status = 400, body = ErrorBody, description = "bad input; nothing was recorded"),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "a request with this Idempotency-Key is in progress"),
-        (status = 422, body = ErrorBody, description = "this Idempotency-Key was used with another request"),
+        (status = 422, body = ErrorBody, description = "this Idempotency-Key was used with another request; or, with a TUSS catalogue loaded, the code is not in it (`unknown_procedure`) or not valid today (`procedure_not_valid`)"),
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create_payment(
     State(state): State<AppState>,
@@ -332,6 +332,7 @@ pub async fn create_payment(
     let prepared = prepare(&body, today_in_sao_paulo())?;
     let parsed = &prepared.parsed;
     authorize_creation(&state, principal, parsed).await?;
+    state.catalogue.check(parsed.tuss_code.as_str(), today_in_sao_paulo())?;
     let patient = state
         .lookups
         .patient(parsed.patient_id)
@@ -463,6 +464,7 @@ async fn payment_view_json(state: &AppState, id: PaymentId, shadow: bool) -> Res
         .await?
         .ok_or_else(|| ApiError::not_found("payment_not_found", "no such payment"))?;
     let mut view = PaymentView::new(&payment, decision.as_ref(), charge.as_ref());
+    view.procedure_term = state.catalogue.term(payment.tuss_code.as_str());
     if shadow {
         view.decision = view.decision.zip(decision.as_ref()).map(|(shown, record)| shown.with_shadow(record));
     }

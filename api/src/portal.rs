@@ -273,6 +273,7 @@ pub async fn my_payments(State(state): State<AppState>, principal: Principal) ->
             .map(|charge| charge.installment)
             .collect();
         let mut view = PaymentView::new(&payment, decision.as_ref(), charge.as_ref());
+        view.procedure_term = state.catalogue.term(payment.tuss_code.as_str());
         // How the payment was scored is the platform's, not the patient's.
         view.decision = None;
         data.push(AppPayment {

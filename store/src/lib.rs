@@ -4,6 +4,7 @@
 //! Both engines are driven through `sqlx::Any` with the same SQL: `$N` placeholders (SQLite accepts
 //! them), integers as BIGINT, timestamps as epoch milliseconds, JSON as TEXT.
 
+mod catalogue;
 mod chat;
 mod database;
 mod idempotency;
@@ -21,6 +22,7 @@ mod sessions;
 mod webhooks;
 mod writer;
 
+pub use catalogue::CatalogueEntry;
 pub use chat::{ChatMessage, ChatTurn, ConversationRecord, ReviewCase, TRANSCRIPT_MAX};
 pub use database::{Engine, Store, StoreError};
 pub use idempotency::{

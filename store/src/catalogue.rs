@@ -1,0 +1,90 @@
+//! The TUSS catalogue (migration 0023): replaced whole, in one transaction, by an import.
+
+use crate::database::{Store, StoreError};
+use sqlx::Row;
+
+const VERSION_SETTING: &str = "tuss_catalogue_version";
+/// Rows per INSERT statement (5 parameters each: well under SQLite's and PostgreSQL's limits).
+const INSERT_ROWS: usize = 500;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogueEntry {
+    pub code: String,
+    pub term: String,
+    pub table_code: String,
+    /// ISO dates; empty when open-ended.
+    pub valid_from: String,
+    pub valid_until: String,
+}
+
+impl Store {
+    /// Replaces the catalogue with `entries` (all or nothing) and gives it a new version;
+    /// `progress` is told how many rows are written so far.
+    pub async fn replace_catalogue(
+        &self,
+        entries: &[CatalogueEntry],
+        version: &str,
+        mut progress: impl FnMut(usize),
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.begin_write().await?;
+        sqlx::query("DELETE FROM tuss_catalogue").execute(&mut *transaction).await?;
+        let mut written = 0;
+        for chunk in entries.chunks(INSERT_ROWS) {
+            let mut sql =
+                String::from("INSERT INTO tuss_catalogue (code, term, table_code, valid_from, valid_until) VALUES ");
+            for index in 0..chunk.len() {
+                let base = index * 5;
+                if index > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", base + 1, base + 2, base + 3, base + 4, base + 5));
+            }
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for entry in chunk {
+                query = query
+                    .bind(entry.code.clone())
+                    .bind(entry.term.clone())
+                    .bind(entry.table_code.clone())
+                    .bind(entry.valid_from.clone())
+                    .bind(entry.valid_until.clone());
+            }
+            query.execute(&mut *transaction).await?;
+            written += chunk.len();
+            progress(written);
+        }
+        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = $2")
+            .bind(VERSION_SETTING)
+            .bind(version.to_owned())
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// The loaded catalogue's version; none before the first import.
+    pub async fn catalogue_version(&self) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT value FROM settings WHERE name = $1")
+            .bind(VERSION_SETTING)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get("value")).transpose()?)
+    }
+
+    /// The whole catalogue (tens of thousands of rows; read when its version changes).
+    pub async fn catalogue(&self) -> Result<Vec<CatalogueEntry>, StoreError> {
+        let rows = sqlx::query("SELECT code, term, table_code, valid_from, valid_until FROM tuss_catalogue")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(CatalogueEntry {
+                    code: row.try_get("code")?,
+                    term: row.try_get("term")?,
+                    table_code: row.try_get("table_code")?,
+                    valid_from: row.try_get("valid_from")?,
+                    valid_until: row.try_get("valid_until")?,
+                })
+            })
+            .collect()
+    }
+}
