@@ -25,7 +25,11 @@ const DERIVE_OVERLAP_MS: i64 = 10 * 60 * 1_000;
 /// An installment is reminded of this many days before it is due.
 pub const DUE_REMINDER_DAYS: u64 = 3;
 /// Notifications claimed per pass, and how long a claim keeps other nodes off them.
-const CLAIM_BATCH: i64 = 50;
+const CLAIM_BATCH: i64 = 100;
+/// Batches one pass may send, back to back (the rest wait for the next pass).
+const BATCHES_PER_PASS_MAX: usize = 10;
+/// E-mails of a batch in flight at once (SMTP connections are pooled by lettre).
+const SEND_CONCURRENCY: usize = 8;
 const CLAIM_LEASE_MS: i64 = 60_000;
 /// Attempts before a notification is given up (with the default base, about a day of retries).
 const ATTEMPTS_MAX: i64 = 14;
@@ -222,16 +226,23 @@ pub fn spawn(state: AppState, mailer: Mailer) {
                 }
                 Err(error) => tracing::warn!(%error, "deriving patient notifications failed; the next pass retries"),
             }
-            let claimed = match state.store.claim_notifications(now, CLAIM_LEASE_MS, CLAIM_BATCH).await {
-                Ok(claimed) => claimed,
-                Err(error) => {
-                    tracing::warn!(%error, "claiming patient notifications failed");
-                    continue;
+            // Full batches are followed at once by the next, up to a bound per pass.
+            for _ in 0..BATCHES_PER_PASS_MAX {
+                let claimed = match state.store.claim_notifications(now, CLAIM_LEASE_MS, CLAIM_BATCH).await {
+                    Ok(claimed) => claimed,
+                    Err(error) => {
+                        tracing::warn!(%error, "claiming patient notifications failed");
+                        break;
+                    }
+                };
+                let full = i64::try_from(claimed.len()).unwrap_or(i64::MAX) == CLAIM_BATCH;
+                if let Err(error) = send_batch(&state, &mailer, claimed).await {
+                    // Their claims lapse and they are sent again: at least once.
+                    tracing::warn!(error = %error.message, "a notification batch could not be recorded");
+                    break;
                 }
-            };
-            for notification in claimed {
-                if let Err(error) = send_one(&state, &mailer, &notification).await {
-                    tracing::warn!(notification_id = %notification.id, error = %error.message, "recording a notification failed");
+                if !full {
+                    break;
                 }
             }
             if let Ok(pending) = state.store.pending_notifications().await {
@@ -291,53 +302,87 @@ async fn facts(state: &AppState, notification: &NotificationRecord) -> Result<Op
     Ok(Some((facts, to)))
 }
 
-async fn send_one(state: &AppState, mailer: &Mailer, notification: &NotificationRecord) -> Result<(), ApiError> {
+/// Sends a claimed batch: reads what each is about, commits their texts and sign-in codes in one
+/// write, sends them a few at a time, and commits their outcomes in one write. Two commits per
+/// batch, whatever its size: the notifier shares the database's writer with the payments.
+async fn send_batch(state: &AppState, mailer: &Mailer, claimed: Vec<NotificationRecord>) -> Result<(), ApiError> {
     let now = medpay_store::now_ms();
-    let Some((facts, to)) = facts(state, notification).await? else {
-        // Erased, or no address: nobody to write to.
-        state.store.notification_attempted(&notification.id, "skipped", now, None, None).await?;
-        return Ok(());
-    };
-    let (subject, body) = match (&notification.subject, &notification.body) {
-        (Some(subject), Some(body)) => (subject.clone(), body.clone()),
-        _ => {
-            let (subject, body) = render(&notification.kind, &facts);
-            state.store.notification_rendered(&notification.id, &subject, &body).await?;
-            (subject, body)
-        }
-    };
-    // The e-mail, unlike the copy kept for the app, carries a sign-in link of its own.
-    let (path, _) =
-        crate::portal::new_sign_in_link(state, notification.patient_id, "notification", EMAIL_SIGN_IN_TTL_MS).await?;
-    let text = format!(
-        "{body}\nPara entrar no app sem senha, use este link (vale uma vez, por 24 horas):\n{}{path}\n",
-        state.config.public_base()
-    );
-    let message = build(&state.config.patients.mail_from, &to, &notification.id, &subject, text);
-    let outcome = match message {
-        Ok(message) => mailer.send(message).await,
-        Err(error) => Err(error),
-    };
-    match outcome {
-        Ok(()) => {
-            state.store.notification_attempted(&notification.id, "sent", medpay_store::now_ms(), None, None).await?;
-            metrics::counter!("medpay_notifications_sent_total", "kind" => notification.kind.clone()).increment(1);
-            tracing::info!(notification_id = %notification.id, patient_id = %notification.patient_id, kind = %notification.kind, "patient notified");
-        }
-        Err(error) => {
-            let attempts = notification.attempts + 1;
-            let retry_at = (attempts < ATTEMPTS_MAX).then(|| {
-                let base = i64::try_from(state.config.patients.notify_retry_base_ms).unwrap_or(i64::MAX);
-                let wait = base.saturating_mul(1_i64 << (attempts - 1).clamp(0, 20)).min(RETRY_MAX_MS);
-                now + wait
-            });
-            // The error names the server, never the address written to.
-            let reason: String = error.chars().take(200).collect();
-            tracing::warn!(notification_id = %notification.id, attempts, error = %reason, retry = retry_at.is_some(), "sending a notification failed");
-            state.store.notification_attempted(&notification.id, "pending", now, retry_at, Some(&reason)).await?;
-        }
+    let mut outcomes = Vec::with_capacity(claimed.len());
+    let mut prepared = Vec::with_capacity(claimed.len());
+    let mut ready = Vec::with_capacity(claimed.len());
+    for notification in claimed {
+        let Some((facts, to)) = facts(state, &notification).await? else {
+            // Erased, or no address: nobody to write to.
+            outcomes.push(outcome(&notification.id, "skipped", None, None, now));
+            continue;
+        };
+        let (subject, body) = match (&notification.subject, &notification.body) {
+            (Some(subject), Some(body)) => (subject.clone(), body.clone()),
+            _ => render(&notification.kind, &facts),
+        };
+        // The e-mail, unlike the copy kept for the app, carries a sign-in link of its own.
+        let code = crate::portal::new_sign_in_code();
+        let link = format!("{}/paciente#codigo={code}", state.config.public_base());
+        prepared.push(medpay_store::PreparedNotification {
+            id: notification.id.clone(),
+            patient_id: notification.patient_id,
+            subject: subject.clone(),
+            body: body.clone(),
+            sign_in: Some((medpay_store::sha256_hex(code.as_bytes()), now + EMAIL_SIGN_IN_TTL_MS)),
+            now_ms: now,
+        });
+        let text =
+            format!("{body}\nPara entrar no app sem senha, use este link (vale uma vez, por 24 horas):\n{link}\n");
+        ready.push((notification, to, subject, text));
     }
+    state.store.prepare_notifications(&prepared).await?;
+    let from = state.config.patients.mail_from.clone();
+    let retry_base = i64::try_from(state.config.patients.notify_retry_base_ms).unwrap_or(i64::MAX);
+    let sent: Vec<medpay_store::NotificationOutcome> = futures::StreamExt::collect(futures::StreamExt::buffer_unordered(
+        futures::stream::iter(ready.into_iter().map(|(notification, to, subject, text)| {
+            let from = from.clone();
+            async move {
+                let result = match build(&from, &to, &notification.id, &subject, text) {
+                    Ok(message) => mailer.send(message).await,
+                    Err(error) => Err(error),
+                };
+                let now = medpay_store::now_ms();
+                match result {
+                    Ok(()) => {
+                        metrics::counter!("medpay_notifications_sent_total", "kind" => notification.kind.clone()).increment(1);
+                        tracing::info!(notification_id = %notification.id, patient_id = %notification.patient_id, kind = %notification.kind, "patient notified");
+                        outcome(&notification.id, "sent", None, None, now)
+                    }
+                    Err(error) => {
+                        let attempts = notification.attempts + 1;
+                        let retry_at = (attempts < ATTEMPTS_MAX).then(|| {
+                            let wait = retry_base.saturating_mul(1_i64 << (attempts - 1).clamp(0, 20)).min(RETRY_MAX_MS);
+                            now + wait
+                        });
+                        // The error names the server, never the address written to.
+                        let reason: String = error.chars().take(200).collect();
+                        tracing::warn!(notification_id = %notification.id, attempts, error = %reason, retry = retry_at.is_some(), "sending a notification failed");
+                        outcome(&notification.id, "pending", retry_at, Some(reason), now)
+                    }
+                }
+            }
+        })),
+        SEND_CONCURRENCY,
+    ))
+    .await;
+    outcomes.extend(sent);
+    state.store.record_notification_outcomes(&outcomes).await?;
     Ok(())
+}
+
+fn outcome(
+    id: &str,
+    state: &'static str,
+    retry_at_ms: Option<i64>,
+    error: Option<String>,
+    now_ms: i64,
+) -> medpay_store::NotificationOutcome {
+    medpay_store::NotificationOutcome { id: id.to_owned(), state, retry_at_ms, error, now_ms }
 }
 
 fn build(from: &str, to: &str, id: &str, subject: &str, text: String) -> Result<Message, String> {

@@ -83,6 +83,11 @@ pub async fn create_sign_in_link(
     Ok((StatusCode::CREATED, Json(SignInLinkView { url, path, expires_at: timestamp(expires_at_ms) })))
 }
 
+/// A new sign-in code (its hash is what is stored).
+pub(crate) fn new_sign_in_code() -> String {
+    new_secret(SIGN_IN_CODE_PREFIX)
+}
+
 /// A new sign-in code for `patient`, stored as its hash: the app's path with the code, and when it
 /// stops working.
 pub(crate) async fn new_sign_in_link(
@@ -91,7 +96,7 @@ pub(crate) async fn new_sign_in_link(
     by: &str,
     ttl_ms: i64,
 ) -> Result<(String, i64), ApiError> {
-    let code = new_secret(SIGN_IN_CODE_PREFIX);
+    let code = new_sign_in_code();
     let now = medpay_store::now_ms();
     let expires_at_ms = now + ttl_ms;
     state

@@ -34,7 +34,7 @@ pub use money::{
     ChargeRecord, ChargeStatus, ContractRecord, ContractStatus, GatewayWebhook, IntentKind, IntentRecord,
     LedgerProblem, Movement, PaymentLedger, RefundKind, RefundRecord, RefundStatus,
 };
-pub use notifications::{NOTIFICATION_KINDS, NotificationRecord};
+pub use notifications::{NOTIFICATION_KINDS, NotificationOutcome, NotificationRecord, PreparedNotification};
 pub use parties::{
     CheckoutLink, PatientRecord, ProviderKey, ProviderRecord, REVIEW_TIME_LIMIT_HOURS_DEFAULT,
     REVIEW_TIME_LIMIT_HOURS_MAX,

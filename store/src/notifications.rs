@@ -66,6 +66,27 @@ pub struct NotificationRecord {
     pub sent_at_ms: Option<i64>,
 }
 
+/// What a notification says and the sign-in code (hash, expiry) its e-mail carries.
+#[derive(Debug, Clone)]
+pub struct PreparedNotification {
+    pub id: String,
+    pub patient_id: PatientId,
+    pub subject: String,
+    pub body: String,
+    pub sign_in: Option<(String, i64)>,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotificationOutcome {
+    pub id: String,
+    /// `sent`, `skipped` or `pending` (failed, retried at `retry_at_ms`).
+    pub state: &'static str,
+    pub retry_at_ms: Option<i64>,
+    pub error: Option<String>,
+    pub now_ms: i64,
+}
+
 const COLUMNS: &str =
     "id, patient_id, payment_id, kind, ref_id, state, attempts, subject, body, created_at_ms, sent_at_ms";
 
@@ -150,44 +171,64 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    /// Keeps what the notification says (as the app lists it), once.
-    pub async fn notification_rendered(&self, id: &str, subject: &str, body: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE patient_notifications SET subject = $1, body = $2 WHERE id = $3 AND subject IS NULL")
-            .bind(subject.to_owned())
-            .bind(body.to_owned())
-            .bind(id.to_owned())
-            .execute(&self.pool)
-            .await?;
+    /// Before a batch is sent, in one commit: what each notification says (kept once, as the app
+    /// lists it) and the sign-in code its e-mail carries, so that no link in a sent e-mail is dead.
+    pub async fn prepare_notifications(&self, batch: &[PreparedNotification]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut transaction = self.begin_write().await?;
+        for item in batch {
+            sqlx::query("UPDATE patient_notifications SET subject = $1, body = $2 WHERE id = $3 AND subject IS NULL")
+                .bind(item.subject.clone())
+                .bind(item.body.clone())
+                .bind(item.id.clone())
+                .execute(&mut *transaction)
+                .await?;
+            if let Some((code_hash, expires_at_ms)) = &item.sign_in {
+                sqlx::query(
+                    "INSERT INTO patient_sign_in_codes (code_hash, patient_id, created_by, created_at_ms, expires_at_ms)
+                     VALUES ($1, $2, 'notification', $3, $4)",
+                )
+                .bind(code_hash.clone())
+                .bind(item.patient_id.to_string())
+                .bind(item.now_ms)
+                .bind(*expires_at_ms)
+                .execute(&mut *transaction)
+                .await?;
+            }
+        }
+        transaction.commit().await?;
         Ok(())
     }
 
-    /// The outcome of an attempt: `sent`, `skipped` (nobody to send it to), or, with
-    /// `retry_at_ms`, pending again then (else `failed` for good).
-    pub async fn notification_attempted(
-        &self,
-        id: &str,
-        state: &str,
-        now_ms: i64,
-        retry_at_ms: Option<i64>,
-        error: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let (state, next) = match (state, retry_at_ms) {
-            ("pending", Some(at)) => ("pending", at),
-            ("pending", None) => ("failed", now_ms),
-            (other, _) => (other, now_ms),
-        };
-        sqlx::query(
-            "UPDATE patient_notifications SET state = $1, attempts = attempts + 1, next_attempt_at_ms = $2,
-                    claimed_until_ms = NULL, last_error = $3, sent_at_ms = CASE WHEN $1 = 'sent' THEN $4 ELSE sent_at_ms END
-             WHERE id = $5",
-        )
-        .bind(state.to_owned())
-        .bind(next)
-        .bind(error.map(str::to_owned))
-        .bind(now_ms)
-        .bind(id.to_owned())
-        .execute(&self.pool)
-        .await?;
+    /// The outcomes of a batch's attempts, in one commit: `sent`, `skipped` (nobody to send it
+    /// to), or, with `retry_at_ms`, pending again then (else `failed` for good).
+    pub async fn record_notification_outcomes(&self, outcomes: &[NotificationOutcome]) -> Result<(), StoreError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let mut transaction = self.begin_write().await?;
+        for outcome in outcomes {
+            let (state, next) = match (outcome.state, outcome.retry_at_ms) {
+                ("pending", Some(at)) => ("pending", at),
+                ("pending", None) => ("failed", outcome.now_ms),
+                (other, _) => (other, outcome.now_ms),
+            };
+            sqlx::query(
+                "UPDATE patient_notifications SET state = $1, attempts = attempts + 1, next_attempt_at_ms = $2,
+                        claimed_until_ms = NULL, last_error = $3, sent_at_ms = CASE WHEN $1 = 'sent' THEN $4 ELSE sent_at_ms END
+                 WHERE id = $5",
+            )
+            .bind(state.to_owned())
+            .bind(next)
+            .bind(outcome.error.clone())
+            .bind(outcome.now_ms)
+            .bind(outcome.id.clone())
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
         Ok(())
     }
 
