@@ -96,6 +96,7 @@ impl Actor for ProviderSessionActor {
         for payment in store.provider_history(args.id, PROVIDER_REBUILD_ROWS).await?.into_iter().rev() {
             history.observe(&payment.tuss_code, payment.amount_centavos, payment.created_at_ms, payment.outcome);
         }
+        history.set_prices(store.provider_prices(args.id).await?);
         let idle = Duration::from_millis(args.context.config.idle_ms);
         myself.send_after(idle, || ProviderMsg::IdleCheck);
         Ok(ProviderState {
@@ -125,11 +126,16 @@ impl Actor for ProviderSessionActor {
                 state.history.observe(&tuss_code, amount_centavos, at_ms, outcome);
             }
             ProviderMsg::Reload { reply } => {
-                let result = match state.context.store.provider(state.record.id).await {
-                    Ok(Some(record)) => {
-                        state.record = record;
-                        Ok(())
-                    }
+                let store = &state.context.store;
+                let result = match store.provider(state.record.id).await {
+                    Ok(Some(record)) => match store.provider_prices(record.id).await {
+                        Ok(prices) => {
+                            state.history.set_prices(prices);
+                            state.record = record;
+                            Ok(())
+                        }
+                        Err(error) => Err(error.to_string()),
+                    },
                     Ok(None) => Err("the provider no longer exists".to_owned()),
                     Err(error) => Err(error.to_string()),
                 };

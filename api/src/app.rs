@@ -146,6 +146,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(portal::pix_qr))
         .routes(routes!(portal::simulate))
         .routes(routes!(portal::contract_pdf))
+        .routes(routes!(crate::catalogue::put_prices, crate::catalogue::get_prices))
         .routes(routes!(notify::my_notifications))
         .routes(routes!(ops::patient_app))
         .routes(routes!(ops::patient_manifest))

@@ -230,6 +230,8 @@ pub struct ProviderSnapshot {
 #[derive(Debug, Clone, Default)]
 pub struct ProviderHistory {
     amounts: HashMap<String, VecDeque<i64>>,
+    /// The provider's own price list (centavos by TUSS code), when it keeps one.
+    prices: HashMap<String, i64>,
     outcomes: VecDeque<(i64, DecisionOutcome)>,
     /// How many of `outcomes` are reviews and declines, kept as they come and go (a busy
     /// provider's day is tens of thousands of decisions: never counted again per payment).
@@ -268,7 +270,21 @@ impl ProviderHistory {
         self.count(outcome, true);
     }
 
-    /// The provider's usual amount for a procedure: the median of its recent amounts.
+    /// The provider's price list replaces the one held.
+    pub fn set_prices(&mut self, prices: impl IntoIterator<Item = (String, i64)>) {
+        self.prices = prices.into_iter().filter(|(_, price)| *price > 0).collect();
+    }
+
+    /// The provider's usual amount for a procedure: its listed price when it has one, else the
+    /// median of its recent amounts.
+    pub fn usual_amount(&self, tuss_code: &str) -> Option<f64> {
+        match self.prices.get(tuss_code) {
+            Some(price) => Some(*price as f64),
+            None => self.procedure_median(tuss_code),
+        }
+    }
+
+    /// The median of the provider's recent amounts for a procedure.
     pub fn procedure_median(&self, tuss_code: &str) -> Option<f64> {
         let amounts = self.amounts.get(tuss_code).filter(|amounts| !amounts.is_empty())?;
         let mut sorted: Vec<i64> = amounts.iter().copied().collect();
@@ -290,7 +306,7 @@ impl ProviderHistory {
         let rate = |count: usize| if total > 0.0 { count as f64 / total } else { 0.0 };
         ProviderSnapshot {
             amount_to_procedure_median: self
-                .procedure_median(&request.tuss_code)
+                .usual_amount(&request.tuss_code)
                 .filter(|median| *median > 0.0)
                 .map_or(1.0, |median| request.amount_centavos as f64 / median),
             review_rate_24h: rate(self.reviews),
@@ -456,6 +472,16 @@ mod tests {
         assert!((snapshot.age_days - (2.0 + 45.0 / 1_440.0)).abs() < 1e-9);
         let week_later = request(patient, provider, start + 7 * DAY_MS + 1, 5_000, "phone");
         assert_eq!(history.snapshot(&week_later).payments_7d, 2.0, "the first fell out of the week");
+    }
+
+    #[test]
+    fn a_listed_price_is_the_usual_amount_before_the_median() {
+        let mut history = ProviderHistory::default();
+        history.observe("10101012", 20_000, 0, DecisionOutcome::Approve);
+        assert_eq!(history.usual_amount("10101012"), Some(20_000.0), "the median without a price list");
+        history.set_prices([("10101012".to_owned(), 10_000), ("40301630".to_owned(), 0)]);
+        assert_eq!(history.usual_amount("10101012"), Some(10_000.0));
+        assert_eq!(history.usual_amount("40301630"), None, "a price of zero is no price");
     }
 
     #[test]

@@ -88,3 +88,49 @@ impl Store {
             .collect()
     }
 }
+
+impl Store {
+    /// Replaces a provider's price list (all or nothing).
+    pub async fn replace_provider_prices(
+        &self,
+        provider: medpay_models::ProviderId,
+        prices: &[(String, i64)],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.begin_write().await?;
+        sqlx::query("DELETE FROM provider_prices WHERE provider_id = $1")
+            .bind(provider.to_string())
+            .execute(&mut *transaction)
+            .await?;
+        for chunk in prices.chunks(INSERT_ROWS) {
+            let mut sql = String::from(
+                "INSERT INTO provider_prices (provider_id, tuss_code, price_centavos, updated_at_ms) VALUES ",
+            );
+            for index in 0..chunk.len() {
+                let base = index * 4;
+                if index > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("(${}, ${}, ${}, ${})", base + 1, base + 2, base + 3, base + 4));
+            }
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (code, price) in chunk {
+                query = query.bind(provider.to_string()).bind(code.clone()).bind(*price).bind(now_ms);
+            }
+            query.execute(&mut *transaction).await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// A provider's price list, by code.
+    pub async fn provider_prices(&self, provider: medpay_models::ProviderId) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tuss_code, price_centavos FROM provider_prices WHERE provider_id = $1 ORDER BY tuss_code",
+        )
+        .bind(provider.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok((row.try_get("tuss_code")?, row.try_get("price_centavos")?))).collect()
+    }
+}

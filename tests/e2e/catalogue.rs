@@ -89,3 +89,51 @@ async fn a_loaded_catalogue_refuses_unknown_and_expired_codes(engine: Engine) {
     app.stop().await;
 }
 on_both_engines!(a_loaded_catalogue_refuses_unknown_and_expired_codes);
+
+/// A provider's price list is its usual amount for a code: a rule on the amount against it holds
+/// a payment at six times the listed price, which without the list is the provider's usual amount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_price_list_is_its_usual_amount() {
+    let app = TestApp::spawn(Engine::Sqlite).await;
+    let clinic = app.provider(json!({"name": "Clínica Horizonte"})).await;
+    let rule = json!({"name": "above_price", "source": "review if amount_to_procedure_median > 5"});
+    let (status, created) = app.request(Method::POST, "/v1/rules", Some(&app.analyst), Some(&rule), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let first = pay(&app, &clinic, &payment_body(&clinic, &app.patient(&clinic).await, 60_000)).await;
+    assert!(!first["decision"]["rules_hit"].as_array().unwrap().contains(&json!("above_price")), "{first}");
+
+    let list = json!({"prices": [{"tuss_code": "10101012", "price_centavos": 10_000}, {"tuss_code": "40301630", "price_centavos": 1_500}]});
+    let (status, saved) =
+        app.request(Method::PUT, "/v1/providers/me/prices", Some(&clinic.key), Some(&list), None).await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    let (_, read) = app.request(Method::GET, "/v1/providers/me/prices", Some(&clinic.key), None, None).await;
+    assert_eq!(read["prices"].as_array().unwrap().len(), 2, "{read}");
+    let second = pay(&app, &clinic, &payment_body(&clinic, &app.patient(&clinic).await, 60_000)).await;
+    assert!(second["decision"]["rules_hit"].as_array().unwrap().contains(&json!("above_price")), "{second}");
+    assert_eq!(second["status"], "in_review", "{second}");
+
+    // Bad lists change nothing; nobody else edits the list.
+    for (bad, code) in [
+        (
+            json!({"prices": [{"tuss_code": "10101012", "price_centavos": 1}, {"tuss_code": "10101012", "price_centavos": 2}]}),
+            "duplicate_code",
+        ),
+        (json!({"prices": [{"tuss_code": "1010", "price_centavos": 1}]}), "invalid_tuss_code"),
+        (json!({"prices": [{"tuss_code": "10101012", "price_centavos": 0}]}), "invalid_price"),
+    ] {
+        let (status, refused) =
+            app.request(Method::PUT, "/v1/providers/me/prices", Some(&clinic.key), Some(&bad), None).await;
+        assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{refused}");
+    }
+    let (_, read) = app.request(Method::GET, "/v1/providers/me/prices", Some(&clinic.key), None, None).await;
+    assert_eq!(read["prices"].as_array().unwrap().len(), 2, "unchanged: {read}");
+    let other = app.provider(json!({})).await;
+    let path = format!("/v1/providers/{}/prices", clinic.id);
+    let (status, _) = app.request(Method::PUT, &path, Some(&other.key), Some(&list), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app.request(Method::PUT, &path, Some(&app.analyst), Some(&list), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, audit) = app.request(Method::GET, "/v1/audit", Some(&app.admin), None, None).await;
+    assert!(audit["data"].as_array().unwrap().iter().any(|e| e["action"] == "provider.prices.replace"), "{audit}");
+    app.stop().await;
+}
