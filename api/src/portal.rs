@@ -309,12 +309,19 @@ pub async fn pix_qr(
         .filter(|charge| charge.status.as_str() == "active")
         .and_then(|charge| charge.br_code)
         .ok_or_else(no_charge)?;
-    let svg = qr_svg(&br_code)?;
-    let mut response = svg.into_response();
+    Ok(private_file(qr_svg(&br_code)?.into_bytes(), "image/svg+xml", None))
+}
+
+/// A file of one person's: never kept by a cache on the way, opened in place under `name`.
+fn private_file(body: Vec<u8>, content_type: &'static str, name: Option<&str>) -> Response {
+    let mut response = body.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
-    Ok(response)
+    if let Some(value) = name.and_then(|name| HeaderValue::from_str(&format!("inline; filename=\"{name}\"")).ok()) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
 }
 
 /// The QR code of a BR Code, as SVG: error correction M (what PIX apps read well), a quiet zone of
@@ -517,13 +524,6 @@ pub async fn contract_pdf(
         .await
         .map_err(|error| ApiError::unavailable(format!("the document store: {error}")))?
         .ok_or_else(|| ApiError::not_found("contract_not_found", "this payment has no contract"))?;
-    let mut response = document.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pdf"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
-    let disposition = format!("inline; filename=\"contrato-{}.pdf\"", payment.id);
-    if let Ok(value) = HeaderValue::from_str(&disposition) {
-        headers.insert(header::CONTENT_DISPOSITION, value);
-    }
-    Ok(response)
+    let name = format!("contrato-{}.pdf", payment.id);
+    Ok(private_file(document, "application/pdf", Some(&name)))
 }
