@@ -56,3 +56,8 @@ impl Documents {
 pub fn contract_key(payment: medpay_models::PaymentId) -> String {
     format!("contracts/{payment}.pdf")
 }
+
+/// Where the signed copy ClickSign returns of a payment's contract is kept.
+pub fn signed_contract_key(payment: medpay_models::PaymentId) -> String {
+    format!("contracts/{payment}-assinado.pdf")
+}

@@ -146,6 +146,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(portal::pix_qr))
         .routes(routes!(portal::simulate))
         .routes(routes!(portal::contract_pdf))
+        .routes(routes!(portal::signed_contract_pdf))
         .routes(routes!(crate::catalogue::put_prices, crate::catalogue::get_prices))
         .routes(routes!(notify::my_notifications))
         .routes(routes!(ops::patient_app))
@@ -353,6 +354,7 @@ where
     let addr = listener.local_addr()?;
     let (gateways, celcoin_url, clicksign_url) = start_gateways(&config, addr).await?;
     let documents = gateways.documents.clone();
+    let signer = gateways.contracts.clone();
     let catalogue = Arc::new(crate::catalogue::Catalogue::default());
     catalogue.reload(&store).await?;
     let render_catalogue = catalogue.clone();
@@ -408,6 +410,9 @@ where
         crate::notify::Mailer::Smtp(_) => tracing::info!("patient e-mails are sent over SMTP"),
     }
     crate::notify::spawn(state.clone(), mailer);
+    if let Some(signer) = signer {
+        spawn_signed_copies(state.clone(), signer);
+    }
     let state_for_reload = state.clone();
     let app = router(state);
     let purge_store = store.clone();
@@ -492,6 +497,56 @@ where
 }
 
 /// The Celcoin and ClickSign clients; their sandboxes are started in process when no URL is set.
+/// Signed contracts a sweep fetches at a time.
+const SIGNED_COPIES_PER_SWEEP: i64 = 20;
+
+/// Fetches the signed copy of each signed contract from ClickSign into the document store, on
+/// the money sweep's beat: the copy is ready some seconds after signing, and until it is stored
+/// the contract stays owed (any node may fetch it; writing it twice writes the same file).
+fn spawn_signed_copies(state: AppState, signer: Arc<medpay_gateways::clicksign::ClickSignClient>) {
+    let every = Duration::from_millis(state.config.money.runtime.sweep_ms.max(100));
+    let mut stopping = state.stopping.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = stopping.changed() => return,
+            }
+            let owed = match state.store.contracts_owing_signed_copy(SIGNED_COPIES_PER_SWEEP).await {
+                Ok(owed) => owed,
+                Err(error) => {
+                    tracing::warn!(%error, "could not read the contracts owing a signed copy");
+                    continue;
+                }
+            };
+            for (payment, envelope) in owed {
+                match signer.signed_copy(&envelope).await {
+                    Ok(Some(bytes)) => {
+                        let key = medpay_actors::documents::signed_contract_key(payment);
+                        if let Err(error) = state.documents.put(&key, bytes).await {
+                            tracing::warn!(payment_id = %payment, %error, "the signed contract could not be stored; retrying");
+                            continue;
+                        }
+                        match state.store.signed_copy_stored(payment, medpay_store::now_ms()).await {
+                            Ok(()) => {
+                                tracing::info!(payment_id = %payment, envelope_id = %envelope, "signed contract stored")
+                            }
+                            Err(error) => {
+                                tracing::warn!(payment_id = %payment, %error, "could not record the signed copy")
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(payment_id = %payment, %error, "ClickSign's signed copy not fetched yet")
+                    }
+                }
+            }
+        }
+    });
+}
+
 async fn start_gateways(
     config: &Config,
     addr: SocketAddr,

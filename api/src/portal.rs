@@ -527,3 +527,25 @@ pub async fn contract_pdf(
     let name = format!("contrato-{}.pdf", payment.id);
     Ok(private_file(document, "application/pdf", Some(&name)))
 }
+
+#[utoipa::path(get, path = "/v1/payments/{id}/signed-contract.pdf", tag = "payments", security(("bearer" = [])),
+    params(("id" = String, Path, description = "payment id")),
+    responses((status = 200, content_type = "application/pdf", description = "the contract as ClickSign returned it, signed"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "`signed_contract_not_found`: not signed, or its copy not fetched from ClickSign yet")))]
+pub async fn signed_contract_pdf(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let payment = crate::payments::visible_payment(&state, principal, id).await?;
+    let key = medpay_actors::documents::signed_contract_key(payment.id);
+    let document = state
+        .documents
+        .get(&key)
+        .await
+        .map_err(|error| ApiError::unavailable(format!("the document store: {error}")))?
+        .ok_or_else(|| ApiError::not_found("signed_contract_not_found", "this payment has no signed contract (yet)"))?;
+    let name = format!("contrato-{}-assinado.pdf", payment.id);
+    Ok(private_file(document, "application/pdf", Some(&name)))
+}

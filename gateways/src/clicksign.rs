@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{patch, post, put};
+use axum::routing::{get, patch, post, put};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::json;
@@ -194,6 +194,38 @@ impl ClickSignClient {
             .and_then(|envelope| envelope.get("id").and_then(|v| v.as_str()).map(str::to_owned)))
     }
 
+    /// The signed copy of an envelope's (first) document, once ClickSign has closed it: none
+    /// while it is not signed yet. Its download link is short-lived and carries no token.
+    pub async fn signed_copy(&self, envelope_id: &str) -> Result<Option<Vec<u8>>, ClickSignError> {
+        let documents = self
+            .call(reqwest::Method::GET, &format!("/api/v3/envelopes/{envelope_id}/documents"), serde_json::Value::Null)
+            .await?;
+        let Some(url) = documents.pointer("/data/0/links/files/signed").and_then(|v| v.as_str()).map(str::to_owned)
+        else {
+            return Ok(None);
+        };
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|error| ClickSignError::Exhausted { attempts: 1, last: error.to_string() })?;
+        if !response.status().is_success() {
+            return Err(ClickSignError::Exhausted {
+                attempts: 1,
+                last: format!("signed copy: HTTP {}", response.status()),
+            });
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| ClickSignError::Exhausted { attempts: 1, last: error.to_string() })?;
+        if bytes.len() > DOCUMENT_BYTES_MAX * 2 || !bytes.starts_with(b"%PDF-") {
+            return Err(ClickSignError::Rejected("the signed copy is not a PDF of a sane size".to_owned()));
+        }
+        Ok(Some(bytes.to_vec()))
+    }
+
     /// Envelope, document, signer, requirements, activation, notification. Returns the envelope id.
     /// An envelope sent before under the request's name is returned instead of sending another
     /// (a draft left by an interrupted attempt was never sent to anyone and is left to expire).
@@ -271,7 +303,8 @@ impl ClickSignClient {
 struct Envelope {
     name: String,
     status: String,
-    documents: Vec<String>,
+    /// Each document's id, file name and PDF.
+    documents: Vec<(String, String, Vec<u8>)>,
     signers: Vec<String>,
     requirements: usize,
     notified: bool,
@@ -382,6 +415,74 @@ async fn list_envelopes(
     (StatusCode::OK, Json(json!({"data": data, "meta": {"record_count": data.len()}}))).into_response()
 }
 
+/// What the sandbox's signature adds to a signed PDF: a comment after its end, which every PDF
+/// reader skips (the real service stamps a signature page; the sandbox only marks the file).
+pub const SANDBOX_SIGNATURE_MARK: &str = "% ClickSign sandbox: assinado eletronicamente";
+
+fn document_json(host: &str, envelope: &Envelope, id: &str, filename: &str) -> serde_json::Value {
+    let status = match envelope.status.as_str() {
+        "closed" => "closed",
+        "canceled" => "canceled",
+        "running" => "running",
+        _ => "draft",
+    };
+    let mut files = json!({"original": format!("http://{host}/sandbox/files/{id}/original")});
+    if status == "closed" {
+        files["signed"] = json!(format!("http://{host}/sandbox/files/{id}/signed"));
+    }
+    json!({"id": id, "type": "documents", "attributes": {"filename": filename, "status": status}, "links": {"files": files}})
+}
+
+async fn list_documents(State(sandbox): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Some(response) = refused(&sandbox, &headers) {
+        return response;
+    }
+    let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1").to_owned();
+    let envelopes = sandbox.envelopes.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(envelope) = envelopes.get(&id) else { return fail(StatusCode::NOT_FOUND, "envelope não encontrado") };
+    let data: Vec<serde_json::Value> =
+        envelope.documents.iter().map(|(doc, filename, _)| document_json(&host, envelope, doc, filename)).collect();
+    (StatusCode::OK, Json(json!({"data": data}))).into_response()
+}
+
+async fn show_document(
+    State(sandbox): State<Shared>,
+    headers: HeaderMap,
+    Path((id, document)): Path<(String, String)>,
+) -> Response {
+    if let Some(response) = refused(&sandbox, &headers) {
+        return response;
+    }
+    let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1").to_owned();
+    let envelopes = sandbox.envelopes.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(envelope) = envelopes.get(&id) else { return fail(StatusCode::NOT_FOUND, "envelope não encontrado") };
+    match envelope.documents.iter().find(|(doc, _, _)| *doc == document) {
+        Some((doc, filename, _)) => {
+            (StatusCode::OK, Json(json!({"data": document_json(&host, envelope, doc, filename)}))).into_response()
+        }
+        None => fail(StatusCode::NOT_FOUND, "documento não encontrado"),
+    }
+}
+
+/// A document's file, as ClickSign's download links give it (they carry no token).
+async fn download(State(sandbox): State<Shared>, Path((document, version)): Path<(String, String)>) -> Response {
+    let envelopes = sandbox.envelopes.lock().unwrap_or_else(|p| p.into_inner());
+    for envelope in envelopes.values() {
+        if let Some((_, _, bytes)) = envelope.documents.iter().find(|(doc, _, _)| *doc == document) {
+            let mut bytes = bytes.clone();
+            match version.as_str() {
+                "original" => {}
+                "signed" if envelope.status == "closed" => {
+                    bytes.extend_from_slice(format!("\n{SANDBOX_SIGNATURE_MARK}\n").as_bytes());
+                }
+                _ => return fail(StatusCode::NOT_FOUND, "arquivo não disponível"),
+            }
+            return ([(axum::http::header::CONTENT_TYPE, "application/pdf")], bytes).into_response();
+        }
+    }
+    fail(StatusCode::NOT_FOUND, "documento não encontrado")
+}
+
 /// Envelopes one list answer of the sandbox holds.
 const ENVELOPES_PAGE_MAX: usize = 20;
 
@@ -413,14 +514,15 @@ async fn add(sandbox: Shared, headers: HeaderMap, id: String, body: String, kind
                 return fail(StatusCode::UNPROCESSABLE_ENTITY, "content_base64 inválido");
             };
             // ClickSign signs PDFs: anything else is refused, as the real service does.
-            match base64::engine::general_purpose::STANDARD.decode(data) {
+            let bytes = match base64::engine::general_purpose::STANDARD.decode(data) {
                 Err(_) => return fail(StatusCode::UNPROCESSABLE_ENTITY, "content_base64 inválido"),
                 Ok(bytes) if !bytes.starts_with(b"%PDF-") => {
                     return fail(StatusCode::UNPROCESSABLE_ENTITY, "o documento precisa ser um PDF");
                 }
-                Ok(_) => {}
-            }
-            envelope.documents.push(new_id.clone());
+                Ok(bytes) => bytes,
+            };
+            let filename = attributes.get("filename").and_then(|v| v.as_str()).unwrap_or("documento.pdf").to_owned();
+            envelope.documents.push((new_id.clone(), filename, bytes));
         }
         "signers" => {
             if attributes.get("name").and_then(|v| v.as_str()).is_none_or(str::is_empty) {
@@ -431,7 +533,7 @@ async fn add(sandbox: Shared, headers: HeaderMap, id: String, body: String, kind
         "requirements" => {
             let document = value.pointer("/data/relationships/document/data/id").and_then(|v| v.as_str());
             let signer = value.pointer("/data/relationships/signer/data/id").and_then(|v| v.as_str());
-            if !document.is_some_and(|d| envelope.documents.iter().any(|x| x == d))
+            if !document.is_some_and(|d| envelope.documents.iter().any(|(x, _, _)| x == d))
                 || !signer.is_some_and(|s| envelope.signers.iter().any(|x| x == s))
             {
                 return fail(StatusCode::UNPROCESSABLE_ENTITY, "documento ou signatário desconhecido");
@@ -579,10 +681,12 @@ pub fn sandbox_router(token: &str, secret: &str, webhook_url: Option<String>) ->
     axum::Router::new()
         .route("/api/v3/envelopes", post(create_envelope).get(list_envelopes))
         .route("/api/v3/envelopes/{id}", patch(update_envelope))
-        .route("/api/v3/envelopes/{id}/documents", post(add_document))
+        .route("/api/v3/envelopes/{id}/documents", post(add_document).get(list_documents))
         .route("/api/v3/envelopes/{id}/signers", post(add_signer))
         .route("/api/v3/envelopes/{id}/requirements", post(add_requirement))
         .route("/api/v3/envelopes/{id}/notifications", post(notify))
+        .route("/api/v3/envelopes/{id}/documents/{document}", get(show_document))
+        .route("/sandbox/files/{document}/{version}", get(download))
         .route("/sandbox/envelopes/{id}/sign", post(sign))
         .route("/sandbox/envelopes/{id}/refuse", post(refuse))
         .route("/sandbox/webhook", put(set_webhook))

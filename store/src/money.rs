@@ -611,6 +611,28 @@ impl Store {
         .transpose()
     }
 
+    /// Signed contracts whose signed copy is not in the document store yet (oldest first).
+    pub async fn contracts_owing_signed_copy(&self, limit: i64) -> Result<Vec<(PaymentId, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT payment_id, envelope_id FROM contracts WHERE status = 'signed' AND signed_copy_at_ms IS NULL
+             ORDER BY signed_at_ms LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok((parse_column(row, "payment_id")?, row.try_get("envelope_id")?))).collect()
+    }
+
+    /// The signed copy of the payment's contract is in the document store.
+    pub async fn signed_copy_stored(&self, payment: PaymentId, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE contracts SET signed_copy_at_ms = $1 WHERE payment_id = $2 AND signed_copy_at_ms IS NULL")
+            .bind(now_ms)
+            .bind(payment.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn contract_by_envelope(&self, envelope_id: &str) -> Result<Option<PaymentId>, StoreError> {
         let row = sqlx::query("SELECT payment_id FROM contracts WHERE envelope_id = $1")
             .bind(envelope_id.to_owned())

@@ -50,7 +50,7 @@ impl Drop for Moto {
     }
 }
 
-async fn contract_sent(app: &TestApp, provider: &Provider, patient: &Patient) -> serde_json::Value {
+async fn contract_sent(app: &TestApp, provider: &Provider, patient: &Patient) -> (serde_json::Value, String) {
     let body = json!({
         "patient_id": patient.id, "provider_id": provider.id,
         "procedure": {"tuss_code": "30715016", "description": "Cirurgia de catarata"},
@@ -62,8 +62,10 @@ async fn contract_sent(app: &TestApp, provider: &Provider, patient: &Patient) ->
     for _ in 0..200 {
         let (_, events) =
             app.request(Method::GET, &format!("/v1/payments/{id}/events"), Some(&provider.key), None, None).await;
-        if events["data"].as_array().unwrap().iter().any(|event| event["type"] == "payment.contract_sent") {
-            return created;
+        let sent =
+            events["data"].as_array().unwrap().iter().find(|event| event["type"] == "payment.contract_sent").cloned();
+        if let Some(envelope) = sent.as_ref().and_then(|event| event["data"]["contract"]["envelope_id"].as_str()) {
+            return (created, envelope.to_owned());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -121,12 +123,41 @@ async fn the_contract_is_a_pdf_with_the_cet_kept_in_a_folder_and_on_s3() {
     .await;
     let clinic = local.provider(json!({"name": "Clínica Horizonte"})).await;
     let patient = local.patient(&clinic).await;
-    let payment = contract_sent(&local, &clinic, &patient).await;
+    let (payment, envelope) = contract_sent(&local, &clinic, &patient).await;
     let id = payment["id"].as_str().unwrap();
     let pdf = served(&local, &patient, id).await;
     check_pdf(&pdf, payment["cet_annual_bps"].as_i64().unwrap(), &scratch.join("local"));
     let kept = std::fs::read(folder.join("contracts").join(format!("{id}.pdf"))).expect("the contract in the folder");
     assert_eq!(kept, pdf, "the folder holds the file served");
+    // Signed at ClickSign: its signed copy is fetched into the same store.
+    let signed_path = format!("/v1/payments/{id}/signed-contract.pdf");
+    let (status, _) = local.request(Method::GET, &signed_path, Some(&patient.token), None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not signed yet");
+    let signed =
+        local.client.post(format!("{}/sandbox/envelopes/{envelope}/sign", local.clicksign)).send().await.unwrap();
+    assert_eq!(signed.status(), StatusCode::NO_CONTENT);
+    let copy_file = folder.join("contracts").join(format!("{id}-assinado.pdf"));
+    for _ in 0..200 {
+        if copy_file.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let copy = std::fs::read(&copy_file).expect("the signed copy in the folder");
+    let marked = String::from_utf8_lossy(&copy).contains(medpay_gateways::clicksign::SANDBOX_SIGNATURE_MARK);
+    assert!(copy.starts_with(&pdf) && marked, "ClickSign's signed copy of the same PDF");
+    let mut shown = Vec::new();
+    for _ in 0..100 {
+        let response =
+            local.client.get(format!("{}{signed_path}", local.base)).bearer_auth(&patient.token).send().await.unwrap();
+        if response.status() == StatusCode::OK {
+            shown = response.bytes().await.unwrap().to_vec();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(shown, copy, "the app opens the signed copy");
+    check_pdf(&copy, payment["cet_annual_bps"].as_i64().unwrap(), &scratch.join("signed"));
     // Nobody else opens it; a payment without a contract has none.
     let other = local.provider(json!({})).await;
     let (status, _) =
@@ -152,7 +183,7 @@ async fn the_contract_is_a_pdf_with_the_cet_kept_in_a_folder_and_on_s3() {
     .await;
     let clinic = s3.provider(json!({"name": "Clínica Horizonte"})).await;
     let patient = s3.patient(&clinic).await;
-    let payment = contract_sent(&s3, &clinic, &patient).await;
+    let (payment, _) = contract_sent(&s3, &clinic, &patient).await;
     let id = payment["id"].as_str().unwrap();
     let pdf = served(&s3, &patient, id).await;
     check_pdf(&pdf, payment["cet_annual_bps"].as_i64().unwrap(), &scratch.join("s3"));
