@@ -147,6 +147,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(portal::simulate))
         .routes(routes!(portal::contract_pdf))
         .routes(routes!(portal::signed_contract_pdf))
+        .routes(routes!(portal::resend_signing_link))
         .routes(routes!(crate::catalogue::put_prices, crate::catalogue::get_prices))
         .routes(routes!(notify::my_notifications))
         .routes(routes!(ops::patient_app))
@@ -399,6 +400,7 @@ where
         stopping: stopped.clone(),
         receita,
         documents,
+        signer: signer.clone(),
         catalogue,
     };
     risk::reload_rules(&state).await.map_err(|error| anyhow::anyhow!("loading rules: {}", error.message))?;

@@ -549,3 +549,33 @@ pub async fn signed_contract_pdf(
     let name = format!("contrato-{}-assinado.pdf", payment.id);
     Ok(private_file(document, "application/pdf", Some(&name)))
 }
+
+/// Signing links sent again per payment and minute (ClickSign takes one a minute per envelope).
+const SIGNING_LINKS_PER_MINUTE: u64 = 1;
+
+#[utoipa::path(post, path = "/v1/payments/{id}/contract/notifications", tag = "payments", security(("bearer" = [])),
+    params(("id" = String, Path, description = "payment id")),
+    responses((status = 204, description = "ClickSign sends the signing link to the patient again (by e-mail)"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`contract_not_waiting`: no contract waits for a signature"),
+        (status = 429, body = ErrorBody, description = "once a minute per payment"),
+        (status = 503, body = ErrorBody, description = "ClickSign did not take it; try again")))]
+pub async fn resend_signing_link(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let payment = crate::payments::visible_payment(&state, principal, id).await?;
+    let contract = state.store.contract(payment.id).await?;
+    let Some(contract) = contract.filter(|contract| contract.status.as_str() == "sent") else {
+        return Err(ApiError::conflict("contract_not_waiting", "no contract of this payment waits for a signature"));
+    };
+    let signer = state.signer.clone().ok_or_else(|| ApiError::unavailable("ClickSign is not configured"))?;
+    state.rate_limit(&format!("payment:{}:signing-link", payment.id), SIGNING_LINKS_PER_MINUTE).await?;
+    signer
+        .notify_signers(&contract.envelope_id)
+        .await
+        .map_err(|error| ApiError::unavailable(format!("ClickSign: {error}")))?;
+    tracing::info!(payment_id = %payment.id, envelope_id = %contract.envelope_id, by = %principal.actor(), "signing link sent again");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -30,6 +30,8 @@ pub struct AppState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Contracts and other documents (a folder, or S3).
     pub documents: Arc<medpay_actors::documents::Documents>,
+    /// ClickSign, for what the edge asks of it directly (a signing link sent again).
+    pub signer: Option<Arc<medpay_gateways::clicksign::ClickSignClient>>,
     /// The TUSS catalogue, when one is loaded.
     pub catalogue: Arc<crate::catalogue::Catalogue>,
 }

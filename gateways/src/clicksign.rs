@@ -287,13 +287,20 @@ impl ClickSignClient {
             json!({"data": {"id": envelope_id, "type": "envelopes", "attributes": {"status": "running"}}}),
         )
         .await?;
+        self.notify_signers(&envelope_id).await?;
+        Ok(envelope_id)
+    }
+
+    /// Asks ClickSign to send the signing link to the envelope's signers again (by the channel
+    /// each was registered with: e-mail here). ClickSign takes one a minute per envelope.
+    pub async fn notify_signers(&self, envelope_id: &str) -> Result<(), ClickSignError> {
         self.call(
-            post,
+            reqwest::Method::POST,
             &format!("/api/v3/envelopes/{envelope_id}/notifications"),
             json!({"data": {"type": "notifications", "attributes": {"message": "Seu contrato de parcelamento está pronto para assinatura."}}}),
         )
-        .await?;
-        Ok(envelope_id)
+        .await
+        .map(drop)
     }
 }
 

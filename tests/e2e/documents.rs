@@ -129,6 +129,12 @@ async fn the_contract_is_a_pdf_with_the_cet_kept_in_a_folder_and_on_s3() {
     check_pdf(&pdf, payment["cet_annual_bps"].as_i64().unwrap(), &scratch.join("local"));
     let kept = std::fs::read(folder.join("contracts").join(format!("{id}.pdf"))).expect("the contract in the folder");
     assert_eq!(kept, pdf, "the folder holds the file served");
+    // While it waits, the patient may have ClickSign send the signing link again, once a minute.
+    let resend = format!("/v1/payments/{id}/contract/notifications");
+    let (status, _) = local.request(Method::POST, &resend, Some(&patient.token), None, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, again) = local.request(Method::POST, &resend, Some(&patient.token), None, None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{again}");
     // Signed at ClickSign: its signed copy is fetched into the same store.
     let signed_path = format!("/v1/payments/{id}/signed-contract.pdf");
     let (status, _) = local.request(Method::GET, &signed_path, Some(&patient.token), None, None).await;
@@ -157,6 +163,8 @@ async fn the_contract_is_a_pdf_with_the_cet_kept_in_a_folder_and_on_s3() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(shown, copy, "the app opens the signed copy");
+    let (status, done) = local.request(Method::POST, &resend, Some(&patient.token), None, None).await;
+    assert_eq!((status, done["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("contract_not_waiting")));
     check_pdf(&copy, payment["cet_annual_bps"].as_i64().unwrap(), &scratch.join("signed"));
     // Nobody else opens it; a payment without a contract has none.
     let other = local.provider(json!({})).await;

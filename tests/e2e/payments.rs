@@ -516,6 +516,7 @@ async fn openapi_describes_every_endpoint(engine: Engine) {
         ("/v1/payments/{id}/pix-qr", "get"),
         ("/v1/payments/{id}/contract.pdf", "get"),
         ("/v1/payments/{id}/signed-contract.pdf", "get"),
+        ("/v1/payments/{id}/contract/notifications", "post"),
         ("/v1/providers/{id}/prices", "put"),
         ("/v1/providers/{id}/prices", "get"),
         ("/v1/simulations", "get"),

@@ -109,6 +109,7 @@ const EXPECTED: &[(&str, [u16; 8])] = &[
     // A's payment has no contract: those who may see it learn that, the others nothing.
     ("GET /v1/payments/{id}/contract.pdf", [404, 404, 404, 404, 404, 404, 404, 401]),
     ("GET /v1/payments/{id}/signed-contract.pdf", [404, 404, 404, 404, 404, 404, 404, 401]),
+    ("POST /v1/payments/{id}/contract/notifications", [409, 409, 409, 409, 404, 409, 404, 401]),
     ("GET /paciente", [200, 200, 200, 200, 200, 200, 200, 200]),
     ("GET /paciente/manifest.webmanifest", [200, 200, 200, 200, 200, 200, 200, 200]),
     ("GET /paciente/sw.js", [200, 200, 200, 200, 200, 200, 200, 200]),
@@ -393,6 +394,9 @@ fn request(route: &str, who: &str, w: &World, f: &Fresh) -> Option<(String, Opti
         "GET /v1/me/notifications" => ("/v1/me/notifications".to_owned(), None),
         "GET /v1/payments/{id}/pix-qr" => (format!("/v1/payments/{}/pix-qr", w.pix_payment), None),
         "GET /v1/payments/{id}/contract.pdf" => (format!("/v1/payments/{payment}/contract.pdf"), None),
+        "POST /v1/payments/{id}/contract/notifications" => {
+            (format!("/v1/payments/{payment}/contract/notifications"), None)
+        }
         "GET /v1/payments/{id}/signed-contract.pdf" => (format!("/v1/payments/{payment}/signed-contract.pdf"), None),
         "GET /v1/simulations" => ("/v1/simulations?amount_centavos=150000&installments=6".to_owned(), None),
         "GET /paciente" | "GET /paciente/manifest.webmanifest" | "GET /paciente/sw.js" | "GET /paciente/icon.svg" => {
