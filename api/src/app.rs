@@ -100,8 +100,11 @@ pub const MODEL_BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// `payload_too_large`); a body that grows past it while streaming fails its extractor.
 async fn limit_body(max: usize, request: Request, next: Next) -> Response {
     use axum::response::IntoResponse;
-    let limit = if request.method() == axum::http::Method::POST && request.uri().path() == "/v1/models" {
+    let post = request.method() == axum::http::Method::POST;
+    let limit = if post && request.uri().path() == "/v1/models" {
         MODEL_BODY_BYTES_MAX.max(max)
+    } else if post && request.uri().path().starts_with("/v1/payments/") && request.uri().path().ends_with("/evidence") {
+        crate::portal::EVIDENCE_BYTES_MAX.max(max)
     } else {
         max
     };
@@ -148,6 +151,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(portal::contract_pdf))
         .routes(routes!(portal::signed_contract_pdf))
         .routes(routes!(portal::resend_signing_link))
+        .routes(routes!(portal::add_evidence, portal::list_evidence))
+        .routes(routes!(portal::get_evidence))
         .routes(routes!(crate::catalogue::put_prices, crate::catalogue::get_prices))
         .routes(routes!(notify::my_notifications))
         .routes(routes!(ops::patient_app))

@@ -579,3 +579,160 @@ pub async fn resend_signing_link(
     tracing::info!(payment_id = %payment.id, envelope_id = %contract.envelope_id, by = %principal.actor(), "signing link sent again");
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// The largest file of evidence taken.
+pub const EVIDENCE_BYTES_MAX: usize = 5 * 1024 * 1024;
+/// Files of evidence one payment holds.
+const EVIDENCE_FILES_MAX: usize = 20;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EvidenceView {
+    pub id: String,
+    pub content_type: String,
+    pub bytes: i64,
+    /// SHA-256 of the file, in hex.
+    pub sha256: String,
+    pub uploaded_by: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EvidenceList {
+    pub data: Vec<EvidenceView>,
+}
+
+fn evidence_view(record: medpay_store::EvidenceRecord) -> EvidenceView {
+    EvidenceView {
+        id: record.id,
+        content_type: record.content_type,
+        bytes: record.bytes,
+        sha256: record.sha256,
+        uploaded_by: record.uploaded_by,
+        created_at: timestamp(record.created_at_ms),
+    }
+}
+
+/// What a file of evidence may be, told by its first bytes as well as its Content-Type.
+fn evidence_kind(content_type: &str, body: &[u8]) -> Option<&'static str> {
+    match content_type {
+        "application/pdf" if body.starts_with(b"%PDF-") => Some("pdf"),
+        "image/png" if body.starts_with(b"\x89PNG\r\n\x1a\n") => Some("png"),
+        "image/jpeg" if body.starts_with(&[0xff, 0xd8, 0xff]) => Some("jpg"),
+        _ => None,
+    }
+}
+
+fn evidence_writer(principal: Principal) -> Result<(), ApiError> {
+    match principal {
+        Principal::Provider(_) | Principal::Admin | Principal::Analyst | Principal::Person(..) => Ok(()),
+        Principal::Patient(_) => Err(ApiError::forbidden("evidence is given by the provider or the platform's staff")),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/payments/{id}/evidence", tag = "payments", security(("bearer" = [])),
+    params(("id" = String, Path, description = "payment id")),
+    request_body(content = Vec<u8>, content_type = "application/pdf", description = "a PDF, PNG or JPEG of at most 5 MiB (its Content-Type says which)"),
+    responses((status = 201, body = EvidenceView, description = "kept in the document store beside the payment's contract"),
+        (status = 400, body = ErrorBody, description = "`invalid_evidence`: not a PDF, PNG or JPEG, empty, or too large"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`no_dispute`: the payment has no chargeback or MED claim; `too_much_evidence`: 20 files already")))]
+pub async fn add_evidence(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<EvidenceView>), ApiError> {
+    evidence_writer(principal)?;
+    let payment = crate::payments::visible_payment(&state, principal, id).await?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    let content_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if body.is_empty() || body.len() > EVIDENCE_BYTES_MAX {
+        return Err(ApiError::bad_request("invalid_evidence", "a file of evidence has 1 byte to 5 MiB"));
+    }
+    let Some(extension) = evidence_kind(&content_type, &body) else {
+        return Err(ApiError::bad_request(
+            "invalid_evidence",
+            "evidence is a PDF, PNG or JPEG, sent with its Content-Type (application/pdf, image/png, image/jpeg)",
+        ));
+    };
+    let disputed = state
+        .store
+        .refunds(payment.id)
+        .await?
+        .iter()
+        .any(|refund| matches!(refund.kind, medpay_store::RefundKind::Chargeback | medpay_store::RefundKind::Med));
+    if !disputed {
+        return Err(ApiError::conflict(
+            "no_dispute",
+            "this payment has no chargeback or MED claim to give evidence for",
+        ));
+    }
+    if state.store.evidence(payment.id).await?.len() >= EVIDENCE_FILES_MAX {
+        return Err(ApiError::conflict("too_much_evidence", "this payment holds 20 files of evidence already"));
+    }
+    let record = medpay_store::EvidenceRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        payment_id: payment.id,
+        content_type: content_type.clone(),
+        bytes: i64::try_from(body.len()).unwrap_or(i64::MAX),
+        sha256: medpay_store::sha256_hex(&body),
+        uploaded_by: principal.actor(),
+        created_at_ms: medpay_store::now_ms(),
+    };
+    // The file first: a row never names a file that is not there.
+    let key = format!("evidence/{}/{}.{extension}", payment.id, record.id);
+    state
+        .documents
+        .put(&key, body.to_vec())
+        .await
+        .map_err(|error| ApiError::unavailable(format!("the document store: {error}")))?;
+    state.store.insert_evidence(&record).await?;
+    tracing::info!(payment_id = %payment.id, evidence_id = %record.id, bytes = record.bytes, by = %record.uploaded_by, "dispute evidence kept");
+    Ok((StatusCode::CREATED, Json(evidence_view(record))))
+}
+
+#[utoipa::path(get, path = "/v1/payments/{id}/evidence", tag = "payments", security(("bearer" = [])),
+    params(("id" = String, Path, description = "payment id")),
+    responses((status = 200, body = EvidenceList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn list_evidence(
+    State(state): State<AppState>,
+    principal: Principal,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<EvidenceList>, ApiError> {
+    evidence_writer(principal)?;
+    let payment = crate::payments::visible_payment(&state, principal, id).await?;
+    let data = state.store.evidence(payment.id).await?.into_iter().map(evidence_view).collect();
+    Ok(Json(EvidenceList { data }))
+}
+
+#[utoipa::path(get, path = "/v1/payments/{id}/evidence/{evidence_id}", tag = "payments", security(("bearer" = [])),
+    params(("id" = String, Path, description = "payment id"), ("evidence_id" = String, Path, description = "evidence id")),
+    responses((status = 200, content_type = "application/octet-stream", description = "the file, with its Content-Type"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_evidence(
+    State(state): State<AppState>,
+    principal: Principal,
+    ids: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    evidence_writer(principal)?;
+    let Path((id, evidence_id)) = ids.map_err(rejection)?;
+    let payment = crate::payments::visible_payment(&state, principal, Ok(Path(id))).await?;
+    let not_found = || ApiError::not_found("evidence_not_found", "no such evidence");
+    let record =
+        state.store.evidence(payment.id).await?.into_iter().find(|e| e.id == evidence_id).ok_or_else(not_found)?;
+    let (content_type, extension) = match record.content_type.as_str() {
+        "application/pdf" => ("application/pdf", "pdf"),
+        "image/png" => ("image/png", "png"),
+        _ => ("image/jpeg", "jpg"),
+    };
+    let key = format!("evidence/{}/{}.{extension}", payment.id, record.id);
+    let file = state
+        .documents
+        .get(&key)
+        .await
+        .map_err(|error| ApiError::unavailable(format!("the document store: {error}")))?
+        .ok_or_else(not_found)?;
+    Ok(private_file(file, content_type, Some(&format!("{}.{extension}", record.id))))
+}

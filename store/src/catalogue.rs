@@ -134,3 +134,58 @@ impl Store {
         rows.iter().map(|row| Ok((row.try_get("tuss_code")?, row.try_get("price_centavos")?))).collect()
     }
 }
+
+/// A file of evidence for a disputed payment (migration 0026).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceRecord {
+    pub id: String,
+    pub payment_id: medpay_models::PaymentId,
+    pub content_type: String,
+    pub bytes: i64,
+    pub sha256: String,
+    pub uploaded_by: String,
+    pub created_at_ms: i64,
+}
+
+impl Store {
+    pub async fn insert_evidence(&self, evidence: &EvidenceRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO dispute_evidence (id, payment_id, content_type, bytes, sha256, uploaded_by, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(evidence.id.clone())
+        .bind(evidence.payment_id.to_string())
+        .bind(evidence.content_type.clone())
+        .bind(evidence.bytes)
+        .bind(evidence.sha256.clone())
+        .bind(evidence.uploaded_by.clone())
+        .bind(evidence.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A payment's evidence, oldest first.
+    pub async fn evidence(&self, payment: medpay_models::PaymentId) -> Result<Vec<EvidenceRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, payment_id, content_type, bytes, sha256, uploaded_by, created_at_ms FROM dispute_evidence
+             WHERE payment_id = $1 ORDER BY created_at_ms, id LIMIT 100",
+        )
+        .bind(payment.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(EvidenceRecord {
+                    id: row.try_get("id")?,
+                    payment_id: crate::parties::parse_column(row, "payment_id")?,
+                    content_type: row.try_get("content_type")?,
+                    bytes: row.try_get("bytes")?,
+                    sha256: row.try_get("sha256")?,
+                    uploaded_by: row.try_get("uploaded_by")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -22,7 +22,7 @@ mod sessions;
 mod webhooks;
 mod writer;
 
-pub use catalogue::CatalogueEntry;
+pub use catalogue::{CatalogueEntry, EvidenceRecord};
 pub use chat::{ChatMessage, ChatTurn, ConversationRecord, ReviewCase, TRANSCRIPT_MAX};
 pub use database::{Engine, Store, StoreError};
 pub use idempotency::{

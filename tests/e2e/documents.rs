@@ -206,3 +206,100 @@ async fn the_contract_is_a_pdf_with_the_cet_kept_in_a_folder_and_on_s3() {
     drop(moto);
     let _ = std::fs::remove_dir_all(&scratch);
 }
+
+/// Evidence for a disputed payment (here a MED claim on a PIX) is kept in the document store and
+/// listed with the payment; before a dispute, or from a patient or another provider, it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispute_evidence_is_kept_beside_the_payment() {
+    let scratch = std::env::temp_dir().join(format!("medpay-evidence-{}", uuid::Uuid::new_v4().simple()));
+    let folder = scratch.join("documents");
+    let app = TestApp::spawn_with(crate::support::Engine::Sqlite, |config| {
+        config.patients.documents_dir = folder.clone();
+    })
+    .await;
+    let clinic = app.provider(json!({"name": "Clínica Horizonte"})).await;
+    let patient = app.patient(&clinic).await;
+    let payment = pay(&app, &clinic, &crate::support::payment_body(&clinic, &patient, 20_000)).await;
+    let id = payment["id"].as_str().unwrap().to_owned();
+    let charge = payment["charge"]["id"].as_str().unwrap();
+    let paid = app.client.post(format!("{}/sandbox/charges/{charge}/pay", app.celcoin)).send().await.unwrap();
+    assert_eq!(paid.status(), StatusCode::NO_CONTENT);
+    crate::money::wait_for(&app, &clinic, &id, |p| p["status"] == "paid").await;
+
+    let evidence = b"%PDF-1.4\n% recibo do procedimento assinado pela paciente\n%%EOF\n".to_vec();
+    let post = |body: Vec<u8>, content_type: &'static str, token: String| {
+        let request = app
+            .client
+            .post(format!("{}/v1/payments/{id}/evidence", app.base))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    let (status, early) = post(evidence.clone(), "application/pdf", clinic.key.clone()).await;
+    assert_eq!((status, early["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("no_dispute")), "{early}");
+
+    // The patient's bank opens a MED claim on the PIX.
+    let (status, body) =
+        crate::money::sandbox(&app, &format!("/sandbox/charges/{charge}/med"), json!({"amount_centavos": 5_000})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for _ in 0..200 {
+        let (_, refunds) =
+            app.request(Method::GET, &format!("/v1/payments/{id}/refunds"), Some(&clinic.key), None, None).await;
+        if refunds["data"].as_array().is_some_and(|list| list.iter().any(|r| r["kind"] == "med")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, refused) = post(b"just text".to_vec(), "text/plain", clinic.key.clone()).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_evidence")));
+    let (status, _) = post(b"%PDF-1.4 fake".to_vec(), "image/png", clinic.key.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a PDF sent as a PNG");
+    let (status, _) = post(evidence.clone(), "application/pdf", patient.token.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let other = app.provider(json!({})).await;
+    let (status, _) = post(evidence.clone(), "application/pdf", other.key.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Over 5 MiB declared: refused before the body is read (a raw request, as the server closes
+    // the connection without reading what follows).
+    let mut raw = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://")).await.unwrap();
+    let head = format!(
+        "POST /v1/payments/{id}/evidence HTTP/1.1\r\nHost: medpay\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/pdf\r\nContent-Length: {}\r\n\r\n",
+        clinic.key,
+        6 * 1024 * 1024
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut raw, head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 64];
+    let read = tokio::io::AsyncReadExt::read(&mut raw, &mut answer).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..read]).starts_with("HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&answer[..read])
+    );
+
+    let (status, kept) = post(evidence.clone(), "application/pdf", clinic.key.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{kept}");
+    let evidence_id = kept["id"].as_str().unwrap();
+    let file = std::fs::read(folder.join("evidence").join(&id).join(format!("{evidence_id}.pdf"))).unwrap();
+    assert_eq!(file, evidence, "in the document store");
+    let (_, listed) =
+        app.request(Method::GET, &format!("/v1/payments/{id}/evidence"), Some(&app.analyst), None, None).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["data"][0]["uploaded_by"], format!("provider:{}", clinic.id));
+    let read = app
+        .client
+        .get(format!("{}/v1/payments/{id}/evidence/{evidence_id}", app.base))
+        .bearer_auth(&app.analyst)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.headers()["content-type"], "application/pdf");
+    assert_eq!(read.bytes().await.unwrap().to_vec(), evidence);
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(&scratch);
+}

@@ -110,6 +110,10 @@ const EXPECTED: &[(&str, [u16; 8])] = &[
     ("GET /v1/payments/{id}/contract.pdf", [404, 404, 404, 404, 404, 404, 404, 401]),
     ("GET /v1/payments/{id}/signed-contract.pdf", [404, 404, 404, 404, 404, 404, 404, 401]),
     ("POST /v1/payments/{id}/contract/notifications", [409, 409, 409, 409, 404, 409, 404, 401]),
+    // The probe's body is no PDF: those who may give evidence are told so.
+    ("POST /v1/payments/{id}/evidence", [400, 400, 400, 400, 404, 403, 403, 401]),
+    ("GET /v1/payments/{id}/evidence", [200, 200, 200, 200, 404, 403, 403, 401]),
+    ("GET /v1/payments/{id}/evidence/{evidence_id}", [404, 404, 404, 404, 404, 403, 403, 401]),
     ("GET /paciente", [200, 200, 200, 200, 200, 200, 200, 200]),
     ("GET /paciente/manifest.webmanifest", [200, 200, 200, 200, 200, 200, 200, 200]),
     ("GET /paciente/sw.js", [200, 200, 200, 200, 200, 200, 200, 200]),
@@ -394,6 +398,11 @@ fn request(route: &str, who: &str, w: &World, f: &Fresh) -> Option<(String, Opti
         "GET /v1/me/notifications" => ("/v1/me/notifications".to_owned(), None),
         "GET /v1/payments/{id}/pix-qr" => (format!("/v1/payments/{}/pix-qr", w.pix_payment), None),
         "GET /v1/payments/{id}/contract.pdf" => (format!("/v1/payments/{payment}/contract.pdf"), None),
+        "POST /v1/payments/{id}/evidence" => (format!("/v1/payments/{payment}/evidence"), Some(json!({}))),
+        "GET /v1/payments/{id}/evidence" => (format!("/v1/payments/{payment}/evidence"), None),
+        "GET /v1/payments/{id}/evidence/{evidence_id}" => {
+            (format!("/v1/payments/{payment}/evidence/01a23515-34fd-7290-9cfb-5714d12a3a9c"), None)
+        }
         "POST /v1/payments/{id}/contract/notifications" => {
             (format!("/v1/payments/{payment}/contract/notifications"), None)
         }
