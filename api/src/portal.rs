@@ -612,14 +612,19 @@ fn evidence_view(record: medpay_store::EvidenceRecord) -> EvidenceView {
     }
 }
 
-/// What a file of evidence may be, told by its first bytes as well as its Content-Type.
-fn evidence_kind(content_type: &str, body: &[u8]) -> Option<&'static str> {
-    match content_type {
-        "application/pdf" if body.starts_with(b"%PDF-") => Some("pdf"),
-        "image/png" if body.starts_with(b"\x89PNG\r\n\x1a\n") => Some("png"),
-        "image/jpeg" if body.starts_with(&[0xff, 0xd8, 0xff]) => Some("jpg"),
-        _ => None,
-    }
+/// What a file of evidence is, told by its first bytes: its Content-Type and extension. A
+/// Content-Type sent other than `application/octet-stream` must agree with them.
+fn evidence_kind(content_type: &str, body: &[u8]) -> Option<(&'static str, &'static str)> {
+    let found = if body.starts_with(b"%PDF-") {
+        ("application/pdf", "pdf")
+    } else if body.starts_with(b"\x89PNG\r\n\x1a\n") {
+        ("image/png", "png")
+    } else if body.starts_with(&[0xff, 0xd8, 0xff]) {
+        ("image/jpeg", "jpg")
+    } else {
+        return None;
+    };
+    (content_type == "application/octet-stream" || content_type == found.0).then_some(found)
 }
 
 fn evidence_writer(principal: Principal) -> Result<(), ApiError> {
@@ -631,7 +636,7 @@ fn evidence_writer(principal: Principal) -> Result<(), ApiError> {
 
 #[utoipa::path(post, path = "/v1/payments/{id}/evidence", tag = "payments", security(("bearer" = [])),
     params(("id" = String, Path, description = "payment id")),
-    request_body(content = Vec<u8>, content_type = "application/pdf", description = "a PDF, PNG or JPEG of at most 5 MiB (its Content-Type says which)"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "a PDF, PNG or JPEG of at most 5 MiB, told by its first bytes (`application/pdf`, `image/png` or `image/jpeg` are taken too when they agree)"),
     responses((status = 201, body = EvidenceView, description = "kept in the document store beside the payment's contract"),
         (status = 400, body = ErrorBody, description = "`invalid_evidence`: not a PDF, PNG or JPEG, empty, or too large"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -650,10 +655,10 @@ pub async fn add_evidence(
     if body.is_empty() || body.len() > EVIDENCE_BYTES_MAX {
         return Err(ApiError::bad_request("invalid_evidence", "a file of evidence has 1 byte to 5 MiB"));
     }
-    let Some(extension) = evidence_kind(&content_type, &body) else {
+    let Some((content_type, extension)) = evidence_kind(&content_type, &body) else {
         return Err(ApiError::bad_request(
             "invalid_evidence",
-            "evidence is a PDF, PNG or JPEG, sent with its Content-Type (application/pdf, image/png, image/jpeg)",
+            "evidence is a PDF, PNG or JPEG, sent as application/octet-stream or with its own Content-Type",
         ));
     };
     let disputed = state
@@ -674,7 +679,7 @@ pub async fn add_evidence(
     let record = medpay_store::EvidenceRecord {
         id: uuid::Uuid::now_v7().to_string(),
         payment_id: payment.id,
-        content_type: content_type.clone(),
+        content_type: content_type.to_owned(),
         bytes: i64::try_from(body.len()).unwrap_or(i64::MAX),
         sha256: medpay_store::sha256_hex(&body),
         uploaded_by: principal.actor(),

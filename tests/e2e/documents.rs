@@ -282,8 +282,9 @@ async fn dispute_evidence_is_kept_beside_the_payment() {
         String::from_utf8_lossy(&answer[..read])
     );
 
-    let (status, kept) = post(evidence.clone(), "application/pdf", clinic.key.clone()).await;
+    let (status, kept) = post(evidence.clone(), "application/octet-stream", clinic.key.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{kept}");
+    assert_eq!(kept["content_type"], "application/pdf", "told by its first bytes");
     let evidence_id = kept["id"].as_str().unwrap();
     let file = std::fs::read(folder.join("evidence").join(&id).join(format!("{evidence_id}.pdf"))).unwrap();
     assert_eq!(file, evidence, "in the document store");
