@@ -312,6 +312,11 @@ pub async fn pix_qr(
     Ok(private_file(qr_svg(&br_code)?.into_bytes(), "image/svg+xml", None))
 }
 
+/// A document from the store; a store that does not answer is a 503.
+async fn stored_document(state: &AppState, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    state.documents.get(key).await.map_err(|error| ApiError::unavailable(format!("the document store: {error}")))
+}
+
 /// A file of one person's: never kept by a cache on the way, opened in place under `name`.
 fn private_file(body: Vec<u8>, content_type: &'static str, name: Option<&str>) -> Response {
     let mut response = body.into_response();
@@ -518,14 +523,9 @@ pub async fn contract_pdf(
 ) -> Result<Response, ApiError> {
     let payment = crate::payments::visible_payment(&state, principal, id).await?;
     let key = medpay_actors::documents::contract_key(payment.id);
-    let document = state
-        .documents
-        .get(&key)
-        .await
-        .map_err(|error| ApiError::unavailable(format!("the document store: {error}")))?
-        .ok_or_else(|| ApiError::not_found("contract_not_found", "this payment has no contract"))?;
-    let name = format!("contrato-{}.pdf", payment.id);
-    Ok(private_file(document, "application/pdf", Some(&name)))
+    let not_found = || ApiError::not_found("contract_not_found", "this payment has no contract");
+    let document = stored_document(&state, &key).await?.ok_or_else(not_found)?;
+    Ok(private_file(document, "application/pdf", Some(&format!("contrato-{}.pdf", payment.id))))
 }
 
 #[utoipa::path(get, path = "/v1/payments/{id}/signed-contract.pdf", tag = "payments", security(("bearer" = [])),
@@ -540,14 +540,9 @@ pub async fn signed_contract_pdf(
 ) -> Result<Response, ApiError> {
     let payment = crate::payments::visible_payment(&state, principal, id).await?;
     let key = medpay_actors::documents::signed_contract_key(payment.id);
-    let document = state
-        .documents
-        .get(&key)
-        .await
-        .map_err(|error| ApiError::unavailable(format!("the document store: {error}")))?
-        .ok_or_else(|| ApiError::not_found("signed_contract_not_found", "this payment has no signed contract (yet)"))?;
-    let name = format!("contrato-{}-assinado.pdf", payment.id);
-    Ok(private_file(document, "application/pdf", Some(&name)))
+    let not_found = || ApiError::not_found("signed_contract_not_found", "this payment has no signed contract (yet)");
+    let document = stored_document(&state, &key).await?.ok_or_else(not_found)?;
+    Ok(private_file(document, "application/pdf", Some(&format!("contrato-{}-assinado.pdf", payment.id))))
 }
 
 /// Signing links sent again per payment and minute (ClickSign takes one a minute per envelope).
@@ -612,19 +607,25 @@ fn evidence_view(record: medpay_store::EvidenceRecord) -> EvidenceView {
     }
 }
 
+/// The files evidence may be: first bytes, Content-Type, extension.
+const EVIDENCE_KINDS: [(&[u8], &str, &str); 3] = [
+    (b"%PDF-", "application/pdf", "pdf"),
+    (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
+    (&[0xff, 0xd8, 0xff], "image/jpeg", "jpg"),
+];
+
 /// What a file of evidence is, told by its first bytes: its Content-Type and extension. A
 /// Content-Type sent other than `application/octet-stream` must agree with them.
 fn evidence_kind(content_type: &str, body: &[u8]) -> Option<(&'static str, &'static str)> {
-    let found = if body.starts_with(b"%PDF-") {
-        ("application/pdf", "pdf")
-    } else if body.starts_with(b"\x89PNG\r\n\x1a\n") {
-        ("image/png", "png")
-    } else if body.starts_with(&[0xff, 0xd8, 0xff]) {
-        ("image/jpeg", "jpg")
-    } else {
-        return None;
-    };
-    (content_type == "application/octet-stream" || content_type == found.0).then_some(found)
+    let (_, found, extension) = EVIDENCE_KINDS.into_iter().find(|(magic, _, _)| body.starts_with(magic))?;
+    (content_type == "application/octet-stream" || content_type == found).then_some((found, extension))
+}
+
+/// Where a file of evidence is kept.
+fn evidence_key(record: &medpay_store::EvidenceRecord) -> String {
+    let extension =
+        EVIDENCE_KINDS.iter().find(|(_, kind, _)| *kind == record.content_type).map_or("bin", |(_, _, e)| e);
+    format!("evidence/{}/{}.{extension}", record.payment_id, record.id)
 }
 
 fn evidence_writer(principal: Principal) -> Result<(), ApiError> {
@@ -655,7 +656,7 @@ pub async fn add_evidence(
     if body.is_empty() || body.len() > EVIDENCE_BYTES_MAX {
         return Err(ApiError::bad_request("invalid_evidence", "a file of evidence has 1 byte to 5 MiB"));
     }
-    let Some((content_type, extension)) = evidence_kind(&content_type, &body) else {
+    let Some((content_type, _)) = evidence_kind(&content_type, &body) else {
         return Err(ApiError::bad_request(
             "invalid_evidence",
             "evidence is a PDF, PNG or JPEG, sent as application/octet-stream or with its own Content-Type",
@@ -686,7 +687,7 @@ pub async fn add_evidence(
         created_at_ms: medpay_store::now_ms(),
     };
     // The file first: a row never names a file that is not there.
-    let key = format!("evidence/{}/{}.{extension}", payment.id, record.id);
+    let key = evidence_key(&record);
     state
         .documents
         .put(&key, body.to_vec())
@@ -727,17 +728,9 @@ pub async fn get_evidence(
     let not_found = || ApiError::not_found("evidence_not_found", "no such evidence");
     let record =
         state.store.evidence(payment.id).await?.into_iter().find(|e| e.id == evidence_id).ok_or_else(not_found)?;
-    let (content_type, extension) = match record.content_type.as_str() {
-        "application/pdf" => ("application/pdf", "pdf"),
-        "image/png" => ("image/png", "png"),
-        _ => ("image/jpeg", "jpg"),
-    };
-    let key = format!("evidence/{}/{}.{extension}", payment.id, record.id);
-    let file = state
-        .documents
-        .get(&key)
-        .await
-        .map_err(|error| ApiError::unavailable(format!("the document store: {error}")))?
-        .ok_or_else(not_found)?;
+    let key = evidence_key(&record);
+    let file = stored_document(&state, &key).await?.ok_or_else(not_found)?;
+    let (_, content_type, extension) =
+        EVIDENCE_KINDS.into_iter().find(|(_, kind, _)| *kind == record.content_type).ok_or_else(not_found)?;
     Ok(private_file(file, content_type, Some(&format!("{}.{extension}", record.id))))
 }

@@ -85,7 +85,7 @@ fn brl(centavos: i64) -> String {
 }
 
 fn percent(bps: i64) -> String {
-    format!("{},{:02}%", bps / 100, (bps % 100).abs())
+    medpay_models::money::percent_pt(bps)
 }
 
 pub fn status_pt(status: &str) -> &'static str {

@@ -98,6 +98,13 @@ impl Money {
     }
 }
 
+/// A rate in basis points as Brazilians write it: 199 → `1,99%`.
+pub fn percent_pt(bps: i64) -> String {
+    let sign = if bps < 0 { "-" } else { "" };
+    let absolute = bps.unsigned_abs();
+    format!("{sign}{},{:02}%", absolute / 100, absolute % 100)
+}
+
 /// A rate in basis points: 1 bp = 0.01 %.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
 #[serde(transparent)]
