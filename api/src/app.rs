@@ -155,6 +155,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(portal::get_evidence))
         .routes(routes!(crate::catalogue::put_prices, crate::catalogue::get_prices))
         .routes(routes!(notify::my_notifications))
+        .routes(routes!(crate::analytics::payments))
+        .routes(routes!(crate::analytics::models))
+        .routes(routes!(crate::analytics::chart))
         .routes(routes!(ops::patient_app))
         .routes(routes!(ops::patient_manifest))
         .routes(routes!(ops::patient_service_worker))
@@ -390,7 +393,16 @@ where
     let grace = Duration::from_millis(config.limits.shutdown_grace_ms);
     let (shutdown, mut stopped) = watch::channel(false);
     let drift_interval_ms = config.limits.drift_interval_ms.max(1_000);
+    let log = match &config.mongodb_url {
+        Some(url) => Some(
+            medpay_store::mongo::LogStore::connect(url)
+                .await
+                .with_context(|| format!("MONGODB_URL {}", crate::config::redact_url(url)))?,
+        ),
+        None => None,
+    };
     let state = AppState {
+        log: log.clone(),
         store: store.clone(),
         runtime: runtime.clone(),
         limiter: Arc::new(limiter),
@@ -417,6 +429,10 @@ where
         crate::notify::Mailer::Smtp(_) => tracing::info!("patient e-mails are sent over SMTP"),
     }
     crate::notify::spawn(state.clone(), mailer);
+    match log {
+        Some(log) => crate::export::start(&state, log).await?,
+        None => crate::export::stop(&state.store).await?,
+    }
     if let Some(signer) = signer {
         spawn_signed_copies(state.clone(), signer);
     }

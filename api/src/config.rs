@@ -12,6 +12,9 @@ pub struct Config {
     pub database_url: String,
     /// Rate limits in Redis when set, in process otherwise.
     pub redis_url: Option<String>,
+    /// The event log and the reports in MongoDB when set (`mongodb://host:27017/medpay`);
+    /// without it, the SQL store's tables are the log and the reports run on SQL.
+    pub mongodb_url: Option<String>,
     /// The admin bearer token; generated at start when not configured.
     pub admin_token: Option<String>,
     /// The risk analysts' bearer token; without it only the admin reaches the analyst endpoints.
@@ -140,6 +143,7 @@ impl std::fmt::Debug for Config {
             .field("bind", &self.bind)
             .field("database_url", &redact_url(&self.database_url))
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("mongodb_url", &self.mongodb_url.as_deref().map(redact_url))
             .field("admin_token", &self.admin_token.as_deref().map(secret))
             .field("analyst_token", &self.analyst_token.as_deref().map(secret))
             .field("receita_url", &self.receita_url.as_deref().map(redact_url))
@@ -222,6 +226,8 @@ pub struct Limits {
     pub shutdown_grace_ms: u64,
     /// How often the champion's drift is measured for `/metrics` (at least a second).
     pub drift_interval_ms: u64,
+    /// How often a node looks for rows to export to MongoDB when the last pass found none.
+    pub log_export_poll_ms: u64,
     /// A chat WebSocket with no message from the patient for this long is closed (code 4008).
     pub websocket_idle_ms: u64,
     /// Failed authentications from one client address (an IPv6 /64) in a minute; past it the
@@ -243,6 +249,7 @@ impl Default for Limits {
             payments_per_patient_per_minute: 30,
             shutdown_grace_ms: 15_000,
             drift_interval_ms: 300_000,
+            log_export_poll_ms: 500,
             websocket_idle_ms: 300_000,
             auth_failures_per_address_per_minute: 30,
             retention_years: 5,
@@ -286,7 +293,7 @@ impl Config {
         }
     }
 
-    /// Reads `MEDPAY_*`, `DATABASE_URL` and `REDIS_URL`.
+    /// Reads `MEDPAY_*`, `DATABASE_URL`, `REDIS_URL` and `MONGODB_URL`.
     pub fn from_env() -> Result<Config, ConfigError> {
         let defaults = RuntimeConfig::default();
         let limits = Limits::default();
@@ -297,6 +304,7 @@ impl Config {
             )?,
             database_url: optional("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             redis_url: optional("REDIS_URL"),
+            mongodb_url: optional("MONGODB_URL"),
             admin_token: optional("MEDPAY_ADMIN_TOKEN"),
             analyst_token: optional("MEDPAY_ANALYST_TOKEN"),
             list_key: optional("MEDPAY_LIST_KEY"),
@@ -386,6 +394,7 @@ impl Config {
                     limits.payments_per_patient_per_minute,
                 )?,
                 drift_interval_ms: parsed("MEDPAY_DRIFT_INTERVAL_MS", limits.drift_interval_ms)?,
+                log_export_poll_ms: parsed("MEDPAY_LOG_EXPORT_POLL_MS", limits.log_export_poll_ms)?,
                 websocket_idle_ms: parsed("MEDPAY_WEBSOCKET_IDLE_MS", limits.websocket_idle_ms)?,
                 auth_failures_per_address_per_minute: parsed(
                     "MEDPAY_AUTH_FAILURES_PER_ADDRESS_PER_MINUTE",

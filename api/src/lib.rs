@@ -1,14 +1,17 @@
 //! The HTTP edge: axum router, DTOs, auth, OpenAPI.
 
+pub mod analytics;
 pub mod app;
 pub mod auth;
 pub mod catalogue;
+mod charts;
 pub mod chat;
 mod checkout;
 pub mod config;
 pub mod dto;
 pub mod error;
 mod events;
+mod export;
 mod lookups;
 pub mod models;
 pub mod money;

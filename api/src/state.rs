@@ -34,6 +34,8 @@ pub struct AppState {
     pub signer: Option<Arc<medpay_gateways::clicksign::ClickSignClient>>,
     /// The TUSS catalogue, when one is loaded.
     pub catalogue: Arc<crate::catalogue::Catalogue>,
+    /// The event log and the reports' documents in MongoDB, when `MONGODB_URL` is set.
+    pub log: Option<medpay_store::mongo::LogStore>,
 }
 
 impl AppState {

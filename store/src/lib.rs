@@ -4,12 +4,15 @@
 //! Both engines are driven through `sqlx::Any` with the same SQL: `$N` placeholders (SQLite accepts
 //! them), integers as BIGINT, timestamps as epoch milliseconds, JSON as TEXT.
 
+pub mod analytics;
 mod catalogue;
 mod chat;
 mod database;
 mod idempotency;
+pub mod log_export;
 mod models;
 mod money;
+pub mod mongo;
 mod notifications;
 mod parties;
 mod payments;

@@ -2,6 +2,7 @@
 //! test), real Redis where the test is about sharing state between nodes.
 
 mod analysts;
+mod analytics;
 mod catalogue;
 mod chat;
 mod crash;

@@ -70,6 +70,7 @@ pub fn config(database_url: &str) -> Config {
         bind: "127.0.0.1:0".parse().unwrap(),
         database_url: database_url.to_owned(),
         redis_url: None,
+        mongodb_url: None,
         admin_token: Some(format!("test-admin-{}", uuid::Uuid::new_v4().simple())),
         analyst_token: Some(format!("test-analyst-{}", uuid::Uuid::new_v4().simple())),
         receita_url: None,

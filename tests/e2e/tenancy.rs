@@ -104,6 +104,10 @@ const EXPECTED: &[(&str, [u16; 8])] = &[
     ("GET /v1/me/payments", [403, 403, 403, 403, 403, 200, 200, 401]),
     ("GET /v1/me/stream", [403, 403, 403, 403, 403, 200, 200, 401]),
     ("GET /v1/me/notifications", [403, 403, 403, 403, 403, 200, 200, 401]),
+    // Reports: a provider its own numbers (B too: its own), staff the platform's.
+    ("GET /v1/analytics/payments", [200, 200, 403, 200, 200, 403, 403, 401]),
+    ("GET /v1/analytics/models", [200, 200, 403, 403, 403, 403, 403, 401]),
+    ("GET /v1/analytics/charts/{chart}", [200, 200, 403, 200, 200, 403, 403, 401]),
     ("GET /v1/payments/{id}/pix-qr", [200, 200, 200, 200, 404, 200, 404, 401]),
     ("GET /v1/simulations", [200, 200, 200, 200, 200, 200, 200, 401]),
     // A's payment has no contract: those who may see it learn that, the others nothing.
@@ -396,6 +400,9 @@ fn request(route: &str, who: &str, w: &World, f: &Fresh) -> Option<(String, Opti
         "GET /v1/me/payments" => ("/v1/me/payments".to_owned(), None),
         "GET /v1/me/stream" => ("/v1/me/stream".to_owned(), None),
         "GET /v1/me/notifications" => ("/v1/me/notifications".to_owned(), None),
+        "GET /v1/analytics/payments" => ("/v1/analytics/payments?period=week&by=procedure".to_owned(), None),
+        "GET /v1/analytics/models" => ("/v1/analytics/models?period=month".to_owned(), None),
+        "GET /v1/analytics/charts/{chart}" => ("/v1/analytics/charts/outcomes.svg".to_owned(), None),
         "GET /v1/payments/{id}/pix-qr" => (format!("/v1/payments/{}/pix-qr", w.pix_payment), None),
         "GET /v1/payments/{id}/contract.pdf" => (format!("/v1/payments/{payment}/contract.pdf"), None),
         "POST /v1/payments/{id}/evidence" => (format!("/v1/payments/{payment}/evidence"), Some(json!({}))),

@@ -1,0 +1,143 @@
+//! The export of the event log to MongoDB (when `MONGODB_URL` is set): a loop on every node that
+//! claims a batch of the outbox (`medpay_store::log_export`), reads what it names as it is now,
+//! writes it to MongoDB by id, and only then lets the rows go. At least once and idempotent:
+//! a crash between the write and the release writes the same documents again. MongoDB being
+//! down only grows the backlog (`medpay_log_export_backlog` in /metrics); the payment path never
+//! waits for any of this.
+
+use crate::state::AppState;
+use medpay_store::Store;
+use medpay_store::log_export::{LOG_EXPORT_BATCH_MAX, OutboxRow};
+use medpay_store::mongo::LogStore;
+use std::time::Duration;
+
+/// Longest wait between two tries while MongoDB fails.
+pub const LOG_EXPORT_RETRY_MAX_MS: u64 = 30_000;
+const LOG_EXPORT_RETRY_BASE_MS: u64 = 500;
+
+#[derive(Debug, thiserror::Error)]
+enum ExportError {
+    #[error("store: {0}")]
+    Store(#[from] medpay_store::StoreError),
+    #[error("{0}")]
+    Log(#[from] medpay_store::mongo::LogStoreError),
+}
+
+/// Turns the export on in the database (every node's triggers then fill the outbox) and starts
+/// this node's loop.
+pub async fn start(state: &AppState, log: LogStore) -> anyhow::Result<()> {
+    state.store.set_log_export(true).await?;
+    tracing::info!(database = log.database_name(), "the event log is exported to MongoDB");
+    let store = state.store.clone();
+    let mut stopping = state.stopping.clone();
+    let poll = Duration::from_millis(state.config.limits.log_export_poll_ms.max(10));
+    tokio::spawn(async move {
+        let mut indexed = false;
+        let mut failures: u32 = 0;
+        loop {
+            if *stopping.borrow() {
+                break;
+            }
+            if !indexed {
+                match log.ensure_indexes().await {
+                    Ok(()) => indexed = true,
+                    Err(error) => tracing::warn!(%error, "MongoDB indexes not made yet; trying again"),
+                }
+            }
+            let wait = match pass(&store, &log).await {
+                Ok(0) => {
+                    failures = 0;
+                    poll
+                }
+                Ok(_) => {
+                    failures = 0;
+                    Duration::ZERO
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    metrics::counter!("medpay_log_export_failures_total").increment(1);
+                    let wait = retry_wait_ms(failures);
+                    tracing::warn!(%error, failures, retry_in_ms = wait, "export to MongoDB failed; the rows wait");
+                    Duration::from_millis(wait)
+                }
+            };
+            if let Ok(backlog) = store.log_export_backlog().await {
+                metrics::gauge!("medpay_log_export_backlog").set(backlog as f64);
+            }
+            if wait.is_zero() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stopping.changed() => {}
+            }
+        }
+    });
+    Ok(())
+}
+
+/// A node without MONGODB_URL: the triggers stop adding rows (what waits stays, for a node that
+/// has MongoDB to export).
+pub async fn stop(store: &Store) -> anyhow::Result<()> {
+    store.set_log_export(false).await?;
+    let backlog = store.log_export_backlog().await?;
+    if backlog > 0 {
+        tracing::warn!(backlog, "rows wait to be exported to MongoDB, but MONGODB_URL is not set on this node");
+    }
+    Ok(())
+}
+
+fn retry_wait_ms(failures: u32) -> u64 {
+    LOG_EXPORT_RETRY_BASE_MS.saturating_mul(1u64 << failures.min(16).saturating_sub(1)).min(LOG_EXPORT_RETRY_MAX_MS)
+}
+
+/// One batch: claimed, read, written, released. The number of rows it took.
+async fn pass(store: &Store, log: &LogStore) -> Result<usize, ExportError> {
+    let now = medpay_store::now_ms();
+    let rows = store.claim_log_export(now, LOG_EXPORT_BATCH_MAX).await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    match write(store, log, &rows).await {
+        Ok(documents) => {
+            store.complete_log_export(&rows).await?;
+            metrics::counter!("medpay_log_export_documents_total").increment(documents as u64);
+            tracing::debug!(rows = rows.len(), documents, "exported to MongoDB");
+            Ok(rows.len())
+        }
+        Err(error) => {
+            // Let another pass (this node's or another's) try them after the pause.
+            let retry_at = medpay_store::now_ms() + i64::try_from(LOG_EXPORT_RETRY_BASE_MS).unwrap_or(500);
+            if let Err(release) = store.release_log_export(&rows, retry_at).await {
+                tracing::warn!(error = %release, "outbox rows not released; their lease runs out");
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn write(store: &Store, log: &LogStore, rows: &[OutboxRow]) -> Result<usize, ExportError> {
+    let documents = store.log_export_documents(rows).await?;
+    for (collection, batch) in &documents.documents {
+        log.put(collection, batch).await?;
+    }
+    for (collection, ids) in &documents.removed {
+        log.remove(collection, ids).await?;
+    }
+    Ok(documents.count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_a_ceiling() {
+        assert_eq!(retry_wait_ms(1), 500);
+        assert_eq!(retry_wait_ms(2), 1_000);
+        assert_eq!(retry_wait_ms(4), 4_000);
+        assert_eq!(retry_wait_ms(10), LOG_EXPORT_RETRY_MAX_MS);
+        assert_eq!(retry_wait_ms(u32::MAX), LOG_EXPORT_RETRY_MAX_MS);
+    }
+}
