@@ -376,3 +376,115 @@ async fn an_analyst_approves_a_case_and_promotes_a_model_in_the_console() {
     browser.close().await;
     app.stop().await;
 }
+
+/// How many pixels of an `<img>` (by CSS selector) are near `rgb`: the image is drawn on a canvas
+/// in the page, so this counts what Chromium rendered of the SVG, not the SVG's text.
+fn pixels_of(selector: &str, rgb: (u8, u8, u8)) -> String {
+    format!(
+        "(() => {{ const image = document.querySelector({selector:?});
+            if (!image || !image.complete || !image.naturalWidth) return -1;
+            const canvas = document.createElement('canvas');
+            canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
+            const context = canvas.getContext('2d'); context.drawImage(image, 0, 0);
+            const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+            let count = 0;
+            for (let i = 0; i < data.length; i += 4) {{
+              if (Math.abs(data[i] - {}) < 12 && Math.abs(data[i + 1] - {}) < 12 && Math.abs(data[i + 2] - {}) < 12) count++;
+            }}
+            return count; }})()",
+        rgb.0, rgb.1, rgb.2
+    )
+}
+
+async fn wait_for_images(browser: &mut Browser, selector: &str, count: u64) {
+    let expression = format!(
+        "Array.from(document.querySelectorAll({selector:?})).filter((image) => image.complete && image.naturalWidth === 640).length"
+    );
+    for _ in 0..200 {
+        if browser.evaluate(&expression).await == json!(count) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = browser.evaluate("document.body.innerText").await;
+    panic!("{count} charts never rendered at {selector}; the page shows {text}");
+}
+
+/// The reports' charts, drawn by the service with plotters, rendered by Chromium on the provider's
+/// dashboard and in the analysts' console: bars in the decisions' colours where payments are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reports_charts_render_on_the_dashboard_and_in_the_console() {
+    let app = TestApp::spawn(Engine::Sqlite).await;
+    let clinic = app.provider(json!({"name": "Clínica Boa Vista"})).await;
+    review_above(&app, 50_000).await;
+    let patient = app.patient(&clinic).await;
+    for amount in [12_000, 21_000, 64_000] {
+        let (status, _) = app
+            .request(
+                Method::POST,
+                "/v1/payments",
+                Some(&clinic.key),
+                Some(&payment_body(&clinic, &patient, amount)),
+                Some(&new_key()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let mut browser = Browser::launch().await;
+    browser.call("Page.navigate", json!({"url": format!("{}/dashboard", app.base)})).await;
+    browser.wait_for_text("chave de API").await;
+    let sign_in = format!(
+        "document.getElementById('key').value = {}; document.querySelector('#login-form button').click(); true",
+        serde_json::to_string(&clinic.key).unwrap()
+    );
+    browser.evaluate(&sign_in).await;
+    let page = browser.wait_for_text("3 pagamentos de").await;
+    assert!(page.contains("aprovados 66,7%"), "{page}");
+    wait_for_images(&mut browser, "#charts img[data-chart]", 3).await;
+    // Approved bars in green and the review bar in amber, as drawn by the service.
+    let outcomes = "#charts img[data-chart=outcomes]";
+    let green = browser.evaluate(&pixels_of(outcomes, (0x1b, 0x7f, 0x4c))).await.as_i64().unwrap();
+    let amber = browser.evaluate(&pixels_of(outcomes, (0xc2, 0x7c, 0x0e))).await.as_i64().unwrap();
+    let red = browser.evaluate(&pixels_of(outcomes, (0xb4, 0x23, 0x18))).await.as_i64().unwrap();
+    assert!(green > 2 * amber && amber > 200, "two approved, one in review: green {green}, amber {amber}");
+    assert!(red < 200, "nothing declined, only the legend's swatch: {red}");
+    // By month: the same payments in one bar.
+    browser.evaluate("document.getElementById('report-period').value = 'month'; document.getElementById('report-period').dispatchEvent(new Event('change')); true").await;
+    browser.wait_for_text("por mês").await;
+    wait_for_images(&mut browser, "#charts img[data-chart]", 3).await;
+    let axe = crate::patient_app::axe_source();
+    let violations = crate::patient_app::serious_violations(&mut browser, &axe).await;
+    assert!(violations.is_empty(), "the dashboard with its charts: {violations:#?}");
+
+    // The analysts' console: the platform's charts and the models'.
+    browser.call("Page.navigate", json!({"url": format!("{}/console", app.base)})).await;
+    browser.wait_for_text("token de analista").await;
+    for _ in 0..200 {
+        if browser.evaluate("document.body.dataset.ready").await == json!("yes") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sign_in = format!(
+        "document.getElementById('token').value = {}; document.querySelector('#login-form button').click(); true",
+        serde_json::to_string(&app.analyst).unwrap()
+    );
+    browser.evaluate(&sign_in).await;
+    browser.wait_for_text("3 pagamentos (fonte: SQL)").await;
+    wait_for_images(&mut browser, "#platform-charts img[data-chart]", 4).await;
+    let scores = browser.evaluate(&pixels_of("#platform-charts img[data-chart=scores]", (0x1f, 0x5f, 0xa8))).await;
+    assert!(scores.as_i64().unwrap() > 100, "the champion's score line: {scores}");
+    if let Ok(path) = std::env::var("MEDPAY_CHARTS_SCREENSHOT") {
+        browser
+            .call(
+                "Emulation.setDeviceMetricsOverride",
+                json!({"width": 1100, "height": 900, "deviceScaleFactor": 1, "mobile": false}),
+            )
+            .await;
+        browser.evaluate("document.getElementById('platform').scrollIntoView(); true").await;
+        let shot = browser.call("Page.captureScreenshot", json!({"format": "png"})).await;
+        std::fs::write(path, base64_decode(shot["data"].as_str().unwrap())).unwrap();
+    }
+    browser.close().await;
+    app.stop().await;
+}
