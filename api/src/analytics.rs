@@ -23,6 +23,9 @@ use utoipa::{IntoParams, ToSchema};
 
 /// Longest range one report covers.
 pub const REPORT_RANGE_DAYS_MAX: i64 = 731;
+/// The years a report's dates may name (no payment is older; none is centuries ahead).
+pub const REPORT_YEAR_MIN: i32 = 2000;
+pub const REPORT_YEAR_MAX: i32 = 2200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -108,7 +111,7 @@ pub enum Format {
 pub struct ReportQuery {
     /// `day` (default), `week` (from Monday) or `month`.
     pub period: Option<Period>,
-    /// First day (YYYY-MM-DD, São Paulo calendar); default 30 days, 12 weeks or 12 months before `to`.
+    /// First day (YYYY-MM-DD, São Paulo calendar, years 2000–2200); default 30 days, 12 weeks or 12 months before `to`.
     /// Moved back to the start of its period.
     pub from: Option<NaiveDate>,
     /// Last day, included (default today). Moved on to the end of its period; at most 731 days after `from`.
@@ -245,6 +248,14 @@ fn resolve(state: &AppState, principal: Principal, kind: Kind, query: &ReportQue
     };
     let period = query.period.unwrap_or(Period::Day);
     let today = day_date(day_number(medpay_store::now_ms()));
+    for date in [query.from, query.to].into_iter().flatten() {
+        if !(REPORT_YEAR_MIN..=REPORT_YEAR_MAX).contains(&date.year()) {
+            return Err(ApiError::bad_request(
+                "bad_range",
+                format!("report dates are from {REPORT_YEAR_MIN} to {REPORT_YEAR_MAX}"),
+            ));
+        }
+    }
     let to = period.end(period.start(query.to.unwrap_or(today)));
     let from = period.start(query.from.unwrap_or_else(|| period.default_from(to)));
     if from > to {
@@ -275,11 +286,8 @@ fn resolve(state: &AppState, principal: Principal, kind: Kind, query: &ReportQue
 }
 
 async fn report(state: &AppState, asked: &Asked) -> Result<Report, ApiError> {
-    let filter = FactFilter {
-        provider: asked.provider.clone(),
-        from_day: date_day(asked.from),
-        to_day: date_day(asked.to) + 1,
-    };
+    let filter =
+        FactFilter { provider: asked.provider.clone(), from_day: date_day(asked.from), to_day: date_day(asked.to) + 1 };
     let dimension = match (asked.kind, asked.by) {
         (Kind::Models, _) => Dimension::ModelVersion,
         (Kind::Payments, SplitBy::None) => Dimension::None,
@@ -290,14 +298,15 @@ async fn report(state: &AppState, asked: &Asked) -> Result<Report, ApiError> {
     let groups: Vec<GroupRow> = match (asked.source, &state.log) {
         (Source::Mongodb, Some(log)) => {
             let pipeline = mongo_pipeline(&filter, dimension, measures);
-            let documents = log.aggregate(medpay_store::log_export::COLLECTION_PAYMENTS, &pipeline).await.map_err(|error| {
-                tracing::warn!(%error, "analytics: MongoDB did not answer");
-                ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "analytics_unavailable",
-                    "MongoDB did not answer; ask again, or ask for source=sql",
-                )
-            })?;
+            let documents =
+                log.aggregate(medpay_store::log_export::COLLECTION_PAYMENTS, &pipeline).await.map_err(|error| {
+                    tracing::warn!(%error, "analytics: MongoDB did not answer");
+                    ApiError::new(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "analytics_unavailable",
+                        "MongoDB did not answer; ask again, or ask for source=sql",
+                    )
+                })?;
             documents.iter().filter_map(|document| group_from_document(document, measures)).collect()
         }
         _ => state.store.report_groups(&filter, dimension, measures).await?,
@@ -351,7 +360,9 @@ fn csv_body(kind: Kind, report: &Report) -> Result<String, ApiError> {
             row.key.clone().unwrap_or_default(),
             row.procedure_term.clone().unwrap_or_default(),
         ];
-        record.extend(kind.measures().iter().map(|measure| row.counts.get(measure.name).copied().unwrap_or(0).to_string()));
+        record.extend(
+            kind.measures().iter().map(|measure| row.counts.get(measure.name).copied().unwrap_or(0).to_string()),
+        );
         record.extend(rate_names.iter().map(|name| row.rates.get(*name).map(i64::to_string).unwrap_or_default()));
         writer.write_record(&record).map_err(ApiError::internal)?;
     }
@@ -381,7 +392,7 @@ fn answer(kind: Kind, asked: &Asked, report: Report, format: Option<Format>) -> 
 #[utoipa::path(get, path = "/v1/analytics/payments", tag = "analytics", security(("bearer" = [])), params(ReportQuery),
     responses((status = 200, description = "payments by period: outcomes and their amounts, rates, installment mix, time to pay, escrow, refunds (CSV with format=csv)",
             content((Report = "application/json"), (String = "text/csv"))),
-        (status = 400, body = ErrorBody, description = "`bad_range`, `range_too_long` or `invalid_request`"),
+        (status = 400, body = ErrorBody, description = "`bad_range` (`from` after `to`, or a year outside 2000–2200), `range_too_long` or `invalid_request`"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "another provider's numbers, or a patient or support person"),
         (status = 409, body = ErrorBody, description = "`mongodb_not_configured`: source=mongodb without MONGODB_URL"),
         (status = 503, body = ErrorBody, description = "`analytics_unavailable`: MongoDB did not answer")))]
@@ -465,11 +476,17 @@ mod tests {
         assert_eq!(ratio_bps(2, 3), Some(6_667));
         assert_eq!(ratio_bps(1, 0), None);
         assert_eq!(ratio(5, 2), Some(3));
-        let counts: BTreeMap<String, i64> =
-            [("payments", 4), ("approved", 3), ("labelled", 0), ("paid", 2), ("chargebacks", 1), ("amount_centavos", 10)]
-                .into_iter()
-                .map(|(name, value)| (name.to_owned(), value))
-                .collect();
+        let counts: BTreeMap<String, i64> = [
+            ("payments", 4),
+            ("approved", 3),
+            ("labelled", 0),
+            ("paid", 2),
+            ("chargebacks", 1),
+            ("amount_centavos", 10),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
         let rates = Kind::Payments.rates(&counts);
         assert_eq!(rates["approval_rate_bps"], 7_500);
         assert_eq!(rates["chargeback_rate_bps"], 5_000);

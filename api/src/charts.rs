@@ -100,13 +100,18 @@ pub fn draw(chart: Chart, report: &Report) -> Result<String, Error> {
     Ok(svg)
 }
 
+/// A stacked bar series: its name, colour and one value per period.
+type Bars<'a> = Vec<(&'a str, RGBColor, Vec<f64>)>;
+/// A line series: its name, colour and one value per period (none where it has no value).
+type Lines<'a> = Vec<(&'a str, RGBColor, Vec<Option<f64>>)>;
+
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
 fn draw_over_time(chart: Chart, root: &Area<'_>, report: &Report) -> Result<(), Error> {
     let periods = per_period(report);
     let labels: Vec<String> = periods.iter().map(|(start, _)| start.format("%d/%m").to_string()).collect();
     // Bars (stacked) or lines, each a name, a colour and one value per period.
-    let (bars, lines): (Vec<(&str, RGBColor, Vec<f64>)>, Vec<(&str, RGBColor, Vec<Option<f64>>)>) = match chart {
+    let (bars, lines): (Bars<'_>, Lines<'_>) = match chart {
         Chart::Outcomes => (
             vec![
                 ("aprovados", APPROVED, periods.iter().map(|(_, c)| get(c, "approved")).collect()),
@@ -118,16 +123,32 @@ fn draw_over_time(chart: Chart, root: &Area<'_>, report: &Report) -> Result<(), 
         Chart::Amounts => (
             vec![],
             vec![
-                ("aprovado", APPROVED, periods.iter().map(|(_, c)| Some(get(c, "approved_centavos") / 100.0)).collect()),
+                (
+                    "aprovado",
+                    APPROVED,
+                    periods.iter().map(|(_, c)| Some(get(c, "approved_centavos") / 100.0)).collect(),
+                ),
                 ("pago", SERIES[0], periods.iter().map(|(_, c)| Some(get(c, "paid_centavos") / 100.0)).collect()),
             ],
         ),
         Chart::Rates => (
             vec![],
             vec![
-                ("aprovação", APPROVED, periods.iter().map(|(_, c)| percent(get(c, "approved"), get(c, "payments"))).collect()),
-                ("fraude", DECLINED, periods.iter().map(|(_, c)| percent(get(c, "fraud"), get(c, "labelled"))).collect()),
-                ("chargeback", SERIES[2], periods.iter().map(|(_, c)| percent(get(c, "chargebacks"), get(c, "paid"))).collect()),
+                (
+                    "aprovação",
+                    APPROVED,
+                    periods.iter().map(|(_, c)| percent(get(c, "approved"), get(c, "payments"))).collect(),
+                ),
+                (
+                    "fraude",
+                    DECLINED,
+                    periods.iter().map(|(_, c)| percent(get(c, "fraud"), get(c, "labelled"))).collect(),
+                ),
+                (
+                    "chargeback",
+                    SERIES[2],
+                    periods.iter().map(|(_, c)| percent(get(c, "chargebacks"), get(c, "paid"))).collect(),
+                ),
                 ("MED", REVIEW, periods.iter().map(|(_, c)| percent(get(c, "med_claims"), get(c, "paid"))).collect()),
             ],
         ),
@@ -136,8 +157,16 @@ fn draw_over_time(chart: Chart, root: &Area<'_>, report: &Report) -> Result<(), 
             (
                 vec![],
                 vec![
-                    ("precisão", SERIES[0], periods.iter().map(|(_, c)| percent(tp(c), tp(c) + get(c, "false_positives"))).collect()),
-                    ("recall", DECLINED, periods.iter().map(|(_, c)| percent(tp(c), tp(c) + get(c, "false_negatives"))).collect()),
+                    (
+                        "precisão",
+                        SERIES[0],
+                        periods.iter().map(|(_, c)| percent(tp(c), tp(c) + get(c, "false_positives"))).collect(),
+                    ),
+                    (
+                        "recall",
+                        DECLINED,
+                        periods.iter().map(|(_, c)| percent(tp(c), tp(c) + get(c, "false_negatives"))).collect(),
+                    ),
                 ],
             )
         }
@@ -152,7 +181,11 @@ fn draw_over_time(chart: Chart, root: &Area<'_>, report: &Report) -> Result<(), 
         _ => (stacked_max.max(line_max) * 1.1).max(1.0),
     };
     let count = periods.len().max(1);
-    let caption = if periods.is_empty() { format!("{} — sem pagamentos no período", chart.title()) } else { chart.title().to_owned() };
+    let caption = if periods.is_empty() {
+        format!("{} — sem pagamentos no período", chart.title())
+    } else {
+        chart.title().to_owned()
+    };
     let mut plot = ChartBuilder::on(root)
         .caption(caption, ("sans-serif", 18))
         .margin(12)
@@ -228,7 +261,11 @@ fn draw_scores(root: &Area<'_>, report: &Report) -> Result<(), Error> {
     let mut versions: Vec<(String, [f64; 10])> = versions.into_iter().collect();
     versions.sort_by(|a, b| b.1.iter().sum::<f64>().total_cmp(&a.1.iter().sum::<f64>()));
     versions.truncate(SCORE_VERSIONS_MAX);
-    let caption = if versions.is_empty() { "Distribuição dos scores — sem decisões no período" } else { "Distribuição dos scores" };
+    let caption = if versions.is_empty() {
+        "Distribuição dos scores — sem decisões no período"
+    } else {
+        "Distribuição dos scores"
+    };
     let mut plot = ChartBuilder::on(root)
         .caption(caption, ("sans-serif", 18))
         .margin(12)

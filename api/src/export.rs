@@ -14,6 +14,8 @@ use std::time::Duration;
 /// Longest wait between two tries while MongoDB fails.
 pub const LOG_EXPORT_RETRY_MAX_MS: u64 = 30_000;
 const LOG_EXPORT_RETRY_BASE_MS: u64 = 500;
+/// Longest rest between two batches while rows wait.
+const LOG_EXPORT_REST_MAX_MS: u64 = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 enum ExportError {
@@ -44,6 +46,7 @@ pub async fn start(state: &AppState, log: LogStore) -> anyhow::Result<()> {
                     Err(error) => tracing::warn!(%error, "MongoDB indexes not made yet; trying again"),
                 }
             }
+            let started = std::time::Instant::now();
             let wait = match pass(&store, &log).await {
                 Ok(0) => {
                     failures = 0;
@@ -51,7 +54,9 @@ pub async fn start(state: &AppState, log: LogStore) -> anyhow::Result<()> {
                 }
                 Ok(_) => {
                     failures = 0;
-                    Duration::ZERO
+                    // Paced: rest as long as the pass took, so that under load the export takes
+                    // at most about half of one core from the payments (the backlog drains after).
+                    started.elapsed().min(Duration::from_millis(LOG_EXPORT_REST_MAX_MS))
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);

@@ -449,8 +449,11 @@ mod tests {
             sql_measure(&PAYMENT_MEASURES[3]),
             "CAST(SUM(CASE WHEN f.outcome = 'approve' THEN f.amount_centavos ELSE 0 END) AS BIGINT) AS approved_centavos"
         );
-        let row = group_from_document(&json!({"_id": "2026-12-01|40101010", "payments": 3, "amount_centavos": 7.0}), &PAYMENT_MEASURES[..3])
-            .unwrap();
+        let row = group_from_document(
+            &json!({"_id": "2026-12-01|40101010", "payments": 3, "amount_centavos": 7.0}),
+            &PAYMENT_MEASURES[..3],
+        )
+        .unwrap();
         assert_eq!(row.key, "40101010");
         assert_eq!(row.values, vec![3, 7, 0]);
         assert_eq!(day_date(row.day).to_string(), "2026-12-01");

@@ -133,7 +133,8 @@ impl Store {
                 let kind: String = row.try_get("kind")?;
                 Ok(OutboxRow {
                     seq: row.try_get("seq")?,
-                    kind: ExportKind::parse(&kind).ok_or_else(|| StoreError::corrupt(format!("outbox kind {kind:?}")))?,
+                    kind: ExportKind::parse(&kind)
+                        .ok_or_else(|| StoreError::corrupt(format!("outbox kind {kind:?}")))?,
                     reference: row.try_get("ref")?,
                     version: row.try_get("version")?,
                 })
@@ -155,10 +156,8 @@ impl Store {
                 .await?;
         }
         if !rows.is_empty() {
-            let sql = format!(
-                "UPDATE log_outbox SET lease_until_ms = 0 WHERE seq IN ({})",
-                placeholders(1, rows.len())
-            );
+            let sql =
+                format!("UPDATE log_outbox SET lease_until_ms = 0 WHERE seq IN ({})", placeholders(1, rows.len()));
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for row in rows {
                 query = query.bind(row.seq);
@@ -261,7 +260,11 @@ impl Store {
         Ok(())
     }
 
-    async fn export_gateway_webhooks(&self, refs: &[String], documents: &mut ExportDocuments) -> Result<(), StoreError> {
+    async fn export_gateway_webhooks(
+        &self,
+        refs: &[String],
+        documents: &mut ExportDocuments,
+    ) -> Result<(), StoreError> {
         let wanted: BTreeSet<(String, String)> = refs
             .iter()
             .filter_map(|reference| reference.split_once(':'))
@@ -390,7 +393,11 @@ impl Store {
 
     /// The analytics facts of the payments `filter` selects (`p` is `payments`; its `$N` are
     /// `binds`, in order).
-    pub(crate) async fn payment_facts_where(&self, filter: &str, binds: &[String]) -> Result<Vec<PaymentFact>, StoreError> {
+    pub(crate) async fn payment_facts_where(
+        &self,
+        filter: &str,
+        binds: &[String],
+    ) -> Result<Vec<PaymentFact>, StoreError> {
         let sql = facts_sql(filter);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for bind in binds {

@@ -85,7 +85,10 @@ impl LogStore {
             for field in *fields {
                 keys.insert(*field, 1);
             }
-            self.database.collection::<Document>(collection).create_index(IndexModel::builder().keys(keys).build()).await?;
+            self.database
+                .collection::<Document>(collection)
+                .create_index(IndexModel::builder().keys(keys).build())
+                .await?;
         }
         Ok(())
     }
@@ -99,10 +102,8 @@ impl LogStore {
                 let id = document.get("_id").cloned().unwrap_or(Bson::Null);
                 updates.push(doc! {"q": {"_id": id}, "u": document, "upsert": true});
             }
-            let answer = self
-                .database
-                .run_command(doc! {"update": collection, "updates": updates, "ordered": false})
-                .await?;
+            let answer =
+                self.database.run_command(doc! {"update": collection, "updates": updates, "ordered": false}).await?;
             refused(collection, &answer)?;
         }
         Ok(())

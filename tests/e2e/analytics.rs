@@ -85,9 +85,8 @@ async fn metric(app: &TestApp, name: &str) -> Option<f64> {
 async fn event_ids(app: &TestApp, provider: &Provider, payments: &[String]) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     for payment in payments {
-        let (status, events) = app
-            .request(Method::GET, &format!("/v1/payments/{payment}/events"), Some(&provider.key), None, None)
-            .await;
+        let (status, events) =
+            app.request(Method::GET, &format!("/v1/payments/{payment}/events"), Some(&provider.key), None, None).await;
         assert_eq!(status, StatusCode::OK, "{events}");
         for event in events["data"].as_array().unwrap() {
             ids.insert(format!("{payment}.{}", event["seq"]));
@@ -130,7 +129,9 @@ async fn make_payments(app: &TestApp) -> Made {
     let a = app.provider(json!({"fee_bps": 500, "escrow": true})).await;
     let b = app.provider(json!({"fee_bps": 300})).await;
     let (mut a_payments, mut b_payments) = (Vec::new(), Vec::new());
-    for (provider, amounts) in [(&a, vec![12_000, 23_000, 31_000, 60_000, 95_000, 18_000]), (&b, vec![15_000, 70_000, 99_000])] {
+    for (provider, amounts) in
+        [(&a, vec![12_000, 23_000, 31_000, 60_000, 95_000, 18_000]), (&b, vec![15_000, 70_000, 99_000])]
+    {
         let patient = app.patient(provider).await;
         for (index, amount) in amounts.into_iter().enumerate() {
             let mut body = payment_body(provider, &patient, amount);
@@ -187,10 +188,12 @@ async fn reports_agree(app: &TestApp, made: &Made) {
     let staff = [("admin", app.admin.clone()), ("A", made.a.key.clone()), ("B", made.b.key.clone())];
     for (who, token) in &staff {
         for period in ["day", "week", "month"] {
-            let splits: &[&str] = if *who == "admin" { &["none", "procedure", "provider"] } else { &["none", "procedure"] };
+            let splits: &[&str] =
+                if *who == "admin" { &["none", "procedure", "provider"] } else { &["none", "procedure"] };
             for by in splits {
                 let path = format!("/v1/analytics/payments?period={period}&by={by}");
-                let (status, sql) = app.request(Method::GET, &format!("{path}&source=sql"), Some(token), None, None).await;
+                let (status, sql) =
+                    app.request(Method::GET, &format!("{path}&source=sql"), Some(token), None, None).await;
                 assert_eq!(status, StatusCode::OK, "{sql}");
                 let (status, mongo) =
                     app.request(Method::GET, &format!("{path}&source=mongodb"), Some(token), None, None).await;
@@ -203,7 +206,8 @@ async fn reports_agree(app: &TestApp, made: &Made) {
     for period in ["day", "month"] {
         let path = format!("/v1/analytics/models?period={period}");
         let (_, sql) = app.request(Method::GET, &format!("{path}&source=sql"), Some(&app.analyst), None, None).await;
-        let (_, mongo) = app.request(Method::GET, &format!("{path}&source=mongodb"), Some(&app.analyst), None, None).await;
+        let (_, mongo) =
+            app.request(Method::GET, &format!("{path}&source=mongodb"), Some(&app.analyst), None, None).await;
         assert!(!sql["rows"].as_array().unwrap().is_empty(), "{sql}");
         assert_eq!(sql["rows"], mongo["rows"], "{path}: SQL and MongoDB differ");
     }
@@ -246,7 +250,9 @@ async fn the_event_log_reaches_mongodb_once_and_the_reports_agree(engine: Engine
     let patient = app.patient(&made.a).await;
     let mut later = Vec::new();
     for amount in [14_000, 16_000] {
-        later.push(pay(&app, &made.a, &payment_body(&made.a, &patient, amount)).await["id"].as_str().unwrap().to_owned());
+        later.push(
+            pay(&app, &made.a, &payment_body(&made.a, &patient, amount)).await["id"].as_str().unwrap().to_owned(),
+        );
     }
     let mut backlog = None;
     for _ in 0..200 {
@@ -270,7 +276,8 @@ async fn the_event_log_reaches_mongodb_once_and_the_reports_agree(engine: Engine
     reports_agree(&app, &made).await;
 
     // What the numbers say, read off what was made (SQL and MongoDB agree, so either will do).
-    let (_, platform) = app.request(Method::GET, "/v1/analytics/payments?period=month", Some(&app.admin), None, None).await;
+    let (_, platform) =
+        app.request(Method::GET, "/v1/analytics/payments?period=month", Some(&app.admin), None, None).await;
     assert_eq!(platform["source"], "mongodb", "MongoDB answers by default when it is set");
     assert_eq!(total(&platform, "payments"), 12);
     // The rules send two to review and decline two; the model may send another to review.
@@ -284,13 +291,46 @@ async fn the_event_log_reaches_mongodb_once_and_the_reports_agree(engine: Engine
     let (_, own) = app.request(Method::GET, "/v1/analytics/payments?period=month", Some(&made.b.key), None, None).await;
     assert_eq!(total(&own, "payments"), 3, "B sees its own three: {own}");
     assert_eq!(own["provider_id"], made.b.id.as_str());
-    let (_, models) = app.request(Method::GET, "/v1/analytics/models?period=month", Some(&app.analyst), None, None).await;
+    let (_, models) =
+        app.request(Method::GET, "/v1/analytics/models?period=month", Some(&app.analyst), None, None).await;
     // The approved fraud was missed, the declined one caught, the legitimate one sent to review.
     assert_eq!(
         (total(&models, "true_positives"), total(&models, "false_negatives"), total(&models, "false_positives")),
         (1, 1, 1),
         "{models}"
     );
+
+    // A patient chats (the messages reach MongoDB), then asks for erasure: the copies go too.
+    let (status, chat) = app.request(Method::POST, "/v1/chat/conversations", Some(&patient.token), None, None).await;
+    assert_eq!(status, StatusCode::CREATED, "{chat}");
+    let conversation = chat["id"].as_str().unwrap().to_owned();
+    let said = json!({"text": "qual o status do meu pagamento?"});
+    let path = format!("/v1/chat/conversations/{conversation}/messages");
+    let (status, reply) = app.request(Method::POST, &path, Some(&patient.token), Some(&said), None).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let mine = json!({"conversation_id": conversation});
+    let mut held = 0;
+    for _ in 0..300 {
+        held = log.count("chat_messages", &mine).await.unwrap();
+        if held >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(held >= 2, "the question and the answer in MongoDB: {held}");
+    let texts = log.find("chat_messages", &mine, 10).await.unwrap();
+    assert!(texts.iter().any(|message| message["text"] == said["text"]), "{texts:?}");
+    let path = format!("/v1/patients/{}/erasure", patient.id);
+    let (status, erased) = app.request(Method::POST, &path, Some(&app.admin), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{erased}");
+    for _ in 0..300 {
+        held = log.count("chat_messages", &mine).await.unwrap();
+        if held == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(held, 0, "the erased patient's messages are gone from MongoDB too");
 
     app.stop().await;
     database.drop_database().await;
@@ -303,7 +343,8 @@ on_both_engines!(the_event_log_reaches_mongodb_once_and_the_reports_agree);
 async fn a_provider_sees_only_its_own_numbers(engine: Engine) {
     let app = TestApp::spawn(engine).await;
     let made = make_payments(&app).await;
-    let (status, own) = app.request(Method::GET, "/v1/analytics/payments?period=week", Some(&made.a.key), None, None).await;
+    let (status, own) =
+        app.request(Method::GET, "/v1/analytics/payments?period=week", Some(&made.a.key), None, None).await;
     assert_eq!(status, StatusCode::OK, "{own}");
     assert_eq!(own["source"], "sql");
     assert_eq!(total(&own, "payments"), made.a_payments.len() as i64);
@@ -317,7 +358,8 @@ async fn a_provider_sees_only_its_own_numbers(engine: Engine) {
         )
         .await;
     assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{error}");
-    let (status, _) = app.request(Method::GET, "/v1/analytics/payments?by=provider", Some(&made.a.key), None, None).await;
+    let (status, _) =
+        app.request(Method::GET, "/v1/analytics/payments?by=provider", Some(&made.a.key), None, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = app.request(Method::GET, "/v1/analytics/models", Some(&made.a.key), None, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -328,13 +370,19 @@ async fn a_provider_sees_only_its_own_numbers(engine: Engine) {
         .request(Method::GET, "/v1/analytics/payments?from=2020-01-01&to=2026-01-01", Some(&app.admin), None, None)
         .await;
     assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("range_too_long")));
+    for path in ["/v1/analytics/payments?from=2026-12-02&to=2026-11-01", "/v1/analytics/payments?from=1492-10-12"] {
+        let (status, error) = app.request(Method::GET, path, Some(&app.admin), None, None).await;
+        assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_range")), "{path}");
+    }
     let (status, error) =
         app.request(Method::GET, "/v1/analytics/payments?period=year", Some(&app.admin), None, None).await;
     assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
 
     // The admin splits the platform by provider: A's and B's rows, and nothing else.
-    let (_, split) = app.request(Method::GET, "/v1/analytics/payments?period=month&by=provider", Some(&app.admin), None, None).await;
-    let keys: BTreeSet<&str> = split["rows"].as_array().unwrap().iter().map(|row| row["key"].as_str().unwrap()).collect();
+    let (_, split) =
+        app.request(Method::GET, "/v1/analytics/payments?period=month&by=provider", Some(&app.admin), None, None).await;
+    let keys: BTreeSet<&str> =
+        split["rows"].as_array().unwrap().iter().map(|row| row["key"].as_str().unwrap()).collect();
     assert_eq!(keys, BTreeSet::from([made.a.id.as_str(), made.b.id.as_str()]));
 
     // CSV: a header and one line per row, the same numbers.
@@ -346,10 +394,12 @@ async fn a_provider_sees_only_its_own_numbers(engine: Engine) {
     assert!(headers["content-disposition"].to_str().unwrap().contains("medpay-pagamentos-month-"));
     let lines: Vec<&str> = csv.lines().collect();
     assert!(lines[0].starts_with("period_start,key,procedure_term,payments,amount_centavos,approved,"), "{}", lines[0]);
-    let (_, json_report) =
-        app.request(Method::GET, "/v1/analytics/payments?period=month&by=procedure", Some(&made.a.key), None, None).await;
+    let (_, json_report) = app
+        .request(Method::GET, "/v1/analytics/payments?period=month&by=procedure", Some(&made.a.key), None, None)
+        .await;
     assert_eq!(lines.len() - 1, json_report["rows"].as_array().unwrap().len());
-    let payments_column: i64 = lines[1..].iter().map(|line| line.split(',').nth(3).unwrap().parse::<i64>().unwrap()).sum();
+    let payments_column: i64 =
+        lines[1..].iter().map(|line| line.split(',').nth(3).unwrap().parse::<i64>().unwrap()).sum();
     assert_eq!(payments_column, made.a_payments.len() as i64);
     app.stop().await;
 }
