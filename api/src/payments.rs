@@ -206,9 +206,8 @@ pub fn prepare(body: &[u8], released_on: NaiveDate) -> Result<PreparedPayment, A
     let mut value: serde_json::Value =
         serde_json::from_slice(body).map_err(|error| rejection(format!("body is not valid JSON: {error}")))?;
     integral_numbers_as_integers(&mut value);
-    // serde_json's map is ordered by key, so this is a canonical form: the same request with its
-    // fields in another order hashes alike.
-    let request_hash = medpay_store::sha256_hex(value.to_string().as_bytes());
+    // Keys sorted: the same request with its fields in another order hashes alike.
+    let request_hash = medpay_store::sha256_hex(medpay_store::canonical_json(&value).as_bytes());
     let request: CreatePayment =
         serde_json::from_value(value).map_err(|error| rejection(format!("invalid payment request: {error}")))?;
     let parsed = parse_payment(request)?;

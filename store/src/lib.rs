@@ -65,7 +65,36 @@ pub fn sha256_hex(input: &[u8]) -> String {
     hex::encode(Sha256::digest(input))
 }
 
+/// The JSON text of `value` with every object's keys in sorted order: the same document whatever
+/// order its fields came in. (serde_json keeps insertion order once any crate in the build turns
+/// on its `preserve_order` feature, as the MongoDB driver's `bson` does, so sorting is done here.)
+pub fn canonical_json(value: &serde_json::Value) -> String {
+    fn sorted(value: &serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(fields) => {
+                let mut entries: Vec<(&String, &serde_json::Value)> = fields.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                serde_json::Value::Object(entries.into_iter().map(|(key, item)| (key.clone(), sorted(item))).collect())
+            }
+            serde_json::Value::Array(items) => serde_json::Value::Array(items.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    sorted(value).to_string()
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let one: serde_json::Value = serde_json::from_str(r#"{"b":1,"a":{"d":[{"y":2,"x":1}],"c":null}}"#).unwrap();
+        let two: serde_json::Value = serde_json::from_str(r#"{"a":{"c":null,"d":[{"x":1,"y":2}]},"b":1}"#).unwrap();
+        assert_eq!(super::canonical_json(&one), r#"{"a":{"c":null,"d":[{"x":1,"y":2}]},"b":1}"#);
+        assert_eq!(super::canonical_json(&one), super::canonical_json(&two));
+    }
 }
