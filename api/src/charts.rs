@@ -3,6 +3,7 @@
 //! browser.
 
 use crate::analytics::Report;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 
@@ -104,6 +105,19 @@ pub fn draw(chart: Chart, report: &Report) -> Result<String, Error> {
 type Bars<'a> = Vec<(&'a str, RGBColor, Vec<f64>)>;
 /// A line series: its name, colour and one value per period (none where it has no value).
 type Lines<'a> = Vec<(&'a str, RGBColor, Vec<Option<f64>>)>;
+
+type Plot<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The series' names and swatches, in a box at `position`.
+fn legend<'a, 'b: 'a>(plot: &mut Plot<'a, 'b>, position: SeriesLabelPosition) -> Result<(), Error> {
+    plot.configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(0xcc, 0xcc, 0xcc))
+        .label_font(("sans-serif", 12))
+        .draw()
+        .map_err(|error| error.to_string())
+}
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
@@ -239,14 +253,7 @@ fn draw_over_time(chart: Chart, root: &Area<'_>, report: &Report) -> Result<(), 
             .label(*name)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2)));
     }
-    plot.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(0xcc, 0xcc, 0xcc))
-        .label_font(("sans-serif", 12))
-        .draw()
-        .map_err(|error| error.to_string())?;
-    Ok(())
+    legend(&mut plot, SeriesLabelPosition::UpperLeft)
 }
 
 /// Each model version's scores as shares of its payments per tenth of the scale.
@@ -294,12 +301,5 @@ fn draw_scores(root: &Area<'_>, report: &Report) -> Result<(), Error> {
             .label(if short.is_empty() { "sem modelo".to_owned() } else { short })
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2)));
     }
-    plot.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(0xcc, 0xcc, 0xcc))
-        .label_font(("sans-serif", 12))
-        .draw()
-        .map_err(|error| error.to_string())?;
-    Ok(())
+    legend(&mut plot, SeriesLabelPosition::UpperRight)
 }

@@ -141,13 +141,7 @@ async fn a_payment_appears_live_on_the_open_dashboard() {
 
     let mut browser = Browser::launch().await;
     browser.call("Page.navigate", json!({"url": format!("{}/dashboard", app.base)})).await;
-    browser.wait_for_text("chave de API").await;
-    // Sign in as a person would: type the key, press the button.
-    let sign_in = format!(
-        "document.getElementById('key').value = {}; document.querySelector('#login-form button').click(); true",
-        serde_json::to_string(&clinic.key).unwrap()
-    );
-    browser.evaluate(&sign_in).await;
+    sign_in_to_dashboard(&mut browser, &clinic.key).await;
     let page = browser.wait_for_text("R$\u{a0}123,45").await;
     assert!(page.contains(&first["id"].as_str().unwrap()[..8]), "{page}");
     // Approved and charged: the payment waits for the patient's PIX.
@@ -377,6 +371,16 @@ async fn an_analyst_approves_a_case_and_promotes_a_model_in_the_console() {
     app.stop().await;
 }
 
+/// Signs in to the open dashboard as a person would: types the key, presses the button.
+async fn sign_in_to_dashboard(browser: &mut Browser, key: &str) {
+    browser.wait_for_text("chave de API").await;
+    let sign_in = format!(
+        "document.getElementById('key').value = {}; document.querySelector('#login-form button').click(); true",
+        serde_json::to_string(key).unwrap()
+    );
+    browser.evaluate(&sign_in).await;
+}
+
 /// How many pixels of an `<img>` (by CSS selector) are near `rgb`: the image is drawn on a canvas
 /// in the page, so this counts what Chromium rendered of the SVG, not the SVG's text.
 fn pixels_of(selector: &str, rgb: (u8, u8, u8)) -> String {
@@ -432,12 +436,7 @@ async fn the_reports_charts_render_on_the_dashboard_and_in_the_console() {
     }
     let mut browser = Browser::launch().await;
     browser.call("Page.navigate", json!({"url": format!("{}/dashboard", app.base)})).await;
-    browser.wait_for_text("chave de API").await;
-    let sign_in = format!(
-        "document.getElementById('key').value = {}; document.querySelector('#login-form button').click(); true",
-        serde_json::to_string(&clinic.key).unwrap()
-    );
-    browser.evaluate(&sign_in).await;
+    sign_in_to_dashboard(&mut browser, &clinic.key).await;
     let page = browser.wait_for_text("3 pagamentos de").await;
     assert!(page.contains("aprovados 66,7%"), "{page}");
     wait_for_images(&mut browser, "#charts img[data-chart]", 3).await;
