@@ -124,13 +124,14 @@ async fn pass(store: &Store, log: &LogStore) -> Result<usize, ExportError> {
 
 async fn write(store: &Store, log: &LogStore, rows: &[OutboxRow]) -> Result<usize, ExportError> {
     let documents = store.log_export_documents(rows).await?;
-    for (collection, batch) in &documents.documents {
+    let count = documents.count();
+    for (collection, batch) in documents.documents {
         log.put(collection, batch).await?;
     }
     for (collection, ids) in &documents.removed {
         log.remove(collection, ids).await?;
     }
-    Ok(documents.count())
+    Ok(count)
 }
 
 #[cfg(test)]

@@ -142,23 +142,23 @@ impl PaymentFact {
     }
 
     /// The fact as its MongoDB document (`day` is the local date, for grouping by string).
-    pub fn document(&self) -> Value {
-        json!({
-            "_id": self.id,
-            "provider_id": self.provider_id,
-            "tuss_code": self.tuss_code,
-            "method": self.method,
-            "status": self.status,
+    pub fn document(&self) -> mongodb::bson::RawDocumentBuf {
+        mongodb::bson::rawdoc! {
+            "_id": self.id.as_str(),
+            "provider_id": self.provider_id.as_str(),
+            "tuss_code": self.tuss_code.as_str(),
+            "method": self.method.as_str(),
+            "status": self.status.as_str(),
             "amount_centavos": self.amount_centavos,
             "installments_count": self.installments_count,
             "created_at_ms": self.created_at_ms,
             "day_number": self.day_number,
             "day": day_date(self.day_number).to_string(),
-            "outcome": self.outcome,
+            "outcome": self.outcome.as_str(),
             "score": self.score,
             "score_bucket": self.score_bucket,
             "flagged": self.flagged,
-            "model_version": self.model_version,
+            "model_version": self.model_version.as_str(),
             "labelled": self.labelled,
             "fraud": self.fraud,
             "paid": self.paid,
@@ -169,7 +169,7 @@ impl PaymentFact {
             "refunded_centavos": self.refunded_centavos,
             "escrow_held_centavos": self.escrow_held_centavos,
             "escrow_released_centavos": self.escrow_released_centavos,
-        })
+        }
     }
 }
 

@@ -19,6 +19,7 @@ mod payments;
 mod people;
 mod privacy;
 pub mod rate_limit;
+mod raw_json;
 mod reader;
 mod risk;
 mod sessions;

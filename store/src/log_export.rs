@@ -5,7 +5,8 @@
 
 use crate::analytics::{PaymentFact, facts_sql};
 use crate::database::{Store, StoreError};
-use serde_json::{Map, Value, json};
+use crate::raw_json::json_to_bson;
+use mongodb::bson::{RawBson, RawDocumentBuf, rawdoc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,12 +57,12 @@ pub struct OutboxRow {
 /// The documents of one batch, by MongoDB collection, and the ids whose source is gone.
 #[derive(Debug, Default)]
 pub struct ExportDocuments {
-    pub documents: BTreeMap<&'static str, Vec<Value>>,
+    pub documents: BTreeMap<&'static str, Vec<RawDocumentBuf>>,
     pub removed: BTreeMap<&'static str, Vec<String>>,
 }
 
 impl ExportDocuments {
-    fn add(&mut self, collection: &'static str, document: Value) {
+    fn add(&mut self, collection: &'static str, document: RawDocumentBuf) {
         self.documents.entry(collection).or_default().push(document);
     }
 
@@ -86,13 +87,18 @@ fn placeholders(from: usize, count: usize) -> String {
     (from..from + count).map(|index| format!("${index}")).collect::<Vec<_>>().join(", ")
 }
 
-/// A TEXT column that holds JSON, parsed (kept as text if it is not JSON).
-fn json_column(row: &AnyRow, column: &str) -> Result<Value, StoreError> {
+/// A TEXT column that holds JSON, as BSON (kept as text if it is not JSON); see `raw_json`.
+fn json_column(row: &AnyRow, column: &str) -> Result<RawBson, StoreError> {
     let text: Option<String> = row.try_get(column)?;
     Ok(match text {
-        None => Value::Null,
-        Some(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        None => RawBson::Null,
+        Some(text) => json_to_bson(&text).unwrap_or(RawBson::String(text)),
     })
+}
+
+/// A nullable column as BSON.
+fn or_null<T: Into<RawBson>>(value: Option<T>) -> RawBson {
+    value.map_or(RawBson::Null, Into::into)
 }
 
 impl Store {
@@ -147,23 +153,25 @@ impl Store {
     /// The batch is in MongoDB: its rows go, except those changed since they were read (their
     /// version moved), which are released to be exported again at once.
     pub async fn complete_log_export(&self, rows: &[OutboxRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let mut transaction = self.pool.begin().await?;
+        // One statement for the whole batch (a row value per exported row), not one per row.
+        let pairs = (0..rows.len()).map(|index| format!("(${}, ${})", 2 * index + 1, 2 * index + 2));
+        let sql =
+            format!("DELETE FROM log_outbox WHERE (seq, version) IN (VALUES {})", pairs.collect::<Vec<_>>().join(", "));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for row in rows {
-            sqlx::query("DELETE FROM log_outbox WHERE seq = $1 AND version = $2")
-                .bind(row.seq)
-                .bind(row.version)
-                .execute(&mut *transaction)
-                .await?;
+            query = query.bind(row.seq).bind(row.version);
         }
-        if !rows.is_empty() {
-            let sql =
-                format!("UPDATE log_outbox SET lease_until_ms = 0 WHERE seq IN ({})", placeholders(1, rows.len()));
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for row in rows {
-                query = query.bind(row.seq);
-            }
-            query.execute(&mut *transaction).await?;
+        query.execute(&mut *transaction).await?;
+        let sql = format!("UPDATE log_outbox SET lease_until_ms = 0 WHERE seq IN ({})", placeholders(1, rows.len()));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for row in rows {
+            query = query.bind(row.seq);
         }
+        query.execute(&mut *transaction).await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -216,16 +224,16 @@ impl Store {
             let seq: i64 = row.try_get("seq")?;
             documents.add(
                 COLLECTION_EVENTS,
-                json!({
+                rawdoc! {
                     "_id": format!("{payment}.{seq}"),
                     "payment_id": payment,
                     "provider_id": row.try_get::<String, _>("provider_id")?,
                     "seq": seq,
-                    "provider_seq": row.try_get::<Option<i64>, _>("provider_seq")?,
+                    "provider_seq": or_null(row.try_get::<Option<i64>, _>("provider_seq")?),
                     "type": row.try_get::<String, _>("kind")?,
                     "data": json_column(&row, "data")?,
                     "at_ms": row.try_get::<i64, _>("created_at_ms")?,
-                }),
+                },
             );
         }
         let sql = format!(
@@ -240,7 +248,7 @@ impl Store {
         for row in query.fetch_all(&self.pool).await? {
             documents.add(
                 COLLECTION_DECISIONS,
-                json!({
+                rawdoc! {
                     "_id": row.try_get::<String, _>("id")?,
                     "payment_id": row.try_get::<String, _>("payment_id")?,
                     "provider_id": row.try_get::<String, _>("provider_id")?,
@@ -251,10 +259,10 @@ impl Store {
                     "model_version": row.try_get::<String, _>("model_version")?,
                     "latency_us": row.try_get::<i64, _>("latency_us")?,
                     "features": json_column(&row, "features")?,
-                    "shadow_model_version": row.try_get::<Option<String>, _>("shadow_model_version")?,
-                    "shadow_score": row.try_get::<Option<i64>, _>("shadow_score")?,
+                    "shadow_model_version": or_null(row.try_get::<Option<String>, _>("shadow_model_version")?),
+                    "shadow_score": or_null(row.try_get::<Option<i64>, _>("shadow_score")?),
                     "at_ms": row.try_get::<i64, _>("created_at_ms")?,
-                }),
+                },
             );
         }
         Ok(())
@@ -296,18 +304,18 @@ impl Store {
             }
             documents.add(
                 COLLECTION_GATEWAY_WEBHOOKS,
-                json!({
+                rawdoc! {
                     "_id": format!("{}:{}", key.0, key.1),
-                    "gateway": key.0,
-                    "webhook_id": key.1,
-                    "payment_id": row.try_get::<Option<String>, _>("payment_id")?,
+                    "gateway": key.0.as_str(),
+                    "webhook_id": key.1.as_str(),
+                    "payment_id": or_null(row.try_get::<Option<String>, _>("payment_id")?),
                     "kind": row.try_get::<String, _>("kind")?,
                     "body": json_column(&row, "body")?,
                     "state": row.try_get::<String, _>("state")?,
                     "note": row.try_get::<String, _>("note")?,
                     "received_at_ms": row.try_get::<i64, _>("received_at_ms")?,
-                    "applied_at_ms": row.try_get::<Option<i64>, _>("applied_at_ms")?,
-                }),
+                    "applied_at_ms": or_null(row.try_get::<Option<i64>, _>("applied_at_ms")?),
+                },
             );
             found.insert(key);
         }
@@ -345,17 +353,17 @@ impl Store {
             }
             documents.add(
                 COLLECTION_CHAT_MESSAGES,
-                json!({
+                rawdoc! {
                     "_id": format!("{}:{}", key.0, key.1),
-                    "conversation_id": key.0,
+                    "conversation_id": key.0.as_str(),
                     "patient_id": row.try_get::<String, _>("patient_id")?,
                     "seq": key.1,
                     "role": row.try_get::<String, _>("role")?,
                     "text": row.try_get::<String, _>("text")?,
-                    "intent": row.try_get::<Option<String>, _>("intent")?,
-                    "confidence_bps": row.try_get::<Option<i64>, _>("confidence_bps")?,
+                    "intent": or_null(row.try_get::<Option<String>, _>("intent")?),
+                    "confidence_bps": or_null(row.try_get::<Option<i64>, _>("confidence_bps")?),
                     "at_ms": row.try_get::<i64, _>("created_at_ms")?,
-                }),
+                },
             );
             found.insert(key);
         }
@@ -378,15 +386,18 @@ impl Store {
             query = query.bind(id.clone());
         }
         for row in query.fetch_all(&self.pool).await? {
-            let mut document = Map::new();
-            document.insert("_id".into(), Value::String(row.try_get("id")?));
-            document.insert("at_ms".into(), Value::from(row.try_get::<i64, _>("at_ms")?));
-            document.insert("actor".into(), Value::String(row.try_get("actor")?));
-            document.insert("action".into(), Value::String(row.try_get("action")?));
-            document.insert("target".into(), Value::String(row.try_get("target")?));
-            document.insert("before".into(), json_column(&row, "before_json")?);
-            document.insert("after".into(), json_column(&row, "after_json")?);
-            documents.add(COLLECTION_AUDIT, Value::Object(document));
+            documents.add(
+                COLLECTION_AUDIT,
+                rawdoc! {
+                    "_id": row.try_get::<String, _>("id")?,
+                    "at_ms": row.try_get::<i64, _>("at_ms")?,
+                    "actor": row.try_get::<String, _>("actor")?,
+                    "action": row.try_get::<String, _>("action")?,
+                    "target": row.try_get::<String, _>("target")?,
+                    "before": json_column(&row, "before_json")?,
+                    "after": json_column(&row, "after_json")?,
+                },
+            );
         }
         Ok(())
     }

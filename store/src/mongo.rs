@@ -4,7 +4,7 @@
 //! Only commands and operators that a real MongoDB (targeted: 6.0 and later) and the wire-protocol
 //! stand-in the tests run (nx-27017) both do are used.
 
-use mongodb::bson::{self, Bson, Document, doc};
+use mongodb::bson::{self, Bson, Document, RawArrayBuf, RawDocumentBuf, doc, rawdoc};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database, IndexModel};
 use serde_json::Value;
@@ -94,16 +94,22 @@ impl LogStore {
     }
 
     /// Writes the documents (each with its `_id`) as they are, replacing any of the same id.
-    pub async fn put(&self, collection: &str, documents: &[Value]) -> Result<(), LogStoreError> {
-        for chunk in documents.chunks(MONGO_WRITE_STATEMENTS_MAX) {
-            let mut updates = Vec::with_capacity(chunk.len());
-            for document in chunk {
-                let document = to_document(document)?;
-                let id = document.get("_id").cloned().unwrap_or(Bson::Null);
-                updates.push(doc! {"q": {"_id": id}, "u": document, "upsert": true});
+    pub async fn put(&self, collection: &str, documents: Vec<RawDocumentBuf>) -> Result<(), LogStoreError> {
+        let mut documents = documents.into_iter().peekable();
+        while documents.peek().is_some() {
+            // Built as bytes (`rawdoc!`), as the documents are: no `Document` tree on the way.
+            let mut updates = RawArrayBuf::new();
+            for document in documents.by_ref().take(MONGO_WRITE_STATEMENTS_MAX) {
+                let id = match document.get("_id") {
+                    Ok(Some(id)) => id.to_raw_bson(),
+                    _ => return Err(LogStoreError::Document("a document without _id".to_owned())),
+                };
+                updates.push(rawdoc! {"q": {"_id": id}, "u": document, "upsert": true});
             }
-            let answer =
-                self.database.run_command(doc! {"update": collection, "updates": updates, "ordered": false}).await?;
+            let answer = self
+                .database
+                .run_raw_command(rawdoc! {"update": collection, "updates": updates, "ordered": false})
+                .await?;
             refused(collection, &answer)?;
         }
         Ok(())
