@@ -430,7 +430,10 @@ where
     }
     crate::notify::spawn(state.clone(), mailer);
     match log {
-        Some(log) => crate::export::start(&state, log).await?,
+        Some(_) => {
+            let url = state.config.mongodb_url.as_deref().unwrap_or_default();
+            crate::export::start(&state, url).await?
+        }
         None => crate::export::stop(&state.store).await?,
     }
     if let Some(signer) = signer {

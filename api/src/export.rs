@@ -25,61 +25,123 @@ enum ExportError {
     Log(#[from] medpay_store::mongo::LogStoreError),
 }
 
+/// The export's thread runs at this nice value (0 normal, 19 lowest): on a node whose CPU the
+/// payments use up, the kernel gives it to them first, and the backlog drains in the idle time.
+pub const LOG_EXPORT_NICE: i32 = 10;
+
 /// Turns the export on in the database (every node's triggers then fill the outbox) and starts
-/// this node's loop.
-pub async fn start(state: &AppState, log: LogStore) -> anyhow::Result<()> {
+/// this node's exporter on a thread of its own at a lower priority (`LOG_EXPORT_NICE`), with its
+/// own runtime, MongoDB client and, on SQLite, read connection: all the export's CPU (reading
+/// the rows, making the BSON, the driver's work) is there. Its writes to the outbox (claim,
+/// complete, release) are single statements on the main pool, so a low-priority thread never
+/// holds a lock the payments wait for.
+pub async fn start(state: &AppState, url: &str) -> anyhow::Result<()> {
     state.store.set_log_export(true).await?;
-    tracing::info!(database = log.database_name(), "the event log is exported to MongoDB");
     let store = state.store.clone();
-    let mut stopping = state.stopping.clone();
+    let stopping = state.stopping.clone();
     let poll = Duration::from_millis(state.config.limits.log_export_poll_ms.max(10));
-    tokio::spawn(async move {
-        let mut indexed = false;
-        let mut failures: u32 = 0;
-        loop {
-            if *stopping.borrow() {
-                break;
+    let url = url.to_owned();
+    let (ready, started) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+    std::thread::Builder::new().name("medpay-log-export".to_owned()).spawn(move || {
+        lower_priority(LOG_EXPORT_NICE);
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                let _ = ready.send(Err(error.into()));
+                return;
             }
-            if !indexed {
-                match log.ensure_indexes().await {
-                    Ok(()) => indexed = true,
-                    Err(error) => tracing::warn!(%error, "MongoDB indexes not made yet; trying again"),
-                }
-            }
-            let started = std::time::Instant::now();
-            let wait = match pass(&store, &log).await {
-                Ok(0) => {
-                    failures = 0;
-                    poll
-                }
-                Ok(_) => {
-                    failures = 0;
-                    // Paced: rest as long as the pass took, so that under load the export takes
-                    // at most about half of one core from the payments (the backlog drains after).
-                    started.elapsed().min(Duration::from_millis(LOG_EXPORT_REST_MAX_MS))
+        };
+        runtime.block_on(async move {
+            let prepared = async {
+                let log = LogStore::connect(&url).await?;
+                let reads = store.background_reads().await?;
+                anyhow::Ok((log, reads))
+            };
+            match prepared.await {
+                Ok((log, reads)) => {
+                    tracing::info!(database = log.database_name(), "the event log is exported to MongoDB");
+                    let _ = ready.send(Ok(()));
+                    run(&store, &reads, &log, stopping, poll).await;
                 }
                 Err(error) => {
-                    failures = failures.saturating_add(1);
-                    metrics::counter!("medpay_log_export_failures_total").increment(1);
-                    let wait = retry_wait_ms(failures);
-                    tracing::warn!(%error, failures, retry_in_ms = wait, "export to MongoDB failed; the rows wait");
-                    Duration::from_millis(wait)
+                    let _ = ready.send(Err(error));
                 }
-            };
-            if let Ok(backlog) = store.log_export_backlog().await {
-                metrics::gauge!("medpay_log_export_backlog").set(backlog as f64);
             }
-            if wait.is_zero() {
-                tokio::task::yield_now().await;
-                continue;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stopping.changed() => {}
+        });
+    })?;
+    started.await.map_err(|_| anyhow::anyhow!("the log export thread ended before it started"))?
+}
+
+/// Lowers the calling thread's priority (Linux: nice is per thread, and threads it starts
+/// inherit it). Best effort: a failure is logged and the export runs at normal priority.
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take no pointers; PRIO_PROCESS with a thread id
+        // changes only that thread.
+        let outcome = unsafe {
+            let thread = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, thread as libc::id_t, nice)
+        };
+        if outcome != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "the log export runs at normal priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
+async fn run(
+    store: &Store,
+    reads: &Store,
+    log: &LogStore,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+    poll: Duration,
+) {
+    let mut indexed = false;
+    let mut failures: u32 = 0;
+    loop {
+        if *stopping.borrow() {
+            break;
+        }
+        if !indexed {
+            match log.ensure_indexes().await {
+                Ok(()) => indexed = true,
+                Err(error) => tracing::warn!(%error, "MongoDB indexes not made yet; trying again"),
             }
         }
-    });
-    Ok(())
+        let started = std::time::Instant::now();
+        let wait = match pass(store, reads, log).await {
+            Ok(0) => {
+                failures = 0;
+                poll
+            }
+            Ok(_) => {
+                failures = 0;
+                // Paced: rest as long as the pass took, so that even with CPU to spare the
+                // export takes at most about half of one core (the backlog drains after).
+                started.elapsed().min(Duration::from_millis(LOG_EXPORT_REST_MAX_MS))
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                metrics::counter!("medpay_log_export_failures_total").increment(1);
+                let wait = retry_wait_ms(failures);
+                tracing::warn!(%error, failures, retry_in_ms = wait, "export to MongoDB failed; the rows wait");
+                Duration::from_millis(wait)
+            }
+        };
+        if let Ok(backlog) = store.log_export_backlog().await {
+            metrics::gauge!("medpay_log_export_backlog").set(backlog as f64);
+        }
+        if wait.is_zero() {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopping.changed() => {}
+        }
+    }
 }
 
 /// A node without MONGODB_URL: the triggers stop adding rows (what waits stays, for a node that
@@ -98,13 +160,13 @@ fn retry_wait_ms(failures: u32) -> u64 {
 }
 
 /// One batch: claimed, read, written, released. The number of rows it took.
-async fn pass(store: &Store, log: &LogStore) -> Result<usize, ExportError> {
+async fn pass(store: &Store, reads: &Store, log: &LogStore) -> Result<usize, ExportError> {
     let now = medpay_store::now_ms();
     let rows = store.claim_log_export(now, LOG_EXPORT_BATCH_MAX).await?;
     if rows.is_empty() {
         return Ok(0);
     }
-    match write(store, log, &rows).await {
+    match write(reads, log, &rows).await {
         Ok(documents) => {
             store.complete_log_export(&rows).await?;
             metrics::counter!("medpay_log_export_documents_total").increment(documents as u64);
@@ -122,8 +184,8 @@ async fn pass(store: &Store, log: &LogStore) -> Result<usize, ExportError> {
     }
 }
 
-async fn write(store: &Store, log: &LogStore, rows: &[OutboxRow]) -> Result<usize, ExportError> {
-    let documents = store.log_export_documents(rows).await?;
+async fn write(reads: &Store, log: &LogStore, rows: &[OutboxRow]) -> Result<usize, ExportError> {
+    let documents = reads.log_export_documents(rows).await?;
     let count = documents.count();
     for (collection, batch) in documents.documents {
         log.put(collection, batch).await?;

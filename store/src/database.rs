@@ -65,6 +65,8 @@ pub struct Store {
     pub(crate) writer: crate::writer::Writer,
     /// The payment path's point reads on SQLite (see `reader`); none on PostgreSQL.
     pub(crate) reader: Option<crate::reader::Reader>,
+    /// The SQLite URL (with its `mode`), for pools of other threads' own (`background_reads`).
+    sqlite_url: Option<std::sync::Arc<str>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -112,7 +114,26 @@ impl Store {
                 crate::writer::Writer::postgres(lanes)
             }
         };
-        Ok(Store { pool, engine, writer, reader })
+        let sqlite_url = (engine == Engine::Sqlite).then(|| std::sync::Arc::from(url.as_str()));
+        Ok(Store { pool, engine, writer, reader, sqlite_url })
+    }
+
+    /// This store with, on SQLite, a read-only pool of one connection of its own, opened on the
+    /// calling thread (so its connection's thread is that thread's child and inherits its
+    /// priority: background work such as the log export reads there, not on the pool the
+    /// payments use). Only reads go through it: every write still takes `self`'s pool. On
+    /// PostgreSQL the same store (the reads' work is the server's).
+    pub async fn background_reads(&self) -> Result<Store, StoreError> {
+        let Some(url) = &self.sqlite_url else {
+            return Ok(self.clone());
+        };
+        let path = sqlite_path(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
+            .connect(&format!("sqlite://{path}?mode=ro"))
+            .await?;
+        Ok(Store { pool, ..self.clone() })
     }
 
     pub fn engine(&self) -> Engine {
