@@ -119,10 +119,11 @@ impl Store {
     }
 
     /// This store with, on SQLite, a read-only pool of one connection of its own, opened on the
-    /// calling thread (so its connection's thread is that thread's child and inherits its
-    /// priority: background work such as the log export reads there, not on the pool the
-    /// payments use). Only reads go through it: every write still takes `self`'s pool. On
-    /// PostgreSQL the same store (the reads' work is the server's).
+    /// calling thread and kept for the pool's life (no idle timeout, no lifetime: its
+    /// connection's thread is the calling thread's child and keeps that thread's priority, even
+    /// when the pool is used from a low-priority one). Background work such as the log export
+    /// reads there, not on the pool the payments use. Only reads go through it: every write
+    /// still takes `self`'s pool. On PostgreSQL the same store (the reads' work is the server's).
     pub async fn background_reads(&self) -> Result<Store, StoreError> {
         let Some(url) = &self.sqlite_url else {
             return Ok(self.clone());
@@ -130,6 +131,9 @@ impl Store {
         let path = sqlite_path(url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
             .connect(&format!("sqlite://{path}?mode=ro"))
             .await?;

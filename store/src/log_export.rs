@@ -1,7 +1,8 @@
 //! The SQL side of the event log's export to MongoDB: the outbox that triggers fill in the same
-//! commit as each change (migration 0027), claimed in bounded batches under a lease, and the
-//! documents each claimed row stands for, read fresh from the tables at export time (so a row
-//! changed three times while it waited is exported once, as it is now).
+//! commit as each change (migrations 0027 and 0028: one row appended per change, nothing looked
+//! up), claimed in bounded batches under a lease, and the documents the claimed rows stand for,
+//! read fresh from the tables at export time (a payment changed three times in one batch's rows
+//! is read and exported once, as it is now).
 
 use crate::analytics::{PaymentFact, facts_sql};
 use crate::database::{Store, StoreError};
@@ -11,8 +12,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Most outbox rows one pass exports.
-pub const LOG_EXPORT_BATCH_MAX: i64 = 500;
+/// Most outbox rows one pass claims (a payment has four or five: its events and its decision).
+pub const LOG_EXPORT_BATCH_MAX: i64 = 1_000;
 /// How long a claimed batch is kept from the other nodes.
 pub const LOG_EXPORT_LEASE_MS: i64 = 30_000;
 
@@ -51,7 +52,6 @@ pub struct OutboxRow {
     pub kind: ExportKind,
     /// The thing's key: a payment id, `gateway:webhook_id`, `conversation:seq` or an audit id.
     pub reference: String,
-    pub version: i64,
 }
 
 /// The documents of one batch, by MongoDB collection, and the ids whose source is gone.
@@ -124,9 +124,9 @@ impl Store {
     pub async fn claim_log_export(&self, now_ms: i64, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
         let rows = sqlx::query(
             "UPDATE log_outbox SET lease_until_ms = $1
-             WHERE seq IN (SELECT seq FROM log_outbox WHERE lease_until_ms <= $2 ORDER BY lease_until_ms, seq LIMIT $3)
+             WHERE seq IN (SELECT seq FROM log_outbox WHERE lease_until_ms <= $2 ORDER BY seq LIMIT $3)
                AND lease_until_ms <= $2
-             RETURNING seq, kind, ref, version",
+             RETURNING seq, kind, ref",
         )
         .bind(now_ms + LOG_EXPORT_LEASE_MS)
         .bind(now_ms)
@@ -142,7 +142,6 @@ impl Store {
                     kind: ExportKind::parse(&kind)
                         .ok_or_else(|| StoreError::corrupt(format!("outbox kind {kind:?}")))?,
                     reference: row.try_get("ref")?,
-                    version: row.try_get("version")?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -150,26 +149,19 @@ impl Store {
         Ok(claimed)
     }
 
-    /// The batch is in MongoDB: its rows go, except those changed since they were read (their
-    /// version moved), which are released to be exported again at once. Two statements, each
-    /// atomic, and no transaction around them: the exporter may run at a low priority, and a
-    /// transaction open between its statements would hold SQLite's write lock while it waits
-    /// for the CPU. A crash between the two leaves the changed rows leased: exported again when
-    /// the lease runs out.
+    /// The batch is in MongoDB: its rows go, in one statement. A change made since the claim is a
+    /// row of its own (the outbox only grows by appending), which stays for the next pass.
     pub async fn complete_log_export(&self, rows: &[OutboxRow]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
-        // One statement for the whole batch (a row value per exported row), not one per row.
-        let pairs = (0..rows.len()).map(|index| format!("(${}, ${})", 2 * index + 1, 2 * index + 2));
-        let sql =
-            format!("DELETE FROM log_outbox WHERE (seq, version) IN (VALUES {})", pairs.collect::<Vec<_>>().join(", "));
+        let sql = format!("DELETE FROM log_outbox WHERE seq IN ({})", placeholders(1, rows.len()));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for row in rows {
-            query = query.bind(row.seq).bind(row.version);
+            query = query.bind(row.seq);
         }
         query.execute(&self.pool).await?;
-        self.release_log_export(rows, 0).await
+        Ok(())
     }
 
     /// The export failed: the rows are another pass's to try, after `retry_at_ms`.
@@ -189,8 +181,11 @@ impl Store {
     /// The documents the claimed rows stand for, read as they are now.
     pub async fn log_export_documents(&self, rows: &[OutboxRow]) -> Result<ExportDocuments, StoreError> {
         let mut documents = ExportDocuments::default();
+        // Each thing once, however many of the batch's rows name it.
         let of = |kind: ExportKind| -> Vec<String> {
-            rows.iter().filter(|row| row.kind == kind).map(|row| row.reference.clone()).collect()
+            let named: BTreeSet<&str> =
+                rows.iter().filter(|row| row.kind == kind).map(|row| row.reference.as_str()).collect();
+            named.into_iter().map(str::to_owned).collect()
         };
         self.export_payments(&of(ExportKind::Payment), &mut documents).await?;
         self.export_gateway_webhooks(&of(ExportKind::GatewayWebhook), &mut documents).await?;
