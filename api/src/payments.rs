@@ -364,7 +364,7 @@ pub async fn create_payment(
             return Err(ApiError::unavailable("the idempotency store is unavailable; retry later"));
         }
     };
-    if let Some(replay) = stored_answer(&state, &scope, &key, &prepared.request_hash).await? {
+    if let Some(replay) = stored_answer(&state, principal, &scope, &key, &prepared.request_hash).await? {
         return Ok(replay);
     }
     let target = IdempotencyTarget { scope, key, request_hash: prepared.request_hash.clone() };
@@ -373,13 +373,45 @@ pub async fn create_payment(
     // The claim goes with the command: the payment's actor releases it when it is done.
     payment.claim = Some(claim);
     let created = state.runtime.submit(payment).await?;
-    Ok(json_response(StatusCode::CREATED, created.body, false))
+    Ok(json_response(StatusCode::CREATED, shown_to(principal, created.body), false))
+}
+
+/// What a patient is shown of a payment: everything but the scoring decision (its score,
+/// reasons, rules and model would teach someone paying with stolen data what the model looks
+/// at; the outcome is in `status`). `decision` is null for them, in the payment's view and in
+/// each event's copy of it; the rest is unchanged, key order too, so a replay is byte for byte
+/// the first answer.
+pub(crate) fn hide_decision(value: &mut serde_json::Value) {
+    if let Some(object) = value.as_object_mut() {
+        if let Some(decision) = object.get_mut("decision") {
+            *decision = serde_json::Value::Null;
+        }
+        if let Some(payment) = object.get_mut("payment") {
+            hide_decision(payment);
+        }
+    }
+}
+
+/// A stored payment answer as `principal` is shown it (see `hide_decision`).
+fn shown_to(principal: Principal, body: String) -> String {
+    if !matches!(principal, Principal::Patient(_)) {
+        return body;
+    }
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(mut value) => {
+            hide_decision(&mut value);
+            value.to_string()
+        }
+        // Not a payment's view (an error's body): nothing to hide.
+        Err(_) => body,
+    }
 }
 
 /// What the key's row says, under the key's claim: the stored answer to replay, a refusal, or
 /// nothing (run the request). A payment whose answer a crash cut short is finished first.
 async fn stored_answer(
     state: &AppState,
+    principal: Principal,
     scope: &str,
     key: &str,
     request_hash: &str,
@@ -393,7 +425,7 @@ async fn stored_answer(
     };
     let replay = |status: u16, body: String| -> Result<Option<Response>, ApiError> {
         let status = StatusCode::from_u16(status).map_err(ApiError::internal)?;
-        Ok(Some(json_response(status, body, true)))
+        Ok(Some(json_response(status, shown_to(principal, body), true)))
     };
     match state.store.idempotency_lookup(scope, key, request_hash, medpay_store::now_ms()).await? {
         StoredKey::Free => Ok(None),
@@ -447,7 +479,11 @@ pub async fn get_payment(
 ) -> Result<Json<PaymentView>, ApiError> {
     let visible = visible_payment(&state, principal, id).await?;
     // Risk analysts see what the challenger would have scored; providers and patients do not.
-    payment_view_json(&state, visible.id, principal.require_analyst().is_ok()).await
+    let Json(mut view) = payment_view_json(&state, visible.id, principal.require_analyst().is_ok()).await?;
+    if let Principal::Patient(_) = principal {
+        view.decision = None;
+    }
+    Ok(Json(view))
 }
 
 /// A payment as the API shows it, read from one snapshot.
@@ -483,7 +519,13 @@ pub async fn list_events(
     let payment = visible_payment(&state, principal, id).await?;
     let events =
         state.store.events(payment.id, query.after.unwrap_or(0), query.limit.unwrap_or(EVENTS_PAGE_DEFAULT)).await?;
-    Ok(Json(EventList { data: events.iter().map(EventView::new).collect() }))
+    let mut data: Vec<EventView> = events.iter().map(EventView::new).collect();
+    if let Principal::Patient(_) = principal {
+        for event in &mut data {
+            hide_decision(&mut event.data);
+        }
+    }
+    Ok(Json(EventList { data }))
 }
 
 #[utoipa::path(get, path = "/v1/payments", tag = "payments", security(("bearer" = [])), params(PaymentQuery),

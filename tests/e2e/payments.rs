@@ -49,6 +49,17 @@ async fn walk_through(engine: Engine) {
         .collect();
     // Then the contract goes out (`payment.contract_sent`), maybe already.
     assert_eq!(kinds[..2], [(1, "payment.requested"), (2, "payment.approved")]);
+    // The patient sees the outcome in the status, never the scoring (score, reasons, rules, model);
+    // the provider sees it in both.
+    assert!(events["data"].as_array().unwrap().iter().all(|e| e["data"]["payment"]["decision"].is_null()), "{events}");
+    let (_, provider_events) =
+        app.request(Method::GET, &format!("/v1/payments/{id}/events"), Some(&provider.key), None, None).await;
+    assert_eq!(provider_events["data"][1]["data"]["payment"]["decision"]["outcome"], "approve");
+    let (status, seen) =
+        app.request(Method::GET, &format!("/v1/payments/{id}"), Some(&patient.token), None, None).await;
+    assert_eq!((status, seen["status"].as_str()), (StatusCode::OK, Some("approved")));
+    assert!(seen["decision"].is_null(), "{seen}");
+    assert_eq!(seen["installments"], created["installments"]);
     let (_, after_one) =
         app.request(Method::GET, &format!("/v1/payments/{id}/events?after=1"), Some(&patient.token), None, None).await;
     assert!(after_one["data"].as_array().unwrap().len() >= kinds.len() - 1);
@@ -93,9 +104,18 @@ async fn idempotent_retries(engine: Engine) {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(error.contains("idempotency_key_reused"), "{error}");
     // The same key from another caller is another key.
-    let (status, _, _) =
+    let (status, _, answer) =
         app.raw(Method::POST, "/v1/payments", Some(&patient.token), Some(body.clone()), Some(&key)).await;
     assert_eq!(status, StatusCode::CREATED);
+    // A patient's own request: decided in the same answer, shown without the scoring, and its
+    // replay is that answer byte for byte.
+    let shown: Value = serde_json::from_str(&answer).unwrap();
+    // (Approved and charged at once: its PIX charge is what the patient pays.)
+    assert!(shown["decision"].is_null() && shown["status"] == "awaiting_payment", "{answer}");
+    assert!(shown["charge"]["pix_br_code"].is_string(), "{answer}");
+    let again = app.raw(Method::POST, "/v1/payments", Some(&patient.token), Some(body.clone()), Some(&key)).await;
+    assert_eq!((again.0, again.2.as_str()), (StatusCode::CREATED, answer.as_str()));
+    assert_eq!(again.1.get("idempotent-replayed").unwrap(), "true");
     let (_, listed) = app.request(Method::GET, "/v1/payments", Some(&provider.key), None, None).await;
     assert_eq!(listed["data"].as_array().unwrap().len(), 2);
     app.stop().await;
