@@ -162,18 +162,15 @@ pub async fn put_prices(
         .await?
         .ok_or_else(|| ApiError::not_found("provider_not_found", "no such provider"))?;
     let before = state.store.provider_prices(provider).await?.len();
-    state.store.replace_provider_prices(provider, &prices, medpay_store::now_ms()).await?;
-    state.runtime.reload_provider(provider).await?;
-    let after = serde_json::json!({"codes": prices.len()});
-    crate::people::audit(
-        &state,
+    let audit = crate::people::audit_entry(
         principal,
         "provider.prices.replace",
         &format!("provider:{provider}"),
         Some(serde_json::json!({"codes": before})),
-        Some(after),
-    )
-    .await;
+        Some(serde_json::json!({"codes": prices.len()})),
+    );
+    state.store.replace_provider_prices(provider, &prices, medpay_store::now_ms(), &audit).await?;
+    state.runtime.reload_provider(provider).await?;
     tracing::info!(provider_id = %provider, codes = prices.len(), "provider price list replaced");
     Ok(axum::Json(body))
 }

@@ -470,12 +470,12 @@ pub async fn set_canary(
     if body.share_bps > 10_000 {
         return Err(ApiError::bad_request("invalid_share", "share_bps is 0 to 10000"));
     }
-    state.store.set_model_canary(body.share_bps, &who(principal), why, medpay_store::now_ms()).await?;
+    let after = serde_json::json!({"share_bps": body.share_bps, "reason": why});
+    let audit = crate::people::audit_entry(principal, "model.canary.set", "model_alias:challenger", None, Some(after));
+    state.store.set_model_canary(body.share_bps, &who(principal), why, medpay_store::now_ms(), &audit).await?;
     if !state.runtime.set_canary(body.share_bps) {
         return Err(ApiError::internal("this scorer has no canary"));
     }
-    let after = serde_json::json!({"share_bps": body.share_bps, "reason": why});
-    crate::people::audit(&state, principal, "model.canary.set", "model_alias:challenger", None, Some(after)).await;
     tracing::warn!(share_bps = body.share_bps, by = who(principal), reason = why, "canary share changed");
     Ok(Json(CanaryView { share_bps: body.share_bps }))
 }

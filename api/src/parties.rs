@@ -304,11 +304,12 @@ pub async fn update_provider_risk(
             "review_score_min ≤ decline_score_min ≤ 1000 is required",
         ));
     }
-    if !state.store.update_provider_risk(&record).await? {
+    let target = format!("provider:{id}");
+    let audit =
+        crate::people::audit_entry(principal, "provider.risk.update", &target, Some(before), Some(risk(&record)));
+    if !state.store.update_provider_risk(&record, &audit).await? {
         return Err(not_found());
     }
-    let target = format!("provider:{id}");
-    crate::people::audit(&state, principal, "provider.risk.update", &target, Some(before), Some(risk(&record))).await;
     state.runtime.reload_provider(id).await?;
     tracing::info!(provider_id = %id, review = record.review_score_min, decline = record.decline_score_min,
         fail_mode = record.score_fail_mode.as_str(), max = record.max_amount_centavos, "provider risk settings changed");

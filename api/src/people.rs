@@ -44,8 +44,9 @@ pub fn audit_entry(
     }
 }
 
-/// Appends to the audit log after a write that could not carry its entry (rules, lists, model
-/// moves, claims). The write is done already: a failure here is logged (error level, with a
+/// Appends to the audit log after a write that could not carry its entry (model alias moves,
+/// whose `before` comes out of the move itself, and review claims and decisions, written by the
+/// payment's actor). The write is done already: a failure here is logged (error level, with a
 /// metric) rather than turned into a failed answer for a write that happened.
 pub async fn audit(
     state: &AppState,

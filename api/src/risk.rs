@@ -192,15 +192,15 @@ pub async fn create_rule(
         action: compiled.rule.action.as_str().to_owned(),
         created_at_ms: medpay_store::now_ms(),
     };
-    match state.store.insert_rule(&record).await {
+    let after = serde_json::json!({"name": record.name, "source": record.source});
+    let audit = crate::people::audit_entry(principal, "rule.create", &format!("rule:{}", record.id), None, Some(after));
+    match state.store.insert_rule(&record, &audit).await {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => return Err(ApiError::conflict("rule_exists", "a rule with this name exists")),
         Err(error) => return Err(error.into()),
     }
     reload_rules(&state).await?;
     tracing::info!(rule = %record.name, source = %record.source, "rule added");
-    let after = serde_json::json!({"name": record.name, "source": record.source});
-    crate::people::audit(&state, principal, "rule.create", &format!("rule:{}", record.id), None, Some(after)).await;
     Ok((StatusCode::CREATED, Json(RuleView::new(&record))))
 }
 
@@ -214,12 +214,12 @@ pub async fn delete_rule(
 ) -> Result<StatusCode, ApiError> {
     principal.require_analyst()?;
     let Path(id) = id.map_err(rejection)?;
-    if !state.store.delete_rule(&id, medpay_store::now_ms()).await? {
+    let audit = crate::people::audit_entry(principal, "rule.delete", &format!("rule:{id}"), None, None);
+    if !state.store.delete_rule(&id, medpay_store::now_ms(), &audit).await? {
         return Err(ApiError::not_found("rule_not_found", "no such rule"));
     }
     reload_rules(&state).await?;
     tracing::info!(rule_id = %id, "rule removed");
-    crate::people::audit(&state, principal, "rule.delete", &format!("rule:{id}"), None, None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -339,12 +339,12 @@ pub async fn add_list_entry(
         created_at_ms: medpay_store::now_ms(),
         keyed: true,
     };
-    state.store.add_list_entry(&entry).await?;
-    state.lists.insert(list, kind, entry.value_hash.clone());
     // The hash, never the value: the audit log is read by admins, the value is personal data.
     let after = serde_json::json!({"reason": entry.reason});
     let target = format!("list:{}:{}:{}", list.as_str(), kind.as_str(), entry.value_hash);
-    crate::people::audit(&state, principal, "list.add", &target, None, Some(after)).await;
+    let audit = crate::people::audit_entry(principal, "list.add", &target, None, Some(after));
+    state.store.add_list_entry(&entry, &audit).await?;
+    state.lists.insert(list, kind, entry.value_hash.clone());
     tracing::info!(list = list.as_str(), kind = kind.as_str(), "list entry added");
     Ok((StatusCode::CREATED, Json(ListEntryView::new(&entry))))
 }
@@ -360,12 +360,12 @@ pub async fn remove_list_entry(
     principal.require_analyst()?;
     let Path((list, kind, value_hash)) = path.map_err(rejection)?;
     let (list, kind) = parse_list(&list, &kind)?;
-    if !state.store.remove_list_entry(list, kind, &value_hash).await? {
+    let target = format!("list:{}:{}:{value_hash}", list.as_str(), kind.as_str());
+    let audit = crate::people::audit_entry(principal, "list.remove", &target, None, None);
+    if !state.store.remove_list_entry(list, kind, &value_hash, &audit).await? {
         return Err(ApiError::not_found("list_entry_not_found", "no such list entry"));
     }
     state.lists.remove(list, kind, &value_hash);
-    let target = format!("list:{}:{}:{value_hash}", list.as_str(), kind.as_str());
-    crate::people::audit(&state, principal, "list.remove", &target, None, None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -387,12 +387,12 @@ pub async fn label_payment(
         return Err(ApiError::bad_request("invalid_note", format!("note has at most {NOTE_LENGTH_MAX} characters")));
     }
     state.store.payment(id).await?.ok_or_else(not_found)?;
+    let after = serde_json::json!({"is_fraud": body.is_fraud, "note": body.note});
+    let audit = crate::people::audit_entry(principal, "payment.label", &format!("payment:{id}"), None, Some(after));
     state
         .store
-        .label_payment(id, body.is_fraud, "analyst", &body.note, &principal.actor(), medpay_store::now_ms())
+        .label_payment(id, body.is_fraud, "analyst", &body.note, &principal.actor(), medpay_store::now_ms(), &audit)
         .await?;
-    let after = serde_json::json!({"is_fraud": body.is_fraud, "note": body.note});
-    crate::people::audit(&state, principal, "payment.label", &format!("payment:{id}"), None, Some(after)).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

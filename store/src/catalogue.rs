@@ -90,12 +90,13 @@ impl Store {
 }
 
 impl Store {
-    /// Replaces a provider's price list (all or nothing).
+    /// Replaces a provider's price list (all or nothing), with its audit entry in the same commit.
     pub async fn replace_provider_prices(
         &self,
         provider: medpay_models::ProviderId,
         prices: &[(String, i64)],
         now_ms: i64,
+        audit: &crate::people::AuditEntry,
     ) -> Result<(), StoreError> {
         let mut transaction = self.begin_write().await?;
         sqlx::query("DELETE FROM provider_prices WHERE provider_id = $1")
@@ -119,6 +120,7 @@ impl Store {
             }
             query.execute(&mut *transaction).await?;
         }
+        crate::people::insert_audit(&mut transaction, audit).await?;
         transaction.commit().await?;
         Ok(())
     }

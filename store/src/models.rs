@@ -261,14 +261,17 @@ impl Store {
             .collect()
     }
 
-    /// Records a new canary share (the latest change is the one in force).
+    /// Records a new canary share (the latest change is the one in force), with its audit entry
+    /// in the same commit.
     pub async fn set_model_canary(
         &self,
         share_bps: u32,
         set_by: &str,
         reason: &str,
         now_ms: i64,
+        audit: &crate::people::AuditEntry,
     ) -> Result<(), StoreError> {
+        let mut transaction = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO model_canary_changes (id, share_bps, set_by, reason, set_at_ms) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -277,8 +280,10 @@ impl Store {
         .bind(set_by.to_owned())
         .bind(reason.to_owned())
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        crate::people::insert_audit(&mut transaction, audit).await?;
+        transaction.commit().await?;
         Ok(())
     }
 

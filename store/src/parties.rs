@@ -244,8 +244,14 @@ impl Store {
         row.as_ref().map(provider_from_row).transpose()
     }
 
-    /// Changes a provider's risk settings; false when there is no such provider.
-    pub async fn update_provider_risk(&self, provider: &ProviderRecord) -> Result<bool, StoreError> {
+    /// Changes a provider's risk settings, with its audit entry in the same commit; false (and
+    /// no entry) when there is no such provider.
+    pub async fn update_provider_risk(
+        &self,
+        provider: &ProviderRecord,
+        audit: &crate::people::AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut transaction = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE providers SET score_fail_mode = $2, max_amount_centavos = $3, review_score_min = $4, decline_score_min = $5,
                  review_time_limit_hours = $6
@@ -257,10 +263,16 @@ impl Store {
         .bind(i64::from(provider.review_score_min))
         .bind(i64::from(provider.decline_score_min))
         .bind(i64::from(provider.review_time_limit_hours))
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?
         .rows_affected();
-        Ok(updated == 1)
+        if updated != 1 {
+            transaction.rollback().await?;
+            return Ok(false);
+        }
+        crate::people::insert_audit(&mut transaction, audit).await?;
+        transaction.commit().await?;
+        Ok(true)
     }
 
     pub async fn provider_id_by_key_hash(&self, api_key_hash: &str) -> Result<Option<ProviderId>, StoreError> {

@@ -3,6 +3,7 @@
 
 use crate::database::{Store, StoreError};
 use crate::parties::parse_column;
+use crate::people::{AuditEntry, insert_audit};
 use medpay_models::{DecisionOutcome, ListKind, ListType, PatientId, PaymentId, PaymentStatus, ProviderId};
 use sqlx::Row;
 
@@ -116,28 +117,40 @@ impl Store {
     }
 
     /// A live rule with the same name is a `Conflict("rule")`.
-    pub async fn insert_rule(&self, rule: &RuleRecord) -> Result<(), StoreError> {
+    /// Adds a rule, with its audit entry in the same commit.
+    pub async fn insert_rule(&self, rule: &RuleRecord, audit: &AuditEntry) -> Result<(), StoreError> {
+        let mut transaction = self.begin_write().await?;
         sqlx::query("INSERT INTO rules (id, name, source, action, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
             .bind(rule.id.clone())
             .bind(rule.name.clone())
             .bind(rule.source.clone())
             .bind(rule.action.clone())
             .bind(rule.created_at_ms)
-            .execute(&self.pool)
+            .execute(&mut *transaction)
             .await
             .map_err(|error| StoreError::on_unique(error, "rule"))?;
+        insert_audit(&mut transaction, audit).await?;
+        transaction.commit().await?;
         Ok(())
     }
 
-    /// Retires a live rule; false when there is none with that id.
-    pub async fn delete_rule(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+    /// Retires a live rule, with its audit entry in the same commit; false (and no entry) when
+    /// there is none with that id.
+    pub async fn delete_rule(&self, id: &str, now_ms: i64, audit: &AuditEntry) -> Result<bool, StoreError> {
+        let mut transaction = self.begin_write().await?;
         let deleted = sqlx::query("UPDATE rules SET deleted_at_ms = $2 WHERE id = $1 AND deleted_at_ms IS NULL")
             .bind(id.to_owned())
             .bind(now_ms)
-            .execute(&self.pool)
+            .execute(&mut *transaction)
             .await?
             .rows_affected();
-        Ok(deleted == 1)
+        if deleted != 1 {
+            transaction.rollback().await?;
+            return Ok(false);
+        }
+        insert_audit(&mut transaction, audit).await?;
+        transaction.commit().await?;
+        Ok(true)
     }
 
     pub async fn list_entries(&self) -> Result<Vec<ListEntry>, StoreError> {
@@ -160,8 +173,10 @@ impl Store {
             .collect()
     }
 
-    /// Adds an entry; adding it again changes nothing.
-    pub async fn add_list_entry(&self, entry: &ListEntry) -> Result<(), StoreError> {
+    /// Adds an entry, with its audit entry in the same commit; adding it again changes nothing
+    /// (and is audited: the person asked).
+    pub async fn add_list_entry(&self, entry: &ListEntry, audit: &AuditEntry) -> Result<(), StoreError> {
+        let mut transaction = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO list_entries (list, kind, value_hash, reason, created_at_ms, hash_kind) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (list, kind, value_hash) DO NOTHING",
@@ -172,28 +187,41 @@ impl Store {
         .bind(entry.reason.clone())
         .bind(entry.created_at_ms)
         .bind(if entry.keyed { "hmac" } else { "sha256" })
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        insert_audit(&mut transaction, audit).await?;
+        transaction.commit().await?;
         Ok(())
     }
 
+    /// Removes an entry, with its audit entry in the same commit; false (and no entry) when
+    /// there is none.
     pub async fn remove_list_entry(
         &self,
         list: ListType,
         kind: ListKind,
         value_hash: &str,
+        audit: &AuditEntry,
     ) -> Result<bool, StoreError> {
+        let mut transaction = self.begin_write().await?;
         let removed = sqlx::query("DELETE FROM list_entries WHERE list = $1 AND kind = $2 AND value_hash = $3")
             .bind(list.as_str())
             .bind(kind.as_str())
             .bind(value_hash.to_owned())
-            .execute(&self.pool)
+            .execute(&mut *transaction)
             .await?
             .rows_affected();
-        Ok(removed == 1)
+        if removed != 1 {
+            transaction.rollback().await?;
+            return Ok(false);
+        }
+        insert_audit(&mut transaction, audit).await?;
+        transaction.commit().await?;
+        Ok(true)
     }
 
-    /// Records (or replaces) whether a payment was fraud.
+    /// Records (or replaces) whether a payment was fraud, with its audit entry in the same commit.
+    #[allow(clippy::too_many_arguments)]
     pub async fn label_payment(
         &self,
         payment: PaymentId,
@@ -202,7 +230,9 @@ impl Store {
         note: &str,
         by: &str,
         now_ms: i64,
+        audit: &AuditEntry,
     ) -> Result<(), StoreError> {
+        let mut transaction = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO payment_labels (payment_id, is_fraud, source, note, created_at_ms, labelled_by)
              VALUES ($1, $2, $3, $4, $5, $6)
@@ -215,8 +245,10 @@ impl Store {
         .bind(note.to_owned())
         .bind(now_ms)
         .bind(by.to_owned())
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        insert_audit(&mut transaction, audit).await?;
+        transaction.commit().await?;
         Ok(())
     }
 

@@ -95,6 +95,15 @@ async fn people_have_their_own_tokens_roles_claims_and_an_audit_log(engine: Engi
     assert_eq!(status, StatusCode::CREATED, "{listed}");
     let unlist = format!("/v1/lists/block/device/{}", listed["value_hash"].as_str().unwrap());
     assert_eq!(app.request(Method::DELETE, &unlist, Some(&ana_token), None, None).await.0, StatusCode::NO_CONTENT);
+    // A refused write leaves no audit entry (each entry commits with its write or not at all).
+    assert_eq!(app.request(Method::DELETE, &unlist, Some(&ana_token), None, None).await.0, StatusCode::NOT_FOUND);
+    let no_rule = "/v1/rules/no-such-rule";
+    assert_eq!(app.request(Method::DELETE, no_rule, Some(&ana_token), None, None).await.0, StatusCode::NOT_FOUND);
+    let (_, rules) = app.request(Method::GET, "/v1/rules", Some(&ana_token), None, None).await;
+    let existing = rules["data"][0].clone();
+    let again = json!({"name": existing["name"], "source": existing["source"]});
+    let (status, refused) = app.request(Method::POST, "/v1/rules", Some(&ana_token), Some(&again), None).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("rule_exists")), "{refused}");
     let thresholds = json!({"review_score_min": 150});
     let path = format!("/v1/providers/{}", provider.id);
     assert_eq!(app.request(Method::PATCH, &path, Some(&ana_token), Some(&thresholds), None).await.0, StatusCode::OK);
@@ -143,6 +152,8 @@ async fn people_have_their_own_tokens_roles_claims_and_an_audit_log(engine: Engi
     assert_eq!(added["actor"], ana_as);
     assert!(!added.to_string().contains("burner-phone-1"), "the value is not in the audit log: {added}");
     assert_eq!(find("list.remove")["target"], added["target"]);
+    let count = |action: &str| entries.iter().filter(|entry| entry["action"] == action).count();
+    assert_eq!((count("list.remove"), count("rule.delete"), count("rule.create")), (1, 0, 1), "{audit}");
     let moved = find("provider.risk.update");
     assert_eq!(
         (moved["actor"].as_str(), moved["target"].as_str()),
