@@ -368,9 +368,14 @@ async fn rules_decide_review_and_decline(engine: Engine) {
         assert_eq!(status, StatusCode::CREATED);
         last = created;
     }
-    assert_eq!(last["decision"]["outcome"], "review");
+    // The patient (who asked) sees the outcome in the status, not the scoring; the provider sees
+    // which rule held it.
     assert_eq!(last["status"], "in_review");
-    assert_eq!(last["decision"]["rules_hit"], json!(["velocity_payments_1h"]));
+    assert!(last["decision"].is_null(), "{last}");
+    let path = format!("/v1/payments/{}", last["id"].as_str().unwrap());
+    let (_, seen) = app.request(Method::GET, &path, Some(&provider.key), None, None).await;
+    assert_eq!(seen["decision"]["outcome"], "review");
+    assert_eq!(seen["decision"]["rules_hit"], json!(["velocity_payments_1h"]));
     app.stop().await;
 }
 on_both_engines!(rules_decide_review_and_decline);
