@@ -228,6 +228,9 @@ pub struct Limits {
     pub drift_interval_ms: u64,
     /// How often a node looks for rows to export to MongoDB when the last pass found none.
     pub log_export_poll_ms: u64,
+    /// How long the export to MongoDB may wait while this node's commits queue behind each other
+    /// (see `export`); past it the export takes its paced share of the load.
+    pub log_export_yield_max_ms: u64,
     /// A chat WebSocket with no message from the patient for this long is closed (code 4008).
     pub websocket_idle_ms: u64,
     /// Failed authentications from one client address (an IPv6 /64) in a minute; past it the
@@ -250,6 +253,7 @@ impl Default for Limits {
             shutdown_grace_ms: 15_000,
             drift_interval_ms: 300_000,
             log_export_poll_ms: 500,
+            log_export_yield_max_ms: 60_000,
             websocket_idle_ms: 300_000,
             auth_failures_per_address_per_minute: 30,
             retention_years: 5,
@@ -395,6 +399,7 @@ impl Config {
                 )?,
                 drift_interval_ms: parsed("MEDPAY_DRIFT_INTERVAL_MS", limits.drift_interval_ms)?,
                 log_export_poll_ms: parsed("MEDPAY_LOG_EXPORT_POLL_MS", limits.log_export_poll_ms)?,
+                log_export_yield_max_ms: parsed("MEDPAY_LOG_EXPORT_YIELD_MAX_MS", limits.log_export_yield_max_ms)?,
                 websocket_idle_ms: parsed("MEDPAY_WEBSOCKET_IDLE_MS", limits.websocket_idle_ms)?,
                 auth_failures_per_address_per_minute: parsed(
                     "MEDPAY_AUTH_FAILURES_PER_ADDRESS_PER_MINUTE",

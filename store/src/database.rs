@@ -41,6 +41,8 @@ pub enum StoreError {
     WriterStopped,
     #[error("the database reader has stopped")]
     ReaderStopped,
+    #[error("a background read did not finish: {0}")]
+    BackgroundFetch(String),
 }
 
 impl StoreError {
@@ -67,6 +69,8 @@ pub struct Store {
     pub(crate) reader: Option<crate::reader::Reader>,
     /// The SQLite URL (with its `mode`), for pools of other threads' own (`background_reads`).
     sqlite_url: Option<std::sync::Arc<str>>,
+    /// Where `fetch_rows` runs its statements (`background_reads`): none, where it is called.
+    fetch_on: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for Store {
@@ -115,7 +119,7 @@ impl Store {
             }
         };
         let sqlite_url = (engine == Engine::Sqlite).then(|| std::sync::Arc::from(url.as_str()));
-        Ok(Store { pool, engine, writer, reader, sqlite_url })
+        Ok(Store { pool, engine, writer, reader, sqlite_url, fetch_on: None })
     }
 
     /// This store with, on SQLite, a read-only pool of one connection of its own, opened on the
@@ -123,10 +127,16 @@ impl Store {
     /// connection's thread is the calling thread's child and keeps that thread's priority, even
     /// when the pool is used from a low-priority one). Background work such as the log export
     /// reads there, not on the pool the payments use. Only reads go through it: every write
-    /// still takes `self`'s pool. On PostgreSQL the same store (the reads' work is the server's).
+    /// still takes `self`'s pool. On PostgreSQL the same pool.
+    ///
+    /// Its statements run to their end as tasks of the calling (normal-priority) runtime, even
+    /// when it is used from a low-priority thread, which only turns the rows into what it needs:
+    /// sqlx hands a statement's rows over a channel of 50, and a statement whose rows wait for a
+    /// thread without the CPU stops at the 50th and keeps its WAL snapshot meanwhile.
     pub async fn background_reads(&self) -> Result<Store, StoreError> {
+        let fetch_on = Some(tokio::runtime::Handle::current());
         let Some(url) = &self.sqlite_url else {
-            return Ok(self.clone());
+            return Ok(Store { fetch_on, ..self.clone() });
         };
         let path = sqlite_path(url)?;
         let pool = AnyPoolOptions::new()
@@ -137,7 +147,25 @@ impl Store {
             .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
             .connect(&format!("sqlite://{path}?mode=ro"))
             .await?;
-        Ok(Store { pool, ..self.clone() })
+        Ok(Store { pool, fetch_on, ..self.clone() })
+    }
+
+    /// Every row of `query`, fetched where `fetch_on` says.
+    pub(crate) async fn fetch_rows(
+        &self,
+        query: sqlx::query::Query<'static, Any, sqlx::any::AnyArguments>,
+    ) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+        let Some(handle) = &self.fetch_on else {
+            return Ok(query.fetch_all(&self.pool).await?);
+        };
+        let pool = self.pool.clone();
+        let rows = handle.spawn(async move { query.fetch_all(&pool).await });
+        rows.await.map_err(|error| StoreError::BackgroundFetch(error.to_string()))?.map_err(StoreError::from)
+    }
+
+    /// Plans and batches this node's writer has committed so far (see `writer::WriteCounts`).
+    pub fn write_counts(&self) -> crate::WriteReading {
+        self.writer.counts()
     }
 
     pub fn engine(&self) -> Engine {

@@ -58,6 +58,7 @@ pub use webhooks::{
     AttemptOutcome, DELIVERY_BATCH_MAX, ENDPOINT_REMOVED, WEBHOOK_ENDPOINTS_PER_PROVIDER_MAX, WebhookDelivery,
     WebhookEndpoint,
 };
+pub use writer::WriteReading;
 
 use sha2::{Digest, Sha256};
 

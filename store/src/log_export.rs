@@ -114,9 +114,18 @@ impl Store {
         Ok(())
     }
 
-    /// Rows waiting to be exported (claimed or not).
+    /// Rows waiting to be exported (claimed or not), counted from the oldest to the newest: two
+    /// lookups of the primary key, where a `COUNT(*)` read the whole table (22 ms at 850,000 rows
+    /// here, every half second while the export waited out a load). Exact while the rows waiting
+    /// are one run of seqs, as one node claiming in seq order leaves them; an upper bound when
+    /// another node has exported rows inside the run or, on PostgreSQL, a rolled-back commit
+    /// left a gap in the sequence.
     pub async fn log_export_backlog(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM log_outbox").fetch_one(&self.pool).await?;
+        let row = sqlx::query(
+            "SELECT COALESCE((SELECT MAX(seq) FROM log_outbox) - (SELECT MIN(seq) FROM log_outbox) + 1, 0) AS n",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get("n")?)
     }
 
@@ -210,7 +219,7 @@ impl Store {
         for id in ids {
             query = query.bind(id.clone());
         }
-        for row in query.fetch_all(&self.pool).await? {
+        for row in self.fetch_rows(query).await? {
             let payment: String = row.try_get("payment_id")?;
             let seq: i64 = row.try_get("seq")?;
             documents.add(
@@ -236,7 +245,7 @@ impl Store {
         for id in ids {
             query = query.bind(id.clone());
         }
-        for row in query.fetch_all(&self.pool).await? {
+        for row in self.fetch_rows(query).await? {
             documents.add(
                 COLLECTION_DECISIONS,
                 rawdoc! {
@@ -288,7 +297,7 @@ impl Store {
             query = query.bind((*id).clone());
         }
         let mut found = BTreeSet::new();
-        for row in query.fetch_all(&self.pool).await? {
+        for row in self.fetch_rows(query).await? {
             let key: (String, String) = (row.try_get("gateway")?, row.try_get("webhook_id")?);
             if !wanted.contains(&key) {
                 continue;
@@ -337,7 +346,7 @@ impl Store {
             query = query.bind((*conversation).clone());
         }
         let mut found = BTreeSet::new();
-        for row in query.fetch_all(&self.pool).await? {
+        for row in self.fetch_rows(query).await? {
             let key: (String, i64) = (row.try_get("conversation_id")?, row.try_get("seq")?);
             if !wanted.contains(&key) {
                 continue;
@@ -376,7 +385,7 @@ impl Store {
         for id in ids {
             query = query.bind(id.clone());
         }
-        for row in query.fetch_all(&self.pool).await? {
+        for row in self.fetch_rows(query).await? {
             documents.add(
                 COLLECTION_AUDIT,
                 rawdoc! {
@@ -405,6 +414,6 @@ impl Store {
         for bind in binds {
             query = query.bind(bind.clone());
         }
-        query.fetch_all(&self.pool).await?.iter().map(PaymentFact::from_row).collect()
+        self.fetch_rows(query).await?.iter().map(PaymentFact::from_row).collect()
     }
 }

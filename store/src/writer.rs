@@ -167,6 +167,35 @@ pub(crate) struct Writer {
     stop: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     /// How many lanes have.
     stopped: tokio::sync::watch::Receiver<usize>,
+    counts: std::sync::Arc<WriteCounts>,
+}
+
+/// Plans and batches committed by a writer's lanes since it started: background work compares two
+/// readings to see whether commits queue behind each other (more than one plan per batch).
+#[derive(Debug, Default)]
+pub(crate) struct WriteCounts {
+    plans: std::sync::atomic::AtomicU64,
+    batches: std::sync::atomic::AtomicU64,
+}
+
+/// One reading of `WriteCounts`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteReading {
+    pub plans: u64,
+    pub batches: u64,
+}
+
+impl WriteCounts {
+    pub fn read(&self) -> WriteReading {
+        use std::sync::atomic::Ordering::Relaxed;
+        WriteReading { plans: self.plans.load(Relaxed), batches: self.batches.load(Relaxed) }
+    }
+
+    fn add(&self, plans: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.plans.fetch_add(plans as u64, Relaxed);
+        self.batches.fetch_add(1, Relaxed);
+    }
 }
 
 /// A lane's side of `Writer::close`.
@@ -174,16 +203,29 @@ pub(crate) struct Writer {
 struct Lifecycle {
     stop: tokio::sync::watch::Receiver<bool>,
     stopped: std::sync::Arc<tokio::sync::watch::Sender<usize>>,
+    counts: std::sync::Arc<WriteCounts>,
 }
 
 impl Writer {
     fn with_lanes(lanes: Vec<mpsc::Sender<Job>>) -> (Writer, Lifecycle) {
         let (stop, stop_seen) = tokio::sync::watch::channel(false);
         let (stopped_set, stopped) = tokio::sync::watch::channel(0);
-        let lifecycle = Lifecycle { stop: stop_seen, stopped: std::sync::Arc::new(stopped_set) };
-        let writer =
-            Writer { lanes: lanes.into(), next: std::sync::Arc::default(), stop: std::sync::Arc::new(stop), stopped };
+        let counts = std::sync::Arc::new(WriteCounts::default());
+        let lifecycle =
+            Lifecycle { stop: stop_seen, stopped: std::sync::Arc::new(stopped_set), counts: counts.clone() };
+        let writer = Writer {
+            lanes: lanes.into(),
+            next: std::sync::Arc::default(),
+            stop: std::sync::Arc::new(stop),
+            stopped,
+            counts,
+        };
         (writer, lifecycle)
+    }
+
+    /// What the lanes have committed so far.
+    pub fn counts(&self) -> WriteReading {
+        self.counts.read()
     }
 
     /// Hands `plan` to the writer; answers once it is durable (or refused).
@@ -258,7 +300,9 @@ async fn run<C: Connection>(mut connection: C, mut queue: mpsc::Receiver<Job>, m
         }
         let batch: Vec<Job> = std::mem::take(&mut jobs);
         metrics::histogram!("medpay_write_batch_plans").record(batch.len() as f64);
+        let plans = batch.len();
         commit_batch(&mut connection, batch).await;
+        lifecycle.counts.add(plans);
     }
     drop(connection);
     lifecycle.stopped.send_modify(|stopped| *stopped += 1);
