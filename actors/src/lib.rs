@@ -353,14 +353,14 @@ impl Runtime {
         case_id: String,
         upheld: bool,
         note: String,
-        by: String,
+        audit: medpay_store::AuditEntry,
     ) -> Result<PaymentRecord, money::MoneyError> {
         let timeout_ms = self.context.config.decide_timeout_ms * 4;
         registry::ask(&self.payments, payment, timeout_ms, |reply| TransactionMsg::CloseReview {
             case_id: case_id.clone(),
             upheld,
             note: note.clone(),
-            by: by.clone(),
+            audit: Box::new(audit.clone()),
             reply,
         })
         .await?

@@ -472,7 +472,7 @@ pub(crate) async fn close_review(
     case_id: String,
     upheld: bool,
     note: String,
-    by: String,
+    audit: medpay_store::AuditEntry,
 ) -> Result<(), MoneyError> {
     let current = book(state)?;
     let approval = lifecycle::Approval {
@@ -481,7 +481,8 @@ pub(crate) async fn close_review(
     };
     let mut movement =
         lifecycle::close_review(current, &case_id, upheld, &note, approval, medpay_store::now_ms(), &*view(state))?;
-    movement.label_by = Some(by);
+    movement.label_by = Some(audit.actor.clone());
+    movement.audit = Some(audit);
     let outcome = if upheld { "upheld" } else { "rejected" };
     match commit(state, movement).await {
         Ok(()) => tracing::info!(payment_id = %state.id, outcome, "review case closed"),

@@ -110,8 +110,8 @@ pub enum TransactionMsg {
         case_id: String,
         upheld: bool,
         note: String,
-        /// Who decided: the label's author.
-        by: String,
+        /// Who decided (the label's author) and what: written in the decision's commit.
+        audit: Box<medpay_store::AuditEntry>,
         reply: RpcReplyPort<Result<PaymentRecord, MoneyError>>,
     },
     /// The payment's review case waited longer than its provider allows: its fail mode decides.
@@ -259,9 +259,9 @@ impl Actor for TransactionActor {
                 state.last_activity = Instant::now();
                 let _ = reply.send(Box::pin(money::dispute(state, conversation_id)).await);
             }
-            TransactionMsg::CloseReview { case_id, upheld, note, by, reply } => {
+            TransactionMsg::CloseReview { case_id, upheld, note, audit, reply } => {
                 state.last_activity = Instant::now();
-                let result = Box::pin(money::close_review(state, case_id, upheld, note, by)).await;
+                let result = Box::pin(money::close_review(state, case_id, upheld, note, *audit)).await;
                 let _ =
                     reply.send(result.and_then(|()| {
                         state.payment().ok_or(MoneyError::Core(CoreError::Invariant("no payment".into())))

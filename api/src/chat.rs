@@ -446,10 +446,10 @@ pub async fn close_review(
         return Err(ApiError::conflict("review_case_closed", "this review case is closed already"));
     }
     crate::people::require_claim_or_free(&state, principal, &case.id).await?;
-    state.runtime.close_review(case.payment_id, case.id.clone(), upheld, note.to_owned(), principal.actor()).await?;
     let after = serde_json::json!({"outcome": body.outcome, "note": note, "payment_id": case.payment_id.to_string()});
-    crate::people::audit(&state, principal, "review.decide", &format!("review_case:{}", case.id), None, Some(after))
-        .await;
+    let audit =
+        crate::people::audit_entry(principal, "review.decide", &format!("review_case:{}", case.id), None, Some(after));
+    state.runtime.close_review(case.payment_id, case.id.clone(), upheld, note.to_owned(), audit).await?;
     crate::payments::payment_json(&state, case.payment_id).await
 }
 

@@ -82,7 +82,7 @@ pub async fn champion_at_start(
             Ok(model)
         }
         None => {
-            store.move_model_alias("champion", &record.id, Some(None), "system", "first start", now).await?;
+            store.move_model_alias("champion", &record.id, Some(None), "system", "first start", now, None).await?;
             Ok(loaded)
         }
     }
@@ -251,12 +251,19 @@ async fn move_alias(
     // Parsed and checked before the move: a champion that cannot score is never recorded as one.
     let model = ModelArtefact::from_json(&record.artefact).map_err(ApiError::internal)?;
     model.require_schema(FEATURE_SCHEMA, &FEATURE_NAMES).map_err(ApiError::internal)?;
-    let moved =
-        match state.store.move_model_alias(alias, to, expect, &who(principal), why, medpay_store::now_ms()).await {
-            Ok(moved) => moved,
-            Err(StoreError::Conflict(what)) => return Err(ApiError::conflict("alias_moved", what)),
-            Err(error) => return Err(error.into()),
-        };
+    // Its `before` (the version moved from) is filled in by the move's own transaction.
+    let after = serde_json::json!({"version_id": to, "reason": why});
+    let audit =
+        crate::people::audit_entry(principal, "model.alias.move", &format!("model_alias:{alias}"), None, Some(after));
+    let moved = match state
+        .store
+        .move_model_alias(alias, to, expect, &who(principal), why, medpay_store::now_ms(), Some(audit))
+        .await
+    {
+        Ok(moved) => moved,
+        Err(StoreError::Conflict(what)) => return Err(ApiError::conflict("alias_moved", what)),
+        Err(error) => return Err(error.into()),
+    };
     if alias == "champion" {
         let version = model.version.clone();
         if !state.runtime.swap_model(model) {
@@ -270,10 +277,6 @@ async fn move_alias(
         }
         tracing::info!(alias, id = %to, model = %version, by = who(principal), reason = why, "challenger moved; it scores every payment in shadow");
     }
-    let before = moved.from_version.as_ref().map(|from| serde_json::json!({"version_id": from}));
-    let after = serde_json::json!({"version_id": moved.to_version, "reason": why});
-    crate::people::audit(state, principal, "model.alias.move", &format!("model_alias:{alias}"), before, Some(after))
-        .await;
     Ok(moved.into())
 }
 

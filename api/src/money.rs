@@ -11,7 +11,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use medpay_actors::money::{CELCOIN, MoneyError};
-use medpay_gateways::celcoin::{CelcoinClient, NoticeKind, StatementItem, parse_notice};
+use medpay_gateways::celcoin::{CelcoinClient, Charge, NoticeKind, Return, StatementItem, parse_notice};
 use medpay_models::{PaymentId, PaymentStatus};
 use medpay_store::{ChargeRecord, ChargeStatus, GatewayWebhook, LedgerProblem, RefundStatus, Store};
 use serde::{Deserialize, Serialize};
@@ -212,12 +212,18 @@ pub async fn celcoin_webhook(
         theirs.as_deref().and_then(|id| id.rsplit_once('-').and_then(|(payment, _)| payment.parse::<PaymentId>().ok()));
     let charge = state.store.charge_by_gateway_id(&notice.charge_transaction_id).await?;
     let payment = from_request.or(charge.as_ref().map(|charge| charge.payment_id));
-    // A payment notice moves money only as Celcoin itself tells it when asked: the body is a hint.
+    // A notice that moves money moves it only as Celcoin itself tells it when asked: the body is a hint.
     let mut state_name = if payment.is_some() { "pending" } else { "ignored" };
     let mut body = String::from_utf8_lossy(&body).into_owned();
-    if let (NoticeKind::Paid, Some(_)) = (notice.kind, payment) {
+    if payment.is_some() && notice.kind != NoticeKind::RefundDone {
+        // Paid, charged back, returned by MED: the money moves as Celcoin tells it. (A refund
+        // done is one of ours: it moves what we asked for, whatever the notice says.)
         let ours = charge.as_ref().map(|c| c.id.clone());
-        match confirm_paid(&state, &notice, ours.or(theirs)).await? {
+        let confirmed = match notice.kind {
+            NoticeKind::Paid => confirm_paid(&state, &notice, ours.or(theirs)).await?,
+            _ => confirm_taken_back(&state, &notice, ours.or(theirs)).await?,
+        };
+        match confirmed {
             Confirmed::As(amount_centavos) => {
                 value["RequestBody"]["Amount"] = medpay_gateways::celcoin::reais_of(amount_centavos);
                 body = value.to_string();
@@ -249,32 +255,76 @@ pub async fn celcoin_webhook(
 }
 
 enum Confirmed {
-    /// Paid, by this amount (Celcoin's, whatever the notice said).
+    /// Paid (or taken back), by this amount (Celcoin's, whatever the notice said).
     As(i64),
-    /// Celcoin does not know the charge as paid (or as this one).
+    /// Celcoin does not know the charge as paid (or the return, or as this one).
     Not(String),
 }
 
-/// Asks Celcoin about the charge a payment notice names, by our client request id (from our
-/// charge, else the notice's). Celcoin not answering is a 503: Celcoin sends the notice again,
-/// and nothing was recorded meanwhile.
+/// The charge a notice names as Celcoin holds it, with the money that has left it, asked by our
+/// client request id (from our charge, else the notice's); `Err(Confirmed::Not)` when there is
+/// nothing to confirm the notice by. Celcoin not answering is a 503: Celcoin sends the notice
+/// again, and nothing was recorded meanwhile.
+async fn charge_at_celcoin(
+    state: &AppState,
+    notice: &medpay_gateways::celcoin::Notice,
+    client_request_id: Option<String>,
+) -> Result<Result<(Charge, Vec<Return>), Confirmed>, ApiError> {
+    let Some(client_request_id) = client_request_id else {
+        return Ok(Err(Confirmed::Not("no client request id to ask about".to_owned())));
+    };
+    let gateways = state.runtime.gateways().ok_or_else(|| ApiError::unavailable("no gateway configured"))?;
+    let found = gateways.celcoin.charge_with_returns(&client_request_id).await.map_err(|error| {
+        tracing::warn!(webhook_id = %notice.id, %error, "Celcoin webhook held back: Celcoin could not be asked");
+        ApiError::unavailable("Celcoin could not confirm the notice; send it again")
+    })?;
+    let Some((charge, returns)) = found else {
+        return Ok(Err(Confirmed::Not("Celcoin has no such charge".to_owned())));
+    };
+    if charge.transaction_id != notice.charge_transaction_id {
+        return Ok(Err(Confirmed::Not(format!("the charge is {}, not the notice's", charge.transaction_id))));
+    }
+    Ok(Ok((charge, returns)))
+}
+
+/// A chargeback or MED notice moves money only if Celcoin lists a return of that kind, under the
+/// notice's transaction id, on the charge it names, and by Celcoin's amount.
+async fn confirm_taken_back(
+    state: &AppState,
+    notice: &medpay_gateways::celcoin::Notice,
+    client_request_id: Option<String>,
+) -> Result<Confirmed, ApiError> {
+    let Some(reversal) = notice.reversal_id.as_deref() else {
+        return Ok(Confirmed::Not("no transaction id of the return".to_owned()));
+    };
+    let returns = match charge_at_celcoin(state, notice, client_request_id).await? {
+        Ok((_, returns)) => returns,
+        Err(not) => return Ok(not),
+    };
+    let Some(taken) = returns.iter().find(|r| r.transaction_id == reversal && r.kind == notice.kind) else {
+        return Ok(Confirmed::Not(format!(
+            "Celcoin lists no {} {reversal} on the charge",
+            notice.kind.transaction_type()
+        )));
+    };
+    if taken.amount_centavos != notice.amount_centavos {
+        tracing::warn!(webhook_id = %notice.id, notice = notice.amount_centavos, celcoin = taken.amount_centavos,
+            "Celcoin webhook's amount is not the return's; applying Celcoin's");
+    }
+    Ok(Confirmed::As(taken.amount_centavos))
+}
+
+/// A payment notice moves money only if Celcoin says the charge it names is `PAID`, and by
+/// Celcoin's amount.
 async fn confirm_paid(
     state: &AppState,
     notice: &medpay_gateways::celcoin::Notice,
     client_request_id: Option<String>,
 ) -> Result<Confirmed, ApiError> {
-    let Some(client_request_id) = client_request_id else {
-        return Ok(Confirmed::Not("no client request id to ask about".to_owned()));
+    let charge = match charge_at_celcoin(state, notice, client_request_id).await? {
+        Ok((charge, _)) => charge,
+        Err(not) => return Ok(not),
     };
-    let gateways = state.runtime.gateways().ok_or_else(|| ApiError::unavailable("no gateway configured"))?;
-    let charge = gateways.celcoin.charge_made(&client_request_id).await.map_err(|error| {
-        tracing::warn!(webhook_id = %notice.id, %error, "Celcoin webhook held back: Celcoin could not be asked");
-        ApiError::unavailable("Celcoin could not confirm the notice; send it again")
-    })?;
-    let Some(charge) = charge else { return Ok(Confirmed::Not("Celcoin has no such charge".to_owned())) };
-    if charge.transaction_id != notice.charge_transaction_id {
-        return Ok(Confirmed::Not(format!("the charge is {}, not the notice's", charge.transaction_id)));
-    }
     if charge.status != "PAID" {
         return Ok(Confirmed::Not(format!("Celcoin says the charge is {}", charge.status)));
     }

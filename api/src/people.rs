@@ -44,25 +44,6 @@ pub fn audit_entry(
     }
 }
 
-/// Appends to the audit log after a write that could not carry its entry (model alias moves,
-/// whose `before` comes out of the move itself, and review claims and decisions, written by the
-/// payment's actor). The write is done already: a failure here is logged (error level, with a
-/// metric) rather than turned into a failed answer for a write that happened.
-pub async fn audit(
-    state: &AppState,
-    principal: Principal,
-    action: &str,
-    target: &str,
-    before: Option<serde_json::Value>,
-    after: Option<serde_json::Value>,
-) {
-    let entry = audit_entry(principal, action, target, before, after);
-    if let Err(error) = state.store.append_audit(&entry).await {
-        metrics::counter!("medpay_audit_failures_total").increment(1);
-        tracing::error!(%error, action, target, actor = %entry.actor, "audit entry not written");
-    }
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PersonView {
     pub id: String,
@@ -376,9 +357,9 @@ pub async fn claim(
     let Path(id) = id.map_err(rejection)?;
     let now = medpay_store::now_ms();
     let by = principal.actor();
-    match state.store.claim_case(&id, &by, now, now - CLAIM_TTL_MS).await? {
+    let audit = audit_entry(principal, "review.claim", &format!("review_case:{id}"), None, None);
+    match state.store.claim_case(&id, &by, now, now - CLAIM_TTL_MS, &audit).await? {
         CaseClaim::Held { claimed_at_ms } => {
-            audit(&state, principal, "review.claim", &format!("review_case:{id}"), None, None).await;
             Ok(Json(ClaimView { case_id: id, claimed_by: by, claimed_at: timestamp(claimed_at_ms) }))
         }
         CaseClaim::Taken { by, since_ms } => Err(claimed_by_another(&by, since_ms)),

@@ -93,6 +93,36 @@ pub struct StatementItem {
     pub escrow_released: bool,
 }
 
+/// Money that left a paid charge, as Celcoin lists it on the charge (`returns` of the charge's
+/// query): a refund we asked for, a card chargeback or a PIX MED return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Return {
+    pub transaction_id: String,
+    pub kind: NoticeKind,
+    pub amount_centavos: i64,
+}
+
+/// The returns a charge's query lists; entries Celcoin may add in another shape are skipped.
+pub fn returns_of(charge: &serde_json::Value) -> Vec<Return> {
+    let Some(returns) = charge.get("returns").and_then(|v| v.as_array()) else { return Vec::new() };
+    returns
+        .iter()
+        .filter_map(|item| {
+            let kind = match item.get("transactionType")?.as_str()? {
+                "PIX_REVERSAL" => NoticeKind::RefundDone,
+                "CHARGEBACK" => NoticeKind::Chargeback,
+                "MED_RETURN" => NoticeKind::Med,
+                _ => return None,
+            };
+            Some(Return {
+                transaction_id: item.get("transactionId")?.as_str()?.to_owned(),
+                kind,
+                amount_centavos: item.get("amount").and_then(centavos_of).filter(|c| *c > 0)?,
+            })
+        })
+        .collect()
+}
+
 /// A webhook Celcoin sent, as parsed from its body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notice {
@@ -433,6 +463,16 @@ impl CelcoinClient {
     /// The charge made under our client request id, if one was (a charge whose answer was lost).
     pub async fn charge_made(&self, client_request_id: &str) -> Result<Option<Charge>, CelcoinError> {
         self.find_charge(client_request_id).await?.as_ref().map(parse_charge).transpose()
+    }
+
+    /// The charge made under our client request id with the money that has left it since, if
+    /// one was made.
+    pub async fn charge_with_returns(
+        &self,
+        client_request_id: &str,
+    ) -> Result<Option<(Charge, Vec<Return>)>, CelcoinError> {
+        let Some(body) = self.find_charge(client_request_id).await? else { return Ok(None) };
+        Ok(Some((parse_charge(&body)?, returns_of(&body))))
     }
 
     /// Asks Celcoin to send `amount` of a paid charge back to the payer (PIX devolução).

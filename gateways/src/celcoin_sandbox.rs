@@ -73,6 +73,8 @@ struct SandboxCharge {
     paid: i64,
     /// Returned to the payer: refunds, chargebacks and MED claims.
     returned: i64,
+    /// Each return, as the charge's query lists it: (transaction id, TransactionType, centavos).
+    returns: Vec<(String, &'static str, i64)>,
     body: serde_json::Value,
 }
 
@@ -236,6 +238,16 @@ fn charge_json(charge: &SandboxCharge) -> serde_json::Value {
     if let (Some(linha), Some(barcode)) = (&charge.linha, &charge.barcode) {
         body["boleto"] = json!({"linhaDigitavel": linha, "barCode": barcode});
     }
+    if !charge.returns.is_empty() {
+        let returns: Vec<serde_json::Value> = charge
+            .returns
+            .iter()
+            .map(
+                |(id, kind, amount)| json!({"transactionId": id, "transactionType": kind, "amount": reais_of(*amount)}),
+            )
+            .collect();
+        body["returns"] = json!(returns);
+    }
     body
 }
 
@@ -300,6 +312,7 @@ async fn create(sandbox: Shared, headers: HeaderMap, body: serde_json::Value, me
             .map(|seconds| std::time::Instant::now() + Duration::from_secs(seconds)),
         paid: 0,
         returned: 0,
+        returns: Vec::new(),
         body,
     };
     let json = charge_json(&charge);
@@ -391,6 +404,7 @@ async fn dispute(sandbox: Shared, id: String, body: Dispute, kind: NoticeKind) -
     let Some(transaction_id) = resolve(&sandbox, &id) else {
         return error(StatusCode::NOT_FOUND, "cobrança não encontrada");
     };
+    let id = sandbox.next_id(if kind == NoticeKind::Med { "med" } else { "cb" });
     let amount = {
         let mut charges = sandbox.charges.lock().unwrap_or_else(|p| p.into_inner());
         let Some(charge) = charges.get_mut(&transaction_id) else {
@@ -404,9 +418,9 @@ async fn dispute(sandbox: Shared, id: String, body: Dispute, kind: NoticeKind) -
             return error(StatusCode::CONFLICT, "nada a devolver desta cobrança");
         }
         charge.returned += amount;
+        charge.returns.push((id.clone(), kind.transaction_type(), amount));
         amount
     };
-    let id = sandbox.next_id(if kind == NoticeKind::Med { "med" } else { "cb" });
     sandbox.notify(
         kind.transaction_type(),
         json!({"TransactionId": id, "OriginalTransactionId": transaction_id, "Amount": reais_of(amount)}),
@@ -444,6 +458,7 @@ async fn reverse(
     if sandbox.reversals.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&code) {
         return error(StatusCode::CONFLICT, "clientCode já utilizado");
     }
+    let reversal_id = sandbox.next_id("rv");
     {
         let mut charges = sandbox.charges.lock().unwrap_or_else(|p| p.into_inner());
         let Some(charge) = charges.get_mut(&transaction_id) else {
@@ -453,9 +468,10 @@ async fn reverse(
             return error(StatusCode::BAD_REQUEST, "valor maior que o disponível para devolução");
         }
         charge.returned += amount;
+        charge.returns.push((reversal_id.clone(), "PIX_REVERSAL", amount));
     }
     let reversal =
-        Reversal { transaction_id: sandbox.next_id("rv"), client_code: code.clone(), original: transaction_id, amount };
+        Reversal { transaction_id: reversal_id, client_code: code.clone(), original: transaction_id, amount };
     sandbox.reversals.lock().unwrap_or_else(|p| p.into_inner()).insert(code, reversal.clone());
     sandbox.notify(
         "PIX_REVERSAL",

@@ -145,7 +145,10 @@ impl Store {
 
     /// Points `alias` at `to`, recording the move, in one transaction. `expect`: the version the
     /// alias must point at now (`None`: any); else `Conflict("alias moved meanwhile")`. A version
-    /// that is not registered is `Conflict("no such model version")`.
+    /// that is not registered is `Conflict("no such model version")`. A person's move carries its
+    /// `audit` entry, written in the same transaction with its `before` (the version moved from)
+    /// filled in there.
+    #[allow(clippy::too_many_arguments)]
     pub async fn move_model_alias(
         &self,
         alias: &str,
@@ -154,6 +157,7 @@ impl Store {
         moved_by: &str,
         reason: &str,
         now_ms: i64,
+        audit: Option<crate::people::AuditEntry>,
     ) -> Result<AliasMove, StoreError> {
         let mut transaction = self.begin_write().await?;
         let known = sqlx::query("SELECT 1 AS one FROM model_versions WHERE id = $1")
@@ -196,6 +200,11 @@ impl Store {
         .bind(now_ms)
         .execute(&mut *transaction)
         .await?;
+        if let Some(mut entry) = audit {
+            // The version it moved from is known only here, in the move's own transaction.
+            entry.before = current.as_ref().map(|from| serde_json::json!({"version_id": from}));
+            crate::people::insert_audit(&mut transaction, &entry).await?;
+        }
         transaction.commit().await?;
         Ok(AliasMove {
             alias: alias.to_owned(),

@@ -238,6 +238,9 @@ pub struct Movement {
     /// Intents whose effect this step records (their ids), or that it gives up (the payment
     /// was cancelled before their effect).
     pub intents_done: Vec<String>,
+    /// The audit log's entry of the person whose write this step is (a review decided), in its
+    /// commit: both or neither.
+    pub audit: Option<crate::people::AuditEntry>,
     /// The answer of the payment's started idempotency key, complete with this step.
     pub idempotency: Option<IdempotencyCompletion>,
     pub now_ms: i64,
@@ -447,6 +450,9 @@ fn movement_plan(movement: &Movement) -> Plan {
                 movement.label_by.clone().into(),
             ],
         ));
+    }
+    if let Some(entry) = &movement.audit {
+        statements.push(crate::people::audit_statement(entry));
     }
     if let Some(contract) = &movement.contract {
         statements.push(Statement::new(

@@ -205,11 +205,6 @@ impl Store {
         row.as_ref().map(person_from_row).transpose()
     }
 
-    pub async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let mut connection = self.pool.acquire().await?;
-        insert_audit(&mut connection, entry).await
-    }
-
     /// The newest `limit` entries, newest first; only `actor`'s when given.
     pub async fn audit(&self, actor: Option<&str>, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
@@ -248,7 +243,9 @@ impl Store {
         by: &str,
         now_ms: i64,
         stale_before_ms: i64,
+        audit: &AuditEntry,
     ) -> Result<CaseClaim, StoreError> {
+        let mut transaction = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE review_cases SET claimed_by = $2, claimed_at_ms = $3
              WHERE id = $1 AND status = 'open' AND (claimed_by IS NULL OR claimed_by = $2 OR claimed_at_ms < $4)",
@@ -257,11 +254,15 @@ impl Store {
         .bind(by.to_owned())
         .bind(now_ms)
         .bind(stale_before_ms)
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
         if done.rows_affected() == 1 {
+            // The claim and its audit entry: both or neither.
+            insert_audit(&mut transaction, audit).await?;
+            transaction.commit().await?;
             return Ok(CaseClaim::Held { claimed_at_ms: now_ms });
         }
+        transaction.rollback().await?;
         self.case_claim(case).await.map(|claim| match claim {
             Some((Some(by), Some(since_ms))) => CaseClaim::Taken { by, since_ms },
             _ => CaseClaim::NoCase,
@@ -298,6 +299,23 @@ async fn insert_token(
 
 /// Appends `entry` through `connection`: inside a transaction, the entry commits with the write it
 /// records, or neither does.
+/// The same insert as `insert_audit`, for a writer plan.
+pub(crate) fn audit_statement(entry: &AuditEntry) -> crate::writer::Statement {
+    crate::writer::Statement::new(
+        "INSERT INTO audit_log (id, at_ms, actor, action, target, before_json, after_json)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        vec![
+            entry.id.as_str().into(),
+            entry.at_ms.into(),
+            entry.actor.as_str().into(),
+            entry.action.as_str().into(),
+            entry.target.as_str().into(),
+            json_text(&entry.before).into(),
+            json_text(&entry.after).into(),
+        ],
+    )
+}
+
 pub(crate) async fn insert_audit(connection: &mut sqlx::AnyConnection, entry: &AuditEntry) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO audit_log (id, at_ms, actor, action, target, before_json, after_json)

@@ -300,6 +300,32 @@ async fn an_analyst_turns_the_queue_and_the_chargebacks_into_a_new_champion(engi
         ],
         "{history}"
     );
+    // Each move by a person is in the audit log, with the version it moved from (filled in by
+    // the move's own transaction); the first start's is nobody's.
+    let audit = get(&app, &app.admin, "/v1/audit?limit=1000").await;
+    let audited: Vec<(&str, &str, Value, Value)> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["action"] == "model.alias.move")
+        .map(|entry| {
+            (
+                entry["actor"].as_str().unwrap(),
+                entry["target"].as_str().unwrap(),
+                entry["before"]["version_id"].clone(),
+                entry["after"]["version_id"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        audited,
+        vec![
+            (ana_actor.as_str(), "model_alias:champion", json!(candidate_id), json!(bundled_id)),
+            (ana_actor.as_str(), "model_alias:champion", json!(bundled_id), json!(candidate_id)),
+            (ana_actor.as_str(), "model_alias:challenger", Value::Null, json!(candidate_id)),
+        ],
+        "{audit}"
+    );
     // And the money of it all adds up.
     let check = get(&app, &app.admin, "/v1/ledger/check").await;
     assert_eq!(check["ok"], true, "{check}");

@@ -426,7 +426,7 @@ async fn an_unpaid_pix_expires_the_payment() {
 /// A payment notice moves money only as Celcoin confirms it when asked: a notice with the right
 /// credentials for a charge nobody paid changes nothing, and one with a wrong amount for a paid
 /// charge applies the amount Celcoin holds.
-async fn payment_notices_move_money_only_as_celcoin_confirms_them(engine: Engine) {
+async fn celcoin_notices_move_money_only_as_celcoin_confirms_them(engine: Engine) {
     const PASSWORD: &str = "celcoin-webhook-test-password";
     let app = TestApp::spawn_with(engine, |config| config.money.celcoin_webhook_password = PASSWORD.to_owned()).await;
     let provider = app.provider(json!({"fee_bps": 500, "escrow": false})).await;
@@ -472,6 +472,35 @@ async fn payment_notices_move_money_only_as_celcoin_confirms_them(engine: Engine
     // The forged notice, sent again, is still not applied: the payment was paid once.
     assert_eq!(send(notice("forged-1", 200.0)).await.unwrap().status(), StatusCode::OK);
     assert_eq!(balance(&app, &provider).await, (19_000, 0));
+
+    // A chargeback nobody made: Celcoin lists no return on the charge, so nothing moves.
+    let taken_back = |webhook: &str, reversal: &str, reais: f64| {
+        json!({"Id": webhook, "TransactionType": "CHARGEBACK",
+               "RequestBody": {"TransactionId": reversal, "OriginalTransactionId": transaction,
+                               "ClientRequestId": charge, "Amount": reais}})
+    };
+    assert_eq!(send(taken_back("forged-cb", "cb-made-up", 200.0)).await.unwrap().status(), StatusCode::OK);
+    let (_, payment) = app.request(Method::GET, &format!("/v1/payments/{id}"), Some(&provider.key), None, None).await;
+    assert_eq!(payment["status"], "paid", "{payment}");
+    assert_eq!(balance(&app, &provider).await, (19_000, 0));
+    // The payer's bank takes all of it back (its notice lost again); one claiming R$ 500,00 of it
+    // arrives: R$ 200,00 leaves, as Celcoin lists it, and nothing lands in suspense.
+    let (status, dispute) = sandbox(&app, &format!("/sandbox/charges/{charge}/chargeback"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{dispute}");
+    let reversal = dispute["transactionId"].as_str().unwrap();
+    // Named as a MED return, it is not that return either.
+    let as_med = {
+        let mut body = taken_back("wrong-kind", reversal, 200.0);
+        body["TransactionType"] = json!("MED_RETURN");
+        body
+    };
+    assert_eq!(send(as_med).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(balance(&app, &provider).await, (19_000, 0));
+    assert_eq!(send(taken_back("late-cb", reversal, 500.0)).await.unwrap().status(), StatusCode::OK);
+    wait_for(&app, &provider, &id, |p| p["status"] == "charged_back").await;
+    assert_eq!(balance(&app, &provider).await, (0, 0));
+    let (_, check) = app.request(Method::GET, "/v1/ledger/check", Some(&app.admin), None, None).await;
+    assert_eq!((check["ok"].as_bool(), check["suspense_centavos"].as_i64()), (Some(true), Some(0)), "{check}");
     app.stop().await;
 }
-on_both_engines!(payment_notices_move_money_only_as_celcoin_confirms_them);
+on_both_engines!(celcoin_notices_move_money_only_as_celcoin_confirms_them);

@@ -144,6 +144,8 @@ async fn people_have_their_own_tokens_roles_claims_and_an_audit_log(engine: Engi
     assert_eq!(decided["target"], format!("review_case:{case}"));
     assert_eq!(decided["after"]["outcome"], "approve");
     assert_eq!(find("review.claim")["actor"], format!("person:{ana}"));
+    // Bia's claim of Ana's case was refused: its entry went with it.
+    assert_eq!(entries.iter().filter(|entry| entry["action"] == "review.claim").count(), 1, "{audit}");
     assert_eq!(find("person.token.revoke")["actor"], "admin");
     assert_eq!(find("person.create")["actor"], "admin");
     assert_eq!(find("rule.create")["actor"], "analyst", "the shared analyst token is still an actor of its own");
