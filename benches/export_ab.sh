@@ -2,11 +2,12 @@
 # Does MONGODB_URL cost payments? Two release servers at once on their own embedded SQLite: A
 # without MONGODB_URL, B with it (nx-27017 from PyPI running under `chrt --idle 0`, its data on
 # tmpfs) or, with BMODE=none, B without it too (the control: how far apart two equal servers come
-# out). The same wrk load as ../shared/bench/compare.sh (64 connections, fresh keys, 5,000 patients
+# out), or with BMODE=down, B with it and nothing listening there (the triggers' cost alone).
+# The same wrk load as ../shared/bench/compare.sh (64 connections, fresh keys, 5,000 patients
 # each) goes to one server at a time in SLICE-second slices, in the order a b b a a b …, ROUNDS
 # rounds: both servers see the same machine, so its drift (40 % between runs a minute apart here)
 # falls out of the ratio. Compare B/A with MONGODB_URL to B/A of the control.
-# usage: benches/export_ab.sh [path/to/medpay]   (env BMODE=up|none, SLICE=5, ROUNDS=12, NX_PYTHON)
+# usage: benches/export_ab.sh [path/to/medpay]   (env BMODE=up|none|down, SLICE=5, ROUNDS=12, NX_PYTHON)
 set -euo pipefail
 BIN=$(realpath "${1:-target/release/medpay}")
 SHARED=$(cd "$(dirname "$0")/../../shared/bench" && pwd)
@@ -28,6 +29,9 @@ if [ "$BMODE" = up ]; then
   pids+=($!)
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/27558) 2>/dev/null && break; sleep 0.2; done
   b_env=(MONGODB_URL=mongodb://127.0.0.1:27558/medpay)
+elif [ "$BMODE" = down ]; then
+  # The triggers fill the outbox; nothing listens, so the export fails and backs off.
+  b_env=(MONGODB_URL=mongodb://127.0.0.1:27559/medpay)
 fi
 common=(MEDPAY_ADMIN_TOKEN=bench-admin RUST_LOG=warn MEDPAY_SCORING_HOUR=14 MEDPAY_NOTIFY_POLL_MS=3600000
   MEDPAY_PAYMENTS_PER_PATIENT_PER_MINUTE=100000 MEDPAY_REQUESTS_PER_KEY_PER_MINUTE=100000000)
