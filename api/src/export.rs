@@ -35,8 +35,6 @@ enum ExportError {
     Store(#[from] medpay_store::StoreError),
     #[error("{0}")]
     Log(#[from] medpay_store::mongo::LogStoreError),
-    #[error("the store call on the main runtime did not finish: {0}")]
-    Main(#[from] tokio::task::JoinError),
 }
 
 /// Where `SCHED_IDLE` cannot be had, the export's thread runs at this nice value (0 normal, 19
@@ -51,23 +49,20 @@ pub const LOG_EXPORT_NICE: i32 = 19;
 /// read statement holds a WAL snapshot until it ends, and one starved of CPU mid-statement would
 /// keep the checkpoints from finishing, so a read runs as soon as it is asked for, and the
 /// export asks only when it has the CPU. Every statement of the export runs to its end on the
-/// calling (main) runtime, at normal priority: the claim, release and completion as tasks of it
-/// (`Stores::call`), the reads through `background_reads`, which
-/// fetches there and leaves only the making of documents to this thread. sqlx hands a
-/// statement's rows over a channel of 50, and a statement whose rows were left for the
-/// low-priority thread stopped at the 50th and kept what it held (the claim's
-/// `UPDATE … RETURNING` the write lock, a read its WAL snapshot) until that thread next had the
-/// CPU, seconds later under load: the load run measured a smaller write batch, a WAL three times
-/// its size and 20 KB more written per payment while it happened.
+/// calling (main) runtime, at normal priority: both stores are `Store::anchored` there, and this
+/// thread only makes the documents. sqlx hands a statement's rows over a channel of 50, and a
+/// statement whose rows were left for the low-priority thread stopped at the 50th and kept what
+/// it held (the claim's `UPDATE … RETURNING` the write lock, a read its WAL snapshot) until that
+/// thread next had the CPU, seconds later under load: the load run measured a smaller write
+/// batch, a WAL three times its size and 20 KB more written per payment while it happened.
 pub async fn start(state: &AppState, url: &str) -> anyhow::Result<()> {
     state.store.set_log_export(true).await?;
-    let store = state.store.clone();
+    let store = state.store.anchored();
     let stopping = state.stopping.clone();
     let poll = Duration::from_millis(state.config.limits.log_export_poll_ms.max(10));
     let yield_max = Duration::from_millis(state.config.limits.log_export_yield_max_ms);
     let url = url.to_owned();
     let reads = state.store.background_reads().await?;
-    let main = tokio::runtime::Handle::current();
     let (ready, started) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
     std::thread::Builder::new().name("medpay-log-export".to_owned()).spawn(move || {
         lower_priority();
@@ -83,7 +78,7 @@ pub async fn start(state: &AppState, url: &str) -> anyhow::Result<()> {
                 Ok(log) => {
                     tracing::info!(database = log.database_name(), "the event log is exported to MongoDB");
                     let _ = ready.send(Ok(()));
-                    run(&Stores { main, store, reads }, &log, stopping, poll, yield_max).await;
+                    run(&store, &reads, &log, stopping, poll, yield_max).await;
                 }
                 Err(error) => {
                     let _ = ready.send(Err(error.into()));
@@ -124,28 +119,9 @@ fn lower_priority() {
     }
 }
 
-/// The stores the export uses, and the runtime the outbox's statements run on.
-struct Stores {
-    main: tokio::runtime::Handle,
-    /// The main pool: the outbox's claim, release and completion.
-    store: Store,
-    /// The background read pool: what the outbox rows name.
-    reads: Store,
-}
-
-impl Stores {
-    /// Runs a call of the main pool to its end on the main runtime (see `start`).
-    async fn call<T, F>(&self, work: impl FnOnce(Store) -> F) -> Result<T, ExportError>
-    where
-        F: Future<Output = Result<T, medpay_store::StoreError>> + Send + 'static,
-        T: Send + 'static,
-    {
-        Ok(self.main.spawn(work(self.store.clone())).await??)
-    }
-}
-
 async fn run(
-    stores: &Stores,
+    store: &Store,
+    reads: &Store,
     log: &LogStore,
     mut stopping: tokio::sync::watch::Receiver<bool>,
     poll: Duration,
@@ -153,14 +129,14 @@ async fn run(
 ) {
     let mut indexed = false;
     let mut failures: u32 = 0;
-    let mut looked = stores.store.write_counts();
+    let mut looked = store.write_counts();
     let mut quiet_at = std::time::Instant::now();
     let mut yielding = false;
     loop {
         if *stopping.borrow() {
             break;
         }
-        let reading = stores.store.write_counts();
+        let reading = store.write_counts();
         let busy = commits_queue(looked, reading);
         looked = reading;
         if !busy {
@@ -185,7 +161,7 @@ async fn run(
             }
         }
         let started = std::time::Instant::now();
-        let wait = match pass(stores, log).await {
+        let wait = match pass(store, reads, log).await {
             Ok(0) => {
                 failures = 0;
                 poll
@@ -197,7 +173,7 @@ async fn run(
                 started.elapsed().min(Duration::from_millis(LOG_EXPORT_REST_MAX_MS))
             }
             // The main runtime is gone (the node is stopping): nothing of the export can run.
-            Err(ExportError::Main(error)) if error.is_cancelled() => break,
+            Err(ExportError::Store(medpay_store::StoreError::ElsewhereStopped)) => break,
             Err(error) => {
                 failures = failures.saturating_add(1);
                 metrics::counter!("medpay_log_export_failures_total").increment(1);
@@ -255,17 +231,15 @@ fn retry_wait_ms(failures: u32) -> u64 {
 }
 
 /// One batch: claimed, read, written, released. The number of rows it took.
-async fn pass(stores: &Stores, log: &LogStore) -> Result<usize, ExportError> {
+async fn pass(store: &Store, reads: &Store, log: &LogStore) -> Result<usize, ExportError> {
     let now = medpay_store::now_ms();
-    let rows = stores.call(|store| async move { store.claim_log_export(now, LOG_EXPORT_BATCH_MAX).await }).await?;
+    let rows = store.claim_log_export(now, LOG_EXPORT_BATCH_MAX).await?;
     if rows.is_empty() {
         return Ok(0);
     }
-    let rows = std::sync::Arc::new(rows);
-    match write(stores, log, &rows).await {
+    match write(reads, log, &rows).await {
         Ok(documents) => {
-            let claimed = rows.clone();
-            stores.call(|store| async move { store.complete_log_export(&claimed).await }).await?;
+            store.complete_log_export(&rows).await?;
             metrics::counter!("medpay_log_export_documents_total").increment(documents as u64);
             tracing::debug!(rows = rows.len(), documents, "exported to MongoDB");
             Ok(rows.len())
@@ -273,9 +247,7 @@ async fn pass(stores: &Stores, log: &LogStore) -> Result<usize, ExportError> {
         Err(error) => {
             // Let another pass (this node's or another's) try them after the pause.
             let retry_at = medpay_store::now_ms() + i64::try_from(LOG_EXPORT_RETRY_BASE_MS).unwrap_or(500);
-            let claimed = rows.clone();
-            let released = stores.call(|store| async move { store.release_log_export(&claimed, retry_at).await }).await;
-            if let Err(release) = released {
+            if let Err(release) = store.release_log_export(&rows, retry_at).await {
                 tracing::warn!(error = %release, "outbox rows not released; their lease runs out");
             }
             Err(error)
@@ -283,9 +255,9 @@ async fn pass(stores: &Stores, log: &LogStore) -> Result<usize, ExportError> {
     }
 }
 
-async fn write(stores: &Stores, log: &LogStore, rows: &[OutboxRow]) -> Result<usize, ExportError> {
-    // Fetched on the main runtime (`background_reads`), made into documents here.
-    let documents = stores.reads.log_export_documents(rows).await?;
+async fn write(reads: &Store, log: &LogStore, rows: &[OutboxRow]) -> Result<usize, ExportError> {
+    // Fetched on the main runtime (`Store::anchored`), made into documents here.
+    let documents = reads.log_export_documents(rows).await?;
     let count = documents.count();
     for (collection, batch) in documents.documents {
         log.put(collection, batch).await?;

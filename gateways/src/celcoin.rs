@@ -108,12 +108,8 @@ pub fn returns_of(charge: &serde_json::Value) -> Vec<Return> {
     returns
         .iter()
         .filter_map(|item| {
-            let kind = match item.get("transactionType")?.as_str()? {
-                "PIX_REVERSAL" => NoticeKind::RefundDone,
-                "CHARGEBACK" => NoticeKind::Chargeback,
-                "MED_RETURN" => NoticeKind::Med,
-                _ => return None,
-            };
+            let kind = NoticeKind::of_transaction_type(item.get("transactionType")?.as_str()?)
+                .filter(|kind| *kind != NoticeKind::Paid)?;
             Some(Return {
                 transaction_id: item.get("transactionId")?.as_str()?.to_owned(),
                 kind,
@@ -157,6 +153,17 @@ impl NoticeKind {
             NoticeKind::RefundDone => "PIX_REVERSAL",
             NoticeKind::Chargeback => "CHARGEBACK",
             NoticeKind::Med => "MED_RETURN",
+        }
+    }
+
+    /// The kind of a Celcoin `TransactionType` (each of the three ways a charge is paid is `Paid`).
+    pub fn of_transaction_type(name: &str) -> Option<NoticeKind> {
+        match name {
+            "RECEIVEPIX" | "BOLETO_PAID" | "CARD_CAPTURED" => Some(NoticeKind::Paid),
+            "PIX_REVERSAL" => Some(NoticeKind::RefundDone),
+            "CHARGEBACK" => Some(NoticeKind::Chargeback),
+            "MED_RETURN" => Some(NoticeKind::Med),
+            _ => None,
         }
     }
 }
@@ -215,13 +222,11 @@ pub fn parse_notice(body: &[u8]) -> Result<Notice, String> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|error| format!("not JSON: {error}"))?;
     let text = |pointer: &str| value.pointer(pointer).and_then(|v| v.as_str()).map(str::to_owned);
     let id = text("/Id").ok_or("no Id")?;
-    let kind = match text("/TransactionType").as_deref() {
-        Some("RECEIVEPIX" | "BOLETO_PAID" | "CARD_CAPTURED") => NoticeKind::Paid,
-        Some("PIX_REVERSAL") => NoticeKind::RefundDone,
-        Some("CHARGEBACK") => NoticeKind::Chargeback,
-        Some("MED_RETURN") => NoticeKind::Med,
-        other => return Err(format!("unknown TransactionType {other:?}")),
-    };
+    let named = text("/TransactionType");
+    let kind = named
+        .as_deref()
+        .and_then(NoticeKind::of_transaction_type)
+        .ok_or_else(|| format!("unknown TransactionType {named:?}"))?;
     let amount = value.pointer("/RequestBody/Amount").ok_or("no RequestBody.Amount")?;
     let amount_centavos = centavos_of(amount).filter(|c| *c > 0).ok_or("RequestBody.Amount is not an amount")?;
     let charge = match kind {

@@ -41,8 +41,11 @@ pub enum StoreError {
     WriterStopped,
     #[error("the database reader has stopped")]
     ReaderStopped,
-    #[error("a background read did not finish: {0}")]
-    BackgroundFetch(String),
+    #[error("a statement run on another runtime did not finish: {0}")]
+    ElsewhereFailed(String),
+    /// The runtime a store's statements run on (`anchored`) has stopped: its node is stopping.
+    #[error("the runtime this store's statements run on has stopped")]
+    ElsewhereStopped,
 }
 
 impl StoreError {
@@ -69,8 +72,9 @@ pub struct Store {
     pub(crate) reader: Option<crate::reader::Reader>,
     /// The SQLite URL (with its `mode`), for pools of other threads' own (`background_reads`).
     sqlite_url: Option<std::sync::Arc<str>>,
-    /// Where `fetch_rows` runs its statements (`background_reads`): none, where it is called.
-    fetch_on: Option<tokio::runtime::Handle>,
+    /// Where `fetch_rows` and `execute_rows` run their statements (`anchored`): none, where they
+    /// are called.
+    runs_on: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for Store {
@@ -119,7 +123,7 @@ impl Store {
             }
         };
         let sqlite_url = (engine == Engine::Sqlite).then(|| std::sync::Arc::from(url.as_str()));
-        Ok(Store { pool, engine, writer, reader, sqlite_url, fetch_on: None })
+        Ok(Store { pool, engine, writer, reader, sqlite_url, runs_on: None })
     }
 
     /// This store with, on SQLite, a read-only pool of one connection of its own, opened on the
@@ -129,14 +133,10 @@ impl Store {
     /// reads there, not on the pool the payments use. Only reads go through it: every write
     /// still takes `self`'s pool. On PostgreSQL the same pool.
     ///
-    /// Its statements run to their end as tasks of the calling (normal-priority) runtime, even
-    /// when it is used from a low-priority thread, which only turns the rows into what it needs:
-    /// sqlx hands a statement's rows over a channel of 50, and a statement whose rows wait for a
-    /// thread without the CPU stops at the 50th and keeps its WAL snapshot meanwhile.
+    /// It is `anchored` to the calling runtime.
     pub async fn background_reads(&self) -> Result<Store, StoreError> {
-        let fetch_on = Some(tokio::runtime::Handle::current());
         let Some(url) = &self.sqlite_url else {
-            return Ok(Store { fetch_on, ..self.clone() });
+            return Ok(self.anchored());
         };
         let path = sqlite_path(url)?;
         let pool = AnyPoolOptions::new()
@@ -147,20 +147,50 @@ impl Store {
             .acquire_timeout(Duration::from_millis(POOL_ACQUIRE_TIMEOUT_MS))
             .connect(&format!("sqlite://{path}?mode=ro"))
             .await?;
-        Ok(Store { pool, fetch_on, ..self.clone() })
+        Ok(Store { pool, ..self.clone() }.anchored())
     }
 
-    /// Every row of `query`, fetched where `fetch_on` says.
+    /// This store, with the statements of the calls that support it (the log export's: its
+    /// outbox's claim, completion and release, and its reads) run to their end as tasks of the
+    /// calling (normal-priority) runtime, whichever thread makes the call; that thread only
+    /// turns the rows into what it needs. sqlx hands a statement's rows over a channel of 50,
+    /// and a statement whose rows wait for a thread without the CPU stops at the 50th and keeps
+    /// what it holds meanwhile (a write lock, a WAL snapshot). `ElsewhereStopped` once that
+    /// runtime has stopped.
+    pub fn anchored(&self) -> Store {
+        Store { runs_on: Some(tokio::runtime::Handle::current()), ..self.clone() }
+    }
+
+    /// Runs `work` on the pool where `runs_on` says.
+    async fn on_pool<T, F>(&self, work: impl FnOnce(AnyPool) -> F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let Some(handle) = &self.runs_on else {
+            return Ok(work(self.pool.clone()).await?);
+        };
+        match handle.spawn(work(self.pool.clone())).await {
+            Ok(done) => Ok(done?),
+            Err(error) if error.is_cancelled() => Err(StoreError::ElsewhereStopped),
+            Err(error) => Err(StoreError::ElsewhereFailed(error.to_string())),
+        }
+    }
+
+    /// Every row of `query` (see `anchored`).
     pub(crate) async fn fetch_rows(
         &self,
         query: sqlx::query::Query<'static, Any, sqlx::any::AnyArguments>,
     ) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
-        let Some(handle) = &self.fetch_on else {
-            return Ok(query.fetch_all(&self.pool).await?);
-        };
-        let pool = self.pool.clone();
-        let rows = handle.spawn(async move { query.fetch_all(&pool).await });
-        rows.await.map_err(|error| StoreError::BackgroundFetch(error.to_string()))?.map_err(StoreError::from)
+        self.on_pool(|pool| async move { query.fetch_all(&pool).await }).await
+    }
+
+    /// The rows `query` changed (see `anchored`).
+    pub(crate) async fn execute_rows(
+        &self,
+        query: sqlx::query::Query<'static, Any, sqlx::any::AnyArguments>,
+    ) -> Result<u64, StoreError> {
+        self.on_pool(|pool| async move { query.execute(&pool).await.map(|done| done.rows_affected()) }).await
     }
 
     /// Plans and batches this node's writer has committed so far (see `writer::WriteCounts`).

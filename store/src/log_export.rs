@@ -131,7 +131,7 @@ impl Store {
 
     /// Claims up to `limit` rows no other node holds, oldest first, until `now_ms + lease`.
     pub async fn claim_log_export(&self, now_ms: i64, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = sqlx::query(
+        let query = sqlx::query(
             "UPDATE log_outbox SET lease_until_ms = $1
              WHERE seq IN (SELECT seq FROM log_outbox WHERE lease_until_ms <= $2 ORDER BY seq LIMIT $3)
                AND lease_until_ms <= $2
@@ -139,9 +139,8 @@ impl Store {
         )
         .bind(now_ms + LOG_EXPORT_LEASE_MS)
         .bind(now_ms)
-        .bind(limit.clamp(1, LOG_EXPORT_BATCH_MAX))
-        .fetch_all(&self.pool)
-        .await?;
+        .bind(limit.clamp(1, LOG_EXPORT_BATCH_MAX));
+        let rows = self.fetch_rows(query).await?;
         let mut claimed = rows
             .iter()
             .map(|row| {
@@ -169,7 +168,7 @@ impl Store {
         for row in rows {
             query = query.bind(row.seq);
         }
-        query.execute(&self.pool).await?;
+        self.execute_rows(query).await?;
         Ok(())
     }
 
@@ -183,7 +182,7 @@ impl Store {
         for row in rows {
             query = query.bind(row.seq);
         }
-        query.execute(&self.pool).await?;
+        self.execute_rows(query).await?;
         Ok(())
     }
 
