@@ -105,7 +105,8 @@ fn main() {
             let prepared = medpay_api::prepare(body.to_string().as_bytes(), today).unwrap();
             runtime.submit(prepared.into_new_payment(cpf.clone(), &record, None)).await.unwrap();
         }
-        let conversation = runtime.start_conversation(patient).await.unwrap();
+        let credential = medpay_store::PatientCredential { patient, provider: None };
+        let conversation = runtime.start_conversation(credential).await.unwrap();
         let messages = [
             "já caiu meu pix?",
             "quanto fica 1500 em 6x?",
@@ -118,7 +119,7 @@ fn main() {
         for index in 0..TURNS {
             let text = messages[index % messages.len()].to_owned();
             let started = Instant::now();
-            black_box(runtime.chat(conversation, patient, text).await.unwrap());
+            black_box(runtime.chat(conversation, credential, text).await.unwrap());
             latencies.push(started.elapsed());
         }
         report("whole turn through the chat and patient actors, durable on SQLite", latencies);

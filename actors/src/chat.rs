@@ -8,8 +8,8 @@ use crate::registry::{Entity, ask};
 use crate::{Context, CoreError, TransactionMsg};
 use medpay_chatbot::dialogue::{self, Action, PaymentFacts, Slots};
 use medpay_chatbot::{IntentModel, tokenizer};
-use medpay_models::{ConversationId, PatientId, PaymentId};
-use medpay_store::{ChatMessage, ChatTurn, ConversationRecord};
+use medpay_models::{ConversationId, PaymentId};
+use medpay_store::{ChatMessage, ChatTurn, ConversationRecord, PatientCredential};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +54,12 @@ pub struct ChatReply {
 }
 
 pub enum ChatMsg {
-    Say { patient: PatientId, text: String, reply: RpcReplyPort<Result<ChatReply, ChatError>> },
+    /// `by`: the credential the patient speaks with; its scope must be the conversation's.
+    Say {
+        by: PatientCredential,
+        text: String,
+        reply: RpcReplyPort<Result<ChatReply, ChatError>>,
+    },
     IdleCheck,
 }
 
@@ -109,9 +114,9 @@ impl Actor for ChatActor {
         state: &mut ChatState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ChatMsg::Say { patient, text, reply } => {
+            ChatMsg::Say { by, text, reply } => {
                 state.last_activity = Instant::now();
-                let _ = reply.send(say(state, patient, text).await);
+                let _ = reply.send(say(state, by, text).await);
             }
             ChatMsg::IdleCheck => {
                 crate::passivate_or_wait(&myself, state.last_activity, state.idle, || ChatMsg::IdleCheck)
@@ -132,14 +137,20 @@ fn message(role: &str, text: &str, intent: Option<String>, confidence: Option<f3
     }
 }
 
-async fn say(state: &mut ChatState, patient: PatientId, text: String) -> Result<ChatReply, ChatError> {
+async fn say(state: &mut ChatState, by: PatientCredential, text: String) -> Result<ChatReply, ChatError> {
+    let patient = by.patient;
     let context = state.context.clone();
     let text = text.trim().to_owned();
     if text.is_empty() || text.chars().count() > MESSAGE_CHARS_MAX {
         return Err(ChatError::InvalidMessage);
     }
-    // Only the conversation's own patient may speak in it.
-    let Some(conversation) = state.conversation.clone().filter(|c| c.patient_id == patient) else {
+    // Only the conversation's own patient may speak in it; a credential a provider was handed, only
+    // in a conversation of its scope. The bot tells of the conversation's scope's payments.
+    let Some(conversation) = state
+        .conversation
+        .clone()
+        .filter(|c| c.patient_id == patient && by.provider.is_none_or(|scope| c.scope == Some(scope)))
+    else {
         return Err(ChatError::NotFound);
     };
     let now = medpay_store::now_ms();
@@ -159,7 +170,8 @@ async fn say(state: &mut ChatState, patient: PatientId, text: String) -> Result<
     let confident = prediction.is_confident(&brain.model);
     let call_ms = context.config.feature_call_timeout_ms * 5;
     let payments: Vec<PaymentFacts> =
-        ask(&context.patients, patient, call_ms, |reply| PatientMsg::OwnPayments { reply }).await??;
+        ask(&context.patients, patient, call_ms, |reply| PatientMsg::OwnPayments { scope: conversation.scope, reply })
+            .await??;
     let today = chrono::Utc::now().date_naive();
     let turn = dialogue::respond(&prediction, confident, &text, &mut state.slots, &payments, today);
     let mut handoff_reason = None;

@@ -25,7 +25,7 @@ pub use transaction::{
 };
 
 use medpay_ml::RiskScorer;
-use medpay_models::{ConversationId, FailMode, PatientId, PaymentId};
+use medpay_models::{ConversationId, FailMode, PaymentId};
 use medpay_store::{DecisionRecord, PaymentRecord, Store, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -398,23 +398,24 @@ impl Runtime {
         self.context.gateways.as_ref()
     }
 
-    /// Starts a conversation of `patient` with the bot.
-    pub async fn start_conversation(&self, patient: PatientId) -> Result<ConversationId, CoreError> {
+    /// Starts a conversation with the bot of the patient of `by`, in its scope.
+    pub async fn start_conversation(&self, by: medpay_store::PatientCredential) -> Result<ConversationId, CoreError> {
         let id = ConversationId::new();
-        self.context.store.create_conversation(&id.to_string(), patient, medpay_store::now_ms()).await?;
+        self.context.store.create_conversation(&id.to_string(), by, medpay_store::now_ms()).await?;
         Ok(id)
     }
 
-    /// A message of `patient` in `conversation`, and the bot's answer (none after a hand-off).
+    /// A message of the patient of `by` in `conversation`, and the bot's answer (none after a
+    /// hand-off).
     pub async fn chat(
         &self,
         conversation: ConversationId,
-        patient: PatientId,
+        by: medpay_store::PatientCredential,
         text: String,
     ) -> Result<chat::ChatReply, chat::ChatError> {
         let timeout_ms = self.context.config.decide_timeout_ms;
         registry::ask(&self.chats, conversation, timeout_ms, |reply| chat::ChatMsg::Say {
-            patient,
+            by,
             text: text.clone(),
             reply,
         })

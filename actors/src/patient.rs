@@ -5,7 +5,7 @@ use crate::registry::Entity;
 use crate::{Context, CoreError};
 use medpay_ml::features::{PatientEvent, PatientHistory, PatientSnapshot, RequestFacts};
 use medpay_ml::list_hash;
-use medpay_models::{PatientId, PaymentStatus};
+use medpay_models::{PatientId, PaymentStatus, ProviderId};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +22,10 @@ pub enum PatientMsg {
     },
     /// A payment of this patient was recorded.
     PaymentRecorded(Box<PatientEvent>),
-    /// The patient's own payments, newest first, as the chat may tell them.
+    /// The patient's own payments, newest first, as the chat may tell them: only those with
+    /// `scope`'s provider when the conversation is scoped to one.
     OwnPayments {
+        scope: Option<ProviderId>,
         reply: RpcReplyPort<Result<Vec<medpay_chatbot::dialogue::PaymentFacts>, CoreError>>,
     },
     IdleCheck,
@@ -111,12 +113,12 @@ impl Actor for PatientSessionActor {
                 state.last_activity = Instant::now();
                 state.history.observe(*event);
             }
-            PatientMsg::OwnPayments { reply } => {
+            PatientMsg::OwnPayments { scope, reply } => {
                 state.last_activity = Instant::now();
                 // Read off the mailbox: the features of this patient's next payment do not wait.
                 let (store, id) = (state.context.store.clone(), state.id);
                 tokio::spawn(async move {
-                    let _ = reply.send(own_payments(&store, id).await);
+                    let _ = reply.send(own_payments(&store, id, scope).await);
                 });
             }
             PatientMsg::IdleCheck => {
@@ -133,13 +135,18 @@ const CHAT_PAYMENTS_MAX: i64 = 20;
 async fn own_payments(
     store: &medpay_store::Store,
     patient: PatientId,
+    scope: Option<ProviderId>,
 ) -> Result<Vec<medpay_chatbot::dialogue::PaymentFacts>, CoreError> {
     use medpay_chatbot::dialogue::{ChargeFacts, PaymentFacts};
-    let filter =
-        medpay_store::PaymentFilter { patient_id: Some(patient), limit: CHAT_PAYMENTS_MAX, ..Default::default() };
+    let filter = medpay_store::PaymentFilter {
+        patient_id: Some(patient),
+        provider_id: scope,
+        limit: CHAT_PAYMENTS_MAX,
+        ..Default::default()
+    };
     let mut facts = Vec::new();
     for listed in store.list_payments(&filter).await? {
-        debug_assert_eq!(listed.patient_id, patient);
+        debug_assert!(listed.patient_id == patient && scope.is_none_or(|scope| listed.provider_id == scope));
         // One snapshot per payment: the payment with its installments, decision and current charge.
         let Some((payment, decision, charge)) = store.payment_view(listed.id).await? else { continue };
         let refunds = store.refunds(payment.id).await?;

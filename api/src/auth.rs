@@ -7,7 +7,8 @@ use axum::extract::ConnectInfo;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use medpay_models::{PatientId, ProviderId};
+use medpay_models::ProviderId;
+pub use medpay_store::PatientCredential;
 use rand::RngCore;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -54,9 +55,17 @@ pub enum Principal {
     /// A risk analyst: rules, lists, labels, models.
     Analyst,
     Provider(ProviderId),
-    Patient(PatientId),
+    /// A patient, with a credential that opens all of their own data or, when it was issued
+    /// through a provider (`provider`), only what concerns that provider.
+    Patient(PatientCredential),
     /// A person with an account of their own, by id.
     Person(uuid::Uuid, Role),
+}
+
+/// What a provider-scoped patient credential is told when it asks for more than its provider's
+/// part of the patient's data (`credential_scoped`).
+pub fn scoped_refusal(message: &str) -> ApiError {
+    ApiError::new(axum::http::StatusCode::FORBIDDEN, "credential_scoped", message.to_owned())
 }
 
 impl Principal {
@@ -66,7 +75,12 @@ impl Principal {
             Principal::Admin => "admin".to_owned(),
             Principal::Analyst => "analyst".to_owned(),
             Principal::Provider(id) => format!("provider:{id}"),
-            Principal::Patient(id) => format!("patient:{id}"),
+            // A scoped credential's idempotency keys are its own: a replay never shows it another
+            // scope's payment.
+            Principal::Patient(PatientCredential { patient, provider: None }) => format!("patient:{patient}"),
+            Principal::Patient(PatientCredential { patient, provider: Some(provider) }) => {
+                format!("patient:{patient}@provider:{provider}")
+            }
             Principal::Person(id, _) => format!("person:{id}"),
         }
     }

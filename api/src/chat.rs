@@ -1,7 +1,7 @@
 //! The patients' support chat at the edge: conversations, messages, a WebSocket, and what the
 //! people behind the bot see (conversations handed to them, review cases opened by disputes).
 
-use crate::auth::Principal;
+use crate::auth::{PatientCredential, Principal};
 use crate::dto::{PaymentSummary, timestamp};
 use crate::error::{ApiError, ErrorBody, rejection};
 use crate::state::AppState;
@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use medpay_actors::chat::{ChatError, ChatReply};
 use medpay_chatbot::dialogue::GREETING;
-use medpay_models::{ConversationId, PatientId};
+use medpay_models::ConversationId;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -37,7 +37,7 @@ impl From<ChatError> for ApiError {
     }
 }
 
-fn patient_only(principal: Principal) -> Result<PatientId, ApiError> {
+fn patient_only(principal: Principal) -> Result<PatientCredential, ApiError> {
     match principal {
         Principal::Patient(patient) => Ok(patient),
         _ => Err(ApiError::forbidden("the chat is for patients, with their own token")),
@@ -60,7 +60,7 @@ pub async fn create_conversation(
     principal: Principal,
 ) -> Result<(StatusCode, Json<ConversationCreated>), ApiError> {
     let patient = patient_only(principal)?;
-    state.rate_limit(&format!("patient:{patient}:conversations"), CONVERSATIONS_PER_MINUTE).await?;
+    state.rate_limit(&format!("patient:{}:conversations", patient.patient), CONVERSATIONS_PER_MINUTE).await?;
     let id = state.runtime.start_conversation(patient).await?;
     Ok((
         StatusCode::CREATED,
@@ -114,7 +114,7 @@ pub async fn say(
     let patient = patient_only(principal)?;
     let conversation = conversation_id(id)?;
     let Json(body) = body.map_err(rejection)?;
-    state.rate_limit(&format!("patient:{patient}:chat"), CHAT_MESSAGES_PER_MINUTE).await?;
+    state.rate_limit(&format!("patient:{}:chat", patient.patient), CHAT_MESSAGES_PER_MINUTE).await?;
     Ok(Json(state.runtime.chat(conversation, patient, body.text).await?.into()))
 }
 
@@ -176,7 +176,11 @@ pub async fn get_conversation(
     let record = state.store.conversation(&id.to_string()).await?.ok_or_else(not_found)?;
     let visible = match principal {
         Principal::Admin | Principal::Analyst | Principal::Person(..) => true,
-        Principal::Patient(own) => own == record.patient_id,
+        // A credential a provider was handed reads only the conversations started with one of its
+        // scope (what the bot told in the others concerns other providers' payments).
+        Principal::Patient(own) => {
+            own.patient == record.patient_id && own.provider.is_none_or(|scope| record.scope == Some(scope))
+        }
         Principal::Provider(_) => false,
     };
     if !visible {
@@ -462,7 +466,7 @@ pub async fn websocket(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let patient = patient_only(principal)?;
-    state.rate_limit(&format!("patient:{patient}:conversations"), CONVERSATIONS_PER_MINUTE).await?;
+    state.rate_limit(&format!("patient:{}:conversations", patient.patient), CONVERSATIONS_PER_MINUTE).await?;
     let conversation = state.runtime.start_conversation(patient).await?;
     Ok(upgrade
         .protocols([crate::auth::WEBSOCKET_BEARER_PROTOCOL])
@@ -475,7 +479,7 @@ pub async fn websocket(
 /// How often an open chat that a person has taken over looks for their answers.
 const AGENT_POLL_MS: u64 = 1_000;
 
-async fn converse(mut socket: WebSocket, state: AppState, patient: PatientId, conversation: ConversationId) {
+async fn converse(mut socket: WebSocket, state: AppState, patient: PatientCredential, conversation: ConversationId) {
     let hello =
         serde_json::json!({"conversation_id": conversation.to_string(), "reply": GREETING, "handed_off": false});
     if socket.send(Message::Text(hello.to_string().into())).await.is_err() {
@@ -529,19 +533,20 @@ async fn converse(mut socket: WebSocket, state: AppState, patient: PatientId, co
             Some(Ok(_)) => continue,
         };
         idle_since = tokio::time::Instant::now();
-        let answer = match state.rate_limit(&format!("patient:{patient}:chat"), CHAT_MESSAGES_PER_MINUTE).await {
-            Err(error) => serde_json::json!({"error": {"code": error.code, "message": error.message}}),
-            Ok(()) => match state.runtime.chat(conversation, patient, text).await {
-                Ok(reply) => {
-                    handed_off |= reply.handed_off;
-                    serde_json::to_value(ReplyView::from(reply)).unwrap_or_default()
-                }
-                Err(error) => {
-                    let error = ApiError::from(error);
-                    serde_json::json!({"error": {"code": error.code, "message": error.message}})
-                }
-            },
-        };
+        let answer =
+            match state.rate_limit(&format!("patient:{}:chat", patient.patient), CHAT_MESSAGES_PER_MINUTE).await {
+                Err(error) => serde_json::json!({"error": {"code": error.code, "message": error.message}}),
+                Ok(()) => match state.runtime.chat(conversation, patient, text).await {
+                    Ok(reply) => {
+                        handed_off |= reply.handed_off;
+                        serde_json::to_value(ReplyView::from(reply)).unwrap_or_default()
+                    }
+                    Err(error) => {
+                        let error = ApiError::from(error);
+                        serde_json::json!({"error": {"code": error.code, "message": error.message}})
+                    }
+                },
+            };
         if socket.send(Message::Text(answer.to_string().into())).await.is_err() {
             return;
         }

@@ -97,7 +97,8 @@ pub struct CheckoutOpened {
 #[utoipa::path(post, path = "/v1/checkout/{token}", tag = "patients", security(("bearer" = [])),
     params(("token" = String, Path, description = "the checkout link's token, as the provider gave it")),
     responses((status = 200, body = CheckoutOpened, description = "the patient chose this provider: they may pay it from now on"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "`credential_scoped`: a credential a provider was handed opens no other provider's link"),
         (status = 404, body = ErrorBody, description = "`checkout_link_not_found`: unknown or expired")))]
 pub async fn open_link(
     State(state): State<AppState>,
@@ -113,9 +114,19 @@ pub async fn open_link(
         return Err(not_found());
     }
     let hash = medpay_store::sha256_hex(token.as_bytes());
+    // A credential a provider was handed chooses no other provider: whoever holds it (the
+    // provider too) would otherwise open the patient's data to a provider of its choosing.
+    if let Some(scope) = patient.provider {
+        let linked = state.store.checkout_link_provider(&hash, medpay_store::now_ms()).await?.ok_or_else(not_found)?;
+        if linked != scope {
+            return Err(crate::auth::scoped_refusal(
+                "choosing another provider takes the patient's own sign-in (a link from MedPay support), not one a provider gave",
+            ));
+        }
+    }
     let provider =
-        state.store.open_checkout_link(&hash, patient, medpay_store::now_ms()).await?.ok_or_else(not_found)?;
+        state.store.open_checkout_link(&hash, patient.patient, medpay_store::now_ms()).await?.ok_or_else(not_found)?;
     let record = state.lookups.provider(provider).await?.ok_or_else(not_found)?;
-    tracing::info!(provider_id = %provider, patient_id = %patient, "checkout link opened: patient linked");
+    tracing::info!(provider_id = %provider, patient_id = %patient.patient, "checkout link opened: patient linked");
     Ok(Json(CheckoutOpened { provider_id: provider.to_string(), provider_name: record.name.clone() }))
 }

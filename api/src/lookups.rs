@@ -5,7 +5,7 @@
 //! revoked) takes effect within `CREDENTIAL_CACHE_TTL_MS` on every node.
 
 use medpay_models::{PatientId, ProviderId};
-use medpay_store::{PatientRecord, ProviderRecord, Store, StoreError};
+use medpay_store::{PatientCredential, PatientRecord, ProviderRecord, Store, StoreError};
 use moka::sync::Cache;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,7 @@ pub struct Lookups {
     patients: Cache<PatientId, Arc<PatientRecord>>,
     links: Cache<(ProviderId, PatientId), ()>,
     provider_keys: Cache<String, ProviderId>,
-    patient_tokens: Cache<String, PatientId>,
+    patient_tokens: Cache<String, PatientCredential>,
 }
 
 impl Lookups {
@@ -75,13 +75,15 @@ impl Lookups {
     /// A patient erased: their record read again next time, their old token refused at once (on
     /// this node; the others drop the token within `CREDENTIAL_CACHE_TTL_MS`, and hold of the
     /// record only what a payment needs, the CPF, which an erasure keeps).
-    pub fn forget_patient(&self, id: PatientId, token_hash: &str) {
+    pub fn forget_patient(&self, id: PatientId, token_hashes: &[String]) {
         self.patients.invalidate(&id);
-        self.patient_tokens.invalidate(token_hash);
+        for hash in token_hashes {
+            self.patient_tokens.invalidate(hash);
+        }
     }
 
-    pub async fn patient_by_token_hash(&self, hash: &str) -> Result<Option<PatientId>, StoreError> {
-        through(&self.patient_tokens, hash.to_owned(), self.store.patient_id_by_token_hash(hash)).await
+    pub async fn patient_by_token_hash(&self, hash: &str) -> Result<Option<PatientCredential>, StoreError> {
+        through(&self.patient_tokens, hash.to_owned(), self.store.patient_by_token_hash(hash)).await
     }
 }
 

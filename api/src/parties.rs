@@ -1,6 +1,6 @@
 //! Providers and patients.
 
-use crate::auth::{PATIENT_TOKEN_PREFIX, PROVIDER_KEY_PREFIX, Principal, new_secret};
+use crate::auth::{PATIENT_TOKEN_PREFIX, PROVIDER_KEY_PREFIX, PatientCredential, Principal, new_secret};
 use crate::dto::{CreatePatient, CreateProvider, PatientView, ProviderView};
 use crate::error::{ApiError, ErrorBody, rejection};
 use crate::state::AppState;
@@ -120,7 +120,7 @@ pub async fn create_provider(
     security(("bearer" = [])),
     responses((status = 201, body = PatientView, description = "created; the patient's token is shown once"),
                (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-               (status = 409, body = ErrorBody, description = "a patient with this CPF exists")))]
+               (status = 409, body = ErrorBody, description = "`patient_exists`: the provider (or, to the admin, anyone) has registered this CPF already; a CPF registered only elsewhere is a 201 that tells nothing of it")))]
 pub async fn create_patient(
     State(state): State<AppState>,
     principal: Principal,
@@ -148,10 +148,25 @@ pub async fn create_patient(
         erased_at_ms: None,
     };
     let token = new_secret(PATIENT_TOKEN_PREFIX);
-    match state.store.insert_patient(&record, &medpay_store::sha256_hex(token.as_bytes()), provider).await {
+    let token_hash = medpay_store::sha256_hex(token.as_bytes());
+    let exists = || ApiError::conflict("patient_exists", "a patient with this CPF exists");
+    match state.store.insert_patient(&record, &token_hash, provider).await {
         Ok(()) => {}
+        // The CPF is registered: the admin is told so; a provider is told only whether it has the
+        // patient already. Otherwise it gets what a new registration gets (its own view of the
+        // patient, from its link's time, and a token scoped to it), and learns nothing of the
+        // registration elsewhere.
         Err(StoreError::Conflict(_)) => {
-            return Err(ApiError::conflict("patient_exists", "a patient with this CPF exists"));
+            let Some(provider) = provider else { return Err(exists()) };
+            let known = match state.store.register_known_patient(provider, &record, &token_hash).await {
+                Ok(Some(known)) => known,
+                // Erased between the two statements is as good as a conflict, and as rare.
+                Ok(None) | Err(StoreError::Conflict(_)) => return Err(exists()),
+                Err(error) => return Err(error.into()),
+            };
+            let view = state.store.provider_patient(provider, known).await?.ok_or_else(exists)?;
+            tracing::info!(patient_id = %known, provider_id = %provider, cpf = %record.cpf.masked(), "patient registered by another provider: linked with its own view");
+            return Ok((StatusCode::CREATED, Json(PatientView::new(&view, Some(token)))));
         }
         Err(error) => return Err(error.into()),
     }
@@ -170,15 +185,16 @@ pub async fn get_patient(
     let not_found = || ApiError::not_found("patient_not_found", "no such patient");
     let Path(id) = id.map_err(rejection)?;
     let id: PatientId = id.parse().map_err(|_| not_found())?;
-    let visible = match principal {
-        Principal::Admin | Principal::Analyst | Principal::Person(..) => true,
-        Principal::Patient(own) => own == id,
-        Principal::Provider(provider) => state.store.is_linked(provider, id).await?,
+    // A provider sees its own view of the patient; so does a credential scoped to it.
+    let record = match principal {
+        Principal::Admin | Principal::Analyst | Principal::Person(..) => state.store.patient(id).await?,
+        Principal::Patient(own) if own.patient != id => None,
+        Principal::Patient(PatientCredential { provider: None, .. }) => state.store.patient(id).await?,
+        Principal::Patient(PatientCredential { provider: Some(provider), .. }) | Principal::Provider(provider) => {
+            state.store.provider_patient(provider, id).await?
+        }
     };
-    if !visible {
-        return Err(not_found());
-    }
-    let record = state.store.patient(id).await?.ok_or_else(not_found)?;
+    let record = record.ok_or_else(not_found)?;
     Ok(Json(PatientView::new(&record, None)))
 }
 

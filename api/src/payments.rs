@@ -288,11 +288,15 @@ async fn authorize_creation(state: &AppState, principal: Principal, parsed: &Par
                 Err(patient_not_found())
             }
         }
-        Principal::Patient(own) if own != parsed.patient_id => Err(patient_not_found()),
-        // A patient pays only a provider that registered them (or that they paid through it):
-        // any other provider is "not found", as it would be to a patient of nobody.
+        Principal::Patient(own) if own.patient != parsed.patient_id => Err(patient_not_found()),
+        // A patient pays only a provider that registered them (or that they chose through its
+        // checkout link), and a credential a provider was handed pays only that provider: any
+        // other provider is "not found", as it would be to a patient of nobody.
+        Principal::Patient(own) if own.provider.is_some_and(|scope| scope != parsed.provider_id) => {
+            Err(ApiError::not_found("provider_not_found", "no such provider"))
+        }
         Principal::Patient(own) => {
-            if state.lookups.is_linked(parsed.provider_id, own).await? {
+            if state.lookups.is_linked(parsed.provider_id, own.patient).await? {
                 Ok(())
             } else {
                 Err(ApiError::not_found("provider_not_found", "no such provider"))
@@ -464,7 +468,7 @@ pub(crate) async fn visible_payment(
     let visible = match principal {
         Principal::Admin | Principal::Analyst | Principal::Person(..) => true,
         Principal::Provider(own) => payment.provider_id == own,
-        Principal::Patient(own) => payment.patient_id == own,
+        Principal::Patient(own) => own.opens(payment.patient_id, payment.provider_id),
     };
     if visible { Ok(payment) } else { Err(not_found()) }
 }
@@ -557,10 +561,13 @@ pub async fn list_payments(
             return Ok(Json(PaymentList { data: Vec::new(), next_before: None }));
         }
         Principal::Provider(own) => (patient_id, Some(own)),
-        Principal::Patient(own) if patient_id.is_some_and(|asked| asked != own) => {
+        Principal::Patient(own)
+            if patient_id.is_some_and(|asked| asked != own.patient)
+                || own.provider.is_some_and(|scope| provider_id.is_some_and(|asked| asked != scope)) =>
+        {
             return Ok(Json(PaymentList { data: Vec::new(), next_before: None }));
         }
-        Principal::Patient(own) => (Some(own), provider_id),
+        Principal::Patient(own) => (Some(own.patient), own.provider.or(provider_id)),
     };
     let limit = query.limit.unwrap_or(PAYMENTS_PAGE_DEFAULT).clamp(1, medpay_store::PAYMENTS_PAGE_MAX);
     let before = query.before.as_deref().map(parse_cursor).transpose()?;

@@ -5,8 +5,10 @@
 //! single-use code in the URL's fragment (`/paciente#codigo=…`), which browsers never send to a
 //! server, so it lands in no access log. The app exchanges the code for a session token that
 //! expires (`POST /v1/patient-sessions`); the patient's long-lived token never leaves the API.
+//! A provider's link is a code it has seen: the session it opens is scoped to that provider (its
+//! payments, its view of the patient, its conversations), never the patient's whole record.
 
-use crate::auth::{Principal, Role, new_secret};
+use crate::auth::{PatientCredential, Principal, Role, new_secret};
 use crate::dto::{PaymentView, timestamp};
 use crate::error::{ApiError, ErrorBody, rejection};
 use crate::state::AppState;
@@ -77,7 +79,12 @@ pub async fn create_sign_in_link(
     if record.erased_at_ms.is_some() {
         return Err(not_found());
     }
-    let (path, expires_at_ms) = new_sign_in_link(&state, patient, &principal.actor(), SIGN_IN_CODE_TTL_MS).await?;
+    let scope = match principal {
+        Principal::Provider(provider) => Some(provider),
+        _ => None,
+    };
+    let credential = PatientCredential { patient, provider: scope };
+    let (path, expires_at_ms) = new_sign_in_link(&state, credential, &principal.actor(), SIGN_IN_CODE_TTL_MS).await?;
     tracing::info!(patient_id = %patient, by = %principal.actor(), "patient sign-in link made");
     let url = format!("{}{path}", state.config.public_base());
     Ok((StatusCode::CREATED, Json(SignInLinkView { url, path, expires_at: timestamp(expires_at_ms) })))
@@ -88,11 +95,11 @@ pub(crate) fn new_sign_in_code() -> String {
     new_secret(SIGN_IN_CODE_PREFIX)
 }
 
-/// A new sign-in code for `patient`, stored as its hash: the app's path with the code, and when it
-/// stops working.
+/// A new sign-in code for `patient` (the session it opens has its scope), stored as its hash: the
+/// app's path with the code, and when it stops working.
 pub(crate) async fn new_sign_in_link(
     state: &AppState,
-    patient: PatientId,
+    patient: PatientCredential,
     by: &str,
     ttl_ms: i64,
 ) -> Result<(String, i64), ApiError> {
@@ -173,12 +180,21 @@ pub async fn open_session(
         metrics::counter!("medpay_auth_failures_total").increment(1);
         return Err(invalid());
     };
-    let record = state.store.patient(patient).await?.ok_or_else(invalid)?;
-    tracing::info!(patient_id = %patient, "patient signed in to the app");
+    let record = match patient.provider {
+        None => state.store.patient(patient.patient).await?,
+        Some(provider) => state.store.provider_patient(provider, patient.patient).await?,
+    };
+    let record = record.ok_or_else(invalid)?;
+    tracing::info!(patient_id = %patient.patient, scope = ?patient.provider, "patient signed in to the app");
     let first_name = record.name.split_whitespace().next().unwrap_or_default().to_owned();
     Ok((
         StatusCode::CREATED,
-        Json(SessionView { token, expires_at: timestamp(expires_at_ms), patient_id: patient.to_string(), first_name }),
+        Json(SessionView {
+            token,
+            expires_at: timestamp(expires_at_ms),
+            patient_id: patient.patient.to_string(),
+            first_name,
+        }),
     ))
 }
 
@@ -196,11 +212,11 @@ pub async fn close_session(
         return Err(ApiError::forbidden("only a patient's app session is signed out here"));
     };
     state.store.revoke_session(&medpay_store::sha256_hex(token.as_bytes()), medpay_store::now_ms()).await?;
-    tracing::info!(patient_id = %patient, "patient signed out of the app");
+    tracing::info!(patient_id = %patient.patient, "patient signed out of the app");
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn patient_only(principal: Principal) -> Result<PatientId, ApiError> {
+fn patient_only(principal: Principal) -> Result<PatientCredential, ApiError> {
     match principal {
         Principal::Patient(id) => Ok(id),
         _ => Err(ApiError::forbidden("this is the patient's own view, read with the patient's session")),
@@ -245,8 +261,8 @@ fn sentence(text: &str) -> String {
 pub async fn my_payments(State(state): State<AppState>, principal: Principal) -> Result<Json<AppPayments>, ApiError> {
     let patient = patient_only(principal)?;
     let filter = medpay_store::PaymentFilter {
-        patient_id: Some(patient),
-        provider_id: None,
+        patient_id: Some(patient.patient),
+        provider_id: patient.provider,
         before: None,
         limit: APP_PAYMENTS_MAX,
     };
@@ -351,7 +367,10 @@ pub async fn my_stream(
     principal: Principal,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let patient = patient_only(principal)?;
-    let providers = state.store.patient_providers(patient, STREAM_PROVIDERS_MAX).await?;
+    let providers = match patient.provider {
+        None => state.store.patient_providers(patient.patient, STREAM_PROVIDERS_MAX).await?,
+        Some(scope) => vec![scope],
+    };
     let mut receivers = Vec::with_capacity(providers.len());
     for provider in providers {
         if let Some(receiver) = state.runtime.subscribe(provider).await? {
@@ -378,7 +397,7 @@ pub async fn my_stream(
             };
             let mut out = Vec::new();
             for event in batch.iter() {
-                if !known.is_mine(&store, event.payment_id, patient).await {
+                if !known.is_mine(&store, event.payment_id, patient.patient).await {
                     continue;
                 }
                 let data = serde_json::json!({

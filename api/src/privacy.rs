@@ -3,7 +3,7 @@
 //! overwrites or deletes every other personal field; the request, its outcome and its date go to
 //! the audit log in the same transaction.
 
-use crate::auth::{Principal, Role, new_secret};
+use crate::auth::{PatientCredential, Principal, Role, new_secret};
 use crate::chat::{ConversationView, conversation_view};
 use crate::dto::{EventView, PatientView, PaymentView, timestamp};
 use crate::error::{ApiError, ErrorBody, rejection};
@@ -25,24 +25,28 @@ const EXPORT_EMAILS_MAX: i64 = 10_000;
 /// Events read per payment for its notifications.
 const EXPORT_EVENTS_PER_PAYMENT: i64 = 500;
 
-/// The patient in the path and their record, for the patient themself or the admin; anyone else
-/// learns nothing about the id.
+/// The patient in the path, the part of their data the caller opens (all of it, or one provider's
+/// part for a credential scoped to it) and their record as that part shows it, for the patient
+/// themself or the admin; anyone else learns nothing about the id.
 async fn data_subject(
     state: &AppState,
     principal: Principal,
     id: Result<Path<String>, PathRejection>,
-) -> Result<(PatientId, PatientRecord), ApiError> {
+) -> Result<(PatientCredential, PatientRecord), ApiError> {
     let not_found = || ApiError::not_found("patient_not_found", "no such patient");
     let Path(raw) = id.map_err(rejection)?;
     let id: PatientId = raw.parse().map_err(|_| not_found())?;
-    match principal {
-        Principal::Patient(own) if own == id => {}
+    let part = match principal {
+        Principal::Patient(own) if own.patient == id => own,
         Principal::Patient(_) => return Err(not_found()),
-        Principal::Admin | Principal::Person(_, Role::Admin) => {}
+        Principal::Admin | Principal::Person(_, Role::Admin) => PatientCredential { patient: id, provider: None },
         _ => return Err(ApiError::forbidden("a patient's data is theirs (and the admin's) to export or erase")),
-    }
-    let record = state.store.patient(id).await?.ok_or_else(not_found)?;
-    Ok((id, record))
+    };
+    let record = match part.provider {
+        None => state.store.patient(id).await?,
+        Some(provider) => state.store.provider_patient(provider, id).await?,
+    };
+    Ok((part, record.ok_or_else(not_found)?))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -76,21 +80,22 @@ pub struct ExportedNotification {
 
 #[utoipa::path(get, path = "/v1/patients/{id}/export", tag = "patients", security(("bearer" = [])),
     params(("id" = String, Path, description = "patient id")),
-    responses((status = 200, body = PatientExport, description = "everything held about the patient: their record, payments, refunds, chats and notifications"),
+    responses((status = 200, body = PatientExport, description = "everything held about the patient: their record, payments, refunds, chats and notifications (with a credential a provider was handed, what concerns that provider)"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn export(
     State(state): State<AppState>,
     principal: Principal,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<PatientExport>, ApiError> {
-    let (patient, record) = data_subject(&state, principal, id).await?;
+    let (part, record) = data_subject(&state, principal, id).await?;
+    let patient = part.patient;
     let mut payments = Vec::new();
     let mut before = None;
     let page = medpay_store::PAYMENTS_PAGE_MAX;
     // Pages, newest first, until one is short (nothing more) or there are more than the export
     // holds.
     let truncated = loop {
-        let filter = PaymentFilter { patient_id: Some(patient), provider_id: None, before, limit: page };
+        let filter = PaymentFilter { patient_id: Some(patient), provider_id: part.provider, before, limit: page };
         let found = state.store.list_payments(&filter).await?;
         let full = i64::try_from(found.len()).unwrap_or(i64::MAX) == page;
         before = found.last().map(|last| (last.created_at_ms, last.id));
@@ -116,18 +121,20 @@ pub async fn export(
     }
     let mut conversations = Vec::new();
     for conversation in state.store.patient_conversations(patient).await? {
-        if let Some(record) = state.store.conversation(&conversation).await? {
+        if let Some(record) = state.store.conversation(&conversation).await?
+            && (part.provider.is_none() || record.scope == part.provider)
+        {
             conversations.push(conversation_view(&state, record).await?);
         }
     }
     let emails = state
         .store
-        .patient_notifications(patient, EXPORT_EMAILS_MAX)
+        .patient_notifications(part, EXPORT_EMAILS_MAX)
         .await?
         .into_iter()
         .map(crate::notify::NotificationView::new)
         .collect();
-    tracing::info!(patient_id = %patient, payments = views.len(), conversations = conversations.len(), "patient data exported");
+    tracing::info!(patient_id = %patient, scope = ?part.provider, payments = views.len(), conversations = conversations.len(), "patient data exported");
     Ok(Json(PatientExport {
         exported_at: timestamp(medpay_store::now_ms()),
         patient: ExportedPatient { view: PatientView::new(&record, None) },
@@ -155,14 +162,24 @@ pub struct Erasure {
 #[utoipa::path(post, path = "/v1/patients/{id}/erasure", tag = "patients", security(("bearer" = [])),
     params(("id" = String, Path, description = "patient id")),
     responses((status = 200, body = Erasure, description = "erased; the patient's token stops working at once"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "`credential_scoped`: erasure is asked with the patient's own sign-in, not a credential a provider was handed"),
+        (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "`already_erased`")))]
 pub async fn erase(
     State(state): State<AppState>,
     principal: Principal,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Erasure>, ApiError> {
-    let (patient, record) = data_subject(&state, principal, id).await?;
+    let (part, record) = data_subject(&state, principal, id).await?;
+    // Whoever holds a credential a provider was handed (the provider too) erases nobody's record
+    // at every other provider.
+    if part.provider.is_some() {
+        return Err(crate::auth::scoped_refusal(
+            "erasure is asked with the patient's own sign-in (a link from MedPay support) or by the admin",
+        ));
+    }
+    let patient = part.patient;
     let already = || ApiError::conflict("already_erased", "this patient's personal data was erased already");
     if record.erased_at_ms.is_some() {
         return Err(already());
@@ -173,7 +190,8 @@ pub async fn erase(
         "name",
         "email",
         "phone",
-        "token",
+        "tokens (the patient's and those shown to providers)",
+        "the providers' copies of name, email and phone",
         "payments' devices and addresses",
         "chat messages",
         "what the bot remembered",
@@ -192,11 +210,11 @@ pub async fn erase(
     };
     // The token becomes the hash of a secret nobody holds.
     let dead_token = medpay_store::sha256_hex(new_secret("erased").as_bytes());
-    let Some(old_token) = state.store.erase_patient(patient, &dead_token, &audit).await? else {
+    let Some(old_tokens) = state.store.erase_patient(patient, &dead_token, &audit).await? else {
         return Err(already());
     };
     // Refused at once on this node, within the credential TTL on the others.
-    state.lookups.forget_patient(patient, &old_token);
+    state.lookups.forget_patient(patient, &old_tokens);
     tracing::warn!(patient_id = %patient, by = %audit.actor, "patient's personal data erased (LGPD)");
     Ok(Json(Erasure {
         patient_id: patient.to_string(),

@@ -1,5 +1,7 @@
-//! Entity ids: UUIDv7 (time-ordered) behind a type per entity, so that a patient id can never be
-//! passed where a payment id is expected.
+//! Entity ids: UUIDs behind a type per entity, so that a patient id can never be passed where a
+//! payment id is expected. Most are UUIDv7 (time-ordered); a patient's is random (v4), because a
+//! provider that registers a CPF registered elsewhere is given the patient's id, and a v7 id would
+//! tell it when the patient was first registered.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -12,13 +14,16 @@ pub struct IdError;
 
 macro_rules! entity_id {
     ($name:ident) => {
+        entity_id!($name, Uuid::now_v7);
+    };
+    ($name:ident, $generate:path) => {
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(Uuid);
 
         impl $name {
             pub fn new() -> Self {
-                Self(Uuid::now_v7())
+                Self($generate())
             }
             pub fn as_uuid(&self) -> Uuid {
                 self.0
@@ -53,7 +58,7 @@ macro_rules! entity_id {
 }
 
 entity_id!(PaymentId);
-entity_id!(PatientId);
+entity_id!(PatientId, Uuid::new_v4);
 entity_id!(ProviderId);
 entity_id!(ConversationId);
 
@@ -66,5 +71,14 @@ mod tests {
         let id = PaymentId::new();
         assert_eq!(id.to_string().parse::<PaymentId>().unwrap(), id);
         assert_eq!("not-an-id".parse::<PaymentId>(), Err(IdError));
+    }
+
+    #[test]
+    fn a_patient_id_tells_no_time_while_the_others_are_ordered() {
+        assert_eq!(PatientId::new().as_uuid().get_version_num(), 4);
+        assert_ne!(PatientId::new(), PatientId::new());
+        for version in [PaymentId::new().as_uuid(), ProviderId::new().as_uuid(), ConversationId::new().as_uuid()] {
+            assert_eq!(version.get_version_num(), 7);
+        }
     }
 }

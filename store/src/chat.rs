@@ -1,8 +1,8 @@
 //! Chat conversations, their transcripts, and review cases opened from them.
 
 use crate::database::{Store, StoreError};
-use crate::parties::parse_column;
-use medpay_models::{PatientId, PaymentId};
+use crate::parties::{PatientCredential, parse_column, parse_optional_column};
+use medpay_models::{PatientId, PaymentId, ProviderId};
 use sqlx::Row;
 
 /// Most messages a transcript returns.
@@ -12,6 +12,9 @@ pub const TRANSCRIPT_MAX: i64 = 500;
 pub struct ConversationRecord {
     pub id: String,
     pub patient_id: PatientId,
+    /// The provider the credential that started it was scoped to: the conversation (and what the
+    /// bot tells in it) is that provider's part of the patient's data. None: all of it.
+    pub scope: Option<ProviderId>,
     /// `bot` or `handed_off`.
     pub status: String,
     pub handoff_reason: Option<String>,
@@ -84,6 +87,7 @@ fn conversation_from_row(row: &sqlx::any::AnyRow) -> Result<ConversationRecord, 
     Ok(ConversationRecord {
         id: row.try_get("id")?,
         patient_id: parse_column(row, "patient_id")?,
+        scope: parse_optional_column(row, "provider_id")?,
         status: row.try_get("status")?,
         handoff_reason: row.try_get("handoff_reason")?,
         slots: serde_json::from_str(&slots).map_err(StoreError::corrupt)?,
@@ -94,7 +98,7 @@ fn conversation_from_row(row: &sqlx::any::AnyRow) -> Result<ConversationRecord, 
 }
 
 const CONVERSATION_COLUMNS: &str =
-    "id, patient_id, status, handoff_reason, slots, last_seq, created_at_ms, updated_at_ms";
+    "id, patient_id, provider_id, status, handoff_reason, slots, last_seq, created_at_ms, updated_at_ms";
 
 fn message_from_row(row: &sqlx::any::AnyRow) -> Result<ChatMessage, StoreError> {
     Ok(ChatMessage {
@@ -108,14 +112,16 @@ fn message_from_row(row: &sqlx::any::AnyRow) -> Result<ChatMessage, StoreError> 
 }
 
 impl Store {
-    pub async fn create_conversation(&self, id: &str, patient: PatientId, now_ms: i64) -> Result<(), StoreError> {
+    /// A new conversation of the patient of `by`, in its scope.
+    pub async fn create_conversation(&self, id: &str, by: PatientCredential, now_ms: i64) -> Result<(), StoreError> {
         let mut transaction = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO chat_conversations (id, patient_id, status, slots, last_seq, created_at_ms, updated_at_ms)
-             VALUES ($1, $2, 'bot', '{}', 0, $3, $3)",
+            "INSERT INTO chat_conversations (id, patient_id, provider_id, status, slots, last_seq, created_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, 'bot', '{}', 0, $4, $4)",
         )
         .bind(id.to_owned())
-        .bind(patient.to_string())
+        .bind(by.patient.to_string())
+        .bind(by.provider.map(|provider| provider.to_string()))
         .bind(now_ms)
         .execute(&mut *transaction)
         .await?;

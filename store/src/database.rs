@@ -256,3 +256,65 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
     }
     Ok(if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SQLITE_MIGRATIONS;
+    use sqlx::Row;
+
+    /// Migration 0029 scopes the credentials issued before it as they were issued: the token of a
+    /// patient a provider registered to that provider, the admin's registrations to nobody, a
+    /// provider's unused sign-in link to it; and it ends the sessions it cannot tell apart.
+    #[tokio::test]
+    async fn scopes_are_backfilled_from_what_issued_each_credential() {
+        sqlx::any::install_default_drivers();
+        let path = std::env::temp_dir().join(format!("medpay-0029-{}.db", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+        let (before, scopes): (Vec<_>, Vec<_>) = SQLITE_MIGRATIONS.iter().partition(|migration| migration.version < 29);
+        assert_eq!(scopes.first().map(|migration| migration.version), Some(29));
+        for migration in before {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(migration.sql.as_str().to_owned())).execute(&pool).await.unwrap();
+        }
+        sqlx::raw_sql(
+            "INSERT INTO providers (id, name, cnpj, fee_bps, escrow, score_fail_mode, max_amount_centavos, api_key_hash, created_at_ms)
+                 VALUES ('pa', 'A', '11222333000181', 0, 0, 'open', 100, 'ka', 1), ('pb', 'B', '11444777000161', 0, 0, 'open', 100, 'kb', 1);
+             INSERT INTO patients (id, name, cpf, email, phone, token_hash, created_at_ms)
+                 VALUES ('by-a', 'M', '52998224725', '', '', 'ta', 10), ('by-admin', 'J', '11144477735', '', '', 'tn', 20);
+             -- by-a: registered by A (the link shares the creation time), later chose B; by-admin: chose A.
+             INSERT INTO provider_patients (provider_id, patient_id, created_at_ms)
+                 VALUES ('pa', 'by-a', 10), ('pb', 'by-a', 50), ('pa', 'by-admin', 60);
+             INSERT INTO patient_sign_in_codes (code_hash, patient_id, created_by, created_at_ms, expires_at_ms)
+                 VALUES ('ca', 'by-a', 'provider:pa', 70, 99), ('cs', 'by-a', 'person:someone', 70, 99);
+             INSERT INTO patient_sessions (token_hash, patient_id, created_at_ms, expires_at_ms)
+                 VALUES ('sa', 'by-a', 80, 9999999999999);",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(scopes[0].sql.as_str().to_owned())).execute(&pool).await.unwrap();
+        let scope = |sql: &'static str| {
+            let pool = pool.clone();
+            async move {
+                let row = sqlx::query(sql).fetch_one(&pool).await.unwrap();
+                row.try_get::<Option<String>, _>(0).unwrap()
+            }
+        };
+        assert_eq!(scope("SELECT token_provider_id FROM patients WHERE id = 'by-a'").await.as_deref(), Some("pa"));
+        assert_eq!(scope("SELECT token_provider_id FROM patients WHERE id = 'by-admin'").await, None);
+        assert_eq!(
+            scope("SELECT provider_id FROM patient_sign_in_codes WHERE code_hash = 'ca'").await.as_deref(),
+            Some("pa")
+        );
+        assert_eq!(scope("SELECT provider_id FROM patient_sign_in_codes WHERE code_hash = 'cs'").await, None);
+        let revoked = sqlx::query("SELECT revoked_at_ms FROM patient_sessions WHERE token_hash = 'sa'")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .try_get::<Option<i64>, _>(0)
+            .unwrap();
+        assert_eq!(revoked, Some(80), "a session of unknown scope ends");
+        pool.close().await;
+        let _ = std::fs::remove_file(&path);
+    }
+}

@@ -40,7 +40,7 @@ pub use money::{
 };
 pub use notifications::{NOTIFICATION_KINDS, NotificationOutcome, NotificationRecord, PreparedNotification};
 pub use parties::{
-    CheckoutLink, PatientRecord, ProviderKey, ProviderRecord, REVIEW_TIME_LIMIT_HOURS_DEFAULT,
+    CheckoutLink, PatientCredential, PatientRecord, ProviderKey, ProviderRecord, REVIEW_TIME_LIMIT_HOURS_DEFAULT,
     REVIEW_TIME_LIMIT_HOURS_MAX,
 };
 pub use payments::{

@@ -2,7 +2,7 @@
 //! window, each fact once (its id names it), then claimed, sent and retried.
 
 use crate::database::{Store, StoreError};
-use crate::parties::parse_column;
+use crate::parties::{PatientCredential, parse_column};
 use medpay_models::{PatientId, PaymentId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -233,15 +233,31 @@ impl Store {
     }
 
     /// The patient's notifications, newest first.
+    /// The notifications of the patient of `by`, newest first: of its provider's payments only
+    /// when the credential is scoped to one.
     pub async fn patient_notifications(
         &self,
-        patient: PatientId,
+        by: PatientCredential,
         limit: i64,
     ) -> Result<Vec<NotificationRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM patient_notifications WHERE patient_id = $1 ORDER BY created_at_ms DESC, id DESC LIMIT $2"
-        ));
-        let rows = sqlx::query(sql).bind(patient.to_string()).bind(limit).fetch_all(&self.pool).await?;
+        let rows = match by.provider {
+            None => {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM patient_notifications WHERE patient_id = $1
+                     ORDER BY created_at_ms DESC, id DESC LIMIT $2"
+                ));
+                sqlx::query(sql).bind(by.patient.to_string()).bind(limit).fetch_all(&self.pool).await?
+            }
+            Some(provider) => {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM patient_notifications
+                     WHERE patient_id = $1 AND payment_id IN (SELECT id FROM payments WHERE patient_id = $1 AND provider_id = $2)
+                     ORDER BY created_at_ms DESC, id DESC LIMIT $3"
+                ));
+                let query = sqlx::query(sql).bind(by.patient.to_string()).bind(provider.to_string());
+                query.bind(limit).fetch_all(&self.pool).await?
+            }
+        };
         rows.iter().map(from_row).collect()
     }
 

@@ -48,6 +48,15 @@ where
     raw.parse::<T>().map_err(|error| StoreError::corrupt(format!("{column}: {error}")))
 }
 
+/// A nullable column parsed when it holds a value.
+pub(crate) fn parse_optional_column<T: std::str::FromStr>(row: &AnyRow, column: &str) -> Result<Option<T>, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    let raw: Option<String> = row.try_get(column)?;
+    raw.map(|raw| raw.parse::<T>().map_err(|error| StoreError::corrupt(format!("{column}: {error}")))).transpose()
+}
+
 const PROVIDER_COLUMNS: &str = "id, name, cnpj, fee_bps, escrow, score_fail_mode, max_amount_centavos, review_score_min, decline_score_min, review_time_limit_hours, created_at_ms";
 
 fn provider_from_row(row: &AnyRow) -> Result<ProviderRecord, StoreError> {
@@ -283,8 +292,9 @@ impl Store {
         row.as_ref().map(|row| parse_column(row, "provider_id")).transpose()
     }
 
-    /// Inserts a patient, linked to `provider` when a provider registers them, in one transaction.
-    /// A CPF already registered is a `Conflict("patient")`.
+    /// Inserts a patient, linked to `provider` when a provider registers them, in one transaction;
+    /// their token is then scoped to that provider. A CPF already registered is a
+    /// `Conflict("patient")` (see `register_known_patient`).
     pub async fn insert_patient(
         &self,
         patient: &PatientRecord,
@@ -293,7 +303,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut transaction = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO patients (id, name, cpf, email, phone, token_hash, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO patients (id, name, cpf, email, phone, token_hash, token_provider_id, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(patient.id.to_string())
         .bind(patient.name.clone())
@@ -301,6 +312,7 @@ impl Store {
         .bind(patient.email.clone())
         .bind(patient.phone.clone())
         .bind(token_hash.to_owned())
+        .bind(provider.map(|provider| provider.to_string()))
         .bind(patient.created_at_ms)
         .execute(&mut *transaction)
         .await
@@ -321,12 +333,90 @@ impl Store {
         row.as_ref().map(patient_from_row).transpose()
     }
 
-    pub async fn patient_id_by_token_hash(&self, token_hash: &str) -> Result<Option<PatientId>, StoreError> {
-        let row = sqlx::query("SELECT id FROM patients WHERE token_hash = $1")
-            .bind(token_hash.to_owned())
-            .fetch_optional(&self.pool)
+    /// A provider registers a CPF registered already (by another provider, the admin, or before an
+    /// erasure): the patient is linked to it with its own view (`view`'s name, e-mail and phone,
+    /// and the link's time as its creation), and gets a token scoped to it, in one transaction.
+    /// None when no patient has this CPF; `Conflict("patient")` when this provider has them already.
+    pub async fn register_known_patient(
+        &self,
+        provider: ProviderId,
+        view: &PatientRecord,
+        token_hash: &str,
+    ) -> Result<Option<PatientId>, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        let row = sqlx::query("SELECT id FROM patients WHERE cpf = $1")
+            .bind(view.cpf.as_str().to_owned())
+            .fetch_optional(&mut *transaction)
             .await?;
-        row.as_ref().map(|row| parse_column(row, "id")).transpose()
+        let Some(row) = row else {
+            transaction.rollback().await?;
+            return Ok(None);
+        };
+        let patient: PatientId = parse_column(&row, "id")?;
+        let linked = sqlx::query(
+            "INSERT INTO provider_patients (provider_id, patient_id, created_at_ms, name, email, phone)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (provider_id, patient_id) DO NOTHING",
+        )
+        .bind(provider.to_string())
+        .bind(patient.to_string())
+        .bind(view.created_at_ms)
+        .bind(view.name.clone())
+        .bind(view.email.clone())
+        .bind(view.phone.clone())
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        if linked == 0 {
+            transaction.rollback().await?;
+            return Err(StoreError::Conflict("patient"));
+        }
+        sqlx::query(
+            "INSERT INTO patient_tokens (token_hash, patient_id, provider_id, created_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash.to_owned())
+        .bind(patient.to_string())
+        .bind(provider.to_string())
+        .bind(view.created_at_ms)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(Some(patient))
+    }
+
+    /// The patient as `provider` sees them: the name, e-mail and phone it gave when it registered
+    /// them (the patient's own where it gave none: links made before migration 0029, by the admin's
+    /// registration or a checkout link), and when it linked them. An erasure shows only where the
+    /// provider's view is the patient's own (an erasure clears the provider's copies). None when
+    /// the provider is not linked to the patient.
+    pub async fn provider_patient(
+        &self,
+        provider: ProviderId,
+        patient: PatientId,
+    ) -> Result<Option<PatientRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT p.id, COALESCE(l.name, p.name) AS name, p.cpf, COALESCE(l.email, p.email) AS email,
+                    COALESCE(l.phone, p.phone) AS phone, l.created_at_ms,
+                    CASE WHEN l.name IS NULL THEN p.erased_at_ms END AS erased_at_ms
+             FROM provider_patients l JOIN patients p ON p.id = l.patient_id
+             WHERE l.provider_id = $1 AND l.patient_id = $2",
+        )
+        .bind(provider.to_string())
+        .bind(patient.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(patient_from_row).transpose()
+    }
+
+    /// The patient a long-lived token belongs to, and the provider it is scoped to.
+    pub async fn patient_by_token_hash(&self, token_hash: &str) -> Result<Option<PatientCredential>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id AS patient_id, token_provider_id AS provider_id FROM patients WHERE token_hash = $1
+             UNION ALL SELECT patient_id, provider_id FROM patient_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(PatientCredential::from_row).transpose()
     }
 
     /// The providers a patient is linked to, the most recently linked first.
@@ -348,6 +438,31 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.is_some())
+    }
+}
+
+/// Who a patient's credential (a token, an app session) signs in, and what it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PatientCredential {
+    pub patient: PatientId,
+    /// The provider the credential was issued through (the token shown to it at registration, a
+    /// session from its sign-in link): it opens only what concerns that provider. None: issued
+    /// by the platform (the admin's registration, support's sign-in link), it opens all of the
+    /// patient's own data.
+    pub provider: Option<ProviderId>,
+}
+
+impl PatientCredential {
+    /// Whether this credential opens what concerns `patient` at `provider`.
+    pub fn opens(&self, patient: PatientId, provider: ProviderId) -> bool {
+        self.patient == patient && self.provider.is_none_or(|scope| scope == provider)
+    }
+
+    pub(crate) fn from_row(row: &AnyRow) -> Result<PatientCredential, StoreError> {
+        Ok(PatientCredential {
+            patient: parse_column(row, "patient_id")?,
+            provider: parse_optional_column(row, "provider_id")?,
+        })
     }
 }
 
@@ -397,6 +512,20 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// The provider of a checkout link that has not expired.
+    pub async fn checkout_link_provider(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<ProviderId>, StoreError> {
+        let row = sqlx::query("SELECT provider_id FROM checkout_links WHERE token_hash = $1 AND expires_at_ms > $2")
+            .bind(token_hash.to_owned())
+            .bind(now_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(|row| parse_column(row, "provider_id")).transpose()
     }
 
     /// The patient opens a checkout link: linked to its provider when the link exists and has not

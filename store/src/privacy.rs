@@ -25,14 +25,15 @@ impl Store {
     /// Erases the patient's personal data in one transaction with its audit entry: name, e-mail
     /// and phone overwritten, the token replaced by `token_hash` (of a secret nobody holds), the
     /// devices and addresses of their payments overwritten, their chat messages deleted and what
-    /// the bot remembered cleared. Returns the hash of the token that stopped working; none when
-    /// there is no such patient or it was erased before.
+    /// the bot remembered cleared, the providers' own copies of their name, e-mail and phone
+    /// cleared and the tokens shown to them deleted. Returns the hashes of the tokens that stopped
+    /// working; none when there is no such patient or it was erased before.
     pub async fn erase_patient(
         &self,
         patient: PatientId,
         token_hash: &str,
         audit: &AuditEntry,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<Vec<String>>, StoreError> {
         let id = patient.to_string();
         let mut transaction = self.begin_write().await?;
         let old = sqlx::query("SELECT token_hash FROM patients WHERE id = $1 AND erased_at_ms IS NULL")
@@ -43,7 +44,14 @@ impl Store {
             transaction.rollback().await?;
             return Ok(None);
         };
-        let old: String = old.try_get("token_hash")?;
+        let mut old: Vec<String> = vec![old.try_get("token_hash")?];
+        let scoped = sqlx::query("SELECT token_hash FROM patient_tokens WHERE patient_id = $1")
+            .bind(id.clone())
+            .fetch_all(&mut *transaction)
+            .await?;
+        for row in &scoped {
+            old.push(row.try_get("token_hash")?);
+        }
         let erased = sqlx::query(
             "UPDATE patients SET name = $1, email = '', phone = '', token_hash = $2, erased_at_ms = $3
              WHERE id = $4 AND erased_at_ms IS NULL",
@@ -71,12 +79,16 @@ impl Store {
         .bind(id.clone())
         .execute(&mut *transaction)
         .await?;
-        // The app's sign-in codes, sessions and notifications go: nobody signs in as an erased
-        // patient, and nothing is written to them again.
-        for table in ["patient_sign_in_codes", "patient_sessions", "patient_notifications"] {
+        // The app's sign-in codes, sessions, notifications and the tokens shown to providers go:
+        // nobody signs in as an erased patient, and nothing is written to them again.
+        for table in ["patient_sign_in_codes", "patient_sessions", "patient_notifications", "patient_tokens"] {
             let sql = sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE patient_id = $1"));
             sqlx::query(sql).bind(id.clone()).execute(&mut *transaction).await?;
         }
+        sqlx::query("UPDATE provider_patients SET name = NULL, email = NULL, phone = NULL WHERE patient_id = $1")
+            .bind(id.clone())
+            .execute(&mut *transaction)
+            .await?;
         // The conversations stay as ids (review cases name them); nothing said in them does.
         sqlx::query("UPDATE chat_conversations SET slots = '{}', handoff_reason = NULL WHERE patient_id = $1")
             .bind(id)

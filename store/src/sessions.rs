@@ -2,25 +2,27 @@
 //! that expire within hours (migration 0021). Only hashes are stored.
 
 use crate::database::{Store, StoreError};
-use crate::parties::parse_column;
-use medpay_models::PatientId;
+use crate::parties::PatientCredential;
+use medpay_models::ProviderId;
 
 impl Store {
-    /// A sign-in code for `patient`, valid until `expires_at_ms`.
+    /// A sign-in code for `patient`, valid until `expires_at_ms`; the session it opens is scoped
+    /// to `provider` when a provider made the link.
     pub async fn insert_sign_in_code(
         &self,
         code_hash: &str,
-        patient: PatientId,
+        patient: PatientCredential,
         created_by: &str,
         now_ms: i64,
         expires_at_ms: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO patient_sign_in_codes (code_hash, patient_id, created_by, created_at_ms, expires_at_ms)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO patient_sign_in_codes (code_hash, patient_id, provider_id, created_by, created_at_ms, expires_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(code_hash.to_owned())
-        .bind(patient.to_string())
+        .bind(patient.patient.to_string())
+        .bind(patient.provider.map(|provider: ProviderId| provider.to_string()))
         .bind(created_by.to_owned())
         .bind(now_ms)
         .bind(expires_at_ms)
@@ -38,13 +40,13 @@ impl Store {
         session_hash: &str,
         now_ms: i64,
         session_expires_at_ms: i64,
-    ) -> Result<Option<PatientId>, StoreError> {
+    ) -> Result<Option<PatientCredential>, StoreError> {
         let mut transaction = self.begin_write().await?;
         let row = sqlx::query(
             "UPDATE patient_sign_in_codes SET used_at_ms = $1
              WHERE code_hash = $2 AND used_at_ms IS NULL AND expires_at_ms > $1
                AND patient_id IN (SELECT id FROM patients WHERE erased_at_ms IS NULL)
-             RETURNING patient_id",
+             RETURNING patient_id, provider_id",
         )
         .bind(now_ms)
         .bind(code_hash.to_owned())
@@ -54,34 +56,37 @@ impl Store {
             transaction.rollback().await?;
             return Ok(None);
         };
-        let patient: PatientId = parse_column(&row, "patient_id")?;
+        let credential = PatientCredential::from_row(&row)?;
         sqlx::query(
-            "INSERT INTO patient_sessions (token_hash, patient_id, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO patient_sessions (token_hash, patient_id, provider_id, created_at_ms, expires_at_ms)
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(session_hash.to_owned())
-        .bind(patient.to_string())
+        .bind(credential.patient.to_string())
+        .bind(credential.provider.map(|provider| provider.to_string()))
         .bind(now_ms)
         .bind(session_expires_at_ms)
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
-        Ok(Some(patient))
+        Ok(Some(credential))
     }
 
-    /// The patient of a live session: not expired, not revoked.
+    /// The patient of a live session (not expired, not revoked), and its scope.
     pub async fn patient_by_session_hash(
         &self,
         token_hash: &str,
         now_ms: i64,
-    ) -> Result<Option<PatientId>, StoreError> {
+    ) -> Result<Option<PatientCredential>, StoreError> {
         let row = sqlx::query(
-            "SELECT patient_id FROM patient_sessions WHERE token_hash = $1 AND expires_at_ms > $2 AND revoked_at_ms IS NULL",
+            "SELECT patient_id, provider_id FROM patient_sessions
+             WHERE token_hash = $1 AND expires_at_ms > $2 AND revoked_at_ms IS NULL",
         )
         .bind(token_hash.to_owned())
         .bind(now_ms)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(|row| parse_column(row, "patient_id")).transpose()
+        row.as_ref().map(PatientCredential::from_row).transpose()
     }
 
     /// Ends a session (signing out). False when it was not live.

@@ -20,6 +20,7 @@ mod people;
 mod privacy;
 mod refunds;
 mod risk;
+mod scopes;
 mod support;
 mod tenancy;
 mod training;

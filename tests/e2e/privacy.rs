@@ -4,7 +4,7 @@
 
 use crate::money::{balance, sandbox, wait_for};
 use crate::on_both_engines;
-use crate::support::{Engine, TestApp, new_key, pay, payment_body, unique_cpf};
+use crate::support::{Engine, TestApp, app_session, new_key, pay, payment_body, unique_cpf};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -76,13 +76,19 @@ async fn a_patient_exports_their_data_and_has_it_erased(engine: Engine) {
     let counted = listed["data"].as_array().unwrap().len();
     let balance_before = balance(&app, &provider).await;
 
-    // Erasure, asked by Maria: her token stops at once.
+    // Erasure, asked by Maria with her own sign-in (the token her provider was shown erases
+    // nobody): her session and that token stop at once.
     let path = format!("/v1/patients/{}/erasure", maria.id);
-    let (status, erased) = app.request(Method::POST, &path, Some(&maria.token), None, None).await;
+    let (status, refused) = app.request(Method::POST, &path, Some(&maria.token), None, None).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("credential_scoped")));
+    let own = app_session(&app, &app.admin, &maria.id).await;
+    let (status, erased) = app.request(Method::POST, &path, Some(&own), None, None).await;
     assert_eq!(status, StatusCode::OK, "{erased}");
     assert!(erased["financial_records_kept_until"].as_str().unwrap() > erased["erased_at"].as_str().unwrap());
-    let (status, _) = app.request(Method::GET, "/v1/payments", Some(&maria.token), None, None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for token in [&maria.token, &own] {
+        let (status, _) = app.request(Method::GET, "/v1/payments", Some(token), None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
     let (status, again) = app.request(Method::POST, &path, Some(&app.admin), None, None).await;
     assert_eq!((status, again["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("already_erased")));
 

@@ -268,6 +268,19 @@ impl TestApp {
     }
 }
 
+/// A session of the patient app, opened with a sign-in link made with `by`'s credential (a
+/// provider's key: a session scoped to it; the admin's or support's: the patient's own).
+pub async fn app_session(app: &TestApp, by: &str, patient: &str) -> String {
+    let path = format!("/v1/patients/{patient}/sign-in-links");
+    let (status, link) = app.request(Method::POST, &path, Some(by), None, None).await;
+    assert_eq!(status, StatusCode::CREATED, "{link}");
+    let code = link["path"].as_str().unwrap().split("codigo=").nth(1).unwrap().to_owned();
+    let (status, opened) =
+        app.request(Method::POST, "/v1/patient-sessions", None, Some(&json!({"code": code})), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{opened}");
+    opened["token"].as_str().unwrap().to_owned()
+}
+
 /// Creates a payment with the provider's key and a fresh Idempotency-Key; it must be a 201.
 pub async fn pay(app: &TestApp, provider: &Provider, body: &Value) -> Value {
     let (status, created) =

@@ -9,7 +9,7 @@ use crate::money::{sandbox, wait_for};
 use crate::on_both_engines;
 use crate::people::person;
 use crate::support::{
-    Engine, Patient, Provider, TestApp, new_key, pay, payment_body, review_above, unique_cnpj, unique_cpf,
+    Engine, Patient, Provider, TestApp, app_session, new_key, pay, payment_body, review_above, unique_cnpj, unique_cpf,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -94,8 +94,9 @@ const EXPECTED: &[(&str, [u16; 8])] = &[
     ("POST /v1/webhook-endpoints/{id}/deliveries/{delivery_id}/resend", [403, 403, 403, 202, 404, 403, 403, 401]),
     ("GET /v1/patients/{id}/export", [200, 403, 403, 403, 403, 200, 404, 401]),
     ("POST /v1/providers/{id}/checkout-links", [201, 403, 403, 201, 404, 403, 403, 401]),
-    // A's checkout link is A's to give to anyone: any patient who holds it may open it.
-    ("POST /v1/checkout/{token}", [403, 403, 403, 403, 403, 200, 200, 401]),
+    // A's checkout link is A's to give to anyone, but a credential another provider was handed
+    // (patient B's token, shown to B) chooses no provider but B (see scopes.rs for the patient's own).
+    ("POST /v1/checkout/{token}", [403, 403, 403, 403, 403, 200, 403, 401]),
     // The patient app: links are given by the patient's provider or support; the app's own routes
     // answer only a patient (a session or the patient's token).
     ("POST /v1/patients/{id}/sign-in-links", [201, 403, 201, 201, 404, 403, 403, 401]),
@@ -122,8 +123,9 @@ const EXPECTED: &[(&str, [u16; 8])] = &[
     ("GET /paciente/manifest.webmanifest", [200, 200, 200, 200, 200, 200, 200, 200]),
     ("GET /paciente/sw.js", [200, 200, 200, 200, 200, 200, 200, 200]),
     ("GET /paciente/icon.svg", [200, 200, 200, 200, 200, 200, 200, 200]),
-    // Last: patient A erases themself (the others aim at a fresh patient of A's).
-    ("POST /v1/patients/{id}/erasure", [200, 403, 403, 403, 403, 200, 404, 401]),
+    // Last. The others aim at a fresh patient of A's; patient A's token, shown to A, erases nobody
+    // (the patient's own sign-in does: scopes.rs, privacy.rs).
+    ("POST /v1/patients/{id}/erasure", [200, 403, 403, 403, 403, 403, 404, 401]),
 ];
 
 /// Who asks: a bearer token, or none.
@@ -562,7 +564,7 @@ async fn every_route_answers_each_principal_as_its_role_and_tenant_allow(engine:
             let (status, code, text) =
                 ask(&app, method, &path, principals.tokens[index].as_deref(), body.as_ref()).await;
             // Provider B, patient B and nobody never read anything of A's or of patient A's.
-            if matches!(*name, "provider B" | "patient B" | "anonymous") && *route != "POST /v1/checkout/{token}" {
+            if matches!(*name, "provider B" | "patient B" | "anonymous") {
                 for (what, id) in
                     [("A", &world.provider_a.id), ("patient A", &world.patient_a.id), ("A's payment", &world.payment_a)]
                 {
@@ -632,12 +634,14 @@ async fn a_busy_tenant_cannot_take_the_whole_server(engine: Engine) {
 on_both_engines!(a_busy_tenant_cannot_take_the_whole_server);
 
 /// A patient pays a provider that did not register them only after choosing it through the
-/// provider's checkout link; an unknown link changes nothing.
+/// provider's checkout link, with their own sign-in (the token B was shown chooses nobody but B);
+/// an unknown link changes nothing.
 async fn a_patient_chooses_a_provider_through_its_checkout_link(engine: Engine) {
     let app = TestApp::spawn(engine).await;
     let a = app.provider(json!({})).await;
     let b = app.provider(json!({})).await;
-    let patient = app.patient(&b).await;
+    let shown_to_b = app.patient(&b).await;
+    let patient = Patient { id: shown_to_b.id.clone(), token: app_session(&app, &app.admin, &shown_to_b.id).await };
     let mut body = payment_body(&a, &patient, 9_000);
     let (status, code, _) = ask(&app, "POST", "/v1/payments", Some(&patient.token), Some(&body)).await;
     assert_eq!((status, code.as_str()), (404, "provider_not_found"), "not chosen yet");
@@ -658,6 +662,8 @@ async fn a_patient_chooses_a_provider_through_its_checkout_link(engine: Engine) 
         .await;
     assert_eq!(status, StatusCode::CREATED, "{link}");
     let open = format!("/v1/checkout/{}", link["token"].as_str().unwrap());
+    let (status, code, _) = ask(&app, "POST", &open, Some(&shown_to_b.token), None).await;
+    assert_eq!((status, code.as_str()), (403, "credential_scoped"), "B's token chooses nobody but B");
     let (status, opened) = app.request(Method::POST, &open, Some(&patient.token), None, None).await;
     assert_eq!((status, opened["provider_id"].as_str()), (StatusCode::OK, Some(a.id.as_str())), "{opened}");
     body["amount_centavos"] = json!(9_100);
