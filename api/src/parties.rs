@@ -160,7 +160,8 @@ pub async fn create_patient(
             let Some(provider) = provider else { return Err(exists()) };
             let known = match state.store.register_known_patient(provider, &record, &token_hash).await {
                 Ok(Some(known)) => known,
-                // Erased between the two statements is as good as a conflict, and as rare.
+                // No patient has the CPF: the first conflict was another unique column, told as
+                // the conflict it was.
                 Ok(None) | Err(StoreError::Conflict(_)) => return Err(exists()),
                 Err(error) => return Err(error.into()),
             };

@@ -70,12 +70,13 @@ pub async fn create_sign_in_link(
     }
     let Path(id) = id.map_err(rejection)?;
     let patient: PatientId = id.parse().map_err(|_| not_found())?;
-    if let Principal::Provider(provider) = principal
-        && !state.store.is_linked(provider, patient).await?
-    {
-        return Err(not_found());
-    }
-    let record = state.store.patient(patient).await?.ok_or_else(not_found)?;
+    // A provider is answered from its own view: unlinked is "not found", and a patient erased
+    // before this provider registered them is, to it, a patient like any other.
+    let record = match principal {
+        Principal::Provider(provider) => state.store.provider_patient(provider, patient).await?,
+        _ => state.store.patient(patient).await?,
+    };
+    let record = record.ok_or_else(not_found)?;
     if record.erased_at_ms.is_some() {
         return Err(not_found());
     }

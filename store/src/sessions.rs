@@ -32,8 +32,9 @@ impl Store {
     }
 
     /// Spends a sign-in code and opens a session with `session_hash` in the same commit: a code
-    /// works once, before it expires, for a patient who was not erased. None when it does not
-    /// (nothing changes).
+    /// works once, before it expires, for a patient who was not erased (for a provider's code: not
+    /// erased as that provider sees them, i.e. not since it registered them). None when it does
+    /// not (nothing changes).
     pub async fn exchange_sign_in_code(
         &self,
         code_hash: &str,
@@ -45,7 +46,10 @@ impl Store {
         let row = sqlx::query(
             "UPDATE patient_sign_in_codes SET used_at_ms = $1
              WHERE code_hash = $2 AND used_at_ms IS NULL AND expires_at_ms > $1
-               AND patient_id IN (SELECT id FROM patients WHERE erased_at_ms IS NULL)
+               AND (patient_id IN (SELECT id FROM patients WHERE erased_at_ms IS NULL)
+                    OR EXISTS (SELECT 1 FROM provider_patients l
+                               WHERE l.provider_id = patient_sign_in_codes.provider_id
+                                 AND l.patient_id = patient_sign_in_codes.patient_id AND l.name IS NOT NULL))
              RETURNING patient_id, provider_id",
         )
         .bind(now_ms)

@@ -164,6 +164,17 @@ async fn a_cpf_registered_elsewhere_tells_a_provider_nothing(engine: Engine) {
     }
     let (_, by_b) = app.request(Method::GET, &path, Some(&b.key), None, None).await;
     assert!(by_b["erased_at"].is_string() && !by_b.to_string().contains("maria.b@example.com"), "{by_b}");
+    // A provider that registers her afterwards is not told of the erasure either: its own view,
+    // its own sign-in link, a session that works.
+    let c = app.provider(json!({"escrow": false})).await;
+    let at_c = json!({"name": "Maria Souza", "cpf": cpf, "email": "maria.c@example.com", "phone": "+55 31 97777-1234"});
+    let (status, seen_by_c) = register(&app, &c, &at_c).await;
+    assert_eq!(status, StatusCode::CREATED, "{seen_by_c}");
+    assert!(seen_by_c["erased_at"].is_null() && seen_by_c["name"] == "Maria Souza", "{seen_by_c}");
+    let c_session = app_session(&app, &c.key, &id).await;
+    assert_eq!(listed(&app, &c_session).await, (vec![], vec![]));
+    let (_, own) = app.request(Method::GET, &path, Some(&c_session), None, None).await;
+    assert_eq!((own["email"].as_str(), own["erased_at"].as_str()), (Some("maria.c@example.com"), None), "{own}");
     app.stop().await;
 }
 on_both_engines!(a_cpf_registered_elsewhere_tells_a_provider_nothing);
