@@ -85,6 +85,16 @@ impl Principal {
         }
     }
 
+    /// The provider whose view of a patient this caller gets: a provider's own, or the one a
+    /// patient's credential is scoped to; None for the patient's own record.
+    pub fn seen_through(&self) -> Option<ProviderId> {
+        match self {
+            Principal::Provider(provider) => Some(*provider),
+            Principal::Patient(credential) => credential.provider,
+            Principal::Admin | Principal::Analyst | Principal::Person(..) => None,
+        }
+    }
+
     /// Who did it, as the audit log and the registry record it.
     pub fn actor(&self) -> String {
         match self {

@@ -116,16 +116,12 @@ pub async fn open_link(
     let hash = medpay_store::sha256_hex(token.as_bytes());
     // A credential a provider was handed chooses no other provider: whoever holds it (the
     // provider too) would otherwise open the patient's data to a provider of its choosing.
-    if let Some(scope) = patient.provider {
-        let linked = state.store.checkout_link_provider(&hash, medpay_store::now_ms()).await?.ok_or_else(not_found)?;
-        if linked != scope {
-            return Err(crate::auth::scoped_refusal(
-                "choosing another provider takes the patient's own sign-in (a link from MedPay support), not one a provider gave",
-            ));
-        }
-    }
-    let provider =
-        state.store.open_checkout_link(&hash, patient.patient, medpay_store::now_ms()).await?.ok_or_else(not_found)?;
+    let opened = state.store.open_checkout_link(&hash, patient, medpay_store::now_ms()).await?.ok_or_else(not_found)?;
+    let medpay_store::LinkOpening::Linked(provider) = opened else {
+        return Err(crate::auth::scoped_refusal(
+            "choosing another provider takes the patient's own sign-in (a link from MedPay support), not one a provider gave",
+        ));
+    };
     let record = state.lookups.provider(provider).await?.ok_or_else(not_found)?;
     tracing::info!(provider_id = %provider, patient_id = %patient.patient, "checkout link opened: patient linked");
     Ok(Json(CheckoutOpened { provider_id: provider.to_string(), provider_name: record.name.clone() }))

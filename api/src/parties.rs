@@ -1,6 +1,6 @@
 //! Providers and patients.
 
-use crate::auth::{PATIENT_TOKEN_PREFIX, PROVIDER_KEY_PREFIX, PatientCredential, Principal, new_secret};
+use crate::auth::{PATIENT_TOKEN_PREFIX, PROVIDER_KEY_PREFIX, Principal, new_secret};
 use crate::dto::{CreatePatient, CreateProvider, PatientView, ProviderView};
 use crate::error::{ApiError, ErrorBody, rejection};
 use crate::state::AppState;
@@ -186,16 +186,13 @@ pub async fn get_patient(
     let not_found = || ApiError::not_found("patient_not_found", "no such patient");
     let Path(id) = id.map_err(rejection)?;
     let id: PatientId = id.parse().map_err(|_| not_found())?;
+    if let Principal::Patient(own) = principal
+        && own.patient != id
+    {
+        return Err(not_found());
+    }
     // A provider sees its own view of the patient; so does a credential scoped to it.
-    let record = match principal {
-        Principal::Admin | Principal::Analyst | Principal::Person(..) => state.store.patient(id).await?,
-        Principal::Patient(own) if own.patient != id => None,
-        Principal::Patient(PatientCredential { provider: None, .. }) => state.store.patient(id).await?,
-        Principal::Patient(PatientCredential { provider: Some(provider), .. }) | Principal::Provider(provider) => {
-            state.store.provider_patient(provider, id).await?
-        }
-    };
-    let record = record.ok_or_else(not_found)?;
+    let record = state.store.patient_seen_by(principal.seen_through(), id).await?.ok_or_else(not_found)?;
     Ok(Json(PatientView::new(&record, None)))
 }
 

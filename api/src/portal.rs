@@ -71,19 +71,13 @@ pub async fn create_sign_in_link(
     let Path(id) = id.map_err(rejection)?;
     let patient: PatientId = id.parse().map_err(|_| not_found())?;
     // A provider is answered from its own view: unlinked is "not found", and a patient erased
-    // before this provider registered them is, to it, a patient like any other.
-    let record = match principal {
-        Principal::Provider(provider) => state.store.provider_patient(provider, patient).await?,
-        _ => state.store.patient(patient).await?,
-    };
-    let record = record.ok_or_else(not_found)?;
+    // before this provider registered them is, to it, a patient like any other. Its link opens a
+    // session scoped to it.
+    let scope = principal.seen_through();
+    let record = state.store.patient_seen_by(scope, patient).await?.ok_or_else(not_found)?;
     if record.erased_at_ms.is_some() {
         return Err(not_found());
     }
-    let scope = match principal {
-        Principal::Provider(provider) => Some(provider),
-        _ => None,
-    };
     let credential = PatientCredential { patient, provider: scope };
     let (path, expires_at_ms) = new_sign_in_link(&state, credential, &principal.actor(), SIGN_IN_CODE_TTL_MS).await?;
     tracing::info!(patient_id = %patient, by = %principal.actor(), "patient sign-in link made");
@@ -181,11 +175,7 @@ pub async fn open_session(
         metrics::counter!("medpay_auth_failures_total").increment(1);
         return Err(invalid());
     };
-    let record = match patient.provider {
-        None => state.store.patient(patient.patient).await?,
-        Some(provider) => state.store.provider_patient(provider, patient.patient).await?,
-    };
-    let record = record.ok_or_else(invalid)?;
+    let record = state.store.patient_seen_by(patient.provider, patient.patient).await?.ok_or_else(invalid)?;
     tracing::info!(patient_id = %patient.patient, scope = ?patient.provider, "patient signed in to the app");
     let first_name = record.name.split_whitespace().next().unwrap_or_default().to_owned();
     Ok((

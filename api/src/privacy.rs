@@ -42,11 +42,8 @@ async fn data_subject(
         Principal::Admin | Principal::Person(_, Role::Admin) => PatientCredential { patient: id, provider: None },
         _ => return Err(ApiError::forbidden("a patient's data is theirs (and the admin's) to export or erase")),
     };
-    let record = match part.provider {
-        None => state.store.patient(id).await?,
-        Some(provider) => state.store.provider_patient(provider, id).await?,
-    };
-    Ok((part, record.ok_or_else(not_found)?))
+    let record = state.store.patient_seen_by(part.provider, id).await?.ok_or_else(not_found)?;
+    Ok((part, record))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

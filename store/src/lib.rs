@@ -40,8 +40,8 @@ pub use money::{
 };
 pub use notifications::{NOTIFICATION_KINDS, NotificationOutcome, NotificationRecord, PreparedNotification};
 pub use parties::{
-    CheckoutLink, PatientCredential, PatientRecord, ProviderKey, ProviderRecord, REVIEW_TIME_LIMIT_HOURS_DEFAULT,
-    REVIEW_TIME_LIMIT_HOURS_MAX,
+    CheckoutLink, LinkOpening, PatientCredential, PatientRecord, ProviderKey, ProviderRecord,
+    REVIEW_TIME_LIMIT_HOURS_DEFAULT, REVIEW_TIME_LIMIT_HOURS_MAX,
 };
 pub use payments::{
     DecisionRecord, EVENTS_PAGE_MAX, EventRecord, NewEvent, NewPaymentWrite, PAYMENTS_PAGE_MAX, PaymentFilter,

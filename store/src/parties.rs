@@ -407,6 +407,18 @@ impl Store {
         row.as_ref().map(patient_from_row).transpose()
     }
 
+    /// The patient as seen through `scope`: their own record (None), or that provider's view.
+    pub async fn patient_seen_by(
+        &self,
+        scope: Option<ProviderId>,
+        patient: PatientId,
+    ) -> Result<Option<PatientRecord>, StoreError> {
+        match scope {
+            None => self.patient(patient).await,
+            Some(provider) => self.provider_patient(provider, patient).await,
+        }
+    }
+
     /// The patient a long-lived token belongs to, and the provider it is scoped to.
     pub async fn patient_by_token_hash(&self, token_hash: &str) -> Result<Option<PatientCredential>, StoreError> {
         let row = sqlx::query(
@@ -485,6 +497,15 @@ pub(crate) async fn link(
     Ok(())
 }
 
+/// What opening a checkout link did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkOpening {
+    /// The patient chose this provider.
+    Linked(ProviderId),
+    /// The credential is scoped to another provider: it chooses nobody.
+    OutOfScope,
+}
+
 /// A provider's checkout link: a patient who opens it chooses the provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckoutLink {
@@ -514,28 +535,15 @@ impl Store {
         Ok(())
     }
 
-    /// The provider of a checkout link that has not expired.
-    pub async fn checkout_link_provider(
-        &self,
-        token_hash: &str,
-        now_ms: i64,
-    ) -> Result<Option<ProviderId>, StoreError> {
-        let row = sqlx::query("SELECT provider_id FROM checkout_links WHERE token_hash = $1 AND expires_at_ms > $2")
-            .bind(token_hash.to_owned())
-            .bind(now_ms)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(|row| parse_column(row, "provider_id")).transpose()
-    }
-
-    /// The patient opens a checkout link: linked to its provider when the link exists and has not
-    /// expired. Returns the provider; none for an unknown or expired link (nothing changes).
+    /// The patient of `by` opens a checkout link: linked to its provider when the link exists,
+    /// has not expired, and is of the credential's own provider when it is scoped to one. None for
+    /// an unknown or expired link; `OutOfScope` for another provider's (nothing changes).
     pub async fn open_checkout_link(
         &self,
         token_hash: &str,
-        patient: PatientId,
+        by: PatientCredential,
         now_ms: i64,
-    ) -> Result<Option<ProviderId>, StoreError> {
+    ) -> Result<Option<LinkOpening>, StoreError> {
         let mut transaction = self.begin_write().await?;
         let row = sqlx::query("SELECT provider_id FROM checkout_links WHERE token_hash = $1 AND expires_at_ms > $2")
             .bind(token_hash.to_owned())
@@ -547,8 +555,12 @@ impl Store {
             return Ok(None);
         };
         let provider: ProviderId = parse_column(&row, "provider_id")?;
-        link(&mut transaction, provider, patient, now_ms).await?;
+        if by.provider.is_some_and(|scope| scope != provider) {
+            transaction.rollback().await?;
+            return Ok(Some(LinkOpening::OutOfScope));
+        }
+        link(&mut transaction, provider, by.patient, now_ms).await?;
         transaction.commit().await?;
-        Ok(Some(provider))
+        Ok(Some(LinkOpening::Linked(provider)))
     }
 }
